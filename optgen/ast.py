@@ -1,0 +1,219 @@
+"""The surface syntax of `.opt` files as frozen dataclasses, built by `parse.py`.
+
+Nothing here is checked for meaning; `resolve.py` does that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from .source import Span
+
+
+# ---------------------------------------------------------------- expressions
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A decimal literal, kept as written; `resolve.py` reads it exactly."""
+
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """`x`: a state (current or already-updated value), local, param, `k`, `input`, ..."""
+
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NextName:
+    """`x+`: the next iterate."""
+
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class PrevName:
+    """`x-`: the previous iterate."""
+
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """`x[k+1]`, `x[k-2]`, `x[0]`, `g[i]`."""
+
+    id: str
+    index: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """`T(y)`, `relu(e)`, `softshrink(e, lam)`."""
+
+    func: str
+    args: tuple["Expr", ...]
+    span: Span
+    func_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySum:
+    """`sum(i = lo..hi, body)`."""
+
+    func: str
+    var: str
+    lo: "Expr"
+    hi: "Expr"
+    body: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    op: str  # one of + - * /
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Neg:
+    operand: "Expr"
+    span: Span
+
+
+Expr = Number | Name | NextName | PrevName | Indexed | Call | HistorySum | Binary | Neg
+
+
+# ---------------------------------------------------------------- declarations
+@dataclass(frozen=True, slots=True)
+class Ident:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class StateDecl:
+    names: tuple[Ident, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class InitAssign:
+    target: Ident
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class InitDecl:
+    assigns: tuple[InitAssign, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    lo: Expr
+    hi: Expr
+    lo_closed: bool
+    hi_closed: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ParamDecl:
+    name: Ident
+    value: Expr
+    learnable: bool
+    per_layer: bool
+    positive: bool
+    interval: Interval | None
+    span: Span
+    option_spans: tuple[tuple[str, Span], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StringLit:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BlockArg:
+    key: Ident | None  # None for a positional (string) argument
+    value: Expr | StringLit
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDecl:
+    name: Ident
+    kind: Ident
+    args: tuple[BlockArg, ...]
+    shared: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class LayersDecl:
+    depth: int | None  # None for `layers equilibrium`
+    equilibrium: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    target: Name | NextName | Indexed
+    value: Expr
+    span: Span
+    text: str  # as written, for RULE and the docstring
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateDecl:
+    statements: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class OutputDecl:
+    name: Ident
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    key: Ident
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SolverDecl:
+    """`solver name(...)` or `backward name(...)` (`role` tells which)."""
+
+    role: str
+    name: Ident
+    options: tuple[Option, ...]
+    span: Span
+
+
+Decl = StateDecl | InitDecl | ParamDecl | BlockDecl | LayersDecl | UpdateDecl | OutputDecl | SolverDecl
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    name: Ident
+    decls: tuple[Decl, ...]
+    span: Span
+    text: str  # the source text of the whole network item
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    networks: tuple[Network, ...]

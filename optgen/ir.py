@@ -1,0 +1,314 @@
+"""The typed IR: a network whose update statements are linear forms over tensor atoms.
+
+Every tensor expression of a rule is, by the language's scalar-coefficient rule, a
+linear combination `sum_j c_j * a_j` of *atoms* (a state at some lag, a local, a block
+output, an elementwise map, a sum over history, the input) with *scalar* coefficients
+c_j: sympy expressions in the params (as symbols) and the layer index `k`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from .source import Span
+
+K = sympy.Symbol("k", integer=True, nonnegative=True)
+
+
+def param_symbol(name: str) -> sympy.Symbol:
+    return sympy.Symbol(f"p_{name}", real=True)
+
+
+def symbol_param(symbol: sympy.Symbol) -> str | None:
+    return symbol.name[2:] if symbol.name.startswith("p_") else None
+
+
+# ---------------------------------------------------------------- tensor atoms
+@dataclass(frozen=True, slots=True)
+class StateAt:
+    """State `name` at layer k + lag: lag 1 is x_{k+1}, 0 is x_k, -1 is x_{k-1}, ..."""
+
+    name: str
+    lag: int
+
+    def show(self) -> str:
+        return {1: f"{self.name}+", 0: self.name, -1: f"{self.name}-"}.get(self.lag, f"{self.name}[k{self.lag:+d}]")
+
+
+@dataclass(frozen=True, slots=True)
+class Initial:
+    """`x[0]`: the initial value of state `name`."""
+
+    name: str
+
+    def show(self) -> str:
+        return f"{self.name}[0]"
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    name: str
+
+    def show(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class InputValue:
+    def show(self) -> str:
+        return "input"
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """`v[i + offset]` inside a `sum(i = ...)`: a state or local at the summation index."""
+
+    name: str
+    is_state: bool
+    offset: int = 0
+
+    def show(self) -> str:
+        return f"{self.name}[i{self.offset:+d}]" if self.offset else f"{self.name}[i]"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOut:
+    block: str
+    arg: "LinearForm"
+
+    def show(self) -> str:
+        return f"{self.block}({self.arg.show()})"
+
+
+@dataclass(frozen=True, slots=True)
+class MapOut:
+    fn: str
+    arg: "LinearForm"
+    scalars: tuple[sympy.Expr, ...] = ()
+
+    def show(self) -> str:
+        extra = "".join(f", {s}" for s in self.scalars)
+        return f"{self.fn}({self.arg.show()}{extra})"
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySum:
+    """`sum(i = lo..k, body)` with body a linear form over `History` atoms, coefficients in `var`."""
+
+    var: sympy.Symbol
+    lo: int
+    body: "LinearForm"
+
+    def show(self) -> str:
+        return f"sum({self.var} = {self.lo}..k, {self.body.show()})"
+
+
+Atom = StateAt | Initial | Local | InputValue | History | BlockOut | MapOut | HistorySum
+
+
+def atom_key(atom: Atom) -> str:
+    return f"{type(atom).__name__}:{atom.show()}"
+
+
+@dataclass(frozen=True, slots=True)
+class LinearForm:
+    """`sum_j coef_j * atom_j`, terms in a canonical order, no zero coefficient."""
+
+    terms: tuple[tuple[Atom, sympy.Expr], ...] = ()
+
+    @staticmethod
+    def of(atom: Atom, coef: sympy.Expr = sympy.Integer(1)) -> "LinearForm":
+        return LinearForm(((atom, sympy.sympify(coef)),))
+
+    @staticmethod
+    def from_dict(coefs: dict) -> "LinearForm":
+        items = []
+        for atom, coef in coefs.items():
+            coef = sympy.simplify(coef) if coef.free_symbols else sympy.nsimplify(coef)
+            if coef != 0:
+                items.append((atom, coef))
+        items.sort(key=lambda item: atom_key(item[0]))
+        return LinearForm(tuple(items))
+
+    def as_dict(self) -> dict:
+        return dict(self.terms)
+
+    def __add__(self, other: "LinearForm") -> "LinearForm":
+        coefs = self.as_dict()
+        for atom, coef in other.terms:
+            coefs[atom] = coefs.get(atom, sympy.Integer(0)) + coef
+        return LinearForm.from_dict(coefs)
+
+    def scale(self, factor: sympy.Expr) -> "LinearForm":
+        return LinearForm.from_dict({atom: coef * factor for atom, coef in self.terms})
+
+    def atoms(self) -> list[Atom]:
+        return [atom for atom, _ in self.terms]
+
+    def walk(self):
+        """Every atom, nested ones (block and map arguments, sum bodies) included."""
+        for atom in self.atoms():
+            yield atom
+            inner = getattr(atom, "arg", None) or getattr(atom, "body", None)
+            if inner is not None:
+                yield from inner.walk()
+
+    def show(self) -> str:
+        if not self.terms:
+            return "0"
+        parts = []
+        for atom, coef in self.terms:
+            if coef == 1:
+                parts.append(atom.show())
+            elif coef == -1:
+                parts.append(f"-{atom.show()}")
+            else:
+                parts.append(f"({coef})*{atom.show()}")
+        return " + ".join(parts)
+
+
+# ---------------------------------------------------------------- declarations
+@dataclass(frozen=True, slots=True)
+class Bound:
+    lo: sympy.Expr | None
+    hi: sympy.Expr | None
+    lo_closed: bool
+    hi_closed: bool
+
+    def show(self, name: str) -> str:
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{self.lo} {'<=' if self.lo_closed else '<'} ")
+        parts.append(name)
+        if self.hi is not None:
+            parts.append(f" {'<=' if self.hi_closed else '<'} {self.hi}")
+        return "".join(parts)
+
+    def contains(self, value: float) -> bool:
+        if self.lo is not None:
+            lo = float(self.lo)
+            if value < lo or (value == lo and not self.lo_closed):
+                return False
+        if self.hi is not None:
+            hi = float(self.hi)
+            if value > hi or (value == hi and not self.hi_closed):
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    value: sympy.Expr  # in K only (other fixed params substituted)
+    learnable: bool
+    per_layer: bool
+    bound: Bound | None  # `positive` is (0, inf)
+    positive: bool
+    span: Span
+
+    @property
+    def symbol(self) -> sympy.Symbol:
+        return param_symbol(self.name)
+
+    @property
+    def depends_on_k(self) -> bool:
+        return K in self.value.free_symbols
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    name: str
+    kind: str
+    args: tuple[tuple[str, object], ...]  # int args as sympy expressions in `dim`, choices as str
+    shared: bool
+    layout: str
+    span: Span
+    target: str | None = None  # custom: "pkg.module:Class"
+
+    def arg(self, key: str, default=None):
+        return dict(self.args).get(key, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """`target = form`: a state (`is_state`) gets its next value, or a local is defined."""
+
+    target: str
+    is_state: bool
+    form: LinearForm
+    span: Span
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class InitAssign:
+    state: str
+    form: LinearForm  # over Initial atoms of earlier-initialised states and InputValue
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SolverSpec:
+    name: str
+    options: tuple[tuple[str, float], ...]
+    span: Span | None
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    name: str
+    states: tuple[str, ...]
+    init: tuple[InitAssign, ...]  # one per state, in order of evaluation
+    params: tuple[Param, ...]
+    blocks: tuple[Block, ...]
+    depth: int
+    equilibrium: bool
+    statements: tuple[Assign, ...]
+    output: str
+    implicit: bool
+    implicit_reasons: tuple[str, ...]
+    rule: str
+    span: Span
+    source_text: str
+    solver: SolverSpec | None = None
+    backward: SolverSpec | None = None
+    spans: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def layout(self) -> str:
+        return self.blocks[0].layout if self.blocks else "vector"
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
+
+    def block(self, name: str) -> Block:
+        return next(b for b in self.blocks if b.name == name)
+
+    @property
+    def kind(self) -> str:
+        if self.equilibrium:
+            return "equilibrium"
+        return "implicit" if self.implicit else "explicit"
+
+
+def validate(net: Network) -> None:
+    """Invariants every later pass relies on (an internal check, in the spirit of fx's lint)."""
+    states = set(net.states)
+    assigned: set[str] = set()
+    locals_: set[str] = set()
+    for stmt in net.statements:
+        for atom in stmt.form.walk():
+            if isinstance(atom, Local):
+                assert atom.name in locals_, f"local {atom.name} used before definition"
+            if isinstance(atom, StateAt):
+                assert atom.name in states, f"unknown state {atom.name}"
+        if stmt.is_state:
+            assert stmt.target not in assigned, f"state {stmt.target} assigned twice"
+            assigned.add(stmt.target)
+        else:
+            assert stmt.target not in locals_, f"local {stmt.target} assigned twice"
+            locals_.add(stmt.target)
+    assert assigned == states, f"states never assigned: {sorted(states - assigned)}"
+    assert [i.state for i in net.init] == list(net.states) or set(i.state for i in net.init) == states

@@ -1,0 +1,324 @@
+"""Text to AST: runs the LALR parser on `opt.lark` and turns lark's errors into diagnostics."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from . import ast
+from .errors import Diagnostic, OptgenError
+from .resources import resource_path
+from .source import SourceFile, Span
+
+# How terminals are named to a user in "expected ..." messages.
+EXPECTED_NAMES = {
+    "NAME": "a name",
+    "NEXT_NAME": "a name",
+    "PREV_NAME": "a name",
+    "NUMBER": "a number",
+    "INT": "an integer",
+    "STRING": 'a string "..."',
+    "_SEP": "a new line or ';'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "COMMA": "','",
+    "EQUAL": "'='",
+    "PLUS": "'+'",
+    "MINUS": "'-'",
+    "STAR": "'*'",
+    "SLASH": "'/'",
+    "RANGE": "'..'",
+    "$END": "the end of the file",
+}
+
+# Parser states recognised from examples (lark's match_examples), each with a hint.
+SYNTAX_EXAMPLES: dict[str, list[str]] = {
+    "a statement must end before the next one starts; put it on its own line or after ';'": [
+        "network A { state x y }",
+        "network A { update { x+ = x y+ = x } }",
+        "network A { update { x+ = x - t*T(x) g = x } }",
+    ],
+    "an expression is missing an operand": [
+        "network A { update { x+ = x - } }",
+        "network A { update { x+ = x * } }",
+        "network A { update { x+ = } }",
+        "network A { param t = }",
+    ],
+}
+
+
+@functools.cache
+def _parser() -> Lark:
+    grammar = Path(resource_path("grammars", "opt.lark")).read_text(encoding="utf-8")
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, strict=True)
+
+
+def _span(meta) -> Span:
+    return Span.of(meta)
+
+
+def _tok(token: Token) -> ast.Ident:
+    return ast.Ident(str(token), Span.of(token))
+
+
+class _ToAst(Transformer):
+    """Builds AST nodes only; meaning is checked later (lark wraps callback errors)."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self._text = text
+
+    def _slice(self, meta) -> str:
+        return self._text[meta.start_pos : meta.end_pos]
+
+    # expressions
+    @v_args(inline=True)
+    def number(self, tok):
+        return ast.Number(str(tok), Span.of(tok))
+
+    @v_args(inline=True)
+    def name(self, tok):
+        return ast.Name(str(tok), Span.of(tok))
+
+    @v_args(inline=True)
+    def next_name(self, tok):
+        return ast.NextName(str(tok)[:-1], Span.of(tok))
+
+    @v_args(inline=True)
+    def prev_name(self, tok):
+        return ast.PrevName(str(tok)[:-1], Span.of(tok))
+
+    @v_args(meta=True)
+    def indexed(self, meta, children):
+        tok, index = children
+        return ast.Indexed(str(tok), index, _span(meta))
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        tok, args = children
+        return ast.Call(str(tok), tuple(args or ()), _span(meta), Span.of(tok))
+
+    def arguments(self, children):
+        return list(children)
+
+    @v_args(meta=True)
+    def history_sum(self, meta, children):
+        func, var, lo, _range, hi, body = children
+        return ast.HistorySum(str(func), str(var), lo, hi, body, _span(meta))
+
+    def _binary(op):
+        @v_args(meta=True)
+        def build(self, meta, children):
+            left, right = children
+            return ast.Binary(op, left, right, _span(meta))
+
+        return build
+
+    add = _binary("+")
+    sub = _binary("-")
+    mul = _binary("*")
+    div = _binary("/")
+
+    @v_args(meta=True)
+    def neg(self, meta, children):
+        return ast.Neg(children[0], _span(meta))
+
+    # declarations
+    @v_args(meta=True)
+    def state_decl(self, meta, children):
+        return ast.StateDecl(tuple(_tok(t) for t in children), _span(meta))
+
+    @v_args(meta=True)
+    def init_assign(self, meta, children):
+        target, value = children
+        return ast.InitAssign(_tok(target), value, _span(meta))
+
+    @v_args(meta=True)
+    def init_decl(self, meta, children):
+        return ast.InitDecl(tuple(children), _span(meta))
+
+    @v_args(meta=True)
+    def interval(self, meta, children):
+        open_, lo, hi, close = children
+        return ast.Interval(lo, hi, open_ == "[", close == "]", _span(meta))
+
+    def bound_open(self, children):
+        return str(children[0])
+
+    bound_close = bound_open
+
+    @v_args(meta=True)
+    def param_decl(self, meta, children):
+        name, value, *options = children
+        flags = {str(o) for o in options if isinstance(o, Token)}
+        spans = tuple((str(o), Span.of(o)) for o in options if isinstance(o, Token))
+        intervals = [o for o in options if isinstance(o, ast.Interval)]
+        spans += tuple(("in", o.span) for o in intervals)
+        return ast.ParamDecl(
+            name=_tok(name),
+            value=value,
+            learnable="learnable" in flags,
+            per_layer="per_layer" in flags,
+            positive="positive" in flags,
+            interval=intervals[-1] if intervals else None,
+            span=_span(meta),
+            option_spans=spans,
+        )
+
+    @v_args(meta=True)
+    def positional_arg(self, meta, children):
+        tok = children[0]
+        return ast.BlockArg(None, ast.StringLit(str(tok)[1:-1], Span.of(tok)), _span(meta))
+
+    @v_args(meta=True)
+    def keyword_arg(self, meta, children):
+        key, value = children
+        if isinstance(value, Token):  # a STRING
+            value = ast.StringLit(str(value)[1:-1], Span.of(value))
+        return ast.BlockArg(_tok(key), value, _span(meta))
+
+    def block_args(self, children):
+        return list(children)
+
+    @v_args(meta=True)
+    def block_decl(self, meta, children):
+        name, kind, args, shared = children
+        return ast.BlockDecl(_tok(name), _tok(kind), tuple(args or ()), shared is not None, _span(meta))
+
+    @v_args(meta=True)
+    def layers_decl(self, meta, children):
+        tok = children[0]
+        if tok.type == "EQUILIBRIUM":
+            return ast.LayersDecl(None, True, _span(meta))
+        return ast.LayersDecl(int(str(tok)), False, _span(meta))
+
+    @v_args(meta=True)
+    def statement(self, meta, children):
+        target, value = children
+        return ast.Statement(target, value, _span(meta), self._slice(meta))
+
+    @v_args(meta=True)
+    def update_decl(self, meta, children):
+        return ast.UpdateDecl(tuple(children), _span(meta))
+
+    @v_args(meta=True)
+    def output_decl(self, meta, children):
+        return ast.OutputDecl(_tok(children[0]), _span(meta))
+
+    @v_args(meta=True)
+    def option(self, meta, children):
+        key, value = children
+        return ast.Option(_tok(key), value, _span(meta))
+
+    def options(self, children):
+        return list(children)
+
+    @v_args(meta=True)
+    def solver_decl(self, meta, children):
+        name, options = children
+        return ast.SolverDecl("solver", _tok(name), tuple(options or ()), _span(meta))
+
+    @v_args(meta=True)
+    def backward_decl(self, meta, children):
+        name, options = children
+        return ast.SolverDecl("backward", _tok(name), tuple(options or ()), _span(meta))
+
+    @v_args(meta=True)
+    def network(self, meta, children):
+        name, *decls = children
+        return ast.Network(_tok(name), tuple(decls), _span(meta), self._slice(meta))
+
+    def start(self, children):
+        return ast.Module(tuple(children))
+
+
+def _describe_expected(expected: set[str]) -> str:
+    names = sorted({EXPECTED_NAMES.get(e, _literal_name(e)) for e in expected})
+    if not names:
+        return ""
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _literal_name(terminal: str) -> str:
+    term = _parser().get_terminal(terminal) if terminal in _terminal_names() else None
+    if term is not None and term.pattern.type == "str":
+        return repr(term.pattern.value)
+    return terminal.lower()
+
+
+@functools.cache
+def _terminal_names() -> frozenset[str]:
+    return frozenset(t.name for t in _parser().terminals)
+
+
+def _token_text(token: Token) -> str:
+    if token.type == "$END":
+        return "the end of the file"
+    if token.type == "_SEP":
+        return "end of line" if "\n" in str(token) else "';'"
+    return repr(str(token))
+
+
+def _syntax_diagnostic(err: UnexpectedInput, source: SourceFile) -> Diagnostic:
+    label = None
+    try:
+        label = err.match_examples(_parser().parse, SYNTAX_EXAMPLES, use_accepts=True)
+    except Exception:  # match_examples is a heuristic; never let it hide the real error
+        label = None
+    if isinstance(err, UnexpectedCharacters):
+        char = source.text[err.pos_in_stream] if err.pos_in_stream < len(source.text) else ""
+        span = Span.point(err.line, err.column)
+        return Diagnostic("error", span, f"unexpected character {char!r}", _chars_hint(char))
+    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
+        expected = getattr(err, "expected", set()) or set()
+        span = source.end_span()
+        message = "unexpected end of file"
+        if expected:
+            message += f", expected {_describe_expected(set(expected))}"
+        return Diagnostic("error", span, message, label or _eof_hint(source))
+    assert isinstance(err, UnexpectedToken)
+    token = err.token
+    span = Span.of(token)
+    if token.type == "_SEP":
+        span = Span.point(token.line, token.column)
+    expected = set(err.accepts or err.expected)
+    message = f"unexpected {_token_text(token)}, expected {_describe_expected(expected)}"
+    return Diagnostic("error", span, message, label)
+
+
+def _chars_hint(char: str) -> str | None:
+    if char in "^":
+        return "powers are not part of the language; write the product out (b*b)"
+    if char == "'":
+        return 'strings use double quotes: "pkg.module:Class"'
+    return None
+
+
+def _eof_hint(source: SourceFile) -> str | None:
+    if source.text.count("{") > source.text.count("}"):
+        return "a '{' is not closed by a matching '}'"
+    if source.text.count("(") > source.text.count(")"):
+        return "a '(' is not closed by a matching ')'"
+    return None
+
+
+def parse(source: SourceFile) -> ast.Module:
+    """Parse a whole `.opt` text into its AST, or raise `OptgenError` at the first syntax error."""
+    try:
+        tree = _parser().parse(source.text)
+    except UnexpectedInput as err:
+        raise OptgenError([_syntax_diagnostic(err, source)], source) from None
+    except RecursionError:
+        raise OptgenError(
+            [Diagnostic("error", Span.point(1, 1), "the text is nested too deeply to parse")], source
+        ) from None
+    return _ToAst(source.text).transform(tree)
