@@ -712,8 +712,8 @@ def _state_names(node, states: list[str]) -> set[str]:
     return found
 
 
-def resolve(module: ast.Module, source: SourceFile) -> list[ir.Network]:
-    """Check every network of a parsed file and return their IR."""
+def resolve(module: ast.Module, source: SourceFile, warnings: list | None = None) -> list[ir.Network]:
+    """Check every network of a parsed file and return their IR (warnings appended to `warnings`)."""
     resolver = Resolver(source)
     networks = []
     seen: dict[str, ast.Network] = {}
@@ -727,10 +727,6 @@ def resolve(module: ast.Module, source: SourceFile) -> list[ir.Network]:
         networks.append(resolver.network(node))
     if not networks:
         resolver.fail(Span.point(1, 1), "no network in this file", "a file holds one or more `network Name { ... }` items")
+    if warnings is not None:
+        warnings.extend(resolver.report.warnings)
     return networks
-
-
-def resolve_with_warnings(module: ast.Module, source: SourceFile):
-    resolver = Resolver(source)
-    nets = resolve(module, source)
-    return nets, resolver.report.warnings

@@ -1,0 +1,14 @@
+def _activation(name: str) -> nn.Module:
+    """The activation module for a block's `act` argument."""
+    table = {
+        "relu": nn.ReLU,
+        "gelu": nn.GELU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "silu": nn.SiLU,
+        "elu": nn.ELU,
+        "softplus": nn.Softplus,
+        "leaky_relu": nn.LeakyReLU,
+        "identity": nn.Identity,
+    }
+    return table[name]()
