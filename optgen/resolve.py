@@ -439,6 +439,7 @@ class Resolver:
             source_text=node.text,
             solver=solver,
             backward=backward,
+            spans={"name": node.name.span},
         )
         ir.validate(net)
         return net

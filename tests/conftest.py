@@ -1,0 +1,41 @@
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+GENERATED = ROOT / "generated"
+
+
+def load_generated(stem: str):
+    """Import generated/<stem>.py as a fresh module."""
+    spec = importlib.util.spec_from_file_location(f"generated_{stem}", GENERATED / f"{stem}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_optgen(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "optgen", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def opt_file(tmp_path):
+    """Write a .opt text into tmp_path and return its path."""
+
+    def write(text: str, name: str = "rule.opt") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
