@@ -1,0 +1,58 @@
+"""The layer dataflow graph of a network, as mermaid or graphviz dot text."""
+
+from __future__ import annotations
+
+from . import ir
+
+
+def _edges(net: ir.Network) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """Nodes (id -> label) and edges (source, target, label) of one layer."""
+    nodes: dict[str, str] = {}
+    edges: list[tuple[str, str, str]] = []
+
+    def node_of(atom) -> str:
+        if isinstance(atom, ir.StateAt):
+            key = f"{atom.name}_{'next' if atom.lag == 1 else ('k' if atom.lag == 0 else f'km{-atom.lag}')}"
+            nodes.setdefault(key, atom.show() if atom.lag else f"{atom.name}[k]")
+            return key
+        if isinstance(atom, ir.BlockOut):
+            key = f"call_{len(nodes)}"
+            nodes[key] = f"{atom.block}(.)"
+            for inner, coef in atom.arg.terms:
+                edges.append((node_of(inner), key, _coef(coef)))
+            return key
+        if isinstance(atom, ir.Local):
+            return f"local_{atom.name}"
+        key = f"atom_{len(nodes)}"
+        nodes[key] = atom.show()
+        return key
+
+    for st in net.statements:
+        target = f"{st.target}_next" if st.is_state else f"local_{st.target}"
+        nodes[target] = f"{st.target}+" if st.is_state else st.target
+        combo = f"comb_{len(nodes)}"
+        nodes[combo] = "+"
+        for atom, coef in st.form.terms:
+            edges.append((node_of(atom), combo, _coef(coef)))
+        edges.append((combo, target, ""))
+    return nodes, edges
+
+
+def _coef(coef) -> str:
+    text = str(coef).replace("p_", "")
+    return "" if text == "1" else text
+
+
+def render_graph(net: ir.Network, kind: str) -> str:
+    nodes, edges = _edges(net)
+    if kind == "dot":
+        lines = [f"digraph {net.name} {{", "  rankdir=LR;"]
+        lines += [f'  {key} [label="{label}"];' for key, label in nodes.items()]
+        for a, b, lab in edges:
+            attrs = f' [label="{lab}"]' if lab else ""
+            lines.append(f"  {a} -> {b}{attrs};")
+        return "\n".join(lines + ["}"])
+    lines = ["flowchart LR"]
+    lines += [f'    {key}["{label}"]' for key, label in nodes.items()]
+    lines += [f"    {a} -->{f'|{lab}|' if lab else ''} {b}" for a, b, lab in edges]
+    return "\n".join(lines)
