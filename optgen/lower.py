@@ -326,24 +326,24 @@ class Lowerer:
         return self.tensor_coef(c.base), value
 
     def _add(self, a: str, b: str, c: Coef) -> str:
-        if c.kind == "tensor":
-            base, value = self._tensor_parts(c)
-            return f"torch.addcmul({a}, {base}, {b}{value})"
-        if c.value == 1:
-            return f"torch.add({a}, {b})"
-        if c.value == -1:
-            return f"torch.sub({a}, {b})"
-        return f"torch.add({a}, {b}, alpha={self.code(c)})"
+        """`a + c*b` as one out-of-place kernel."""
+        op, args = self._fused_add(b, c)
+        return f"torch.{op}({a}, {args})"
 
     def _add_inplace(self, b: str, c: Coef) -> str:
+        """`+= c*b` as one in-place kernel (a method call on the accumulating tensor)."""
+        op, args = self._fused_add(b, c)
+        return f"{op}_({args})"
+
+    def _fused_add(self, b: str, c: Coef) -> tuple[str, str]:
         if c.kind == "tensor":
             base, value = self._tensor_parts(c)
-            return f"addcmul_({base}, {b}{value})"
+            return "addcmul", f"{base}, {b}{value}"
         if c.value == 1:
-            return f"add_({b})"
+            return "add", b
         if c.value == -1:
-            return f"sub_({b})"
-        return f"add_({b}, alpha={self.code(c)})"
+            return "sub", b
+        return "add", f"{b}, alpha={self.code(c)}"
 
     # ------------------------------------------------------------ the layer
     def lower(self) -> EmitPlan:
