@@ -90,6 +90,8 @@ def _imports(plan: EmitPlan, module_text: str) -> list[str]:
         stdlib.append("import importlib")
     if "math." in module_text:
         stdlib.append("import math")
+    if "warnings." in module_text:
+        stdlib.append("import warnings")
     lines = sorted(stdlib)
     if lines:
         lines.append("")
@@ -159,6 +161,8 @@ def render_module(net: ir.Network, plan: EmitPlan, certificate: dict, source_nam
     env = _environment()
     blocks = (["_activation.py"] if plan.needs_activation else []) + plan.block_templates
     block_sources = [_block_source(name) for name in blocks]
+    if plan.kind != "explicit":
+        block_sources.insert(0, resource_path("templates/runtime", "solvers.py").read_text(encoding="utf-8").strip())
     context = dict(
         header=header(source_name, sha256),
         module_doc=docstring_text(f"{net.name}, compiled by optgen from {source_name}."),
@@ -187,6 +191,7 @@ def render_test(net: ir.Network, plan: EmitPlan, certificate: dict, source_name:
         blocks=[(b.name, b.shared) for b in plan.blocks],
         unreached=sorted(b.name for b in net.blocks if b.name not in blocks_reaching_output(net) and not b.shared),
         fixed_point=certificate.get("consistent") is True,
+        implicit=plan.kind != "explicit",
     )
     return black.format_str(text, mode=BLACK_MODE)
 

@@ -91,6 +91,10 @@ class EmitPlan:
     needs_activation: bool
     needs_custom: bool
     kernels_per_layer: int = 0
+    kind: str = "explicit"  # "explicit" | "implicit" | "equilibrium"
+    solver: dict = field(default_factory=dict)
+    backward: dict = field(default_factory=dict)
+    equilibrium_body: list[str] = field(default_factory=list)
 
     @property
     def loop(self) -> list[str]:
@@ -367,6 +371,7 @@ class Lowerer:
         body = self.layer_body()
         epilogue = self.rotation()
         self.drop_unused_input_alias(body)
+        equilibrium_body = self.equilibrium(body, epilogue) if net.equilibrium else []
         kinds = sorted({b.kind for b in net.blocks})
         templates = [BLOCK_KINDS[k].template for k in kinds]
         return EmitPlan(
@@ -387,7 +392,26 @@ class Lowerer:
             needs_activation=bool({"mlp", "conv"} & set(kinds)),
             needs_custom="custom" in kinds,
             kernels_per_layer=self.kernels,
+            kind=net.kind,
+            solver=solver_config(net),
+            backward=backward_config(net),
+            equilibrium_body=equilibrium_body,
         )
+
+    def equilibrium(self, body: list[str], epilogue: list[str]) -> list[str]:
+        """The whole update as one map of the packed iterates, solved for its fixed point."""
+        packed = [self.state_var[s] for s in self.net.states]
+        packed += [lag for s in self.net.states for lag in self.lag_var[s]]
+        fn, z = self.ns.create("update"), self.ns.create("z")
+        joined = ", ".join(packed)
+        if len(packed) == 1:
+            start, unpack, pack = packed[0], f"{packed[0]} = {z}", packed[0]
+        else:
+            start, unpack, pack = f"_pack([{joined}])", f"{joined} = {z}.unbind(1)", f"_pack([{joined}])"
+        lines = ["k = 0", f"def {fn}({z}: Tensor) -> Tensor:", f"    {unpack}"]
+        lines += ["    " + line for line in self.layer_setup + body + epilogue]
+        lines += [f"    return {pack}", f"{z} = _solve(self, {fn}, {start}, 0)", unpack]
+        return lines
 
     def drop_unused_input_alias(self, body: list[str]) -> None:
         alias = f"{self.input_var} = x"
@@ -427,6 +451,9 @@ class Lowerer:
         lines: list[str] = []
         for index, st in enumerate(net.statements):
             lines.append(f"# {st.text}")
+            if st.is_state and self.self_referencing(st):
+                lines.extend(self.implicit_statement(st, index, values))
+                continue
             single = st.form.terms[0] if len(st.form.terms) == 1 else None
             for atom in st.form.atoms():
                 # `g = T(x)`: the block output is named g itself.
@@ -440,6 +467,37 @@ class Lowerer:
                 values[ir.Local(st.target)] = target
             terms = [(values[a], self.coef(c)) for a, c in st.form.terms]
             lines.extend(self.combine(target, terms, self.input_var))
+        return lines
+
+    @staticmethod
+    def self_referencing(st: ir.Assign) -> bool:
+        """Whether a block in the statement is applied to the value the statement defines."""
+        return ir.StateAt(st.target, 1) in st.form.walk()
+
+    def implicit_statement(self, st: ir.Assign, index: int, values: dict) -> list[str]:
+        """`x+ = v + sum c_j B_j(args(x+))`: v computed once, then z = f(z) solved per layer."""
+        unknown = ir.StateAt(st.target, 1)
+        implicit = [(a, c) for a, c in st.form.terms if unknown in ir.LinearForm.of(a).walk()]
+        explicit = [(a, c) for a, c in st.form.terms if unknown not in ir.LinearForm.of(a).walk()]
+        lines: list[str] = []
+        known = self.operand(ir.LinearForm(tuple(explicit)), values, lines, f"{st.target}_explicit") if explicit else None
+        fn = self.ns.create(f"{st.target}_map")
+        z = self.ns.create("z")
+        inner = dict(values)
+        inner[unknown] = z
+        body: list[str] = []
+        for atom, _ in implicit:
+            body.extend(self.materialize(atom, inner))
+        out = self.ns.create(f"{st.target}_map_out")
+        terms = ([(known, self.coef(ONE))] if known else []) + [(inner[a], self.coef(c)) for a, c in implicit]
+        body.extend(self.combine(out, terms, z))
+        lines.append(f"def {fn}({z}: Tensor) -> Tensor:")
+        lines.extend("    " + line for line in body)
+        lines.append(f"    return {out}")
+        target = self.next_target(st.target, index)
+        values[unknown] = target
+        guess = known or values[ir.StateAt(st.target, 0)]
+        lines.append(f"{target} = _solve(self, {fn}, {guess}, k)")
         return lines
 
     def next_target(self, state: str, index: int) -> str:
@@ -537,6 +595,30 @@ def blocks_reaching_output(net: ir.Network) -> set[str]:
     seen.add((net.output, True))
     visit(defs[(net.output, True)])
     return reached
+
+
+DEFAULT_SOLVER = {"name": "anderson", "m": 5, "max_iter": 50, "tol": 1e-4}
+
+
+def solver_config(net: ir.Network) -> dict:
+    if net.kind == "explicit":
+        return {}
+    if net.solver is None:
+        return dict(DEFAULT_SOLVER)
+    return {"name": net.solver.name, **dict(net.solver.options)}
+
+
+def backward_config(net: ir.Network) -> dict:
+    """The backward mode; implicit adjoint solves inherit max_iter and tol from the solver."""
+    if net.kind == "explicit":
+        return {}
+    solver = solver_config(net)
+    if net.backward is None:
+        return {"name": "implicit", "max_iter": solver["max_iter"], "tol": solver["tol"]}
+    config = {"name": net.backward.name, **dict(net.backward.options)}
+    if config["name"] == "implicit":
+        config = {"name": "implicit", "max_iter": solver["max_iter"], "tol": solver["tol"], **dict(net.backward.options)}
+    return config
 
 
 def block_ctor(block: ir.Block) -> str:

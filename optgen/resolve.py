@@ -29,7 +29,8 @@ SOLVERS = {
     "fixed_point": {"max_iter": 50, "tol": 1e-4},
     "anderson": {"m": 5, "max_iter": 50, "tol": 1e-4},
 }
-BACKWARDS = {"implicit": {"max_iter": 50, "tol": 1e-6}, "phantom": {"steps": 5}, "unroll": {}}
+# `implicit` adjoint solves inherit max_iter and tol from the solver unless given.
+BACKWARDS = {"implicit": {"max_iter": None, "tol": None}, "phantom": {"steps": 5}, "unroll": {}}
 
 
 def _did_you_mean(word: str, options) -> str | None:
@@ -73,6 +74,7 @@ class _Scope:
     in_block: str | None = None
     sum_var: str | None = None
     implicit_reasons: list[str] = field(default_factory=list)
+    forward_refs: list[tuple[str, Span]] = field(default_factory=list)  # x+ read in a block before defined
     uses_input: bool = False
 
 
@@ -167,6 +169,7 @@ class Resolver:
                     f"define {name}+ in an earlier statement, or read the current iterate '{name}'",
                 )
             scope.implicit_reasons.append(f"block {scope.in_block} is applied to {name}+, which depends on its own output")
+            scope.forward_refs.append((name, span))
         return Tensor(ir.LinearForm.of(ir.StateAt(name, 1)), span)
 
     def _value_NextName(self, node: ast.NextName, scope: _Scope) -> Value:
@@ -415,6 +418,8 @@ class Resolver:
             else:
                 backward = spec
         implicit = bool(reasons)
+        if equilibrium:
+            self.check_equilibrium(node, statements, params, implicit)
         if (solver or backward) and not (implicit or equilibrium):
             d = decls[ast.SolverDecl][0]
             self.report.warn(d.span, f"'{d.role}' has no effect: network {name} is explicit")
@@ -443,6 +448,21 @@ class Resolver:
         )
         ir.validate(net)
         return net
+
+    def check_equilibrium(self, node: ast.Network, statements, params, implicit: bool) -> None:
+        """An equilibrium iterates one shared update to its fixed point: no layer index, no history sums."""
+        if implicit:
+            self.fail(node.name.span, f"equilibrium network {node.name.id} also applies a block to a next iterate", "an equilibrium is solved as a whole; write the update explicitly")
+        for p in params.values():
+            if p.depends_on_k or p.per_layer:
+                self.fail(p.span, f"param {p.name} depends on the layer, but an equilibrium network has no layers", "use a constant value")
+        for st in statements:
+            for atom in st.form.walk():
+                if isinstance(atom, (ir.HistorySum, ir.Initial)):
+                    self.fail(st.span, f"'{atom.show()}' has no meaning in an equilibrium network", "an equilibrium has no layer history")
+            for _, coef in st.form.terms:
+                if ir.K in coef.free_symbols:
+                    self.fail(st.span, "k has no meaning in an equilibrium network")
 
     def block(self, d: ast.BlockDecl, shared: bool) -> ir.Block:
         kind_name = d.kind.id
@@ -630,8 +650,15 @@ class Resolver:
                     self.fail(tspan, f"'{target}' is a {taken[target]}; it cannot be assigned in the update")
                 if target in RESERVED or target in ELEMENTWISE_MAPS:
                     self.fail(tspan, f"'{target}' is a word of the language and cannot name a local")
-            before = len(scope.implicit_reasons)
+            before = len(scope.forward_refs)
             form = self.tensor(stmt.value, scope, f"the new value of '{target}'")
+            for name, span in scope.forward_refs[before:]:
+                if not (is_state and name == target):
+                    self.fail(
+                        span,
+                        f"'{name}+' is defined by a later statement, inside the block call of an implicit rule",
+                        f"optgen solves a statement for its own next iterate only; move the block call into the statement {name}+ = ...",
+                    )
             if is_state:
                 scope.assigned.add(target)
                 if isinstance(stmt.target, ast.Name):
@@ -639,7 +666,6 @@ class Resolver:
             else:
                 scope.locals_.add(target)
                 self._local_names.add(target)
-            del before
             statements.append(ir.Assign(target, is_state, form, stmt.span, stmt.text))
             scope.current_target = None
         missing = [s for s in states if s not in scope.assigned]
@@ -685,7 +711,7 @@ class Resolver:
                 options[key] = int(value)
             else:
                 options[key] = float(value)
-        return ir.SolverSpec(name, tuple(options.items()), d.span)
+        return ir.SolverSpec(name, tuple((k, v) for k, v in options.items() if v is not None), d.span)
 
 
 def _show(v: float) -> str:

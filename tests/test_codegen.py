@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import optgen
 from conftest import EXAMPLES, GENERATED, ROOT, load_generated, run_optgen
 
-STDLIB_OK = {"os", "math", "importlib", "torch"}
+STDLIB_OK = {"os", "math", "importlib", "warnings", "torch"}
 
 
 class CountOps(TorchDispatchMode):

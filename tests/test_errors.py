@@ -121,12 +121,47 @@ ERRORS = {
         5,
         "block 'G' takes [N, dim, H, W] inputs but block 'T' takes [..., dim]",
     ),
-    "implicit_not_compiled": (
-        "network A {\n    state x\n    block T = mlp()\n    update {\n        x+ = x - 0.5*T(x+)\n    }\n}\n",
-        1,
-        9,
-        "network A is implicit (block T is applied to x+, which depends on its own output); optgen checks it but cannot compile implicit rules yet",
+    "implicit_forward_reference": (
+        "network A {\n    state x, y\n    block T = mlp()\n    update {\n        x+ = x - T(y+)\n        y+ = y\n    }\n}\n",
+        5,
+        20,
+        "'y+' is defined by a later statement, inside the block call of an implicit rule",
     ),
+    "unknown_solver_option": (
+        "network A {\n    state x\n    block T = mlp()\n    solver anderson(max_iters=10)\n    update {\n        x+ = x - 0.5*T(x+)\n    }\n}\n",
+        4,
+        21,
+        "solver anderson has no option 'max_iters'",
+    ),
+    "unknown_solver": (
+        "network A {\n    state x\n    block T = mlp()\n    solver andersen(m=3)\n    update {\n        x+ = x - 0.5*T(x+)\n    }\n}\n",
+        4,
+        12,
+        "unknown solver 'andersen'",
+    ),
+    "unknown_backward": (
+        "network A {\n    state x\n    block T = mlp()\n    backward implict\n    update {\n        x+ = x - 0.5*T(x+)\n    }\n}\n",
+        4,
+        14,
+        "unknown backward 'implict'",
+    ),
+    "equilibrium_with_schedule": (
+        "network A {\n    state x\n    param beta = k/(k+3)\n    block T = mlp()\n    layers equilibrium\n    update {\n        x+ = x - beta*T(x) + 0.5*(input - x)\n    }\n}\n",
+        3,
+        5,
+        "param beta depends on the layer, but an equilibrium network has no layers",
+    ),
+}
+
+
+# Misspelled options are never ignored: the message offers the near name.
+HINTS = {
+    "unknown_solver_option": "did you mean 'max_iter'?",
+    "unknown_solver": "did you mean 'anderson'?",
+    "unknown_backward": "did you mean 'implicit'?",
+    "unknown_block_kind": "did you mean 'mlp'?",
+    "unknown_block_argument": "did you mean 'hidden'?",
+    "undefined_name": None,
 }
 
 
@@ -138,6 +173,8 @@ def test_api_raises_a_located_optgen_error(name):
     diagnostic = info.value.diagnostics[0]
     assert (diagnostic["line"], diagnostic["col"], diagnostic["message"]) == (line, col, message)
     assert diagnostic["severity"] == "error"
+    if name in HINTS:
+        assert diagnostic["hint"] == HINTS[name]
 
 
 @pytest.mark.parametrize("name", sorted(ERRORS))

@@ -1,0 +1,118 @@
+def _per_sample(z: Tensor) -> Tensor:
+    """z as [batch, features]: the first dimension is the batch."""
+    return z.reshape(z.shape[0], -1) if z.dim() > 1 else z.reshape(1, -1)
+
+
+def _relative_residual(fz: Tensor, z: Tensor) -> Tensor:
+    """||f(z) - z|| / ||f(z)|| per sample (a ratio of norms: independent of tensor size)."""
+    diff = _per_sample(fz - z).norm(dim=1)
+    return diff / _per_sample(fz).norm(dim=1).clamp_min(1e-30)
+
+
+def _fixed_point(f, z: Tensor, max_iter: int, tol: float, **_) -> tuple[Tensor, int, float]:
+    """Plain fixed-point iteration z <- f(z); stops when every sample meets `tol`."""
+    residual = float("inf")
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        fz = f(z)
+        residual = _relative_residual(fz, z).max().item()
+        z = fz
+        if residual <= tol or residual != residual:
+            break
+    return z, iterations, residual
+
+
+def _anderson(f, z: Tensor, max_iter: int, tol: float, m: int = 5, lam: float = 1e-4, **_) -> tuple[Tensor, int, float]:
+    """Anderson acceleration of z <- f(z) with memory m, batched per sample.
+
+    Each step mixes the last m values of f with weights alpha (sum 1) that minimise
+    ||sum_i alpha_i (f(x_i) - x_i)||; lists, not buffers written in place, so that
+    `backward unroll` can differentiate through it.
+    """
+    shape = z.shape
+    xs = [_per_sample(z)]
+    fs = [_per_sample(f(z))]
+    residual = _relative_residual(fs[-1], xs[-1]).max().item()
+    iterations = 1
+    while residual > tol and residual == residual and iterations < max_iter:
+        x_hist, f_hist = torch.stack(xs, dim=1), torch.stack(fs, dim=1)
+        g = f_hist - x_hist
+        eye = torch.eye(g.shape[1], dtype=z.dtype, device=z.device)
+        gram = torch.bmm(g, g.transpose(1, 2)) + lam * eye
+        weights = torch.linalg.solve(gram, torch.ones_like(gram[..., :1]))[..., 0]
+        alpha = weights / weights.sum(dim=1, keepdim=True)
+        x_new = torch.bmm(alpha[:, None], f_hist)[:, 0]
+        keep = len(xs) - max(m - 1, 0)
+        xs, fs = xs[keep:] + [x_new], fs[keep:] + [_per_sample(f(x_new.reshape(shape)))]
+        residual = _relative_residual(fs[-1], xs[-1]).max().item()
+        iterations += 1
+    return fs[-1].reshape(shape), iterations, residual
+
+
+_SOLVERS = {"fixed_point": _fixed_point, "anderson": _anderson}
+
+
+def _record(module: nn.Module, layer: int, phase: str, iterations: int, residual: float, tol: float) -> None:
+    """Append the statistics of one solve; warn once or raise when it missed its tolerance."""
+    if residual != residual or residual in (float("inf"), float("-inf")):
+        raise FloatingPointError(f"{type(module).__name__}: the {phase} solve of layer {layer} produced NaN or inf")
+    converged = residual <= tol
+    module.solver_stats.append(
+        {"layer": layer, "phase": phase, "iterations": iterations, "residual": residual, "converged": converged}
+    )
+    if converged:
+        return
+    message = (
+        f"{type(module).__name__}: the {phase} solve of layer {layer} stopped after {iterations} iterations"
+        f" at relative residual {residual:.3g} > tol {tol:g}"
+    )
+    if module.on_failure == "raise":
+        raise RuntimeError(message)
+    if not module._warned:
+        module._warned = True
+        warnings.warn(message + " (warned once per module)", RuntimeWarning, stacklevel=3)
+
+
+def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
+    """The fixed point z = f(z), differentiable as `module.backward` says."""
+    options = dict(module.solver)
+    solver = _SOLVERS[options.pop("name")]
+    tol = options["tol"]
+    mode = module.backward["name"]
+    if mode == "unroll" or not torch.is_grad_enabled():
+        z, iterations, residual = solver(f, z0, **options)
+        _record(module, layer, "forward", iterations, residual, tol)
+        return z
+    with torch.no_grad():
+        z, iterations, residual = solver(f, z0, **options)
+    _record(module, layer, "forward", iterations, residual, tol)
+    if mode == "phantom":
+        for _ in range(module.backward["steps"]):
+            z = f(z)
+        return z
+    # Implicit differentiation: the gradient g of z* solves g = grad + J^T g, J = df/dz at z*.
+    z_star = z.detach().requires_grad_()
+    f_star = f(z_star)
+    z = f(z.detach())
+    adjoint = dict(module.backward)
+    adjoint.pop("name")
+    adjoint_tol = adjoint.get("tol", tol)
+
+    def adjoint_solve(grad: Tensor) -> Tensor:
+        def step(g: Tensor) -> Tensor:
+            (vjp,) = torch.autograd.grad(f_star, z_star, g, retain_graph=True)
+            return vjp + grad
+
+        with torch.enable_grad():
+            g, its, res = solver(step, grad, **{**options, **adjoint})
+        _record(module, layer, "backward", its, res, adjoint_tol)
+        return g
+
+    if z.requires_grad:
+        z.register_hook(adjoint_solve)
+    return z
+
+
+def _pack(states: list[Tensor]) -> Tensor:
+    """Several iterates as one tensor for the solver, the batch dimension kept first."""
+    return torch.stack(states, dim=1)
