@@ -1,0 +1,490 @@
+"""The certificate of one network: the recurrence, its checks, and the universality verdict.
+
+`analyze_network` runs the passes of this package on one `ir.Network` and returns a frozen
+`Certificate`; `Certificate.as_dict()` is the object of `optgen check --json`
+(language.md section 7), `render_text()` the human-readable block of `optgen check`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from .. import ir
+from ..blocks import BLOCK_KINDS, two_layer_fact
+from ..errors import Diagnostic
+from ..source import Span
+from . import stability, symbolic
+from .recurrence import OutsideTheory, Recurrence, reduce_rule, user_names
+from .stability import fmt, fmt_complex, json_float
+
+EXACT_LAYERS = 128  # k-dependent rules: exact checks for this many layers, floats beyond
+
+
+# ---------------------------------------------------------------- the certificate
+@dataclass(frozen=True)
+class Certificate:
+    name: str
+    kind: str  # explicit, implicit or equilibrium
+    states: tuple[str, ...]
+    blocks: tuple[str, ...]
+    depth: int
+    span: Span
+    universal: bool | None
+    universal_reasons: tuple[str, ...]
+    slots: tuple[str, ...] = ()
+    matrix: tuple[tuple[str, ...], ...] = ()
+    rho: tuple[float, ...] | None = None
+    rho_text: str | None = None
+    sigma: tuple[tuple[str, tuple[float, ...]], ...] | None = None
+    roots: tuple[tuple[float, float], ...] | None = None
+    root_multiplicities: tuple[int, ...] = ()
+    spectral_radius: float | None = None
+    zero_stable: bool | None = None
+    zero_stability: str | None = None  # the message naming the deciding root
+    consistent: bool | None = None
+    consistency: str | None = None
+    step: float | None = None
+    steps: tuple[tuple[str, float | None], ...] = ()
+    per_layer: tuple[float, ...] | None = None
+    per_layer_step: tuple[float | None, ...] | None = None
+    amplification: float | None = None
+    conditions: tuple[str, ...] | None = None
+    learnable: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = ()
+    failure_list: tuple[tuple[Span, str], ...] = ()
+    outside_theory: str | None = None
+
+    @property
+    def explicit(self) -> bool:
+        return self.kind == "explicit"
+
+    # ------------------------------------------------------------ outputs
+    def as_dict(self) -> dict:
+        """The JSON object of `optgen check --json`: plain floats, ints, str, bool and None."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "explicit": self.explicit,
+            "states": list(self.states),
+            "blocks": list(self.blocks),
+            "depth": self.depth,
+            "slots": list(self.slots),
+            "matrix": [list(row) for row in self.matrix] or None,
+            "rho": None if self.rho is None else list(self.rho),
+            "rho_text": self.rho_text,
+            "sigma": None if self.sigma is None else {b: list(c) for b, c in self.sigma},
+            "roots": None if self.roots is None else [list(r) for r in self.roots],
+            "spectral_radius": self.spectral_radius,
+            "zero_stable": self.zero_stable,
+            "zero_stability": self.zero_stability,
+            "consistent": self.consistent,
+            "consistency": self.consistency,
+            "step": self.step,
+            "steps": {b: h for b, h in self.steps} or None,
+            "per_layer": None if self.per_layer is None else list(self.per_layer),
+            "per_layer_step": None if self.per_layer_step is None else list(self.per_layer_step),
+            "amplification": self.amplification,
+            "conditions": None if self.conditions is None else list(self.conditions),
+            "learnable": list(self.learnable),
+            "universal": {"guaranteed": self.universal, "reasons": list(self.universal_reasons)},
+            "notes": list(self.notes),
+            "diagnostics": [_diagnostic_dict(d) for d in self.diagnostics],
+        }
+
+    def failures(self) -> list[tuple[Span, str]]:
+        """For `--strict`: fixed-coefficient rules that fail zero-stability or consistency."""
+        return list(self.failure_list)
+
+    def summary(self) -> str:
+        parts = [self.kind]
+        if self.outside_theory:
+            parts.append("outside the theory")
+        else:
+            parts.append(f"rho = {self.rho_text}")
+            parts.append(_yes_no(self.zero_stable, "zero-stable"))
+            parts.append(_yes_no(self.consistent, "consistent"))
+            parts.append(f"h = {fmt(self.step) if self.step is not None else '?'}")
+        parts.append(f"universal: {_verdict_word(self.universal)}")
+        return f"{self.name}: " + ", ".join(parts)
+
+    def render_text(self) -> str:
+        return "\n".join(_text_lines(self))
+
+
+def _diagnostic_dict(d: Diagnostic) -> dict:
+    return {"severity": d.severity, "line": d.span.line, "col": d.span.col, "message": d.message, "hint": d.hint}
+
+
+def _yes_no(value: bool | None, word: str) -> str:
+    return word if value else (f"{word}?" if value is None else f"not {word}")
+
+
+def _verdict_word(value: bool | None) -> str:
+    return {True: "guaranteed", False: "not guaranteed", None: "unknown"}[value]
+
+
+def _text_lines(c: Certificate) -> list[str]:
+    lines = [f"network {c.name}: {c.kind}, {c.depth} layer(s), states {', '.join(c.states)}"]
+    if c.outside_theory:
+        lines.append(f"  outside the theory: {c.outside_theory}")
+    else:
+        lines.append(f"  stacked state s_k = ({', '.join(c.slots)})")
+        if len(c.matrix) > 1:
+            lines.append("  M = [" + "; ".join(", ".join(row) for row in c.matrix) + "]")
+        lines.append(f"  rho(z) = {c.rho_text}")
+        for block, coeffs in c.sigma or ():
+            lines.append(f"  sigma_{block}(z) = {poly_text(coeffs)}")
+        if c.roots is not None:
+            shown = ", ".join(f"{fmt_complex(re, im)} (|z| = {fmt(abs(complex(re, im)))})" for re, im in c.roots)
+            lines.append(f"  roots: {shown}; spectral radius {fmt(c.spectral_radius)}")
+        lines.append(f"  zero-stable: {_word(c.zero_stable)}: {c.zero_stability}")
+        lines.append(f"  consistent: {_word(c.consistent)}: {c.consistency}")
+        if c.steps:
+            lines.append("  step h: " + ", ".join(f"{b}: {fmt(h) if h is not None else '?'}" for b, h in c.steps))
+        if c.conditions is not None:
+            lines.append(f"  conditions: {'; '.join(c.conditions) if c.conditions else 'none (no fixed param enters rho)'}")
+        if c.per_layer is not None:
+            lines.append("  per-layer spectral radius: " + ", ".join(fmt(r) for r in c.per_layer))
+            lines.append(f"  amplification max_k ||M_k ... M_0||: {fmt(c.amplification) if c.amplification is not None else 'overflows'}")
+    lines.append(f"  universal: {_verdict_word(c.universal)}")
+    lines.extend(f"    - {r}" for r in c.universal_reasons)
+    lines.extend(f"  note: {n}" for n in c.notes)
+    return lines
+
+
+def _word(value: bool | None) -> str:
+    return {True: "yes", False: "no", None: "unknown"}[value]
+
+
+# ---------------------------------------------------------------- printing polynomials and matrices
+def expr_text(expr) -> str:
+    """A coefficient in the user's names: 0.9, beta + 1, k/(k + 3)."""
+    expr = sympy.sympify(expr)
+    if expr.is_number:
+        return fmt(expr)
+    return sympy.sstr(user_names(expr)).replace("**", "^")
+
+
+def _coef_text(coef) -> str:
+    coef = sympy.sympify(coef)
+    text = expr_text(coef)
+    return text if coef.is_number or coef.is_Symbol else f"({text})"
+
+
+def _looks_negative(expr: sympy.Expr) -> bool:
+    """Whether the numerator's leading coefficient is negative: -(2k + 3)/(k + 3)."""
+    numerator, _ = sympy.fraction(sympy.cancel(expr))
+    try:
+        return sympy.Poly(numerator, *sorted(numerator.free_symbols, key=str)).LC() < 0
+    except sympy.PolynomialError:
+        return expr.could_extract_minus_sign()
+
+
+def poly_text(coeffs, var: str = "z") -> str:
+    """`z^2 - 1.9z + 0.9` from coefficients lowest degree first."""
+    terms = []
+    for degree in range(len(coeffs) - 1, -1, -1):
+        coef = sympy.sympify(coeffs[degree])
+        if coef.is_zero:
+            continue
+        power = "" if degree == 0 else (var if degree == 1 else f"{var}^{degree}")
+        negative = (coef < 0) if coef.is_number else _looks_negative(coef)
+        size = sympy.cancel(-coef) if negative else coef
+        body = _coef_text(size) if (size != 1 or not power) else ""
+        terms.append(("-" if negative else "+", body + power))
+    if not terms:
+        return "0"
+    first_sign, first = terms[0]
+    text = ("-" if first_sign == "-" else "") + first
+    return text + "".join(f" {sign} {body}" for sign, body in terms[1:])
+
+
+def _slot_text(slot: tuple[str, int]) -> str:
+    return ir.StateAt(*slot).show()
+
+
+def _matrix_text(matrix: sympy.Matrix) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(expr_text(matrix[i, j]) for j in range(matrix.shape[1])) for i in range(matrix.shape[0]))
+
+
+# ---------------------------------------------------------------- inputs of the checks
+def param_values(net: ir.Network, keep_fixed_symbolic: bool = False) -> dict:
+    """Param symbol -> its (initial) value; fixed params stay symbols with `keep_fixed_symbolic`."""
+    return {p.symbol: p.value for p in net.params if p.learnable or not keep_fixed_symbolic}
+
+
+def primal_states(net: ir.Network) -> set[str]:
+    """States that start at the input (a nonzero multiple of it, with input = 1)."""
+    start: dict[str, sympy.Expr] = {}
+    values = param_values(net)
+    for init in net.init:
+        total = sympy.Integer(0)
+        for atom, coef in init.form.terms:
+            base = sympy.Integer(1) if isinstance(atom, ir.InputValue) else start.get(getattr(atom, "name", ""), sympy.Integer(0))
+            total += sympy.sympify(coef).xreplace(values) * base
+        start[init.state] = total
+    return {s for s, v in start.items() if v != 0}
+
+
+def _symbols_of(rec: Recurrence) -> set:
+    found = set(rec.matrix.free_symbols)
+    for call in rec.calls:
+        for _, c in call.weights + call.arg_now + call.arg_next:
+            found |= sympy.sympify(c).free_symbols
+    return found
+
+
+def _statement_span(net: ir.Network) -> Span:
+    first = next((s for s in net.statements if s.is_state), None)
+    return first.span if first is not None else net.span
+
+
+# ---------------------------------------------------------------- the analysis
+@dataclass
+class _Draft:
+    """Fields collected while the checks run; frozen into a Certificate at the end."""
+
+    fields: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    reasons: list = field(default_factory=list)
+    diagnostics: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
+
+
+def analyze_network(net: ir.Network) -> Certificate:
+    base = dict(name=net.name, kind=net.kind, states=net.states, blocks=tuple(b.name for b in net.blocks), depth=net.depth, span=net.span)
+    try:
+        rec = reduce_rule(net)
+    except OutsideTheory as why:
+        reasons = (f"outside the theory: {why}",) + tuple(_block_reasons(net))
+        return Certificate(**base, universal=None, universal_reasons=reasons, outside_theory=str(why))
+    draft = _Draft()
+    draft.notes.extend(rec.notes)
+    _fill_recurrence(net, rec, draft)
+    _fill_checks(net, rec, draft)
+    _fill_conditions(net, rec, draft)
+    _fill_learnable(net, rec, draft)
+    universal = _universality(net, rec, draft)
+    return Certificate(
+        **base,
+        universal=universal,
+        universal_reasons=tuple(draft.reasons),
+        notes=tuple(dict.fromkeys(draft.notes)),
+        diagnostics=tuple(draft.diagnostics),
+        failure_list=tuple(draft.failures),
+        **draft.fields,
+    )
+
+
+def _fill_recurrence(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
+    values = {s: v for s, v in param_values(net).items()}
+    matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(sympy.cancel)
+    draft.fields["slots"] = tuple(_slot_text(s) for s in rec.slots)
+    draft.fields["matrix"] = _matrix_text(matrix)
+    draft.fields["rho_text"] = poly_text(stability.charpoly(matrix))
+    draft.fields["learnable"] = tuple(p.name for p in net.params if p.learnable)
+
+
+def _depends_on_k(net: ir.Network, rec: Recurrence) -> bool:
+    values = param_values(net)
+    return any(ir.K in sympy.sympify(s).xreplace(values).free_symbols for s in [*rec.matrix, *_call_coefficients(rec)])
+
+
+def _call_coefficients(rec: Recurrence) -> list:
+    return [c for call in rec.calls for _, c in call.weights + call.arg_now + call.arg_next]
+
+
+def _fill_checks(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
+    values = param_values(net)
+    primal = primal_states(net)
+    if not _depends_on_k(net, rec):
+        layer = stability.check_layer(rec, values, net.output, primal)
+        _record_layer(rec, layer, draft, values)
+        return
+    depth = net.depth
+    exact = [stability.check_layer(rec, _at_layer(values, k), net.output, primal) for k in range(min(depth, EXACT_LAYERS))]
+    _record_layer(rec, exact[0], draft, _at_layer(values, 0))
+    mats = stability.layer_matrices(rec, values, ir.K, depth)
+    float_radii = stability.radii(mats[len(exact) :]) if depth > len(exact) else []
+    draft.fields["per_layer"] = tuple(json_float(layer.radius) for layer in exact) + tuple(json_float(r) for r in float_radii)
+    draft.fields["per_layer_step"] = tuple(_json_or_none(layer.consistency.step) for layer in exact)
+    amp = stability.amplification(mats)
+    draft.fields["amplification"] = None if amp is None else json_float(amp)
+    if depth > len(exact):
+        draft.notes.append(f"layers k >= {len(exact)} are checked in floating point (spectral radius only)")
+        if any(r > 1 + 1e-9 for r in float_radii):
+            first = len(exact) + next(i for i, r in enumerate(float_radii) if r > 1 + 1e-9)
+            _set_zero_stability(draft, False, f"at layer k={first}: the spectral radius {fmt(float_radii[first - len(exact)])} exceeds 1")
+    _record_k_verdicts(exact, draft)
+    _note_limit(net, rec, draft)
+
+
+def _at_layer(values: dict, k: int) -> dict:
+    """Param values at layer k, and k itself (the values may use k)."""
+    return {**{s: sympy.sympify(v).xreplace({ir.K: k}) for s, v in values.items()}, ir.K: k}
+
+
+def _json_or_none(x) -> float | None:
+    return None if x is None else json_float(x)
+
+
+def _record_layer(rec: Recurrence, layer: stability.LayerCheck, draft: _Draft, values: dict) -> None:
+    f = draft.fields
+    f["rho"] = tuple(json_float(c) for c in layer.rho)
+    f["roots"] = tuple((json_float(r.re), json_float(r.im)) for r in layer.roots)
+    f["root_multiplicities"] = tuple(r.multiplicity for r in layer.roots)
+    f["spectral_radius"] = json_float(layer.radius)
+    f["zero_stable"] = layer.zero_stability.ok
+    f["zero_stability"] = layer.zero_stability.message
+    f["consistent"] = layer.consistency.ok
+    f["consistency"] = layer.consistency.message
+    f["step"] = _json_or_none(layer.consistency.step)
+    f["steps"] = tuple((b, json_float(h)) for b, h in layer.consistency.steps)
+    sig = stability.sigma(rec, stability.numeric_calls(rec.calls, values))
+    if sig is not None:
+        f["sigma"] = tuple((b, tuple(json_float(c) for c in coeffs)) for b, coeffs in sig.items())
+    if layer.consistency.steps and len(layer.consistency.steps) > 1 and layer.consistency.step is None:
+        draft.notes.append("the blocks have different steps h; `step` is null, `steps` lists them")
+
+
+def _set_zero_stability(draft: _Draft, ok: bool, message: str) -> None:
+    if draft.fields.get("zero_stable") is False and not ok:
+        return
+    draft.fields["zero_stable"] = ok
+    draft.fields["zero_stability"] = message
+
+
+def _record_k_verdicts(layers: list[stability.LayerCheck], draft: _Draft) -> None:
+    bad_zero = next(((k, l) for k, l in enumerate(layers) if not l.zero_stability.ok), None)
+    if bad_zero is not None:
+        _set_zero_stability(draft, False, f"at layer k={bad_zero[0]}: {bad_zero[1].zero_stability.message}")
+    elif draft.fields.get("zero_stable") is not False:
+        _set_zero_stability(draft, True, f"every layer k < {len(layers)} satisfies the root condition")
+    bad_cons = next(((k, l) for k, l in enumerate(layers) if not l.consistency.ok), None)
+    if bad_cons is not None:
+        draft.fields["consistent"] = False
+        draft.fields["consistency"] = f"at layer k={bad_cons[0]}: {bad_cons[1].consistency.message}"
+    else:
+        draft.fields["consistent"] = True
+        draft.fields["consistency"] = f"every layer k < {len(layers)} is consistent (h > 0); at k=0: {layers[0].consistency.message}"
+
+
+def _note_limit(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
+    """Say when the limit k -> infinity loses strict stability (Nesterov's beta_k -> 1 does)."""
+    values = param_values(net)
+    try:
+        limit = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(lambda e: sympy.limit(e, ir.K, sympy.oo))
+    except (NotImplementedError, ValueError):  # pragma: no cover - sympy gives up
+        return
+    if any(not e.is_finite for e in limit):
+        draft.notes.append("some coefficient of M_k grows without bound as k -> infinity")
+        return
+    rho = stability.charpoly(limit.applyfunc(sympy.nsimplify))
+    roots = stability.exact_roots(rho)
+    if not stability.strictly_stable(roots):
+        verdict = stability.root_condition(roots, None if rec.one_state else limit)
+        why = verdict.message if not verdict.ok else "a root other than 1 reaches the unit circle"
+        draft.notes.append(
+            f"as k -> infinity, rho -> {poly_text(rho)}: {why}; the limit loses strict stability, "
+            "so only the finite depth is covered (see amplification)"
+        )
+
+
+# ---------------------------------------------------------------- symbolic conditions and learnable params
+def _fill_conditions(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
+    if len(rec.slots) > 6:
+        draft.fields["conditions"] = None
+        draft.notes.append("more than 6 stacked slots: no symbolic conditions derived")
+        return
+    matrix = rec.matrix.xreplace(param_values(net, keep_fixed_symbolic=True))
+    rho = stability.charpoly(sympy.Matrix(matrix))
+    conditions, why = symbolic.stability_conditions(rho)
+    draft.fields["conditions"] = None if conditions is None else tuple(conditions)
+    if why:
+        draft.notes.append(why)
+
+
+def _fill_learnable(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
+    learnable = [p for p in net.params if p.learnable and p.symbol in _symbols_of(rec)]
+    if not learnable:
+        return
+    names = ", ".join(p.name for p in learnable)
+    draft.notes.append(f"learnable {names}: checked at the initial values; the theorem's condition is waived for learnable steps")
+    in_rho = [p for p in learnable if p.symbol in rec.matrix.free_symbols]
+    if not in_rho:
+        if draft.fields.get("zero_stable"):
+            draft.notes.append(f"zero-stable for every trained value of {names} (rho does not depend on {'it' if len(learnable) == 1 else 'them'})")
+        return
+    for p in in_rho:
+        draft.notes.append(_trained_range_note(net, rec, p))
+
+
+def _trained_range_note(net: ir.Network, rec: Recurrence, p: ir.Param) -> str:
+    others = {s: v for s, v in param_values(net).items() if s != p.symbol}
+    matrix = rec.matrix.xreplace(others)
+    if matrix.free_symbols - {p.symbol}:
+        return f"learnable {p.name}: its range {p.bound.show(p.name)} is not checked (rho depends on k or other learnable params)"
+    region = symbolic.region_of(stability.charpoly(sympy.Matrix(matrix)), p.symbol)
+    if region is None:
+        return f"learnable {p.name}: its range {p.bound.show(p.name)} is not checked (no symbolic region)"
+    allowed = symbolic.show_set(region, p.name)
+    if p.bound is None:
+        return f"learnable {p.name} is unconstrained: training may leave the stability region {allowed}"
+    if symbolic.bound_set(p.bound).is_subset(region):
+        return f"zero-stable for every trained value: {p.bound.show(p.name)} lies inside {allowed}"
+    return f"learnable {p.name}: its range {p.bound.show(p.name)} leaves the stability region {allowed}"
+
+
+# ---------------------------------------------------------------- the verdict
+def _block_facts(net: ir.Network) -> list[tuple[bool | None, str]]:
+    return [two_layer_fact(BLOCK_KINDS[b.kind], dict(b.args)) for b in net.blocks]
+
+
+def _block_reasons(net: ir.Network) -> list[str]:
+    return [f"block {b.name}: {why}" for b, (_, why) in zip(net.blocks, _block_facts(net))]
+
+
+def _universality(net: ir.Network, rec: Recurrence, draft: _Draft) -> bool | None:
+    facts = [fact for fact, _ in _block_facts(net)]
+    draft.reasons.extend(_block_reasons(net))
+    if not net.blocks:
+        facts.append(False)
+        draft.reasons.append("the update calls no block")
+    convergent = _convergence_reason(net, rec, draft)
+    verdicts = facts + [convergent]
+    if False in verdicts:
+        return False
+    if None in verdicts:
+        return None
+    return True
+
+
+def _convergence_reason(net: ir.Network, rec: Recurrence, draft: _Draft) -> bool:
+    f = draft.fields
+    if f.get("zero_stable") and f.get("consistent"):
+        h = f"h = {fmt(f['step'])}" if f.get("step") is not None else "h > 0"
+        draft.reasons.append(f"convergent: zero-stable and consistent ({h})")
+        return True
+    learnable = {p.symbol: p.name for p in net.params if p.learnable}
+    failed = []
+    span = _statement_span(net)
+    for ok_key, msg_key, symbols, what in (
+        ("zero_stable", "zero_stability", rec.matrix.free_symbols, "not zero-stable"),
+        ("consistent", "consistency", _symbols_of(rec), "not consistent"),
+    ):
+        if f.get(ok_key):
+            continue
+        waived_by = sorted(learnable[s] for s in symbols if s in learnable)
+        message = f"{what}: {f[msg_key]}"
+        if waived_by:
+            draft.reasons.append(f"{message}; waived: the learnable {', '.join(waived_by)} can be trained to convergent values")
+            draft.diagnostics.append(Diagnostic("warning", span, f"network {net.name} is {message} at its initial values"))
+            continue
+        failed.append(message)
+        draft.reasons.append(message)
+        draft.diagnostics.append(Diagnostic("warning", span, f"network {net.name} is {message}", "--strict makes this an error"))
+        draft.failures.append((span, f"network {net.name} is {message}"))
+    return not failed

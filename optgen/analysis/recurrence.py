@@ -1,0 +1,269 @@
+"""From an IR network to the stacked linear recurrence of analysis.md section 2.
+
+    s_{k+1} = M_k s_k - sum_j B_j T_j(C_j s_k + D_j s_{k+1})
+
+`s_k` stacks every state with every lag it is read at, `(x_k, x_{k-1}, ..., y_k, ...)`.
+Block calls become `BlockCall`s (B_j, C_j, D_j); everything else must be affine in the
+states, or the rule lies outside the theory and `OutsideTheory` says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from .. import ir
+
+ZERO = sympy.Integer(0)
+ONE = sympy.Integer(1)
+
+Slot = tuple[str, int]  # (state, lag), lag 0 is x_k, -1 is x_{k-1}, ...
+
+
+class OutsideTheory(Exception):
+    """The rule is not affine outside block calls; the message says why."""
+
+
+@dataclass(frozen=True)
+class BlockCall:
+    """One distinct call T_j(C_j s_k + D_j s_{k+1}) and the column B_j that subtracts it."""
+
+    block: str
+    weights: tuple[tuple[str, sympy.Expr], ...]  # B_j: state -> weight of -T_j in its next value
+    arg_now: tuple[tuple[Slot, sympy.Expr], ...]  # C_j: slot of s_k -> coefficient in the argument
+    arg_next: tuple[tuple[str, sympy.Expr], ...]  # D_j: state -> coefficient of its next value
+    reads_input: bool = False
+
+    @property
+    def single_iterate(self) -> tuple[str, int] | None:
+        """(state, lag) when the argument is one iterate with coefficient 1, as in an LMM."""
+        terms = [(slot, c) for slot, c in self.arg_now] + [((s, 1), c) for s, c in self.arg_next]
+        if len(terms) == 1 and terms[0][1] == 1 and not self.reads_input:
+            return terms[0][0]
+        return None
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    states: tuple[str, ...]
+    slots: tuple[Slot, ...]
+    matrix: sympy.ImmutableMatrix  # M_k: entries in param symbols and k
+    calls: tuple[BlockCall, ...]
+    forcing: tuple[tuple[str, sympy.Expr], ...]  # coefficient of `input` in each next value
+    notes: tuple[str, ...]
+
+    @property
+    def one_state(self) -> bool:
+        return len(self.states) == 1
+
+    @property
+    def classical(self) -> bool:
+        """A one-state rule whose blocks all read single iterates: rho and sigma of an LMM."""
+        return self.one_state and all(call.single_iterate for call in self.calls)
+
+    def index(self, slot: Slot) -> int:
+        return self.slots.index(slot)
+
+
+# ---------------------------------------------------------------- substitution
+Form = dict  # atom -> sympy coefficient, atoms in "base" form
+
+
+def _add(into: Form, atom, coef) -> None:
+    into[atom] = into.get(atom, ZERO) + coef
+
+
+def _clean(form: Form) -> Form:
+    out = {}
+    for atom, coef in form.items():
+        coef = sympy.cancel(sympy.sympify(coef))
+        if coef != 0:
+            out[atom] = coef
+    return out
+
+
+def _has_block_or_sum(form: Form) -> ir.Atom | None:
+    return next((a for a in form if isinstance(a, (ir.BlockOut, ir.MapOut, ir.HistorySum, ir.Initial))), None)
+
+
+class _Substituter:
+    """Replaces locals by their definitions and next values by their new values, in order."""
+
+    def __init__(self):
+        self.locals: dict[str, Form] = {}
+        self.next_values: dict[str, Form] = {}
+
+    def form(self, form: ir.LinearForm, in_block: str | None = None) -> Form:
+        out: Form = {}
+        for atom, coef in form.terms:
+            for base, c in self.atom(atom, in_block).items():
+                _add(out, base, coef * c)
+        return _clean(out)
+
+    def atom(self, atom, in_block: str | None) -> Form:
+        if isinstance(atom, ir.Local):
+            return self._local(atom.name, in_block)
+        if isinstance(atom, ir.StateAt) and atom.lag == 1 and in_block is None:
+            return self.next_values[atom.name]
+        if isinstance(atom, ir.MapOut):
+            raise OutsideTheory(
+                f"{atom.fn}(...) is a fixed map applied to the iterate: the rule is not affine "
+                "outside block calls, so it lies outside the theory"
+            )
+        if isinstance(atom, ir.BlockOut):
+            if in_block is not None:
+                raise OutsideTheory(f"block {in_block} is applied to the output of block {atom.block}: a composition of blocks lies outside the theory")
+            return {ir.BlockOut(atom.block, ir.LinearForm.from_dict(self.form(atom.arg, atom.block))): ONE}
+        if in_block is not None and isinstance(atom, (ir.Initial, ir.HistorySum)):
+            raise OutsideTheory(f"block {in_block} reads {atom.show()}: a block applied to the initial iterate or a history sum lies outside the theory")
+        return {atom: ONE}
+
+    def _local(self, name: str, in_block: str | None) -> Form:
+        value = self.locals[name]
+        culprit = _has_block_or_sum(value) if in_block is not None else None
+        if culprit is not None:
+            raise OutsideTheory(f"block {in_block} is applied to the local {name}, which holds {culprit.show()}: this lies outside the theory")
+        return value
+
+
+def substituted_updates(net: ir.Network) -> tuple[dict[str, Form], dict[str, Form]]:
+    """Next value of every state and value of every local, over base atoms."""
+    sub = _Substituter()
+    for stmt in net.statements:
+        value = sub.form(stmt.form)
+        (sub.next_values if stmt.is_state else sub.locals)[stmt.target] = value
+    return sub.next_values, sub.locals
+
+
+# ---------------------------------------------------------------- differencing x[0] and sums over history
+def _shift_form(form: ir.LinearForm) -> ir.LinearForm:
+    return ir.LinearForm(tuple((_shift_atom(a), c) for a, c in form.terms))
+
+
+def _shift_atom(atom):
+    """The same atom one layer earlier."""
+    if isinstance(atom, ir.StateAt):
+        return ir.StateAt(atom.name, atom.lag - 1)
+    if isinstance(atom, ir.BlockOut):
+        return ir.BlockOut(atom.block, _shift_form(atom.arg))
+    return atom  # input is the same at every layer
+
+
+def _sum_at_k(total: ir.HistorySum, locals_: dict[str, Form]) -> Form:
+    """The last term of sum(i = lo..k, body): the body at i = k."""
+    if total.lo != 0:
+        raise OutsideTheory(f"{total.show()} starts at i = {total.lo}: only sums from i = 0 can be differenced")
+    out: Form = {}
+    for atom, coef in total.body.terms:
+        if atom.offset != 0:
+            raise OutsideTheory(f"{total.show()} reads {atom.show()}: only terms at i can be differenced")
+        coef = coef.subs(total.var, ir.K)
+        value = {ir.StateAt(atom.name, 0): ONE} if atom.is_state else locals_[atom.name]
+        for base, c in value.items():
+            _add(out, base, coef * c)
+    return out
+
+
+def needs_differencing(form: Form) -> bool:
+    return any(isinstance(a, (ir.Initial, ir.HistorySum)) for a in form)
+
+
+def differenced(state: str, form: Form, locals_: dict[str, Form]) -> Form:
+    """x_{k+1} = x_k + F_k - F_{k-1}, using x_k = F_{k-1}: x[0] cancels, a sum keeps its last term."""
+    out: Form = {ir.StateAt(state, 0): ONE}
+    for atom, coef in form.items():
+        if isinstance(atom, (ir.Initial, ir.HistorySum)) and ir.K in coef.free_symbols:
+            raise OutsideTheory(f"the coefficient {coef} of {atom.show()} depends on k, so differencing the update does not remove it")
+        if isinstance(atom, ir.Initial):
+            continue
+        if isinstance(atom, ir.HistorySum):
+            for base, c in _sum_at_k(atom, locals_).items():
+                _add(out, base, coef * c)
+            continue
+        _add(out, atom, coef)
+        _add(out, _shift_atom(atom), -coef.subs(ir.K, ir.K - 1))
+    return _clean(out)
+
+
+# ---------------------------------------------------------------- stacking
+def _read_lags(forms: dict[str, Form]) -> dict[str, int]:
+    """How far back each state is read anywhere, block arguments included."""
+    depth: dict[str, int] = {}
+    for form in forms.values():
+        for atom in form:
+            inner = atom.arg.atoms() if isinstance(atom, ir.BlockOut) else [atom]
+            for a in inner:
+                if isinstance(a, ir.StateAt) and a.lag <= 0:
+                    depth[a.name] = max(depth.get(a.name, 0), -a.lag)
+    return depth
+
+
+def _slots(states: tuple[str, ...], lags: dict[str, int]) -> tuple[Slot, ...]:
+    return tuple((s, -lag) for s in states for lag in range(lags.get(s, 0) + 1))
+
+
+def _block_call(out: ir.BlockOut, weights: dict[str, sympy.Expr]) -> BlockCall:
+    now, nxt, reads_input = [], [], False
+    for atom, coef in out.arg.terms:
+        if isinstance(atom, ir.StateAt) and atom.lag == 1:
+            nxt.append((atom.name, coef))
+        elif isinstance(atom, ir.StateAt):
+            now.append(((atom.name, atom.lag), coef))
+        else:
+            reads_input = True
+    return BlockCall(out.block, tuple(sorted(weights.items())), tuple(now), tuple(nxt), reads_input)
+
+
+def stack(states: tuple[str, ...], forms: dict[str, Form]) -> tuple[tuple[Slot, ...], sympy.ImmutableMatrix, tuple[BlockCall, ...], dict]:
+    slots = _slots(states, _read_lags(forms))
+    where = {slot: i for i, slot in enumerate(slots)}
+    matrix = sympy.zeros(len(slots), len(slots))
+    calls: dict[ir.BlockOut, dict[str, sympy.Expr]] = {}
+    forcing: dict[str, sympy.Expr] = {}
+    for state in states:
+        row = where[(state, 0)]
+        for atom, coef in forms[state].items():
+            if isinstance(atom, ir.StateAt):
+                matrix[row, where[(atom.name, atom.lag)]] += coef
+            elif isinstance(atom, ir.BlockOut):
+                calls.setdefault(atom, {})[state] = -coef
+            elif isinstance(atom, ir.InputValue):
+                forcing[state] = coef
+            else:  # pragma: no cover - substitution leaves no other atom
+                raise OutsideTheory(f"{atom.show()} cannot be stacked")
+    for (state, lag), row in where.items():
+        if lag < 0:
+            matrix[row, where[(state, lag + 1)]] = ONE
+    ordered = sorted(calls.items(), key=lambda item: ir.atom_key(item[0]))
+    block_calls = tuple(_block_call(out, weights) for out, weights in ordered)
+    return slots, sympy.ImmutableMatrix(matrix), block_calls, forcing
+
+
+def reduce_rule(net: ir.Network) -> Recurrence:
+    """The stacked recurrence of `net`, or OutsideTheory with the reason."""
+    next_values, locals_ = substituted_updates(net)
+    notes = []
+    forms = {}
+    for state in net.states:
+        form = next_values[state]
+        if needs_differencing(form):
+            form = differenced(state, form, locals_)
+            notes.append(f"{state}+ reads {state}[0] or a sum over history: analysed as the differenced update {state}+ = {_show(form)}")
+        forms[state] = form
+    slots, matrix, calls, forcing = stack(net.states, forms)
+    if forcing:
+        notes.append("the update reads input at every layer: it is analysed as a constant forcing term, left out of M")
+    if any(call.reads_input for call in calls):
+        notes.append("a block reads input: that part of its argument is left out of C")
+    return Recurrence(net.states, slots, matrix, calls, tuple(sorted(forcing.items())), tuple(notes))
+
+
+def user_names(expr: sympy.Expr) -> sympy.Expr:
+    """`expr` with every param symbol `p_beta` shown as the user's name `beta`."""
+    swap = {s: sympy.Symbol(ir.symbol_param(s), real=True) for s in expr.free_symbols if ir.symbol_param(s)}
+    return expr.xreplace(swap)
+
+
+def _show(form: Form) -> str:
+    return ir.LinearForm(tuple((a, user_names(c)) for a, c in ir.LinearForm.from_dict(form).terms)).show()

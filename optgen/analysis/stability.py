@@ -1,0 +1,273 @@
+"""Roots, zero-stability, consistency and the effective step of one layer's recurrence.
+
+Everything here is exact where the coefficients are numbers: the characteristic
+polynomial has rational coefficients, it is split into square-free factors over Q, and
+each factor's roots are found to 50 digits. Only the printed figures are rounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy
+import sympy
+
+from .recurrence import BlockCall, Recurrence
+
+Z = sympy.Dummy("z")
+DIGITS = 50
+TOL = sympy.Float("1e-30", DIGITS)  # |root| - 1 below this counts as on the unit circle
+NAMES = {2: "double", 3: "triple", 4: "quadruple"}
+
+
+# ---------------------------------------------------------------- printing numbers
+def fmt(x) -> str:
+    """A short decimal for messages: 1.2, 0.9, -1, 0.333333."""
+    value = float(x)
+    text = f"{value:.6g}"
+    return "0" if text in ("-0", "0") else text
+
+
+def fmt_complex(re, im) -> str:
+    if abs(float(im)) < 1e-12:
+        return fmt(re)
+    sign = "-" if float(im) < 0 else "+"
+    return f"{fmt(re)}{sign}{fmt(abs(float(im)))}i"
+
+
+def json_float(x) -> float:
+    """A plain float rounded to 12 significant digits, never -0.0."""
+    value = float(f"{float(x):.12g}")
+    return 0.0 if value == 0 else value
+
+
+# ---------------------------------------------------------------- roots
+@dataclass(frozen=True)
+class Root:
+    re: sympy.Float
+    im: sympy.Float
+    multiplicity: int
+    factor: sympy.Poly  # the square-free factor of rho it is a root of
+
+    @property
+    def modulus(self) -> sympy.Float:
+        return sympy.sqrt(self.re**2 + self.im**2).evalf(DIGITS)
+
+    @property
+    def on_circle(self) -> bool:
+        return abs(self.modulus - 1) <= TOL
+
+    @property
+    def outside(self) -> bool:
+        return self.modulus - 1 > TOL
+
+    def show(self) -> str:
+        return fmt_complex(self.re, self.im)
+
+
+def charpoly(matrix: sympy.Matrix) -> tuple[sympy.Expr, ...]:
+    """Monic characteristic polynomial of `matrix`, coefficients lowest degree first."""
+    coeffs = matrix.charpoly(Z).all_coeffs()
+    return tuple(sympy.cancel(c) for c in reversed(coeffs))
+
+
+def poly_of(coeffs) -> sympy.Poly:
+    return sympy.Poly(list(reversed(coeffs)), Z)
+
+
+def exact_roots(coeffs) -> tuple[Root, ...]:
+    """Roots of the polynomial with rational `coeffs` (lowest first), once per multiplicity."""
+    _, factors = poly_of(coeffs).sqf_list()
+    roots = []
+    for factor, mult in factors:
+        if factor.degree() < 1:
+            continue
+        for value in _factor_roots(factor):
+            re, im = value.as_real_imag()
+            roots.extend([Root(sympy.Float(re, DIGITS), sympy.Float(im, DIGITS), mult, factor)] * mult)
+    return tuple(sorted(roots, key=lambda r: (-r.modulus, -r.re, -r.im)))
+
+
+def _factor_roots(factor: sympy.Poly) -> list:
+    if factor.degree() == 1:
+        a, b = factor.all_coeffs()
+        return [sympy.Rational(-b, a)]
+    return factor.nroots(n=DIGITS, maxsteps=200)
+
+
+def spectral_radius(roots: tuple[Root, ...]) -> sympy.Float:
+    return max((r.modulus for r in roots), default=sympy.Float(0))
+
+
+# ---------------------------------------------------------------- zero-stability
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    message: str
+    root: Root | None = None  # the root that decided
+
+
+def _semisimple(matrix: sympy.Matrix, root: Root) -> bool:
+    """Every root of the factor has as many eigenvectors as its multiplicity."""
+    n = matrix.shape[0]
+    f_of_m = sympy.zeros(n, n)
+    for power, coef in enumerate(reversed(root.factor.all_coeffs())):
+        f_of_m += coef * matrix**power
+    nullity = n - f_of_m.rank()
+    return nullity == root.multiplicity * root.factor.degree()
+
+
+def multiplicity_word(m: int) -> str:
+    return NAMES.get(m, f"{m}-fold")
+
+
+def root_condition(roots: tuple[Root, ...], matrix: sympy.Matrix | None = None) -> Verdict:
+    """The root condition: |z| <= 1, and roots on the circle simple (semisimple for M)."""
+    outside = [r for r in roots if r.outside]
+    if outside:
+        worst = outside[0]
+        where = "" if abs(worst.im) < 1e-12 else f" (|z| = {fmt(worst.modulus)})"
+        return Verdict(False, f"root {worst.show()} of rho lies outside the unit circle{where}", worst)
+    for r in roots:
+        if r.on_circle and r.multiplicity > 1:
+            if matrix is not None and _semisimple(matrix, r):
+                continue
+            word = multiplicity_word(r.multiplicity)
+            extra = " and M lacks eigenvectors for it (not semisimple)" if matrix is not None else ""
+            return Verdict(False, f"root {r.show()} of rho is a {word} root on the unit circle{extra}", r)
+    on_circle = sorted({r.show() for r in roots if r.on_circle})
+    if on_circle:
+        return Verdict(True, f"every root lies in the closed unit disc; those on the circle ({', '.join(on_circle)}) are simple", roots[0])
+    return Verdict(True, "every root lies strictly inside the unit circle", roots[0] if roots else None)
+
+
+def strictly_stable(roots: tuple[Root, ...]) -> bool:
+    """Zero-stable with 1 the only root on the unit circle, and simple."""
+    return all(not r.on_circle or (r.multiplicity == 1 and r.im == 0 and r.re > 0) for r in roots) and not any(r.outside for r in roots)
+
+
+# ---------------------------------------------------------------- consistency and the step
+@dataclass(frozen=True)
+class Consistency:
+    ok: bool
+    message: str
+    steps: tuple[tuple[str, sympy.Expr], ...] = ()  # h per block
+
+    @property
+    def step(self) -> sympy.Expr | None:
+        values = {h for _, h in self.steps}
+        return values.pop() if len(values) == 1 else None
+
+
+def _consensus(matrix: sympy.Matrix, rec: Recurrence, output: str, primal: set[str]) -> tuple[sympy.Matrix | None, str]:
+    """Eigenvector e of root 1 with the output at 1; None and why when it is not a consensus."""
+    basis = (matrix - sympy.eye(matrix.shape[0])).nullspace()
+    e = basis[0]
+    out = e[rec.index((output, 0))]
+    if out == 0:
+        return None, f"the eigenvector of root 1 leaves the output {output} at 0: a constant input does not pass through"
+    e = (e / out).applyfunc(sympy.nsimplify)
+    for state in rec.states:
+        if state in primal and e[rec.index((state, 0))] != 1:
+            value = e[rec.index((state, 0))]
+            return None, f"the eigenvector of root 1 puts {output} at 1 but {state} at {fmt(value)}: a constant input is not a fixed point"
+    return e, ""
+
+
+def _step_of_call(call: BlockCall, w: sympy.Matrix, e: sympy.Matrix, rec: Recurrence) -> sympy.Expr:
+    """(w . B_j) ((C_j + D_j) e): the share of this call in the effective step."""
+    wb = sum((w[rec.index((s, 0))] * c for s, c in call.weights), sympy.Integer(0))
+    ce = sum((c * e[rec.index(slot)] for slot, c in call.arg_now), sympy.Integer(0))
+    ce += sum((c * e[rec.index((s, 0))] for s, c in call.arg_next), sympy.Integer(0))
+    return sympy.nsimplify(wb * ce)
+
+
+def consistency(rho, matrix, rec: Recurrence, calls: tuple[BlockCall, ...], output: str, primal: set[str]) -> Consistency:
+    """rho(1) = 0, rho'(1) != 0, a consensus eigenvector, and h > 0 for every block."""
+    poly = poly_of(rho)
+    at_one = poly.eval(1)
+    if at_one != 0:
+        return Consistency(False, f"rho(1) = {fmt(at_one)} != 0: with T = 0 a constant is not a fixed point")
+    if poly.diff(Z).eval(1) == 0:
+        return Consistency(False, "root 1 of rho is not simple (rho'(1) = 0), so the step h = sigma(1)/rho'(1) is undefined")
+    if not calls:
+        return Consistency(False, "the update calls no block, so it integrates no ODE")
+    e, why = _consensus(matrix, rec, output, primal)
+    if e is None:
+        return Consistency(False, why)
+    w = (matrix - sympy.eye(matrix.shape[0])).T.nullspace()[0]
+    w = w / (w.T * e)[0]
+    steps: dict[str, sympy.Expr] = {}
+    for call in calls:
+        steps[call.block] = steps.get(call.block, sympy.Integer(0)) + _step_of_call(call, w, e, rec)
+    for block, h in steps.items():
+        if h <= 0:
+            sense = "does not enter the fixed-point dynamics" if h == 0 else "integrates the ODE backward in time"
+            return Consistency(False, f"the step h = {fmt(h)} of block {block} is not positive: the rule {sense}", tuple(steps.items()))
+    shown = ", ".join(f"{fmt(h)} ({b})" for b, h in steps.items()) if len(steps) > 1 else fmt(next(iter(steps.values())))
+    return Consistency(True, f"rho(1) = 0, rho'(1) != 0 and h = {shown} > 0", tuple(steps.items()))
+
+
+def sigma(rec: Recurrence, calls: tuple[BlockCall, ...]) -> dict[str, tuple[sympy.Expr, ...]] | None:
+    """Second characteristic polynomial of a classical one-state rule, per block, lowest first."""
+    if not rec.classical:
+        return None
+    degree = len(rec.slots)
+    state = rec.states[0]
+    out: dict[str, list] = {}
+    for call in calls:
+        _, lag = call.single_iterate
+        coeffs = out.setdefault(call.block, [sympy.Integer(0)] * (degree + 1))
+        coeffs[degree - 1 + lag] += dict(call.weights).get(state, 0)
+    return {b: tuple(c) for b, c in out.items()}
+
+
+# ---------------------------------------------------------------- one layer, all checks
+@dataclass(frozen=True)
+class LayerCheck:
+    rho: tuple[sympy.Expr, ...]
+    roots: tuple[Root, ...]
+    radius: sympy.Float
+    zero_stability: Verdict
+    consistency: Consistency
+
+
+def numeric_calls(calls: tuple[BlockCall, ...], values: dict) -> tuple[BlockCall, ...]:
+    def sub(pairs):
+        return tuple((key, sympy.nsimplify(sympy.sympify(c).xreplace(values))) for key, c in pairs)
+
+    return tuple(BlockCall(c.block, sub(c.weights), sub(c.arg_now), sub(c.arg_next), c.reads_input) for c in calls)
+
+
+def check_layer(rec: Recurrence, values: dict, output: str, primal: set[str]) -> LayerCheck:
+    """All exact checks of one layer; `values` maps every symbol (params, k) to a number."""
+    matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(sympy.nsimplify)
+    rho = charpoly(matrix)
+    roots = exact_roots(rho)
+    zero = root_condition(roots, None if rec.one_state else matrix)
+    calls = numeric_calls(rec.calls, values)
+    return LayerCheck(rho, roots, spectral_radius(roots), zero, consistency(rho, matrix, rec, calls, output, primal))
+
+
+# ---------------------------------------------------------------- many layers, in floating point
+def layer_matrices(rec: Recurrence, values: dict, k_symbol: sympy.Symbol, depth: int) -> numpy.ndarray:
+    """M_k for k = 0..depth-1 as a float array of shape (depth, n, n)."""
+    matrix = rec.matrix.xreplace({s: v for s, v in values.items() if s != k_symbol})
+    fn = sympy.lambdify(k_symbol, matrix, "numpy")
+    return numpy.array([numpy.array(fn(k), dtype=float) for k in range(depth)], dtype=float)
+
+
+def radii(mats: numpy.ndarray) -> list[float]:
+    return [float(numpy.max(numpy.abs(numpy.linalg.eigvals(m)))) for m in mats]
+
+
+def amplification(mats: numpy.ndarray) -> float | None:
+    """max_k ||M_k ... M_0|| in the 2-norm; None when it overflows."""
+    product = numpy.eye(mats.shape[1])
+    worst = 0.0
+    for m in mats:
+        product = m @ product
+        worst = max(worst, float(numpy.linalg.norm(product, 2)))
+        if not numpy.isfinite(worst):
+            return None
+    return worst
