@@ -147,12 +147,20 @@ def _text_lines(c: Certificate) -> list[str]:
         if c.conditions is not None:
             lines.append(f"  conditions: {'; '.join(c.conditions) if c.conditions else 'none (no fixed param enters rho)'}")
         if c.per_layer is not None:
-            lines.append("  per-layer spectral radius: " + ", ".join(fmt(r) for r in c.per_layer))
+            lines.append(f"  per-layer spectral radius: {_layer_list(c.per_layer)}")
             lines.append(f"  amplification max_k ||M_k ... M_0||: {fmt(c.amplification) if c.amplification is not None else 'overflows'}")
     lines.append(f"  universal: {_verdict_word(c.universal)}")
     lines.extend(f"    - {r}" for r in c.universal_reasons)
     lines.extend(f"  note: {n}" for n in c.notes)
     return lines
+
+
+def _layer_list(values: tuple[float, ...]) -> str:
+    """All values for a few layers; first, last, min and max for many."""
+    if len(values) <= 20:
+        return ", ".join(fmt(v) for v in values)
+    head = ", ".join(fmt(v) for v in values[:5])
+    return f"{head}, ..., {fmt(values[-1])} ({len(values)} layers, min {fmt(min(values))}, max {fmt(max(values))})"
 
 
 def _word(value: bool | None) -> str:
@@ -313,12 +321,13 @@ def _fill_checks(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     draft.fields["per_layer_step"] = tuple(_json_or_none(layer.consistency.step) for layer in exact)
     amp = stability.amplification(mats)
     draft.fields["amplification"] = None if amp is None else json_float(amp)
+    _record_k_verdicts(exact, draft)
     if depth > len(exact):
         draft.notes.append(f"layers k >= {len(exact)} are checked in floating point (spectral radius only)")
-        if any(r > 1 + 1e-9 for r in float_radii):
-            first = len(exact) + next(i for i, r in enumerate(float_radii) if r > 1 + 1e-9)
-            _set_zero_stability(draft, False, f"at layer k={first}: the spectral radius {fmt(float_radii[first - len(exact)])} exceeds 1")
-    _record_k_verdicts(exact, draft)
+        outside = [i for i, r in enumerate(float_radii) if r > 1 + 1e-9]
+        if outside and draft.fields["zero_stable"]:
+            first = len(exact) + outside[0]
+            _set_zero_stability(draft, False, f"at layer k={first}: the spectral radius {fmt(float_radii[outside[0]])} exceeds 1")
     _note_limit(net, rec, draft)
 
 
@@ -351,8 +360,6 @@ def _record_layer(rec: Recurrence, layer: stability.LayerCheck, draft: _Draft, v
 
 
 def _set_zero_stability(draft: _Draft, ok: bool, message: str) -> None:
-    if draft.fields.get("zero_stable") is False and not ok:
-        return
     draft.fields["zero_stable"] = ok
     draft.fields["zero_stability"] = message
 
@@ -361,7 +368,7 @@ def _record_k_verdicts(layers: list[stability.LayerCheck], draft: _Draft) -> Non
     bad_zero = next(((k, l) for k, l in enumerate(layers) if not l.zero_stability.ok), None)
     if bad_zero is not None:
         _set_zero_stability(draft, False, f"at layer k={bad_zero[0]}: {bad_zero[1].zero_stability.message}")
-    elif draft.fields.get("zero_stable") is not False:
+    else:
         _set_zero_stability(draft, True, f"every layer k < {len(layers)} satisfies the root condition")
     bad_cons = next(((k, l) for k, l in enumerate(layers) if not l.consistency.ok), None)
     if bad_cons is not None:
