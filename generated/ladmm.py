@@ -58,10 +58,10 @@ class LADMM(nn.Module):
     Input and output layout: [..., dim].
 
     Certificate (see CERTIFICATE):
-        rho coefficients (lowest degree first): unknown
-        roots: unknown
-        zero-stable: unknown, consistent: unknown, step h: unknown
-        universal approximation: unknown
+        rho coefficients (lowest degree first): [-0.5625, 1.6875, -2.125, 1.0]
+        roots: [[1.0, 0.0], [0.5625, 0.496078370825], [0.5625, -0.496078370825]]
+        zero-stable: True, consistent: True, step h: 0.285714285714
+        universal approximation: guaranteed
 
     Args:
         dim: feature size (channels for image layouts).
@@ -71,20 +71,42 @@ class LADMM(nn.Module):
     RULE = "x+ = x - t*(F(x) + lam + rho*(x - z)); z+ = z - t*(G(z) - lam - rho*(x+ - z)); lam+ = lam + rho*(x+ - z+)"
     CERTIFICATE = {
         "name": "LADMM",
+        "kind": "explicit",
         "explicit": True,
         "states": ["x", "z", "lam"],
         "blocks": ["F", "G"],
         "depth": 16,
-        "rho": None,
-        "roots": None,
-        "spectral_radius": None,
-        "zero_stable": None,
-        "consistent": None,
-        "step": None,
+        "slots": ["x", "z", "lam"],
+        "matrix": [
+            ["0.75", "0.25", "-0.5"],
+            ["0.1875", "0.8125", "0.375"],
+            ["0.28125", "-0.28125", "0.5625"],
+        ],
+        "rho": [-0.5625, 1.6875, -2.125, 1.0],
+        "rho_text": "z^3 - 2.125z^2 + 1.6875z - 0.5625",
+        "sigma": None,
+        "roots": [[1.0, 0.0], [0.5625, 0.496078370825], [0.5625, -0.496078370825]],
+        "spectral_radius": 1.0,
+        "zero_stable": True,
+        "zero_stability": "every root lies in the closed unit disc; those on the circle (1) are simple",
+        "consistent": True,
+        "consistency": "rho(1) = 0, rho'(1) != 0 and h = 0.285714 (F), 0.285714 (G) > 0",
+        "step": 0.285714285714,
+        "steps": {"F": 0.285714285714, "G": 0.285714285714},
         "per_layer": None,
+        "per_layer_step": None,
         "amplification": None,
-        "conditions": [],
-        "universal": {"guaranteed": None, "reasons": ["analysis not available"]},
+        "conditions": ["0 < rho*t < 2"],
+        "learnable": [],
+        "universal": {
+            "guaranteed": True,
+            "reasons": [
+                "block F: mlp holds W2·σ(W1 z + b) with σ = relu",
+                "block G: mlp holds W2·σ(W1 z + b) with σ = relu",
+                "convergent: zero-stable and consistent (h = 0.285714)",
+            ],
+        },
+        "notes": [],
         "diagnostics": [],
     }
 

@@ -133,3 +133,19 @@ def test_a_solve_that_blows_up_is_an_error_naming_the_layer(tmp_path):
 def test_on_failure_must_be_warn_or_raise():
     with pytest.raises(ValueError, match="on_failure must be 'warn' or 'raise', not 'ignore'"):
         make("ppm", "Ppm", on_failure="ignore")
+
+
+def test_contraction_estimate_on_request_matches_the_jacobian():
+    module = make("ppm", "Ppm", depth=1)
+    module.contraction_iterations = 50
+    x = inputs(batch=1)
+    with torch.no_grad():
+        module(x)
+    estimate = module.solver_stats[0]["contraction"]
+    # The layer map is z -> x - t*T(z); its Jacobian at the solution, computed densely.
+    z = module(x).detach()
+    jac = torch.autograd.functional.jacobian(lambda v: -0.5 * module.blocks["T"][0](v), z)[0, :, 0, :]
+    assert estimate == pytest.approx(torch.linalg.eigvals(jac).abs().max().item(), rel=0.05)
+    module.contraction_iterations = 0
+    module(x)
+    assert "contraction" not in module.solver_stats[0]

@@ -276,6 +276,8 @@ def analyze_network(net: ir.Network) -> Certificate:
     _fill_conditions(net, rec, draft)
     _fill_learnable(net, rec, draft)
     universal = _universality(net, rec, draft)
+    if net.equilibrium:
+        universal = _equilibrium_reading(net, draft)
     return Certificate(
         **base,
         universal=universal,
@@ -467,6 +469,26 @@ def _universality(net: ir.Network, rec: Recurrence, draft: _Draft) -> bool | Non
     if None in verdicts:
         return None
     return True
+
+
+def _equilibrium_reading(net: ir.Network, draft: _Draft) -> None:
+    """An equilibrium network is solved to its fixed point, not iterated layer by layer.
+
+    The linear-multistep checks are still reported for the literal update (with `input`
+    as a forcing term), but they are no convergence conditions of the network: no
+    warning, no `--strict` failure, and the universality verdict is unknown.
+    """
+    draft.failures.clear()
+    draft.diagnostics[:] = [d for d in draft.diagnostics if "--strict" not in (d.hint or "") and "initial values" not in d.message]
+    draft.reasons.append(
+        "equilibrium: the network is the fixed point of one shared update, not a stack of its "
+        "iterations, so the linear-multistep theorem does not apply"
+    )
+    draft.notes.append(
+        "the multistep figures describe the update iterated as written, with input as a forcing term; "
+        "the solver needs the update to be a contraction (see solver_stats and contraction_iterations)"
+    )
+    return None
 
 
 def _convergence_reason(net: ir.Network, rec: Recurrence, draft: _Draft) -> bool:

@@ -73,6 +73,25 @@ def _record(module: nn.Module, layer: int, phase: str, iterations: int, residual
         warnings.warn(message + " (warned once per module)", RuntimeWarning, stacklevel=3)
 
 
+def _contraction(f, z: Tensor, iterations: int) -> float:
+    """Power-iteration estimate of the spectral radius of df/dz at z (the largest over the batch).
+
+    Below 1, the layer map is a local contraction at its solution (t * Lip(T) < 1 for the
+    proximal point rule); near or above 1, solves slow down or diverge.
+    """
+    with torch.enable_grad():
+        z = z.detach().requires_grad_()
+        fz = f(z)
+        v = torch.randn(z.shape, generator=torch.Generator().manual_seed(0)).to(z)
+        v = v / v.norm()
+        radius = 0.0
+        for _ in range(iterations):
+            (u,) = torch.autograd.grad(fz, z, v, retain_graph=True)
+            radius = u.norm().item()
+            v = u / max(radius, 1e-30)
+    return radius
+
+
 def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
     """The fixed point z = f(z), differentiable as `module.backward` says."""
     options = dict(module.solver)
@@ -82,18 +101,25 @@ def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
     if mode == "unroll" or not torch.is_grad_enabled():
         z, iterations, residual = solver(f, z0, **options)
         _record(module, layer, "forward", iterations, residual, tol)
+        if module.contraction_iterations:
+            module.solver_stats[-1]["contraction"] = _contraction(f, z, module.contraction_iterations)
         return z
     with torch.no_grad():
         z, iterations, residual = solver(f, z0, **options)
     _record(module, layer, "forward", iterations, residual, tol)
+    if module.contraction_iterations:
+        module.solver_stats[-1]["contraction"] = _contraction(f, z, module.contraction_iterations)
     if mode == "phantom":
         for _ in range(module.backward["steps"]):
             z = f(z)
         return z
     # Implicit differentiation: the gradient g of z* solves g = grad + J^T g, J = df/dz at z*.
+    # One evaluation of f at a leaf copy of z* serves the adjoint's vector-Jacobian products
+    # and the gradients of parameters and inputs. The hook sits on an alias of its output,
+    # so that the products (taken from the output itself) do not fire it again.
     z_star = z.detach().requires_grad_()
     f_star = f(z_star)
-    z = f(z.detach())
+    z = f_star.view_as(f_star)
     adjoint = dict(module.backward)
     adjoint.pop("name")
     adjoint_tol = adjoint.get("tol", tol)
@@ -106,13 +132,8 @@ def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
         with torch.enable_grad():
             g, its, res = solver(step, grad, **{**options, **adjoint})
         _record(module, layer, "backward", its, res, adjoint_tol)
-        return g
+        return g.detach()
 
     if z.requires_grad:
         z.register_hook(adjoint_solve)
     return z
-
-
-def _pack(states: list[Tensor]) -> Tensor:
-    """Several iterates as one tensor for the solver, the batch dimension kept first."""
-    return torch.stack(states, dim=1)
