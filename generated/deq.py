@@ -213,9 +213,9 @@ class Deq(nn.Module):
     Input and output layout: [..., dim].
 
     Certificate (see CERTIFICATE):
-        rho coefficients (lowest degree first): [-0.5, 1.0]
-        roots: [[0.5, 0.0]]
-        zero-stable: True, consistent: False, step h: unknown
+        rho(z) = z - 0.5; roots: 0.5
+        zero-stable: yes; consistent: no; step h = unknown
+        stable for: 0 <= t <= 2
         universal approximation: unknown
 
     Args:

@@ -56,9 +56,8 @@ class GD(nn.Module):
     Input and output layout: [..., dim].
 
     Certificate (see CERTIFICATE):
-        rho coefficients (lowest degree first): [-1.0, 1.0]
-        roots: [[1.0, 0.0]]
-        zero-stable: True, consistent: True, step h: 1.0
+        rho(z) = z - 1; roots: 1
+        zero-stable: yes; consistent: yes; step h = 1
         universal approximation: guaranteed
 
     Args:

@@ -56,9 +56,9 @@ class HeavyBall(nn.Module):
     Input and output layout: [..., dim].
 
     Certificate (see CERTIFICATE):
-        rho coefficients (lowest degree first): [0.5, -1.5, 1.0]
-        roots: [[1.0, 0.0], [0.5, 0.0]]
-        zero-stable: True, consistent: True, step h: 1.0
+        rho(z) = z^2 - 1.5z + 0.5; roots: 1, 0.5
+        zero-stable: yes; consistent: yes; step h = 1
+        stable for: -1 <= beta < 1
         universal approximation: guaranteed
 
     Args:

@@ -58,9 +58,9 @@ class LADMM(nn.Module):
     Input and output layout: [..., dim].
 
     Certificate (see CERTIFICATE):
-        rho coefficients (lowest degree first): [-0.5625, 1.6875, -2.125, 1.0]
-        roots: [[1.0, 0.0], [0.5625, 0.496078370825], [0.5625, -0.496078370825]]
-        zero-stable: True, consistent: True, step h: 0.285714285714
+        rho(z) = z^3 - 2.125z^2 + 1.6875z - 0.5625; roots: 1, 0.5625+0.496078j, 0.5625-0.496078j
+        zero-stable: yes; consistent: yes; step h = 0.285714
+        stable for: 0 < rho*t < 2
         universal approximation: guaranteed
 
     Args:

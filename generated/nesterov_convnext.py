@@ -43,9 +43,9 @@ class NesterovConvnext(nn.Module):
     Input and output layout: [N, dim, H, W].
 
     Certificate (see CERTIFICATE):
-        rho coefficients (lowest degree first): [0.9, -1.9, 1.0]
-        roots: [[1.0, 0.0], [0.9, 0.0]]
-        zero-stable: True, consistent: True, step h: 10.0
+        rho(z) = z^2 - 1.9z + 0.9; roots: 1, 0.9
+        zero-stable: yes; consistent: yes; step h = 10
+        stable for: -1 <= beta < 1
         universal approximation: guaranteed
 
     Learnable params:

@@ -57,9 +57,9 @@ class NesterovK(nn.Module):
     Input and output layout: [..., dim].
 
     Certificate (see CERTIFICATE):
-        rho coefficients (lowest degree first): [0.0, -1.0, 1.0]
-        roots: [[1.0, 0.0], [0.0, 0.0]]
-        zero-stable: True, consistent: True, step h: 1.0
+        rho(z) = z^2 - ((2*k + 3)/(k + 3))z + (k/(k + 3)); roots: 1, 0
+        zero-stable: yes; consistent: yes; step h = 1
+        stable for: -1 <= beta < 1
         universal approximation: guaranteed
 
     Learnable params:

@@ -216,9 +216,8 @@ class PpmConv(nn.Module):
     Input and output layout: [N, dim, H, W].
 
     Certificate (see CERTIFICATE):
-        rho coefficients (lowest degree first): [-1.0, 1.0]
-        roots: [[1.0, 0.0]]
-        zero-stable: True, consistent: True, step h: 0.5
+        rho(z) = z - 1; roots: 1
+        zero-stable: yes; consistent: yes; step h = 0.5
         universal approximation: guaranteed
 
     Args:

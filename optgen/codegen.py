@@ -125,20 +125,29 @@ def _class_doc(net: ir.Network, plan: EmitPlan, certificate: dict) -> str:
 
 
 def certificate_lines(certificate: dict) -> list[str]:
-    def show(v):
-        return "unknown" if v is None else v
+    """The certificate in a few lines for the class docstring (CERTIFICATE holds it all)."""
 
-    rho = certificate.get("rho")
+    def yes_no(value) -> str:
+        return "unknown" if value is None else ("yes" if value else "no")
+
+    def number(value) -> str:
+        return "unknown" if value is None else f"{value:.6g}"
+
     roots = certificate.get("roots")
+    shown_roots = "unknown"
+    if roots is not None:
+        shown_roots = ", ".join(number(re) if abs(im) < 1e-12 else f"{re:.6g}{im:+.6g}j" for re, im in roots)
     universal = certificate.get("universal") or {}
     verdict = {True: "guaranteed", False: "not guaranteed", None: "unknown"}[universal.get("guaranteed")]
+    rho = certificate.get("rho_text") or certificate.get("rho")
     out = [
-        f"rho coefficients (lowest degree first): {show(rho)}",
-        f"roots: {show(roots)}",
-        f"zero-stable: {show(certificate.get('zero_stable'))}, consistent: {show(certificate.get('consistent'))},"
-        f" step h: {show(certificate.get('step'))}",
-        f"universal approximation: {verdict}",
+        f"rho(z) = {rho if rho is not None else 'unknown'}; roots: {shown_roots}",
+        f"zero-stable: {yes_no(certificate.get('zero_stable'))}; consistent: {yes_no(certificate.get('consistent'))};"
+        f" step h = {number(certificate.get('step'))}",
     ]
+    if certificate.get("conditions"):
+        out.append(f"stable for: {'; '.join(certificate['conditions'])}")
+    out.append(f"universal approximation: {verdict}")
     return [comment(line) for line in out]
 
 
