@@ -20,7 +20,9 @@ def inputs(dtype=torch.float64, batch=5):
     return torch.randn(batch, 6, generator=torch.Generator().manual_seed(3), dtype=dtype)
 
 
-@pytest.mark.parametrize("stem, class_name", [("ppm", "Ppm"), ("fista_implicit", "FistaImplicit"), ("deq", "Deq")])
+@pytest.mark.parametrize(
+    "stem, class_name", [("ppm", "Ppm"), ("fista_implicit", "FistaImplicit"), ("deq", "Deq")]
+)
 def test_every_solve_converges_below_the_declared_tolerance(stem, class_name):
     module = make(stem, class_name, torch.float32)
     out = module(inputs(torch.float32))
@@ -42,13 +44,23 @@ def test_backward_implicit_appends_one_adjoint_solve_per_layer():
     assert all(s["converged"] for s in module.solver_stats)
 
 
-@pytest.mark.parametrize("stem, class_name", [("ppm", "Ppm"), ("fista_implicit", "FistaImplicit"), ("deq", "Deq"), ("pgd_implicit", "PgdImplicit")])
+@pytest.mark.parametrize(
+    "stem, class_name",
+    [
+        ("ppm", "Ppm"),
+        ("fista_implicit", "FistaImplicit"),
+        ("deq", "Deq"),
+        ("pgd_implicit", "PgdImplicit"),
+    ],
+)
 def test_implicit_gradients_agree_with_unrolled_ones_at_tight_tolerance(stem, class_name):
     grads = {}
     for mode in ("implicit", "unroll"):
         module = make(stem, class_name)
         module.solver = {"name": "fixed_point", "max_iter": 2000, "tol": 1e-8}
-        module.backward = {"name": mode, "max_iter": 2000, "tol": 1e-8} if mode == "implicit" else {"name": mode}
+        module.backward = (
+            {"name": mode, "max_iter": 2000, "tol": 1e-8} if mode == "implicit" else {"name": mode}
+        )
         x = inputs().requires_grad_()
         module(x).tanh().sum().backward()
         grads[mode] = [x.grad] + [p.grad for p in module.parameters()]
@@ -59,8 +71,14 @@ def test_implicit_gradients_agree_with_unrolled_ones_at_tight_tolerance(stem, cl
 def saved_bytes_of_a_training_step(mode: str, max_iter: int) -> int:
     """Bytes of every tensor autograd keeps for the backward pass (the memory a step holds)."""
     module = make("ppm", "Ppm", on_failure="warn")
-    module.solver = {"name": "fixed_point", "max_iter": max_iter, "tol": 0.0}  # needs every iteration
-    module.backward = {"name": mode, "max_iter": 5, "tol": 0.0} if mode == "implicit" else {"name": mode}
+    module.solver = {
+        "name": "fixed_point",
+        "max_iter": max_iter,
+        "tol": 0.0,
+    }  # needs every iteration
+    module.backward = (
+        {"name": mode, "max_iter": 5, "tol": 0.0} if mode == "implicit" else {"name": mode}
+    )
     seen: dict[tuple, int] = {}
 
     def pack(t):
@@ -101,7 +119,10 @@ def diverging_module(tmp_path, **kwargs):
 
 def test_a_diverging_solve_warns_once_and_reports_not_converged(tmp_path):
     module = diverging_module(tmp_path)
-    with pytest.warns(RuntimeWarning, match=r"Wild: the forward solve of layer 0 stopped after 50 iterations at relative residual .* > tol 0.0001 \(warned once per module\)"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"Wild: the forward solve of layer 0 stopped after 50 iterations at relative residual .* > tol 0.0001 \(warned once per module\)",
+    ):
         module(inputs(torch.float32))
     assert not module.solver_stats[0]["converged"]
     assert module.solver_stats[0]["residual"] > 1e-4
@@ -112,7 +133,9 @@ def test_a_diverging_solve_warns_once_and_reports_not_converged(tmp_path):
 
 def test_on_failure_raise_turns_a_missed_tolerance_into_an_error(tmp_path):
     module = diverging_module(tmp_path, on_failure="raise")
-    with pytest.raises(RuntimeError, match=r"Wild: the forward solve of layer 0 stopped after 50 iterations"):
+    with pytest.raises(
+        RuntimeError, match=r"Wild: the forward solve of layer 0 stopped after 50 iterations"
+    ):
         module(inputs(torch.float32))
 
 
@@ -120,13 +143,17 @@ def test_nan_in_a_solve_is_an_error_naming_the_layer():
     module = make("ppm", "Ppm", torch.float32)
     with torch.no_grad():
         module.blocks["T"][2].fc2.bias.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match=r"Ppm: the forward solve of layer 2 produced NaN or inf"):
+    with pytest.raises(
+        FloatingPointError, match=r"Ppm: the forward solve of layer 2 produced NaN or inf"
+    ):
         module(inputs(torch.float32))
 
 
 def test_a_solve_that_blows_up_is_an_error_naming_the_layer(tmp_path):
     module = ppm_variant(tmp_path, "40.0", "anderson(m=5, max_iter=50, tol=1e-4)")
-    with pytest.raises(FloatingPointError, match=r"Wild: the forward solve of layer 0 produced NaN or inf"):
+    with pytest.raises(
+        FloatingPointError, match=r"Wild: the forward solve of layer 0 produced NaN or inf"
+    ):
         module(inputs(torch.float32))
 
 
@@ -144,8 +171,29 @@ def test_contraction_estimate_on_request_matches_the_jacobian():
     estimate = module.solver_stats[0]["contraction"]
     # The layer map is z -> x - t*T(z); its Jacobian at the solution, computed densely.
     z = module(x).detach()
-    jac = torch.autograd.functional.jacobian(lambda v: -0.5 * module.blocks["T"][0](v), z)[0, :, 0, :]
+    jac = torch.autograd.functional.jacobian(lambda v: -0.5 * module.blocks["T"][0](v), z)[
+        0, :, 0, :
+    ]
     assert estimate == pytest.approx(torch.linalg.eigvals(jac).abs().max().item(), rel=0.05)
     module.contraction_iterations = 0
     module(x)
     assert "contraction" not in module.solver_stats[0]
+
+
+def test_backward_phantom_unrolls_a_few_steps_at_the_solution():
+    grads = {}
+    for mode in ("phantom", "implicit"):
+        module = make("ppm", "Ppm")
+        module.solver = {"name": "anderson", "m": 5, "max_iter": 200, "tol": 1e-10}
+        module.backward = (
+            {"name": "phantom", "steps": 30}
+            if mode == "phantom"
+            else {"name": "implicit", "max_iter": 200, "tol": 1e-10}
+        )
+        x = inputs().requires_grad_()
+        module(x).sum().backward()
+        grads[mode] = x.grad
+        if mode == "phantom":
+            assert {s["phase"] for s in module.solver_stats} == {"forward"}
+    # 30 steps of a contraction: the phantom gradient approaches the implicit one.
+    torch.testing.assert_close(grads["phantom"], grads["implicit"], rtol=1e-3, atol=1e-6)
