@@ -107,6 +107,7 @@ def cmd_check(args) -> int:
     from .certify import render_text
 
     results = []
+    rows = []
     failed = False
     for path in args.files:
         compiled = frontend(_read(path), path)
@@ -114,16 +115,40 @@ def cmd_check(args) -> int:
         for net in compiled.networks:
             certificate = certify(net, compiled.source)
             results.append(certificate)
+            rows.append((Path(path).name, net, certificate))
             failures = strict_failures(net)
             for diag in failures:
                 severity = "error" if args.strict else "warning"
                 print(diag.render(compiled.source).replace(": error: ", f": {severity}: ", 1), file=sys.stderr)
             failed = failed or (args.strict and bool(failures))
-            if not args.json:
+            if not (args.json or args.markdown):
                 print(render_text(net, certificate))
     if args.json:
         print(json.dumps(results, indent=2))
+    if args.markdown:
+        from .report import markdown_table
+
+        sys.stdout.write(markdown_table(rows))
+    if args.plot:
+        _plot(rows, Path(args.plot))
     return 1 if failed else 0
+
+
+def _plot(rows, path: Path) -> None:
+    try:
+        from .report import plot_certificate
+    except ImportError:  # pragma: no cover - report itself needs only sympy
+        raise
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'optgen[experiments]'") from None
+    if len(rows) != 1:
+        names = ", ".join(net.name for _, net, _ in rows)
+        raise UsageError(f"--plot draws one network; these files hold {len(rows)}: {names}")
+    _, net, certificate = rows[0]
+    plot_certificate(net, certificate, path)
+    print(f"optgen: wrote {path}", file=sys.stderr)
 
 
 def cmd_inspect(args) -> int:
@@ -148,6 +173,25 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    from .experiment import DEFAULT_NETWORKS, MissingExtra, run
+
+    networks = [n.strip() for n in args.networks.split(",") if n.strip()] if args.networks else list(DEFAULT_NETWORKS)
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    try:
+        report = run(args.name, Path(args.out), networks, quick=args.quick, seeds=args.seeds, progress_bar=sys.stderr.isatty())
+    except MissingExtra as err:
+        raise UsageError(str(err)) from None
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    for label, entry in report["networks"].items():
+        shown = ", ".join(f"{k} {v['mean']:.4g} ± {v['std']:.2g}" for k, v in entry["metrics"].items())
+        print(f"{args.name} {label}: {shown}")
+    print(f"optgen: wrote {Path(args.out) / (args.name + '.json')} and {Path(args.out) / (args.name + '.png')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="optgen", description="Compile optimization update rules into PyTorch modules.")
     parser.add_argument("--version", action="version", version=f"optgen {__version__}")
@@ -164,7 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print the certificates as JSON")
     p.add_argument("--strict", action="store_true", help="exit 1 when a rule fails its convergence conditions")
+    p.add_argument("--markdown", action="store_true", help="print the certificates as one markdown table")
+    p.add_argument("--plot", metavar="OUT.png", help="draw the roots of rho (and the radius over a single fixed param)")
     p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("experiment", help="train catalog networks on one of the paper's small experiments")
+    p.add_argument("name", choices=["rings", "parity", "telgarsky"])
+    p.add_argument("--quick", action="store_true", help="a short run (under a minute on two cores)")
+    p.add_argument("--seeds", type=int, help="number of seeds (default 3, 1 with --quick)")
+    p.add_argument("--out", default="out/experiments", metavar="DIR", help="output folder (default: out/experiments)")
+    p.add_argument("--networks", metavar="A,B,...", help="catalog names or .opt files (default: gd,heavy_ball,nesterov,nesterov_k,dense,ladmm)")
+    p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("inspect", help="print the generated module (or the layer graph)")
     p.add_argument("file", metavar="FILE")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import keyword
+import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -559,14 +560,29 @@ class Resolver:
         if d.learnable and ir.K in value.free_symbols and not d.per_layer:
             self.fail(d.value.span, f"learnable param '{d.name.id}' depends on k but is shared by all layers", "add 'per_layer'")
         param = ir.Param(d.name.id, value, d.learnable, d.per_layer, bound, d.positive, d.span)
+        values = self.layer_values(param, d, depth)
         if bound is not None:
-            self.check_bound(param, d, depth)
+            self.check_bound(param, d, values)
         return param
 
-    def check_bound(self, param: ir.Param, d: ast.ParamDecl, depth: int) -> None:
-        layers = range(min(depth, 10_000)) if param.depends_on_k else [0]
+    def layer_values(self, param: ir.Param, d: ast.ParamDecl, depth: int) -> list[tuple[int, float]]:
+        """The value at every layer k < depth (k-dependent) or once; an undefined value is an error."""
+        layers = list(range(min(depth, MAX_DEPTH))) if param.depends_on_k else [0]
+        fn = sympy.lambdify(ir.K, param.value, "math")
+        values = []
         for k in layers:
-            v = float(param.value.subs(ir.K, k))
+            try:
+                v = float(fn(k))
+            except (ZeroDivisionError, OverflowError, ValueError, TypeError):
+                v = math.nan
+            if not math.isfinite(v):
+                at = f" at layer k={k}" if param.depends_on_k else ""
+                self.fail(d.value.span, f"param {param.name} is undefined{at} (division by zero or overflow)", "keep the value finite at every layer")
+            values.append((k, v))
+        return values
+
+    def check_bound(self, param: ir.Param, d: ast.ParamDecl, values: list[tuple[int, float]]) -> None:
+        for k, v in values:
             inside = param.bound.contains(v)
             strict = ir.Bound(param.bound.lo, param.bound.hi, False, False).contains(v)
             at = f" at layer k={k}" if param.depends_on_k else ""

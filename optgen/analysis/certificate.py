@@ -262,6 +262,10 @@ class _Draft:
     failures: list = field(default_factory=list)
 
 
+# Exact characteristic polynomials cost O(n^4) in sympy: larger stacks are not analysed.
+MAX_EXACT_SLOTS = 24
+
+
 def analyze_network(net: ir.Network) -> Certificate:
     base = dict(name=net.name, kind=net.kind, states=net.states, blocks=tuple(b.name for b in net.blocks), depth=net.depth, span=net.span)
     try:
@@ -269,6 +273,9 @@ def analyze_network(net: ir.Network) -> Certificate:
     except OutsideTheory as why:
         reasons = (f"outside the theory: {why}",) + tuple(_block_reasons(net))
         return Certificate(**base, universal=None, universal_reasons=reasons, outside_theory=str(why))
+    if len(rec.slots) > MAX_EXACT_SLOTS:
+        why = f"the stacked state has {len(rec.slots)} slots; the exact analysis stops at {MAX_EXACT_SLOTS}"
+        return Certificate(**base, universal=None, universal_reasons=(why,) + tuple(_block_reasons(net)), outside_theory=why)
     draft = _Draft()
     draft.notes.extend(rec.notes)
     _fill_recurrence(net, rec, draft)

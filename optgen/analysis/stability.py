@@ -258,16 +258,22 @@ def layer_matrices(rec: Recurrence, values: dict, k_symbol: sympy.Symbol, depth:
 
 
 def radii(mats: numpy.ndarray) -> list[float]:
-    return [float(numpy.max(numpy.abs(numpy.linalg.eigvals(m)))) for m in mats]
+    if len(mats) == 0:
+        return []
+    if not numpy.isfinite(mats).all():
+        return [float(numpy.max(numpy.abs(numpy.linalg.eigvals(m)))) if numpy.isfinite(m).all() else float("inf") for m in mats]
+    return numpy.max(numpy.abs(numpy.linalg.eigvals(mats)), axis=1).astype(float).tolist()  # batched
 
 
 def amplification(mats: numpy.ndarray) -> float | None:
     """max_k ||M_k ... M_0|| in the 2-norm; None when it overflows."""
     product = numpy.eye(mats.shape[1])
-    worst = 0.0
-    for m in mats:
-        product = m @ product
-        worst = max(worst, float(numpy.linalg.norm(product, 2)))
-        if not numpy.isfinite(worst):
-            return None
-    return worst
+    products = numpy.empty_like(mats)
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        for k, m in enumerate(mats):
+            product = m @ product
+            products[k] = product
+    if not numpy.isfinite(products).all():
+        return None
+    worst = float(numpy.max(numpy.linalg.norm(products, 2, axis=(1, 2))))  # batched
+    return worst if numpy.isfinite(worst) else None
