@@ -151,6 +151,12 @@ ERRORS = {
         5,
         "param beta depends on the layer, but an equilibrium network has no layers",
     ),
+    "param_undefined_at_a_layer": (
+        "network A {\n    state x\n    param b = 1/(k-3)\n    block T = mlp()\n    update {\n        x+ = x - b*T(x)\n    }\n}\n",
+        3,
+        15,
+        "param b is undefined at layer k=3 (division by zero or overflow)",
+    ),
 }
 
 
