@@ -34,8 +34,9 @@ class Namespace:
         name = re.sub(r"\W", "_", candidate) or "v"
         if name[0].isdigit():
             name = "_" + name
-        if name.startswith("__") and name.endswith("__"):
-            name = name.strip("_") + "_" if name.strip("_") else "v"
+        # A leading double underscore would be name-mangled inside the generated class.
+        if name.startswith("__"):
+            name = name.strip("_") or "v"
         if self._blocked(name):
             base = name if name.endswith("_") else name + "_"
             name, n = base, 1

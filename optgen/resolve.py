@@ -17,7 +17,7 @@ from fractions import Fraction
 import sympy
 
 from . import ast, ir
-from .blocks import ACTIVATIONS, BLOCK_KINDS, CUSTOM_META_ARGS, ELEMENTWISE_MAPS, LAYOUTS, two_layer_fact
+from .blocks import ACTIVATIONS, BLOCK_KINDS, CUSTOM_META_ARGS, ELEMENTWISE_MAPS, LAYOUTS, MODULE_DICT_ATTRIBUTES, two_layer_fact
 from .errors import Reporter
 from .source import SourceFile, Span
 
@@ -387,6 +387,12 @@ class Resolver:
         blocks: dict[str, ir.Block] = {}
         for d in decls.get(ast.BlockDecl, []):
             claim(d.name, "block")
+            if d.name.id.startswith("_") or d.name.id in MODULE_DICT_ATTRIBUTES:
+                self.fail(
+                    d.name.span,
+                    f"block name '{d.name.id}' cannot be a key of the generated module.blocks (an nn.ModuleDict)",
+                    "rename the block: no leading underscore, not an nn.ModuleDict attribute such as keys or update",
+                )
             blocks[d.name.id] = self.block(d, shared=d.shared or equilibrium)
         layouts = {b.layout for b in blocks.values()}
         if len(layouts) > 1:

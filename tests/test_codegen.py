@@ -269,3 +269,59 @@ def test_inspect_prints_the_generated_source():
     assert result.stdout == (GENERATED / "nesterov.py").read_text()
     result = run_optgen("inspect", "examples/nesterov.opt", "--network", "Nope")
     assert result.returncode == 1 and "has no network 'Nope'" in result.stderr
+
+
+NAMES = '''
+network Names {
+    state __class__, nn, F
+    param sum = 0.5
+    param Tensor = 0.1 learnable positive
+    block init = mlp(hidden=dim)
+    block self = mlp(hidden=dim)
+    layers 3
+    update {
+        # a comment with """ triple quotes and a backslash \\ here
+        __class__+ = __class__ - sum*init(__class__) + Tensor*(nn - __class__)
+        nn+ = nn - sum*self(nn) + 0.1*(F - nn)
+        F+ = F + sum*(__class__+ - F)
+    }
+}
+'''
+
+
+def test_dunder_and_module_names_compile_and_pass_their_generated_tests(tmp_path, opt_file):
+    out = tmp_path / "out"
+    result = run_optgen("compile", str(opt_file(NAMES, "names.opt")), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    source = (out / "names.py").read_text()
+    assert "__class__ =" not in source and "class_ = x" in source
+    assert "nn_ = x" in source and "F_ = x" in source
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+def test_docstrings_and_comments_escape_what_the_user_wrote():
+    text = (EXAMPLES / "gd.opt").read_text()
+    weird = 'we"""ird\\name.opt'
+    outputs = optgen.compile_source(text, weird)
+    for name, source in outputs.items():
+        tree = ast.parse(source)  # valid Python despite quotes and a backslash in the name
+        if name == "gd.py":
+            assert weird in ast.get_docstring(tree)
+
+
+@pytest.mark.parametrize("name", ["keys", "update", "_private", "__class__"])
+def test_block_names_that_cannot_be_module_dict_keys_are_errors(name):
+    with pytest.raises(
+        optgen.OptgenError,
+        match=rf"block name '{name}' cannot be a key of the generated module.blocks",
+    ):
+        optgen.compile_source(
+            f"network A {{ state x; block {name} = mlp(); update {{ x+ = x - {name}(x) }} }}"
+        )
