@@ -12,22 +12,13 @@ interleaved repeats in one run; the ratios are what to read (these machines are 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_generated_deq():
-    spec = importlib.util.spec_from_file_location("deq", ROOT / "generated" / "deq.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Deq
+from common import load_generated, saved_bytes
 
 
 class TorchDEQLayer(torch.nn.Module):
@@ -40,8 +31,15 @@ class TorchDEQLayer(torch.nn.Module):
         self.block = block
         self.t = t
         self.deq = get_deq(
-            f_solver="anderson", f_max_iter=max_iter, f_tol=tol, f_stop_mode="rel",
-            b_solver="anderson", b_max_iter=max_iter, b_tol=tol, b_stop_mode="rel", ift=True,
+            f_solver="anderson",
+            f_max_iter=max_iter,
+            f_tol=tol,
+            f_stop_mode="rel",
+            b_solver="anderson",
+            b_max_iter=max_iter,
+            b_tol=tol,
+            b_stop_mode="rel",
+            ift=True,
         )
         self.last_info = {}
 
@@ -54,30 +52,6 @@ class TorchDEQLayer(torch.nn.Module):
         z_list, info = self.deq(f, x)
         self.last_info = info
         return z_list[-1]
-
-
-def saved_bytes(step) -> int:
-    """Bytes autograd keeps for backward during `step()` (the memory a training step holds)."""
-    seen = {}
-
-    def pack(t):
-        seen[(t.data_ptr(), tuple(t.shape), t.dtype)] = t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = step()
-    loss.backward()
-    return sum(seen.values())
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> int:
@@ -94,7 +68,7 @@ def main(argv=None) -> int:
         return 1
     device = torch.device(args.device)
     torch.manual_seed(0)
-    ours = load_generated_deq()(args.dim).to(device)
+    ours = load_generated("deq", "Deq")(args.dim).to(device)
     ours.solver = {"name": "anderson", "m": 5, "max_iter": 50, "tol": 1e-4}
     ours.backward = {"name": "implicit", "max_iter": 50, "tol": 1e-4}
     theirs = TorchDEQLayer(ours.blocks["T"][0], t=0.5, tol=1e-4, max_iter=50).to(device)
@@ -121,28 +95,40 @@ def main(argv=None) -> int:
     forward(ours)
     iters_ours = ours.solver_stats[0]["iterations"]
     forward(theirs)
-    iters_theirs = int(theirs.last_info["nstep"].max().item()) if "nstep" in theirs.last_info else None
+    iters_theirs = (
+        int(theirs.last_info["nstep"].max().item()) if "nstep" in theirs.last_info else None
+    )
     memory = {
         "optgen": saved_bytes(lambda: ours(x.clone().requires_grad_()).square().mean()),
         "torchdeq": saved_bytes(lambda: theirs(x.clone().requires_grad_()).square().mean()),
     }
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in rows.items()}
-    print(f"device {device}, batch {args.batch}, dim {args.dim}, {args.repeats} interleaved repeats; "
-          f"outputs agree to {agree:.1e} (relative)")
+    print(
+        f"device {device}, batch {args.batch}, dim {args.dim}, {args.repeats} interleaved repeats; "
+        f"outputs agree to {agree:.1e} (relative)"
+    )
     print()
     print("| | optgen | torchdeq | optgen / torchdeq |")
     print("|---|---|---|---|")
-    print(f"| forward (ms, median) | {1e3 * med['optgen']['forward']:.2f} | {1e3 * med['torchdeq']['forward']:.2f} | {med['optgen']['forward'] / med['torchdeq']['forward']:.2f} |")
-    print(f"| forward + backward (ms, median) | {1e3 * med['optgen']['step']:.2f} | {1e3 * med['torchdeq']['step']:.2f} | {med['optgen']['step'] / med['torchdeq']['step']:.2f} |")
+    print(
+        f"| forward (ms, median) | {1e3 * med['optgen']['forward']:.2f} | {1e3 * med['torchdeq']['forward']:.2f} | {med['optgen']['forward'] / med['torchdeq']['forward']:.2f} |"
+    )
+    print(
+        f"| forward + backward (ms, median) | {1e3 * med['optgen']['step']:.2f} | {1e3 * med['torchdeq']['step']:.2f} | {med['optgen']['step'] / med['torchdeq']['step']:.2f} |"
+    )
     print(f"| forward solver iterations | {iters_ours} | {iters_theirs} | |")
-    print(f"| bytes saved for backward | {memory['optgen']} | {memory['torchdeq']} | {memory['optgen'] / memory['torchdeq']:.2f} |")
+    print(
+        f"| bytes saved for backward | {memory['optgen']} | {memory['torchdeq']} | {memory['optgen'] / memory['torchdeq']:.2f} |"
+    )
     if device.type == "cuda":
         peaks = {}
         for name, model in (("optgen", ours), ("torchdeq", theirs)):
             torch.cuda.reset_peak_memory_stats()
             train_step(model)
             peaks[name] = torch.cuda.max_memory_allocated()
-        print(f"| CUDA peak memory of a step (MB) | {peaks['optgen'] / 2**20:.1f} | {peaks['torchdeq'] / 2**20:.1f} | {peaks['optgen'] / peaks['torchdeq']:.2f} |")
+        print(
+            f"| CUDA peak memory of a step (MB) | {peaks['optgen'] / 2**20:.1f} | {peaks['torchdeq'] / 2**20:.1f} | {peaks['optgen'] / peaks['torchdeq']:.2f} |"
+        )
     return 0
 
 

@@ -197,6 +197,18 @@ network Clash {
 """
 
 
+def assert_generated_tests_pass(folder, cwd) -> None:
+    """Run the generated tests of `folder` with plain pytest, as a user would."""
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
 def test_names_that_clash_with_python_or_the_generated_code_compile_and_pass_their_tests(
     tmp_path, opt_file
 ):
@@ -205,14 +217,7 @@ def test_names_that_clash_with_python_or_the_generated_code_compile_and_pass_the
     assert result.returncode == 0, result.stderr
     source = (out / "clash.py").read_text()
     assert "lambda_" in source and "self_" in source and "torch_" in source
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert_generated_tests_pass(out, tmp_path)
 
 
 def test_generated_tests_pass_when_copied_into_another_repository(tmp_path):
@@ -296,14 +301,7 @@ def test_dunder_and_module_names_compile_and_pass_their_generated_tests(tmp_path
     source = (out / "names.py").read_text()
     assert "__class__ =" not in source and "class_ = x" in source
     assert "nn_ = x" in source and "F_ = x" in source
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert_generated_tests_pass(out, tmp_path)
 
 
 def test_docstrings_and_comments_escape_what_the_user_wrote():

@@ -185,9 +185,11 @@ def _coef_text(coef) -> str:
 def _looks_negative(expr: sympy.Expr) -> bool:
     """Whether the numerator's leading coefficient is negative: -(2k + 3)/(k + 3)."""
     numerator, _ = sympy.fraction(sympy.cancel(expr))
+    if not numerator.free_symbols:
+        return bool(numerator.is_negative)
     try:
-        return sympy.Poly(numerator, *sorted(numerator.free_symbols, key=str)).LC() < 0
-    except sympy.PolynomialError:
+        return bool(sympy.Poly(numerator, *sorted(numerator.free_symbols, key=str)).LC() < 0)
+    except (sympy.PolynomialError, TypeError):
         return expr.could_extract_minus_sign()
 
 

@@ -1,0 +1,218 @@
+"""Random .opt programs (valid by construction) and mutations of the catalog, for fuzzing.
+
+`generate_program(rng)` draws from a `random.Random`; the tests drive it with hypothesis
+(`st.randoms()`), `bench/fuzz.py` with a seeded Random for long campaigns.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+from pathlib import Path
+
+import black
+
+import optgen
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+STATE_NAMES = ["x", "y", "z", "lam", "v", "lambda", "self", "torch", "sum", "nn", "F", "w1"]
+ALLOWED_IMPORTS = {"torch", "math", "importlib", "warnings", "os", "pytest"}
+
+
+def _number(rng: random.Random) -> str:
+    return rng.choice(["0.5", "0.25", "1", "2", "0.1", "1e-2", "0.9", "1.5", "3"])
+
+
+def _coef(rng: random.Random, params: list[str]) -> str:
+    options = [_number(rng)]
+    if params:
+        options += [
+            rng.choice(params),
+            f"{rng.choice(params)}*{_number(rng)}",
+            f"(1 - {rng.choice(params)})",
+        ]
+    return rng.choice(options)
+
+
+def generate_program(rng: random.Random) -> str:
+    """A random network that the language accepts: states, lags, params, locals, blocks."""
+    states = rng.sample(STATE_NAMES, rng.randint(1, 3))
+    params = []
+    lines = [f"network Fuzz{rng.randint(0, 999)} {{", f"    state {', '.join(states)}"]
+    for i in range(rng.randint(0, 3)):
+        name = f"p{i}"
+        params.append(name)
+        kind = rng.random()
+        if kind < 0.25:
+            lines.append(f"    param {name} = k/(k+{rng.randint(1, 5)})")
+        elif kind < 0.5:
+            lines.append(
+                f"    param {name} = {rng.choice(['0.5', '0.25', '1.0'])} learnable positive"
+            )
+        elif kind < 0.65:
+            lines.append(f"    param {name} = 0.5 learnable per_layer in (0, 1)")
+        else:
+            lines.append(f"    param {name} = {_number(rng)}")
+    blocks = ["T", "G"][: rng.randint(1, 2)]
+    for b in blocks:
+        act = rng.choice(["relu", "gelu", "tanh", "identity"])
+        lines.append(
+            f"    block {b} = {rng.choice(['mlp(hidden=2*dim, act=' + act + ')', 'mlp()', 'linear()'])}{rng.choice(['', ' shared'])}"
+        )
+    lines.append(f"    layers {rng.randint(1, 4)}")
+    if len(states) > 1 and rng.random() < 0.5:
+        lines.append(f"    init {states[1]} = {rng.choice([states[0], '0', 'input'])}")
+    lines.append("    update {")
+    defined: list[str] = []
+    locals_: list[str] = []
+    for s in states:
+        if rng.random() < 0.3:
+            local = f"g{len(locals_)}"
+            lines.append(f"        {local} = {rng.choice(blocks)}({rng.choice(states)})")
+            locals_.append(local)
+        terms = [s]
+        for _ in range(rng.randint(1, 4)):
+            atom = rng.choice(
+                [
+                    f"{rng.choice(blocks)}({rng.choice(states)})",
+                    f"{rng.choice(blocks)}({s} - {rng.choice(states)})",
+                    f"({rng.choice(states)} - {s})",
+                    f"({s} - {s}-)",
+                    f"{rng.choice(states)}[k-2]",
+                    f"{rng.choice(states)}[0]",
+                ]
+                + [f"({d}+ - {s})" for d in defined]
+                + locals_
+            )
+            terms.append(f"{rng.choice(['+', '-'])} {_coef(rng, params)}*{atom}")
+        lines.append(f"        {s}+ = {' '.join(terms)}")
+        defined.append(s)
+    lines += ["    }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+TOKENS = [
+    "x",
+    "x+",
+    "x-",
+    "(",
+    ")",
+    "+",
+    "-",
+    "*",
+    "/",
+    "=",
+    ";",
+    "\n",
+    "{",
+    "}",
+    "T(x)",
+    "k",
+    "0",
+    "1e999",
+    "input",
+    "dim",
+    "sum(i = 0..k, g[i])",
+    "[",
+    "]",
+    "state",
+    "param",
+    "block",
+    "layers",
+    "update",
+    ",",
+    "..",
+    '"',
+    "é",
+    "\\",
+    "lambda",
+    "x[k+1]",
+    "x[0]",
+    "x[k-5]",
+    "relu(",
+    "learnable",
+    "in [0, 1)",
+    "positive",
+    "shared",
+    "equilibrium",
+    "99999999999999999999",
+    "(" * 50,
+    "a" * 300,
+    "\t",
+    "\x00",
+    "🙂",
+]
+
+
+def mutate(rng: random.Random, text: str) -> str:
+    """Token deletions, duplications, swaps, insertions of random or hostile tokens."""
+    parts = list(text)
+    for _ in range(rng.randint(1, 5)):
+        op = rng.random()
+        if not parts:
+            parts = list(rng.choice(TOKENS))
+        pos = rng.randrange(len(parts))
+        if op < 0.3:
+            del parts[pos : pos + rng.randint(1, 6)]
+        elif op < 0.45:
+            parts[pos:pos] = parts[pos : pos + rng.randint(1, 8)]
+        elif op < 0.6:
+            other = rng.randrange(len(parts))
+            parts[pos], parts[other] = parts[other], parts[pos]
+        else:
+            parts.insert(pos, rng.choice(TOKENS))
+    return "".join(parts)
+
+
+def catalog_texts() -> list[str]:
+    return [p.read_text() for p in sorted(EXAMPLES.glob("*.opt"))]
+
+
+def check_compile(text: str) -> dict[str, str] | None:
+    """The fuzzing property: sources that are valid, black-clean and import only torch and
+    the standard library, or an OptgenError located inside the text; nothing else."""
+    try:
+        outputs = optgen.compile_source(text, "fuzz.opt")
+    except optgen.OptgenError as err:
+        lines = text.split("\n")
+        for d in err.diagnostics:
+            assert 1 <= d["line"] <= len(lines), (d, text)
+            assert 1 <= d["col"] <= len(lines[d["line"] - 1]) + 1, (d, text)
+            assert d["message"], (d, text)
+        return None
+    for name, source in outputs.items():
+        tree = ast.parse(source)
+        assert black.format_str(source, mode=black.Mode(line_length=100)) == source, name
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                modules = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
+                local = {n[:-3] for n in outputs}
+                assert {m.split(".")[0] for m in modules} <= ALLOWED_IMPORTS | local, (
+                    name,
+                    modules,
+                )
+    return outputs
+
+
+def check_runs(outputs: dict[str, str]) -> None:
+    """Every module of `outputs` runs forward and passes gradcheck in float64."""
+    import torch
+
+    for name, source in outputs.items():
+        if name.startswith("test_"):
+            continue
+        namespace: dict = {}
+        exec(compile(source, name, "exec"), namespace)
+        cls = namespace[namespace["__all__"][0]]
+        torch.manual_seed(0)
+        module = cls(3, depth=2).double()
+        x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+        assert module(x).shape == x.shape
+        if hasattr(module, "solver"):
+            module.solver = {"name": "fixed_point", "max_iter": 200, "tol": 1e-10}
+            module.backward = {"name": "unroll"}
+        assert torch.autograd.gradcheck(module, (x,), eps=1e-6, atol=1e-5)

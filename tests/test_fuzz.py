@@ -1,0 +1,55 @@
+"""Fuzzing in CI's quick form: 150 generated programs and 200 mutations of the catalog."""
+
+import random
+import signal
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fuzzing import catalog_texts, check_compile, check_runs, generate_program, mutate
+
+
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
+@given(st.randoms(use_true_random=False))
+def test_generated_programs_compile_to_clean_sources_or_located_errors(rng):
+    text = generate_program(rng)
+    outputs = check_compile(text)
+    if outputs is not None and rng.random() < 0.15:
+        check_runs(outputs)
+
+
+def test_mutations_of_the_catalog_never_crash_or_hang():
+    rng = random.Random(7)
+    texts = catalog_texts()
+    for case in range(200):
+        text = mutate(rng, rng.choice(texts))
+        start = time.perf_counter()
+        check_compile(text)
+        assert time.perf_counter() - start < 10, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "network A { state x; block T = mlp(); layers 1000000000000\n update { x+ = x - T(x) } }",
+        "network A { state x; block T = mlp(); update { x+ = "
+        + "(" * 10000
+        + "x"
+        + ")" * 10000
+        + " } }",
+        "# "
+        + "x" * 1_000_000
+        + "\nnetwork A { state x; block T = mlp(); update { x+ = x - T(x) } }",
+        "network A { state x; param t = 1e999999999; block T = mlp(); update { x+ = x - t*T(x) } }",
+        "network A" + "a" * 100_000 + " { state x; update { x+ = x } }",
+    ],
+    ids=["huge_layers", "deep_nesting", "one_megabyte", "huge_number", "long_name"],
+)
+def test_hostile_inputs_are_handled_fast(text):
+    start = time.perf_counter()
+    check_compile(text)
+    assert time.perf_counter() - start < 5
