@@ -126,7 +126,7 @@ class LinearForm:
     def from_dict(coefs: dict) -> "LinearForm":
         items = []
         for atom, coef in coefs.items():
-            coef = sympy.simplify(coef) if coef.free_symbols else sympy.nsimplify(coef)
+            coef = sympy.simplify(coef) if coef.free_symbols else sympy.nsimplify(coef, rational=True)
             if coef != 0:
                 items.append((atom, coef))
         items.sort(key=lambda item: atom_key(item[0]))

@@ -72,7 +72,7 @@ def radius_curve(net: ir.Network, param: ir.Param, points: int = 41) -> tuple[li
     xs = [lo + (hi - lo) * i / (points - 1) for i in range(points)]
     radii, stable = [], []
     for x in xs:
-        changed = dataclasses.replace(param, value=sympy.nsimplify(round(x, 6)), bound=None)
+        changed = dataclasses.replace(param, value=sympy.nsimplify(round(x, 6), rational=True), bound=None)
         variant = dataclasses.replace(net, params=tuple(changed if p.name == param.name else p for p in net.params))
         c = analyze_network(variant).as_dict()
         radii.append(c.get("spectral_radius"))

@@ -525,7 +525,7 @@ class Resolver:
             return a.value.value
         if isinstance(a.value, ast.Name) and a.value.id in ("true", "false", "none"):
             return {"true": True, "false": False, "none": None}[a.value.id]
-        return sympy.nsimplify(self.scalar(a.value, {"dim": DIM}, f"the argument {a.key.id}"))
+        return sympy.nsimplify(self.scalar(a.value, {"dim": DIM}, f"the argument {a.key.id}"), rational=True)
 
     def _check_int_arg(self, value: sympy.Expr, span: Span, key: str) -> None:
         for dim in (1, 2, 3, 64):

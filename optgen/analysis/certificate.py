@@ -400,7 +400,7 @@ def _note_limit(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     if any(not e.is_finite for e in limit):
         draft.notes.append("some coefficient of M_k grows without bound as k -> infinity")
         return
-    rho = stability.charpoly(limit.applyfunc(sympy.nsimplify))
+    rho = stability.charpoly(limit.applyfunc(lambda e: sympy.nsimplify(e, rational=True)))
     roots = stability.exact_roots(rho)
     if not stability.strictly_stable(roots):
         verdict = stability.root_condition(roots, None if rec.one_state else limit)

@@ -166,7 +166,7 @@ def _consensus(matrix: sympy.Matrix, rec: Recurrence, output: str, primal: set[s
     out = e[rec.index((output, 0))]
     if out == 0:
         return None, f"the eigenvector of root 1 leaves the output {output} at 0: a constant input does not pass through"
-    e = (e / out).applyfunc(sympy.nsimplify)
+    e = (e / out).applyfunc(lambda e: sympy.nsimplify(e, rational=True))
     for state in rec.states:
         if state in primal and e[rec.index((state, 0))] != 1:
             value = e[rec.index((state, 0))]
@@ -179,7 +179,7 @@ def _step_of_call(call: BlockCall, w: sympy.Matrix, e: sympy.Matrix, rec: Recurr
     wb = sum((w[rec.index((s, 0))] * c for s, c in call.weights), sympy.Integer(0))
     ce = sum((c * e[rec.index(slot)] for slot, c in call.arg_now), sympy.Integer(0))
     ce += sum((c * e[rec.index((s, 0))] for s, c in call.arg_next), sympy.Integer(0))
-    return sympy.nsimplify(wb * ce)
+    return sympy.nsimplify(wb * ce, rational=True)
 
 
 def consistency(rho, matrix, rec: Recurrence, calls: tuple[BlockCall, ...], output: str, primal: set[str]) -> Consistency:
@@ -234,14 +234,14 @@ class LayerCheck:
 
 def numeric_calls(calls: tuple[BlockCall, ...], values: dict) -> tuple[BlockCall, ...]:
     def sub(pairs):
-        return tuple((key, sympy.nsimplify(sympy.sympify(c).xreplace(values))) for key, c in pairs)
+        return tuple((key, sympy.nsimplify(sympy.sympify(c).xreplace(values), rational=True)) for key, c in pairs)
 
     return tuple(BlockCall(c.block, sub(c.weights), sub(c.arg_now), sub(c.arg_next), c.reads_input) for c in calls)
 
 
 def check_layer(rec: Recurrence, values: dict, output: str, primal: set[str]) -> LayerCheck:
     """All exact checks of one layer; `values` maps every symbol (params, k) to a number."""
-    matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(sympy.nsimplify)
+    matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(lambda e: sympy.nsimplify(e, rational=True))
     rho = charpoly(matrix)
     roots = exact_roots(rho)
     zero = root_condition(roots, None if rec.one_state else matrix)
