@@ -65,7 +65,7 @@ def main(argv=None) -> int:
                     failures.append(("slow rejection", f"{elapsed:.2f}s", text))
             else:
                 counts["compiled"] += 1
-                if rng.random() < args.run_fraction:
+                if generated and rng.random() < args.run_fraction:
                     check_runs(outputs)
                     counts["ran"] += 1
         except Exception:  # noqa: BLE001 - every escape is a finding
