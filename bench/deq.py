@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from common import load_generated, saved_bytes
+from common import load_generated, saved_bytes, sync
 
 
 class TorchDEQLayer(torch.nn.Module):
@@ -52,6 +52,14 @@ class TorchDEQLayer(torch.nn.Module):
         z_list, info = self.deq(f, x)
         self.last_info = info
         return z_list[-1]
+
+
+def timed(fn, device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,6 @@ scaled to the bytes the update must read and write.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 

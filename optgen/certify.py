@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import ir
 from .errors import Diagnostic
-from .source import SourceFile, Span
+from .source import SourceFile
 
 _UNKNOWN = {
     "rho": None,

@@ -17,7 +17,7 @@ from fractions import Fraction
 import sympy
 
 from . import ast, ir
-from .blocks import ACTIVATIONS, BLOCK_KINDS, CUSTOM_META_ARGS, ELEMENTWISE_MAPS, LAYOUTS, MODULE_DICT_ATTRIBUTES, two_layer_fact
+from .blocks import BLOCK_KINDS, CUSTOM_META_ARGS, ELEMENTWISE_MAPS, LAYOUTS, MODULE_DICT_ATTRIBUTES
 from .errors import Reporter
 from .source import SourceFile, Span
 
@@ -664,7 +664,7 @@ class Resolver:
             scope.current_target = target
             if is_state:
                 if target in scope.assigned:
-                    self.fail(tspan, f"state '{target}' is assigned twice in one update", f"each state gets one new value per layer; use a local for intermediate values")
+                    self.fail(tspan, f"state '{target}' is assigned twice in one update", "each state gets one new value per layer; use a local for intermediate values")
             else:
                 if target in scope.locals_:
                     self.fail(tspan, f"local '{target}' is assigned twice in one update", "give the second value another name")

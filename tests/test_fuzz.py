@@ -1,7 +1,6 @@
 """Fuzzing in CI's quick form: 150 generated programs and 200 mutations of the catalog."""
 
 import random
-import signal
 import time
 
 import pytest
