@@ -48,21 +48,6 @@ def strict_failures(net: ir.Network) -> list[Diagnostic]:
     return strict_diagnostics(net)
 
 
-def _not_compiled_yet(net: ir.Network, source: SourceFile) -> OptgenError:
-    reason = "; ".join(net.implicit_reasons) or "layers equilibrium iterates the update to its fixed point"
-    return OptgenError(
-        [
-            Diagnostic(
-                "error",
-                net.spans.get("name", net.span),
-                f"network {net.name} is {net.kind} ({reason}); optgen checks it but cannot compile {net.kind} rules yet",
-                "run `optgen check` for its certificate",
-            )
-        ],
-        source,
-    )
-
-
 def compile_source(text: str, filename: str = "<string>", strict: bool = False) -> dict[str, str]:
     """Output file name (`nesterov.py`, `test_nesterov.py`, ...) to source text, every network."""
     compiled = frontend(text, filename)

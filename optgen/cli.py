@@ -135,10 +135,8 @@ def cmd_check(args) -> int:
 
 
 def _plot(rows, path: Path) -> None:
-    try:
-        from .report import plot_certificate
-    except ImportError:  # pragma: no cover - report itself needs only sympy
-        raise
+    from .report import plot_certificate
+
     try:
         import matplotlib  # noqa: F401
     except ImportError:

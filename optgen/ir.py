@@ -311,4 +311,4 @@ def validate(net: Network) -> None:
             assert stmt.target not in locals_, f"local {stmt.target} assigned twice"
             locals_.add(stmt.target)
     assert assigned == states, f"states never assigned: {sorted(states - assigned)}"
-    assert [i.state for i in net.init] == list(net.states) or set(i.state for i in net.init) == states
+    assert {i.state for i in net.init} == states, "every state needs exactly one init"

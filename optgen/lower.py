@@ -207,7 +207,6 @@ class Lowerer:
         b = p.bound
         if b is None:
             return raw
-        self.kernels_per_call = getattr(self, "kernels_per_call", 0) + 1
         if b.hi is None:
             return f"F.softplus({raw})"
         lo, hi = float(b.lo), float(b.hi)
@@ -553,11 +552,9 @@ class Lowerer:
     def rotation(self) -> list[str]:
         targets, sources = [], []
         for s in self.net.states:
+            # x_prevL, ..., x_prev, x = x_prev(L-1), ..., x, x_next
             chain = [*reversed(self.lag_var[s]), self.state_var[s]]
-            new = self.next_var[s]
-            shifted = [*reversed(self.lag_var[s][:-1]), self.state_var[s], new] if self.lag_var[s] else [new]
-            if self.lag_var[s]:
-                shifted = [*list(reversed(self.lag_var[s]))[1:], self.state_var[s], new]
+            shifted = chain[1:] + [self.next_var[s]]
             if chain == shifted:
                 continue
             targets.extend(chain)

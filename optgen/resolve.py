@@ -346,12 +346,10 @@ class Resolver:
         for kind, label in ((ast.StateDecl, "state"), (ast.LayersDecl, "layers"), (ast.UpdateDecl, "update"), (ast.OutputDecl, "output")):
             if len(decls.get(kind, [])) > 1:
                 self.fail(decls[kind][1].span, f"'{label}' is declared twice in network {name}", "merge the two declarations")
-        roles = [d.role for d in decls.get(ast.SolverDecl, [])]
         for role in ("solver", "backward"):
             dup = [d for d in decls.get(ast.SolverDecl, []) if d.role == role]
             if len(dup) > 1:
                 self.fail(dup[1].span, f"'{role}' is declared twice in network {name}")
-        del roles
         if ast.StateDecl not in decls:
             self.fail(node.name.span, f"network {name} declares no state", "add a line: state x")
         if ast.UpdateDecl not in decls:
