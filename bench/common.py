@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
 import statistics
 import time
@@ -56,3 +58,24 @@ def saved_bytes(step) -> int:
         loss = step()
     loss.backward()
     return sum(seen.values())
+
+
+def keep_large_blocks_mapped() -> bool:
+    """Make glibc's malloc keep freed large blocks mapped, as a caching allocator does.
+
+    By default glibc serves every block above 32 MB with a fresh `mmap` and unmaps it on
+    free, so each large out-of-place result pays one page fault per 4 KB page on first
+    touch (the kernel also zeroes the page). Raising the mmap and trim thresholds serves
+    such blocks from the heap and keeps them there, so a freed result's pages are reused
+    warm: the cost jemalloc, tcmalloc or CUDA's caching allocator never pay. Process-wide
+    and not undoable; returns False where the C library is not glibc.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    limit = ctypes.c_int(2**31 - 1)
+    return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))

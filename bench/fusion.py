@@ -7,7 +7,14 @@ naive way (ordinary operators, one temporary per operator); torch.compile of tha
 code (steady state; its compile time apart); and the floor: the time of a plain copy
 scaled to the bytes the update must read and write.
 
-    python bench/fusion.py [--sizes 1M,16M] [--dtypes float32,bfloat16] [--depth 4] [--repeats 7] [--no-compile]
+Two allocator settings, one after the other in the same run: `default` (the C library
+as it comes: on glibc every block above 32 MB is a fresh mmap, page-faulted on first
+touch) and `warm` (glibc told to keep large blocks mapped, as a caching allocator does;
+see common.keep_large_blocks_mapped). The warm setting cannot be undone in a process,
+so it always runs last.
+
+    python bench/fusion.py [--sizes 1M,16M] [--dtypes float32,bfloat16] [--depth 4] [--repeats 7]
+                           [--allocators default,warm] [--no-compile]
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import load_generated, median_times, sync
+from common import keep_large_blocks_mapped, load_generated, median_times, sync
 
 # rule: (class, naive update, tensors read + written per layer in units of the state size)
 RULES = {}
@@ -66,13 +73,12 @@ def nesterov_like(beta_of):
     return build
 
 
-RULES["nesterov"] = ("Nesterov", nesterov_like(lambda k: 0.9), 6)  # two statements: 3 + 3
-RULES["nesterov_k"] = ("NesterovK", nesterov_like(lambda k: k / (k + 3)), 6)
+# read y, T, x; write x+, y (a fused kernel keeps x+ in a register for the second statement)
+RULES["nesterov"] = ("Nesterov", nesterov_like(lambda k: 0.9), 5)
+RULES["nesterov_k"] = ("NesterovK", nesterov_like(lambda k: k / (k + 3)), 5)
 
 
-@rule(
-    "dense", "Dense", 6
-)  # acc += g: read acc, g, write acc; x = x0 - t acc: read x0, acc, write x
+@rule("dense", "Dense", 5)  # read acc, T, x0; write acc, x
 def naive_dense(m):
     def step(s, g, k):
         x0, acc, x = s
@@ -82,7 +88,7 @@ def naive_dense(m):
     return (lambda x: (x, torch.zeros_like(x), x)), step
 
 
-@rule("ladmm", "LADMM", 12)  # x+: read x, z, lam, F; z+: read z, x+, lam, G; lam+: read lam, x+, z+
+@rule("ladmm", "LADMM", 8)  # read x, z, lam, F, G; write x+, z+, lam+
 def naive_ladmm(m):
     t, rho = 0.5, 0.5
 
@@ -119,25 +125,41 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--allocators", default="default,warm")
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    allocators = args.allocators.split(",")
+    if allocators != sorted(allocators):  # "default" < "warm": warm cannot be undone
+        parser.error("--allocators: 'warm' must come last")
     print(
         f"device {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, depth {args.depth}, median of {args.repeats}"
     )
     print()
     print(
-        "| rule | elements | dtype | generated (ms) | naive (ms) | compiled naive (ms) | floor (ms) | generated / naive | generated / compiled | floor / generated | compile time (s) |"
+        "| allocator | rule | elements | dtype | generated (ms) | naive (ms) | compiled naive (ms) | floor (ms) | generated / naive | generated / compiled | floor / generated | compile time (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for allocator in allocators:
+        if allocator == "warm" and device.type == "cpu" and not keep_large_blocks_mapped():
+            print("| warm | (not glibc: allocator setting unavailable) |", flush=True)
+            continue
+        run_setting(allocator, device, args)
+    return 0
+
+
+def run_setting(allocator: str, device: torch.device, args) -> None:
+    """One table section: every size, dtype and rule under the current allocator."""
     for size_text in args.sizes.split(","):
         n = parse_size(size_text)
         for dtype_name in args.dtypes.split(","):
             dtype = getattr(torch, dtype_name)
             src = torch.randn(n, device=device).to(dtype)
             dst = torch.empty_like(src)
-            # The memory-traffic floor: a plain copy (read n, write n) into a reused buffer.
-            copy = median_times({"copy": lambda: dst.copy_(src)}, device, args.repeats)["copy"]
+            # The memory-traffic floor: a plain copy (read n, write n) into a reused buffer,
+            # with more repeats than the rest since every floor of the section scales it.
+            copy = median_times({"copy": lambda: dst.copy_(src)}, device, 5 * args.repeats)
+            copy = copy["copy"]
             for stem in args.rules.split(","):
                 class_name, build, traffic = RULES[stem]
                 torch.manual_seed(0)
@@ -174,11 +196,10 @@ def main(argv=None) -> int:
                 gen, nai = times["generated"], times["naive"]
                 comp = times.get("compiled", float("nan"))
                 print(
-                    f"| {stem} | {size_text} | {dtype_name} | {1e3 * gen:.2f} | {1e3 * nai:.2f} | {1e3 * comp:.2f} | {1e3 * floor:.2f} | "
+                    f"| {allocator} | {stem} | {size_text} | {dtype_name} | {1e3 * gen:.2f} | {1e3 * nai:.2f} | {1e3 * comp:.2f} | {1e3 * floor:.2f} | "
                     f"{gen / nai:.2f} | {gen / comp:.2f} | {floor / gen:.2f} | {compile_time:.1f} |",
                     flush=True,
                 )
-    return 0
 
 
 if __name__ == "__main__":
