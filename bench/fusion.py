@@ -156,10 +156,6 @@ def run_setting(allocator: str, device: torch.device, args) -> None:
             dtype = getattr(torch, dtype_name)
             src = torch.randn(n, device=device).to(dtype)
             dst = torch.empty_like(src)
-            # The memory-traffic floor: a plain copy (read n, write n) into a reused buffer,
-            # with more repeats than the rest since every floor of the section scales it.
-            copy = median_times({"copy": lambda: dst.copy_(src)}, device, 5 * args.repeats)
-            copy = copy["copy"]
             for stem in args.rules.split(","):
                 class_name, build, traffic = RULES[stem]
                 torch.manual_seed(0)
@@ -179,7 +175,13 @@ def run_setting(allocator: str, device: torch.device, args) -> None:
                         s = step_fn(s, g, k)
                     return s[0]
 
-                fns = {"generated": lambda: module(x), "naive": lambda: layers(step)}
+                # The memory-traffic floor: a plain copy (read n, write n) into a reused
+                # buffer, timed in the same interleaved repeats as the rest.
+                fns = {
+                    "generated": lambda: module(x),
+                    "naive": lambda: layers(step),
+                    "copy": lambda: dst.copy_(src),
+                }
                 compile_time = float("nan")
                 if not args.no_compile:
                     torch._dynamo.reset()
@@ -192,7 +194,7 @@ def run_setting(allocator: str, device: torch.device, args) -> None:
                     fns["compiled"] = lambda: layers(compiled_step)
                 with torch.no_grad():
                     times = median_times(fns, device, args.repeats)
-                floor = copy * traffic / 2 * args.depth
+                floor = times["copy"] * traffic / 2 * args.depth
                 gen, nai = times["generated"], times["naive"]
                 comp = times.get("compiled", float("nan"))
                 print(

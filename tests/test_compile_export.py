@@ -67,3 +67,20 @@ def test_channels_last_inputs_give_the_same_result(stem):
     module = module.to(memory_format=torch.channels_last)
     out = module(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, module(x.contiguous()), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stem", sorted(EXPLICIT))
+def test_forward_and_backward_stay_on_the_modules_device(stem):
+    # Without a GPU, the meta device stands in for "not the CPU": a tensor the generated
+    # code created without the input's device (torch.zeros(n), torch.eye(n), ...) would
+    # land on the CPU, and meeting a meta tensor raises (0-dim CPU tensors are the one
+    # exception torch allows, as it does on CUDA).
+    module, x = make(stem)
+    module = module.to("meta")
+    x = x.to("meta").requires_grad_()
+    out = module(x)
+    assert out.device.type == "meta" and out.shape == x.shape
+    out.sum().backward()
+    assert x.grad.device.type == "meta"
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    assert grads and all(grad.device.type == "meta" for grad in grads)
