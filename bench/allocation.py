@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from common import keep_large_blocks_mapped, median_times
+from common import ALLOCATOR_UNAVAILABLE, keep_large_blocks_mapped, median_times
 from fusion import parse_size
 
 DEPTH = 4
@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     torch.testing.assert_close(heavy_ball_fresh(a, b), heavy_ball_reusing(a, b))
     for allocator in ("default", "warm"):
         if allocator == "warm" and not keep_large_blocks_mapped():
-            print("| warm | (not glibc: allocator setting unavailable) |")
+            print()
+            print(f"warm: {ALLOCATOR_UNAVAILABLE}")
             break
         functions = {
             "copy": lambda: dst.copy_(a),

@@ -60,6 +60,9 @@ def saved_bytes(step) -> int:
     return sum(seen.values())
 
 
+ALLOCATOR_UNAVAILABLE = "allocator setting unavailable (not glibc, or mallopt refused it)"
+
+
 def keep_large_blocks_mapped() -> bool:
     """Make glibc's malloc keep freed large blocks mapped, as a caching allocator does.
 
@@ -68,7 +71,8 @@ def keep_large_blocks_mapped() -> bool:
     touch (the kernel also zeroes the page). Raising the mmap and trim thresholds serves
     such blocks from the heap and keeps them there, so a freed result's pages are reused
     warm: the cost jemalloc, tcmalloc or CUDA's caching allocator never pay. Process-wide
-    and not undoable; returns False where the C library is not glibc.
+    and not undoable; returns False where the C library is not glibc or refuses the values.
+    The heap grows into the working set over the first calls; timings after a warm-up.
     """
     name = ctypes.util.find_library("c")
     try:

@@ -4,8 +4,10 @@ the memory-traffic floor, side by side in one run.
 Blocks are replaced by precomputed tensors, so only the update of each layer is timed.
 For each explicit catalog rule: the generated module's update; the same rule typed the
 naive way (ordinary operators, one temporary per operator); torch.compile of that naive
-code (steady state; its compile time apart); and the floor: the time of a plain copy
-scaled to the bytes the update must read and write.
+code (steady state; its compile time apart, measured cold: inductor's caches are off);
+and the floor: the time of a plain copy into a reused buffer, timed in the same
+interleaved repeats, scaled to the tensor passes the update must make at the least.
+Generated and naive outputs are checked to agree before anything is timed.
 
 Two allocator settings, one after the other in the same run: `default` (the C library
 as it comes: on glibc every block above 32 MB is a fresh mmap, page-faulted on first
@@ -20,13 +22,26 @@ so it always runs last.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import warnings
 
-import torch
-import torch.nn.functional as F
+# Compile times are reported cold: with inductor's on-disk caches a second run would
+# report a cache hit. Set before torch is imported, since inductor reads it then.
+os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
+warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")
 
-from common import keep_large_blocks_mapped, load_generated, median_times, sync
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from common import (  # noqa: E402
+    ALLOCATOR_UNAVAILABLE,
+    keep_large_blocks_mapped,
+    load_generated,
+    median_times,
+    sync,
+)
 
 # rule: (class, naive update, tensors read + written per layer in units of the state size)
 RULES = {}
@@ -43,6 +58,8 @@ def rule(stem, class_name, traffic):
 # Each naive rule is one layer's update as a researcher types it: a function of the
 # states and the block output g, so that torch.compile sees one layer (the block call
 # between layers is a fusion barrier in a real network, as it is for the generated code).
+# The output state comes first; the constants are the catalog's (examples/*.opt), and
+# main() checks the naive output against the generated module's.
 
 
 @rule("gd", "GD", 3)  # read x, T; write x
@@ -81,11 +98,11 @@ RULES["nesterov_k"] = ("NesterovK", nesterov_like(lambda k: k / (k + 3)), 5)
 @rule("dense", "Dense", 5)  # read acc, T, x0; write acc, x
 def naive_dense(m):
     def step(s, g, k):
-        x0, acc, x = s
+        x, x0, acc = s
         acc = acc + g
-        return x0, acc, x0 - 0.5 * acc
+        return x0 - 0.5 * acc, x0, acc
 
-    return (lambda x: (x, torch.zeros_like(x), x)), step
+    return (lambda x: (x, x, torch.zeros_like(x))), step
 
 
 @rule("ladmm", "LADMM", 8)  # read x, z, lam, F, G; write x+, z+, lam+
@@ -110,6 +127,15 @@ class Precomputed(torch.nn.Module):
 
     def forward(self, z):
         return self.value
+
+
+def check_same(generated: torch.Tensor, other: torch.Tensor, stem: str, what: str) -> None:
+    """The timed functions compute the same thing (to the rounding of their dtype)."""
+    low_precision = generated.dtype in (torch.float16, torch.bfloat16)
+    tolerance = 0.1 if low_precision else 1e-4
+    torch.testing.assert_close(
+        other, generated, rtol=tolerance, atol=tolerance, msg=lambda m: f"{stem}, {what}: {m}"
+    )
 
 
 def parse_size(text: str) -> int:
@@ -140,9 +166,12 @@ def main(argv=None) -> int:
         "| allocator | rule | elements | dtype | generated (ms) | naive (ms) | compiled naive (ms) | floor (ms) | generated / naive | generated / compiled | floor / generated | compile time (s) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if not args.no_compile:  # one-time start-up of the compiler, kept out of compile times
+        torch.compile(lambda a: a * 2)(torch.ones(4, device=device))
     for allocator in allocators:
         if allocator == "warm" and device.type == "cpu" and not keep_large_blocks_mapped():
-            print("| warm | (not glibc: allocator setting unavailable) |", flush=True)
+            print()
+            print(f"warm: {ALLOCATOR_UNAVAILABLE}", flush=True)
             continue
         run_setting(allocator, device, args)
     return 0
@@ -175,6 +204,9 @@ def run_setting(allocator: str, device: torch.device, args) -> None:
                         s = step_fn(s, g, k)
                     return s[0]
 
+                with torch.no_grad():
+                    check_same(module(x), layers(step), stem, "naive")
+
                 # The memory-traffic floor: a plain copy (read n, write n) into a reused
                 # buffer, timed in the same interleaved repeats as the rest.
                 fns = {
@@ -192,6 +224,8 @@ def run_setting(allocator: str, device: torch.device, args) -> None:
                     sync(device)
                     compile_time = time.perf_counter() - start
                     fns["compiled"] = lambda: layers(compiled_step)
+                    with torch.no_grad():
+                        check_same(module(x), layers(compiled_step), stem, "compiled naive")
                 with torch.no_grad():
                     times = median_times(fns, device, args.repeats)
                 floor = times["copy"] * traffic / 2 * args.depth

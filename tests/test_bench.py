@@ -27,22 +27,29 @@ def table_rows(stdout: str) -> list[list[str]]:
     return [[cell.strip() for cell in row] for row in rows[1:]]  # without the header
 
 
+def allocators_run(stdout: str) -> list[str]:
+    """The allocator settings a run covered: `warm` needs glibc and prints why when absent."""
+    return ["default"] if "warm: allocator setting unavailable" in stdout else ["default", "warm"]
+
+
 def test_fusion_prints_every_rule_under_both_allocators():
     done = run_bench(
         "fusion.py",
         *("--sizes", "4K", "--dtypes", "float32,bfloat16", "--repeats", "1", "--no-compile"),
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr  # includes generated == naive for every rule
     rows = table_rows(done.stdout)
     rules = ["gd", "heavy_ball", "nesterov", "nesterov_k", "dense", "ladmm"]
-    warm = "warm" if platform.libc_ver()[0] == "glibc" else None
-    expected = {
-        (a, r, d) for a in ("default", warm) if a for r in rules for d in ("float32", "bfloat16")
-    }
+    allocators = allocators_run(done.stdout)
+    expected = {(a, r, d) for a in allocators for r in rules for d in ("float32", "bfloat16")}
     assert {(row[0], row[1], row[3]) for row in rows} == expected
     for row in rows:
-        times_and_ratios = [float(row[i]) for i in (4, 5, 7, 8, 10)]
-        assert all(value > 0 for value in times_and_ratios), row
+        # Times print in ms with two decimals (0.00 at this size on a fast machine);
+        # the ratios come from the unrounded times.
+        assert all(float(row[i]) >= 0 for i in (4, 5, 7)), row
+        assert all(0 < float(row[i]) < float("inf") for i in (8, 10)), row
+    if platform.libc_ver()[0] == "glibc":
+        assert allocators == ["default", "warm"]
 
 
 def test_fusion_refuses_warm_before_default():
@@ -77,6 +84,7 @@ def test_allocation_probe_times_both_settings():
     done = run_bench("allocation.py", "--size", "4K", "--repeats", "1")
     assert done.returncode == 0, done.stderr
     rows = table_rows(done.stdout)
-    expected = ["default", "warm"] if platform.libc_ver()[0] == "glibc" else ["default"]
-    assert [row[0] for row in rows] == expected
-    assert all(float(cell) >= 0 for row in rows for cell in row[1:])
+    assert [row[0] for row in rows] == allocators_run(done.stdout)
+    for row in rows:
+        assert all(float(cell) >= 0 for cell in row[1:7]), row
+        assert all(0 < float(cell) < float("inf") for cell in row[7:]), row
