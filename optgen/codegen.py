@@ -15,7 +15,7 @@ import jinja2
 
 from . import __version__, ir
 from .blocks import LAYOUTS
-from .lower import EmitPlan, blocks_reaching_output, lower
+from .lower import EmitPlan, lower, reaching_output
 from .resolve import snake_case
 from .resources import resource_dir, resource_path
 
@@ -188,6 +188,26 @@ def render_module(net: ir.Network, plan: EmitPlan, certificate: dict, source_nam
     return black.format_str(env.get_template("module.py.j2").render(**context), mode=BLACK_MODE)
 
 
+TEST_DEPTH = 3  # layers of the module the generated tests build
+
+
+def unreached_parameters(net: ir.Network, plan: EmitPlan) -> list[str]:
+    """Parameter-name prefixes (`blocks.G.2.`, `s`) that get no gradient in the test.
+
+    Block instances as `blocks.<name>.<index>.`, learnable params by attribute name.
+    """
+    reach = reaching_output(net, TEST_DEPTH)
+    unreached = []
+    for block in net.blocks:
+        layers = {layer for name, layer in reach.blocks if name == block.name}
+        indices = [0] if block.shared and not layers else []
+        if not block.shared:
+            indices = [k for k in range(TEST_DEPTH) if k not in layers]
+        unreached += [f"blocks.{block.name}.{k}." for k in indices]
+    unreached += [p.attr for p in plan.params if p.name not in reach.params]
+    return unreached
+
+
 def render_test(net: ir.Network, plan: EmitPlan, certificate: dict, source_name: str, sha256: str) -> str:
     env = _environment()
     stem = snake_case(net.name)
@@ -198,7 +218,8 @@ def render_test(net: ir.Network, plan: EmitPlan, certificate: dict, source_name:
         test_dim=_test_dim(net),
         input_shape=INPUT_SHAPES[plan.layout],
         blocks=[(b.name, b.shared) for b in plan.blocks],
-        unreached=sorted(b.name for b in net.blocks if b.name not in blocks_reaching_output(net) and not b.shared),
+        test_depth=TEST_DEPTH,
+        unreached=unreached_parameters(net, plan),
         fixed_point=certificate.get("consistent") is True,
         implicit=plan.kind != "explicit",
     )

@@ -564,34 +564,76 @@ class Lowerer:
         return [f"{', '.join(targets)} = {', '.join(sources)}"]
 
 
-def blocks_reaching_output(net: ir.Network) -> set[str]:
-    """Blocks whose output in a layer reaches that layer's new output state.
+@dataclass(frozen=True)
+class Reach:
+    """What the network's output depends on over a number of unrolled layers."""
 
-    The others (e.g. G in linearized ADMM when x is the output) get no gradient from
-    their instance in the last layer.
+    blocks: frozenset[tuple[str, int]]  # block instances (name, layer)
+    params: frozenset[str]  # params (learnable or not) in a coefficient on the way
+
+
+def reaching_output(net: ir.Network, depth: int) -> Reach:
+    """The block instances and params the output of a `depth`-layer network depends on.
+
+    A backward liveness walk over the unrolled layers: start from the output state after
+    the last layer and follow what each needed value is computed from (states at any
+    lag, `x[0]` and the init rules, locals, sum histories, block arguments). A block
+    instance or learnable param outside the result gets no gradient: G in linearized
+    ADMM in the last layer when x is the output, or everything that only feeds a state
+    the output never reads. An equilibrium is one map solved to a fixed point, with one
+    instance of each block: every state it reads is the fixed point itself.
     """
     defs = {(st.target, st.is_state): st.form for st in net.statements}
-    reached: set[str] = set()
-    seen: set = set()
+    inits = {init.state: init.form for init in net.init}
+    symbols = {p.symbol: p.name for p in net.params}
+    if net.equilibrium:
+        depth = 1
+    blocks: set[tuple[str, int]] = set()
+    params: set[str] = set()
+    needed: set[tuple[str, bool, int]] = set()  # (name, is_state, index)
+    work: list[tuple[str, bool, int]] = []
 
-    def visit(form: ir.LinearForm) -> None:
-        for atom in form.walk():
-            if isinstance(atom, ir.BlockOut):
-                reached.add(atom.block)
-            key = None
-            if isinstance(atom, ir.Local):
-                key = (atom.name, False)
-            elif isinstance(atom, ir.StateAt) and atom.lag == 1:
-                key = (atom.name, True)
-            elif isinstance(atom, ir.History) and not atom.is_state:
-                key = (atom.name, False)
-            if key is not None and key not in seen and key in defs:
-                seen.add(key)
-                visit(defs[key])
+    def need(name: str, is_state: bool, index: int) -> None:
+        # A state at index j is its value after layer j - 1, index 0 its initial value
+        # (which lags reaching before the first layer read too).
+        if is_state:
+            index = 1 if net.equilibrium else max(index, 0)
+        if (name, is_state, index) not in needed:
+            needed.add((name, is_state, index))
+            work.append((name, is_state, index))
 
-    seen.add((net.output, True))
-    visit(defs[(net.output, True)])
-    return reached
+    def visit(form: ir.LinearForm, layer: int, history_index: int = 0) -> None:
+        for atom, coef in form.terms:
+            params.update(symbols[s] for s in coef.free_symbols if s in symbols)
+            if isinstance(atom, ir.StateAt):
+                need(atom.name, True, layer + atom.lag)
+            elif isinstance(atom, ir.Initial):
+                need(atom.name, True, 0)
+            elif isinstance(atom, ir.Local):
+                need(atom.name, False, layer)
+            elif isinstance(atom, ir.History):
+                need(atom.name, atom.is_state, history_index + atom.offset)
+            elif isinstance(atom, ir.BlockOut):
+                blocks.add((atom.block, layer))
+                visit(atom.arg, layer, history_index)
+            elif isinstance(atom, ir.MapOut):
+                visit(atom.arg, layer, history_index)
+            elif isinstance(atom, ir.HistorySum):
+                for i in range(atom.lo, layer + 1):
+                    visit(atom.body, layer, i)
+
+    need(net.output, True, depth)
+    while work:
+        name, is_state, index = work.pop()
+        if is_state and index == 0 and not net.equilibrium:
+            if name in inits:
+                visit(inits[name], 0)
+            continue
+        # A state's value at index j comes from layer j - 1; a local's at index j from layer j.
+        layer = index - 1 if is_state else index
+        if 0 <= layer < depth and (name, is_state) in defs:
+            visit(defs[(name, is_state)], layer)
+    return Reach(frozenset(blocks), frozenset(params))
 
 
 DEFAULT_SOLVER = {"name": "anderson", "m": 5, "max_iter": 50, "tol": 1e-4}

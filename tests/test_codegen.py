@@ -13,6 +13,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import optgen
+from optgen.api import frontend
+from optgen.codegen import unreached_parameters
+from optgen.lower import lower
 from conftest import EXAMPLES, GENERATED, ROOT, load_generated, run_optgen
 
 STDLIB_OK = {"os", "math", "importlib", "warnings", "torch"}
@@ -322,3 +325,84 @@ def test_block_names_that_cannot_be_module_dict_keys_are_errors(name):
         optgen.compile_source(
             f"network A {{ state x; block {name} = mlp(); update {{ x+ = x - {name}(x) }} }}"
         )
+
+
+# Rules where some block instances or learnable params cannot reach the output: the
+# generated gradient test exempts exactly those (and checks that they get no gradient).
+UNREACHED_RULES = {
+    "dead_state": (
+        """network DeadState {
+            state x, z
+            init z = x
+            block T = mlp(hidden=dim)
+            block G = mlp(hidden=dim)
+            layers 3
+            update {
+                x+ = x - 0.5*T(x)
+                z+ = z - 0.5*G(z + x)
+            }
+            output x
+        }""",
+        ["blocks.G.0.", "blocks.G.1.", "blocks.G.2."],
+    ),
+    "dead_param": (  # a learnable param and an init rule only the dead state uses
+        """network DeadParam {
+            state x, z
+            init z = 2*x
+            param s = 0.1 learnable
+            param t = 0.5 learnable positive
+            block T = mlp(hidden=dim)
+            layers 3
+            update {
+                x+ = x - t*T(x)
+                z+ = z - s*z
+            }
+            output x
+        }""",
+        ["s"],
+    ),
+    "lagged_feed": (  # z reaches x only through z-, so only G's first instance counts
+        """network LaggedFeed {
+            state x, z
+            block T = mlp(hidden=dim)
+            block G = mlp(hidden=dim)
+            layers 3
+            update {
+                x+ = x - 0.5*T(x) + 0.1*z-
+                z+ = z - 0.5*G(z)
+            }
+        }""",
+        ["blocks.G.1.", "blocks.G.2."],
+    ),
+    "dead_shared_local_sum": (  # a shared block feeding a dead local through a sum
+        """network DeadSum {
+            state x, w
+            block T = mlp(hidden=dim)
+            block S = mlp(hidden=dim) shared
+            layers 3
+            update {
+                g = S(w)
+                x+ = x - 0.5*T(x)
+                w+ = w[0] - 0.1*sum(i = 0..k, g[i])
+            }
+            output x
+        }""",
+        ["blocks.S.0."],
+    ),
+    "ladmm_like": (
+        (EXAMPLES / "ladmm.opt").read_text(),
+        ["blocks.G.2."],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREACHED_RULES))
+def test_gradient_test_exempts_exactly_what_cannot_reach_the_output(case, tmp_path):
+    text, expected = UNREACHED_RULES[case]
+    (net,) = frontend(text, f"{case}.opt").networks
+    assert unreached_parameters(net, lower(net)) == expected
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, source in optgen.compile_source(text, f"{case}.opt").items():
+        (out / name).write_text(source)
+    assert_generated_tests_pass(out, tmp_path)
