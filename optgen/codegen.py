@@ -188,7 +188,13 @@ def render_module(net: ir.Network, plan: EmitPlan, certificate: dict, source_nam
     return black.format_str(env.get_template("module.py.j2").render(**context), mode=BLACK_MODE)
 
 
-TEST_DEPTH = 3  # layers of the module the generated tests build
+TEST_DEPTH = 3  # layers of the module the generated tests build, at most
+
+
+def test_depth(net: ir.Network) -> int:
+    """The generated tests' depth: never past the network's own, which its certificate
+    covers (a k-dependent rule may be consistent for k < 1 and not at k = 1)."""
+    return min(TEST_DEPTH, net.depth)
 
 
 def unreached_parameters(net: ir.Network, plan: EmitPlan) -> list[str]:
@@ -196,13 +202,14 @@ def unreached_parameters(net: ir.Network, plan: EmitPlan) -> list[str]:
 
     Block instances as `blocks.<name>.<index>.`, learnable params by attribute name.
     """
-    reach = reaching_output(net, TEST_DEPTH)
+    depth = test_depth(net)
+    reach = reaching_output(net, depth)
     unreached = []
     for block in net.blocks:
         layers = {layer for name, layer in reach.blocks if name == block.name}
         indices = [0] if block.shared and not layers else []
         if not block.shared:
-            indices = [k for k in range(TEST_DEPTH) if k not in layers]
+            indices = [k for k in range(depth) if k not in layers]
         unreached += [f"blocks.{block.name}.{k}." for k in indices]
     unreached += [p.attr for p in plan.params if p.name not in reach.params]
     return unreached
@@ -218,7 +225,7 @@ def render_test(net: ir.Network, plan: EmitPlan, certificate: dict, source_name:
         test_dim=_test_dim(net),
         input_shape=INPUT_SHAPES[plan.layout],
         blocks=[(b.name, b.shared) for b in plan.blocks],
-        test_depth=TEST_DEPTH,
+        test_depth=test_depth(net),
         unreached=unreached_parameters(net, plan),
         fixed_point=certificate.get("consistent") is True,
         implicit=plan.kind != "explicit",
