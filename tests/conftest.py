@@ -18,6 +18,18 @@ def load_generated(stem: str):
     return module
 
 
+def assert_generated_tests_pass(folder: Path, cwd: Path, timeout: int = 300) -> None:
+    """Run the generated tests below `folder` with plain pytest, as a user would."""
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+    assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-2000:]
+
+
 def run_optgen(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "optgen", *args],

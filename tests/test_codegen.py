@@ -16,7 +16,7 @@ import optgen
 from optgen.api import frontend
 from optgen.codegen import unreached_parameters
 from optgen.lower import lower
-from conftest import EXAMPLES, GENERATED, ROOT, load_generated, run_optgen
+from conftest import EXAMPLES, GENERATED, ROOT, assert_generated_tests_pass, load_generated, run_optgen
 
 STDLIB_OK = {"os", "math", "importlib", "warnings", "torch"}
 
@@ -197,18 +197,6 @@ network Clash {
     output lambda
 }
 """
-
-
-def assert_generated_tests_pass(folder, cwd) -> None:
-    """Run the generated tests of `folder` with plain pytest, as a user would."""
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
-    assert tests.returncode == 0, tests.stdout + tests.stderr
 
 
 def test_names_that_clash_with_python_or_the_generated_code_compile_and_pass_their_tests(

@@ -1,14 +1,13 @@
 """Fuzzing in CI's quick form: 150 generated programs and 200 mutations of the catalog."""
 
 import random
-import subprocess
-import sys
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import assert_generated_tests_pass
 from fuzzing import catalog_texts, check_compile, check_runs, generate_program, mutate
 
 
@@ -74,11 +73,4 @@ def test_generated_tests_of_random_valid_programs_pass(tmp_path):
         folder.mkdir()
         for name, source in outputs.items():
             (folder / name).write_text(source)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert_generated_tests_pass(tmp_path, tmp_path, timeout=600)
