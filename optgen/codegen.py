@@ -207,8 +207,9 @@ def unreached_parameters(net: ir.Network, plan: EmitPlan) -> list[str]:
     unreached = []
     for block in net.blocks:
         layers = {layer for name, layer in reach.blocks if name == block.name}
-        indices = [0] if block.shared and not layers else []
-        if not block.shared:
+        if block.shared:  # one instance, reached if any layer reaches it
+            indices = [] if layers else [0]
+        else:
             indices = [k for k in range(depth) if k not in layers]
         unreached += [f"blocks.{block.name}.{k}." for k in indices]
     unreached += [p.attr for p in plan.params if p.name not in reach.params]
