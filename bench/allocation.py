@@ -16,7 +16,6 @@ import argparse
 import sys
 
 import torch
-
 from common import ALLOCATOR_UNAVAILABLE, keep_large_blocks_mapped, median_times
 from fusion import parse_size
 

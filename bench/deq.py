@@ -17,7 +17,6 @@ import sys
 import time
 
 import torch
-
 from common import load_generated, saved_bytes, sync
 
 

@@ -34,7 +34,6 @@ warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
 from common import (  # noqa: E402
     ALLOCATOR_UNAVAILABLE,
     keep_large_blocks_mapped,

@@ -15,7 +15,6 @@ import sys
 
 import torch
 import torch.nn.functional as F
-
 from common import load_generated, median_times, saved_bytes
 
 

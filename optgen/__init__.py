@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import OptgenError  # noqa: E402
 from .api import check_source, compile_source, load  # noqa: E402
+from .errors import OptgenError  # noqa: E402
 
 __all__ = ["OptgenError", "check_source", "compile_source", "load", "__version__"]

@@ -60,7 +60,9 @@ def compile_source(text: str, filename: str = "<string>", strict: bool = False) 
             failures = strict_failures(net)
             if failures:
                 raise OptgenError(failures, compiled.source)
-        outputs.update(generate(net, certify(net, compiled.source), source_name, compiled.source.sha256))
+        outputs.update(
+            generate(net, certify(net, compiled.source), source_name, compiled.source.sha256)
+        )
     return outputs
 
 

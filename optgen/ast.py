@@ -6,6 +6,7 @@ Nothing here is checked for meaning; `resolve.py` does that.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from .source import Span
 
 
@@ -47,7 +48,7 @@ class Indexed:
     """`x[k+1]`, `x[k-2]`, `x[0]`, `g[i]`."""
 
     id: str
-    index: "Expr"
+    index: Expr
     span: Span
 
 
@@ -56,7 +57,7 @@ class Call:
     """`T(y)`, `relu(e)`, `softshrink(e, lam)`."""
 
     func: str
-    args: tuple["Expr", ...]
+    args: tuple[Expr, ...]
     span: Span
     func_span: Span
 
@@ -67,23 +68,23 @@ class HistorySum:
 
     func: str
     var: str
-    lo: "Expr"
-    hi: "Expr"
-    body: "Expr"
+    lo: Expr
+    hi: Expr
+    body: Expr
     span: Span
 
 
 @dataclass(frozen=True, slots=True)
 class Binary:
     op: str  # one of + - * /
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
     span: Span
 
 
 @dataclass(frozen=True, slots=True)
 class Neg:
-    operand: "Expr"
+    operand: Expr
     span: Span
 
 
@@ -203,7 +204,9 @@ class SolverDecl:
     span: Span
 
 
-Decl = StateDecl | InitDecl | ParamDecl | BlockDecl | LayersDecl | UpdateDecl | OutputDecl | SolverDecl
+Decl = (
+    StateDecl | InitDecl | ParamDecl | BlockDecl | LayersDecl | UpdateDecl | OutputDecl | SolverDecl
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from . import ir
-from .errors import Diagnostic
+from .errors import Diagnostic, Severity
 from .source import SourceFile
 
 _UNKNOWN = {
@@ -51,7 +51,7 @@ def strict_diagnostics(net: ir.Network) -> list[Diagnostic]:
     cert = _analyze(net)
     if cert is None:
         return []
-    return [Diagnostic("error", span, message) for span, message in cert.failures()]
+    return [Diagnostic(Severity.ERROR, span, message) for span, message in cert.failures()]
 
 
 def render_text(net: ir.Network, certificate: dict) -> str:

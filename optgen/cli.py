@@ -60,7 +60,10 @@ def cmd_compile(args) -> int:
         files = compile_source(text, path, strict=args.strict)
         for net in compiled.networks:
             for diag in strict_failures(net):
-                print(diag.render(compiled.source).replace(": error: ", ": warning: ", 1), file=sys.stderr)
+                print(
+                    diag.render(compiled.source).replace(": error: ", ": warning: ", 1),
+                    file=sys.stderr,
+                )
         for name, source in files.items():
             target = out_dir / name
             if target in outputs:
@@ -69,9 +72,15 @@ def cmd_compile(args) -> int:
         for net in compiled.networks:
             summaries.append(_summary(net, certify(net, compiled.source), path, out_dir))
     if args.check:
-        stale = [p for p, text in outputs.items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
+        stale = [
+            p
+            for p, text in outputs.items()
+            if not p.is_file() or p.read_text(encoding="utf-8") != text
+        ]
         for p in stale:
-            print(f"optgen: {p} is {'missing' if not p.is_file() else 'out of date'}", file=sys.stderr)
+            print(
+                f"optgen: {p} is {'missing' if not p.is_file() else 'out of date'}", file=sys.stderr
+            )
         if stale:
             print("optgen: run `optgen compile` to regenerate", file=sys.stderr)
             return 1
@@ -119,7 +128,10 @@ def cmd_check(args) -> int:
             failures = strict_failures(net)
             for diag in failures:
                 severity = "error" if args.strict else "warning"
-                print(diag.render(compiled.source).replace(": error: ", f": {severity}: ", 1), file=sys.stderr)
+                print(
+                    diag.render(compiled.source).replace(": error: ", f": {severity}: ", 1),
+                    file=sys.stderr,
+                )
             failed = failed or (args.strict and bool(failures))
             if not (args.json or args.markdown):
                 print(render_text(net, certificate))
@@ -174,48 +186,98 @@ def cmd_inspect(args) -> int:
 def cmd_experiment(args) -> int:
     from .experiment import DEFAULT_NETWORKS, MissingExtra, run
 
-    networks = [n.strip() for n in args.networks.split(",") if n.strip()] if args.networks else list(DEFAULT_NETWORKS)
+    networks = (
+        [n.strip() for n in args.networks.split(",") if n.strip()]
+        if args.networks
+        else list(DEFAULT_NETWORKS)
+    )
     if args.seeds is not None and args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
     try:
-        report = run(args.name, Path(args.out), networks, quick=args.quick, seeds=args.seeds, progress_bar=sys.stderr.isatty())
+        report = run(
+            args.name,
+            Path(args.out),
+            networks,
+            quick=args.quick,
+            seeds=args.seeds,
+            progress_bar=sys.stderr.isatty(),
+        )
     except MissingExtra as err:
         raise UsageError(str(err)) from None
     except FileNotFoundError as err:
         raise UsageError(str(err)) from None
     for label, entry in report["networks"].items():
-        shown = ", ".join(f"{k} {v['mean']:.4g} ± {v['std']:.2g}" for k, v in entry["metrics"].items())
+        shown = ", ".join(
+            f"{k} {v['mean']:.4g} ± {v['std']:.2g}" for k, v in entry["metrics"].items()
+        )
         print(f"{args.name} {label}: {shown}")
-    print(f"optgen: wrote {Path(args.out) / (args.name + '.json')} and {Path(args.out) / (args.name + '.png')}")
+    print(
+        f"optgen: wrote {Path(args.out) / (args.name + '.json')} and {Path(args.out) / (args.name + '.png')}"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="optgen", description="Compile optimization update rules into PyTorch modules.")
+    parser = argparse.ArgumentParser(
+        prog="optgen", description="Compile optimization update rules into PyTorch modules."
+    )
     parser.add_argument("--version", action="version", version=f"optgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compile", help="write <name>.py and test_<name>.py for every network")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("-o", "--output", default="generated", metavar="DIR", help="output folder (default: generated)")
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when an output is missing or stale")
-    p.add_argument("--strict", action="store_true", help="a rule failing its convergence conditions is an error")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="generated",
+        metavar="DIR",
+        help="output folder (default: generated)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 when an output is missing or stale",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a rule failing its convergence conditions is an error",
+    )
     p.set_defaults(run=cmd_compile)
 
     p = sub.add_parser("check", help="print the convergence and universality certificate")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print the certificates as JSON")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a rule fails its convergence conditions")
-    p.add_argument("--markdown", action="store_true", help="print the certificates as one markdown table")
-    p.add_argument("--plot", metavar="OUT.png", help="draw the roots of rho (and the radius over a single fixed param)")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 when a rule fails its convergence conditions"
+    )
+    p.add_argument(
+        "--markdown", action="store_true", help="print the certificates as one markdown table"
+    )
+    p.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="draw the roots of rho (and the radius over a single fixed param)",
+    )
     p.set_defaults(run=cmd_check)
 
-    p = sub.add_parser("experiment", help="train catalog networks on one of the paper's small experiments")
+    p = sub.add_parser(
+        "experiment", help="train catalog networks on one of the paper's small experiments"
+    )
     p.add_argument("name", choices=["rings", "parity", "telgarsky"])
     p.add_argument("--quick", action="store_true", help="a short run (under a minute on two cores)")
     p.add_argument("--seeds", type=int, help="number of seeds (default 3, 1 with --quick)")
-    p.add_argument("--out", default="out/experiments", metavar="DIR", help="output folder (default: out/experiments)")
-    p.add_argument("--networks", metavar="A,B,...", help="catalog names or .opt files (default: gd,heavy_ball,nesterov,nesterov_k,dense,ladmm)")
+    p.add_argument(
+        "--out",
+        default="out/experiments",
+        metavar="DIR",
+        help="output folder (default: out/experiments)",
+    )
+    p.add_argument(
+        "--networks",
+        metavar="A,B,...",
+        help="catalog names or .opt files (default: gd,heavy_ball,nesterov,nesterov_k,dense,ladmm)",
+    )
     p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("inspect", help="print the generated module (or the layer graph)")
@@ -240,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:  # a bug in optgen: say so, without a traceback
         print(f"optgen: internal error: {type(err).__name__}: {err}", file=sys.stderr)
-        print("optgen: this is a bug in optgen; please report it with the input file", file=sys.stderr)
+        print(
+            "optgen: this is a bug in optgen; please report it with the input file", file=sys.stderr
+        )
         return 2
 
 

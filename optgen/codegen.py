@@ -32,7 +32,11 @@ def pyrepr(value) -> str:
         return "{" + ", ".join(f"{pyrepr(k)}: {pyrepr(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         inner = ", ".join(pyrepr(v) for v in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+        return (
+            f"[{inner}]"
+            if isinstance(value, list)
+            else f"({inner}{',' if len(value) == 1 else ''})"
+        )
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return f"float({str(value)!r})"
@@ -136,9 +140,13 @@ def certificate_lines(certificate: dict) -> list[str]:
     roots = certificate.get("roots")
     shown_roots = "unknown"
     if roots is not None:
-        shown_roots = ", ".join(number(re) if abs(im) < 1e-12 else f"{re:.6g}{im:+.6g}j" for re, im in roots)
+        shown_roots = ", ".join(
+            number(re) if abs(im) < 1e-12 else f"{re:.6g}{im:+.6g}j" for re, im in roots
+        )
     universal = certificate.get("universal") or {}
-    verdict = {True: "guaranteed", False: "not guaranteed", None: "unknown"}[universal.get("guaranteed")]
+    verdict = {True: "guaranteed", False: "not guaranteed", None: "unknown"}[
+        universal.get("guaranteed")
+    ]
     rho = certificate.get("rho_text") or certificate.get("rho")
     out = [
         f"rho(z) = {rho if rho is not None else 'unknown'}; roots: {shown_roots}",
@@ -152,7 +160,11 @@ def certificate_lines(certificate: dict) -> list[str]:
 
 
 def _test_dim(net: ir.Network) -> int:
-    heads = [int(b.arg("heads")) for b in net.blocks if b.kind == "transformer" and not getattr(b.arg("heads"), "free_symbols", None)]
+    heads = [
+        int(b.arg("heads"))
+        for b in net.blocks
+        if b.kind == "transformer" and not getattr(b.arg("heads"), "free_symbols", None)
+    ]
     dim = 4
     for h in heads:
         dim = math.lcm(dim, h)
@@ -166,12 +178,16 @@ INPUT_SHAPES = {
 }
 
 
-def render_module(net: ir.Network, plan: EmitPlan, certificate: dict, source_name: str, sha256: str) -> str:
+def render_module(
+    net: ir.Network, plan: EmitPlan, certificate: dict, source_name: str, sha256: str
+) -> str:
     env = _environment()
     blocks = (["_activation.py"] if plan.needs_activation else []) + plan.block_templates
     block_sources = [_block_source(name) for name in blocks]
     if plan.kind != "explicit":
-        block_sources.insert(0, resource_path("templates/runtime", "solvers.py").read_text(encoding="utf-8").strip())
+        block_sources.insert(
+            0, resource_path("templates/runtime", "solvers.py").read_text(encoding="utf-8").strip()
+        )
     context = dict(
         header=header(source_name, sha256),
         module_doc=docstring_text(f"{net.name}, compiled by optgen from {source_name}."),
@@ -216,7 +232,9 @@ def unreached_parameters(net: ir.Network, plan: EmitPlan) -> list[str]:
     return unreached
 
 
-def render_test(net: ir.Network, plan: EmitPlan, certificate: dict, source_name: str, sha256: str) -> str:
+def render_test(
+    net: ir.Network, plan: EmitPlan, certificate: dict, source_name: str, sha256: str
+) -> str:
     env = _environment()
     stem = snake_case(net.name)
     text = env.get_template("test_module.py.j2").render(

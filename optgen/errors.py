@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from .source import SourceFile, Span
 
 
+class Severity(str, Enum):
+    """How bad a diagnostic is; the value is the word printed (`file:1:2: error: ...`)."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
-    """One located message. `severity` is "error" or "warning"."""
+    """One located message."""
 
-    severity: str
+    severity: Severity
     span: Span
     message: str
     hint: str | None = None
 
     def as_dict(self) -> dict:
         return {
-            "severity": self.severity,
+            "severity": Severity(self.severity).value,
             "line": self.span.line,
             "col": self.span.col,
             "message": self.message,
@@ -26,7 +37,7 @@ class Diagnostic:
         }
 
     def render(self, source: SourceFile) -> str:
-        head = f"{source.path}:{self.span.line}:{self.span.col}: {self.severity}: {self.message}"
+        head = f"{source.path}:{self.span.line}:{self.span.col}: {Severity(self.severity).value}: {self.message}"
         parts = [head, source.excerpt(self.span)]
         if self.hint:
             parts.append(f"hint: {self.hint}")
@@ -65,13 +76,13 @@ class Reporter:
         self.warnings: list[Diagnostic] = []
 
     def fail(self, span: Span, message: str, hint: str | None = None):
-        raise OptgenError([Diagnostic("error", span, message, hint)], self.source)
+        raise OptgenError([Diagnostic(Severity.ERROR, span, message, hint)], self.source)
 
     def error(self, span: Span, message: str, hint: str | None = None) -> None:
-        self.errors.append(Diagnostic("error", span, message, hint))
+        self.errors.append(Diagnostic(Severity.ERROR, span, message, hint))
 
     def warn(self, span: Span, message: str, hint: str | None = None) -> None:
-        self.warnings.append(Diagnostic("warning", span, message, hint))
+        self.warnings.append(Diagnostic(Severity.WARNING, span, message, hint))
 
     def raise_if_errors(self) -> None:
         if self.errors:

@@ -66,23 +66,31 @@ def make_data(s: Settings):
 
     g = torch.Generator().manual_seed(s.data_seed)
     if s.experiment == "rings":
+
         def sample(n):
             ring = torch.randint(0, s.rings, (n,), generator=g)
             angle = 2 * math.pi * torch.rand(n, generator=g)
             radius = 1.0 + ring.float() + 0.08 * torch.randn(n, generator=g)
             x = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1) / s.rings
             return x, (ring % 2).float().unsqueeze(1)
+
     elif s.experiment == "parity":
+
         def sample(n):
             x = 2 * torch.rand(n, s.parity_bits, generator=g) - 1
             y = ((x < 0).sum(dim=1) % 2).float().unsqueeze(1)
             return x, y
+
     else:
+
         def sample(n, grid=False):
             x = torch.linspace(0, 1, n).unsqueeze(1) if grid else torch.rand(n, 1, generator=g)
             return x, sawtooth(x, s.tent_compositions)
+
     x_train, y_train = sample(s.n_train)
-    x_test, y_test = sample(s.n_test, grid=True) if s.experiment == "telgarsky" else sample(s.n_test)
+    x_test, y_test = (
+        sample(s.n_test, grid=True) if s.experiment == "telgarsky" else sample(s.n_test)
+    )
     return x_train, y_train, x_test, y_test
 
 
@@ -119,7 +127,9 @@ def compile_networks(names: list[str], out: Path) -> list[NetworkSource]:
         path = Path(name) if name.endswith(".opt") else EXAMPLES / f"{name}.opt"
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in EXAMPLES.glob("*.opt")))
-            raise FileNotFoundError(f"no network {name!r}: give a catalog name ({known}) or a .opt file")
+            raise FileNotFoundError(
+                f"no network {name!r}: give a catalog name ({known}) or a .opt file"
+            )
         text = path.read_text(encoding="utf-8")
         compiled = frontend(text, str(path))
         files = compile_source(text, str(path))
@@ -127,12 +137,22 @@ def compile_networks(names: list[str], out: Path) -> list[NetworkSource]:
             (modules / file_name).write_text(code, encoding="utf-8")
         for net in compiled.networks:
             label = name if len(compiled.networks) == 1 else f"{name}:{net.name}"
-            sources.append(NetworkSource(label, path, net.name, modules / f"{snake_case(net.name)}.py", certify(net, compiled.source)))
+            sources.append(
+                NetworkSource(
+                    label,
+                    path,
+                    net.name,
+                    modules / f"{snake_case(net.name)}.py",
+                    certify(net, compiled.source),
+                )
+            )
     return sources
 
 
 def import_class(source: NetworkSource):
-    spec = importlib.util.spec_from_file_location(f"optgen_experiment_{source.module_path.stem}", source.module_path)
+    spec = importlib.util.spec_from_file_location(
+        f"optgen_experiment_{source.module_path.stem}", source.module_path
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return getattr(module, source.class_name)
@@ -143,7 +163,9 @@ def wrap(cls, s: Settings, in_features: int, out_features: int):
     import torch
 
     return torch.nn.Sequential(
-        torch.nn.Linear(in_features, s.dim), cls(s.dim, depth=s.depth), torch.nn.Linear(s.dim, out_features)
+        torch.nn.Linear(in_features, s.dim),
+        cls(s.dim, depth=s.depth),
+        torch.nn.Linear(s.dim, out_features),
     )
 
 
@@ -161,7 +183,7 @@ def train_one(cls, s: Settings, data, seed: int, progress=None) -> dict:
     classify = s.experiment != "telgarsky"
     loss_fn = F.binary_cross_entropy_with_logits if classify else F.mse_loss
     curve = []
-    for step in range(s.steps):
+    for _ in range(s.steps):
         index = torch.randint(0, x_train.shape[0], (s.batch,), generator=g)
         optimizer.zero_grad()
         loss = loss_fn(model(x_train[index]), y_train[index])
@@ -198,7 +220,14 @@ def summarize(values: list[float]) -> dict:
     }
 
 
-def run(name: str, out: Path, networks: list[str], quick: bool = False, seeds: int | None = None, progress_bar: bool = True) -> dict:
+def run(
+    name: str,
+    out: Path,
+    networks: list[str],
+    quick: bool = False,
+    seeds: int | None = None,
+    progress_bar: bool = True,
+) -> dict:
     """Train every network on experiment `name`; write out/NAME.json and out/NAME.png."""
     try:
         import matplotlib  # noqa: F401
@@ -220,7 +249,9 @@ def run(name: str, out: Path, networks: list[str], quick: bool = False, seeds: i
     results: dict[str, dict] = {}
     fitted: dict[str, object] = {}
     total = len(sources) * s.seeds * s.steps
-    with tqdm.tqdm(total=total, desc=name, unit="step", disable=not progress_bar, leave=False) as bar:
+    with tqdm.tqdm(
+        total=total, desc=name, unit="step", disable=not progress_bar, leave=False
+    ) as bar:
         for source in sources:
             cls = import_class(source)
             runs, start = [], time.perf_counter()
@@ -239,13 +270,22 @@ def run(name: str, out: Path, networks: list[str], quick: bool = False, seeds: i
                     "reasons": (source.certificate.get("universal") or {}).get("reasons", []),
                 },
                 "metrics": {k: summarize([r["metrics"][k] for r in runs]) for k in keys},
-                "curves": [[v if math.isfinite(v) else None for v in _thin(r["curve"])] for r in runs],
+                "curves": [
+                    [v if math.isfinite(v) else None for v in _thin(r["curve"])] for r in runs
+                ],
                 "data_digest": data_digest,
                 "wall_time_s": wall,
             }
             fitted[source.label] = runs[0]["model"]
-    report = {"experiment": name, "settings": asdict(s), "data_digest": data_digest, "networks": results}
-    (out / f"{name}.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    report = {
+        "experiment": name,
+        "settings": asdict(s),
+        "data_digest": data_digest,
+        "networks": results,
+    }
+    (out / f"{name}.json").write_text(
+        json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
     plot(name, s, data, results, fitted, out / f"{name}.png")
     return report
 
@@ -279,12 +319,17 @@ def plot(name: str, s: Settings, data, results: dict, fitted: dict, path: Path) 
             gx, gy = torch.meshgrid(grid, grid, indexing="xy")
             with torch.no_grad():
                 z = model(torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)).reshape(gx.shape)
-            ax.contourf(gx, gy, (z > 0).float(), levels=[-0.5, 0.5, 1.5], colors=["#dbe9f6", "#fde0c5"])
+            ax.contourf(
+                gx, gy, (z > 0).float(), levels=[-0.5, 0.5, 1.5], colors=["#dbe9f6", "#fde0c5"]
+            )
             ax.contour(gx, gy, z, levels=[0.0], colors="k", linewidths=0.8)
             pts = x_test[:400]
             ax.scatter(pts[:, 0], pts[:, 1], c=y_test[:400, 0], cmap="coolwarm", s=3)
             ax.set_aspect("equal")
-            ax.set_title(f"{label}\nacc {metrics['test_accuracy']['mean']:.3f}, margin {metrics['margin']['mean']:.2f}", fontsize=8)
+            ax.set_title(
+                f"{label}\nacc {metrics['test_accuracy']['mean']:.3f}, margin {metrics['margin']['mean']:.2f}",
+                fontsize=8,
+            )
         elif name == "telgarsky":
             with torch.no_grad():
                 ax.plot(x_test[:, 0], y_test[:, 0], "k", lw=0.8, label="target")
@@ -294,17 +339,27 @@ def plot(name: str, s: Settings, data, results: dict, fitted: dict, path: Path) 
         else:
             with torch.no_grad():
                 out = model(x_test)[:, 0]
-            ax.hist([out[y_test[:, 0] == 0].numpy(), out[y_test[:, 0] == 1].numpy()], bins=30, label=["even", "odd"])
+            ax.hist(
+                [out[y_test[:, 0] == 0].numpy(), out[y_test[:, 0] == 1].numpy()],
+                bins=30,
+                label=["even", "odd"],
+            )
             ax.set_title(f"{label}\nacc {metrics['test_accuracy']['mean']:.3f}", fontsize=8)
             ax.legend(fontsize=6)
         verdict = results[label]["certificate"]["universal"]
-        ax.set_xlabel(f"universal: {'guaranteed' if verdict else ('no' if verdict is False else 'unknown')}", fontsize=7)
+        ax.set_xlabel(
+            f"universal: {'guaranteed' if verdict else ('no' if verdict is False else 'unknown')}",
+            fontsize=7,
+        )
         curve_ax = axes[1][col]
         for curve in results[label]["curves"]:
             curve_ax.plot(curve, lw=0.8)
         curve_ax.set_yscale("log")
         curve_ax.set_title("training loss", fontsize=8)
-    fig.suptitle(f"optgen experiment {name}: {s.steps} steps, width {s.dim}, depth {s.depth}, {s.seeds} seed(s)", fontsize=10)
+    fig.suptitle(
+        f"optgen experiment {name}: {s.steps} steps, width {s.dim}, depth {s.depth}, {s.seeds} seed(s)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

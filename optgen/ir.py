@@ -15,6 +15,7 @@ import sympy
 from .source import Span
 
 K = sympy.Symbol("k", integer=True, nonnegative=True)
+ONE = sympy.Integer(1)
 
 
 def param_symbol(name: str) -> sympy.Symbol:
@@ -34,7 +35,9 @@ class StateAt:
     lag: int
 
     def show(self) -> str:
-        return {1: f"{self.name}+", 0: self.name, -1: f"{self.name}-"}.get(self.lag, f"{self.name}[k{self.lag:+d}]")
+        return {1: f"{self.name}+", 0: self.name, -1: f"{self.name}-"}.get(
+            self.lag, f"{self.name}[k{self.lag:+d}]"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ class History:
 @dataclass(frozen=True, slots=True)
 class BlockOut:
     block: str
-    arg: "LinearForm"
+    arg: LinearForm
 
     def show(self) -> str:
         return f"{self.block}({self.arg.show()})"
@@ -85,7 +88,7 @@ class BlockOut:
 @dataclass(frozen=True, slots=True)
 class MapOut:
     fn: str
-    arg: "LinearForm"
+    arg: LinearForm
     scalars: tuple[sympy.Expr, ...] = ()
 
     def show(self) -> str:
@@ -99,7 +102,7 @@ class HistorySum:
 
     var: sympy.Symbol
     lo: int
-    body: "LinearForm"
+    body: LinearForm
 
     def show(self) -> str:
         return f"sum({self.var} = {self.lo}..k, {self.body.show()})"
@@ -119,14 +122,16 @@ class LinearForm:
     terms: tuple[tuple[Atom, sympy.Expr], ...] = ()
 
     @staticmethod
-    def of(atom: Atom, coef: sympy.Expr = sympy.Integer(1)) -> "LinearForm":
+    def of(atom: Atom, coef: sympy.Expr = ONE) -> LinearForm:
         return LinearForm(((atom, sympy.sympify(coef)),))
 
     @staticmethod
-    def from_dict(coefs: dict) -> "LinearForm":
+    def from_dict(coefs: dict) -> LinearForm:
         items = []
         for atom, coef in coefs.items():
-            coef = sympy.simplify(coef) if coef.free_symbols else sympy.nsimplify(coef, rational=True)
+            coef = (
+                sympy.simplify(coef) if coef.free_symbols else sympy.nsimplify(coef, rational=True)
+            )
             if coef != 0:
                 items.append((atom, coef))
         items.sort(key=lambda item: atom_key(item[0]))
@@ -135,13 +140,13 @@ class LinearForm:
     def as_dict(self) -> dict:
         return dict(self.terms)
 
-    def __add__(self, other: "LinearForm") -> "LinearForm":
+    def __add__(self, other: LinearForm) -> LinearForm:
         coefs = self.as_dict()
         for atom, coef in other.terms:
             coefs[atom] = coefs.get(atom, sympy.Integer(0)) + coef
         return LinearForm.from_dict(coefs)
 
-    def scale(self, factor: sympy.Expr) -> "LinearForm":
+    def scale(self, factor: sympy.Expr) -> LinearForm:
         return LinearForm.from_dict({atom: coef * factor for atom, coef in self.terms})
 
     def atoms(self) -> list[Atom]:

@@ -31,9 +31,35 @@ from .resolve import DIM
 
 # Attributes an nn.Module (and the generated class) already has.
 MODULE_ATTRS = frozenset(
-    {"training", "forward", "blocks", "depth", "dim", "solver_stats", "RULE", "CERTIFICATE", "parameters",
-     "buffers", "children", "modules", "state_dict", "train", "eval", "to", "cuda", "cpu", "double", "float",
-     "half", "type", "apply", "zero_grad", "register_buffer", "register_parameter", "extra_repr"}
+    {
+        "training",
+        "forward",
+        "blocks",
+        "depth",
+        "dim",
+        "solver_stats",
+        "RULE",
+        "CERTIFICATE",
+        "parameters",
+        "buffers",
+        "children",
+        "modules",
+        "state_dict",
+        "train",
+        "eval",
+        "to",
+        "cuda",
+        "cpu",
+        "double",
+        "float",
+        "half",
+        "type",
+        "apply",
+        "zero_grad",
+        "register_buffer",
+        "register_parameter",
+        "extra_repr",
+    }
 )
 ONE = sympy.Integer(1)
 
@@ -144,7 +170,9 @@ class Lowerer:
         net = self.net
         self.state_var = {s: self.ns.create(s) for s in net.states}
         self.block_var = {b.name: self.ns.create(b.name) for b in net.blocks}
-        self.local_var = {st.target: self.ns.create(st.target) for st in net.statements if not st.is_state}
+        self.local_var = {
+            st.target: self.ns.create(st.target) for st in net.statements if not st.is_state
+        }
         self.param_var = {p.name: self.ns.create(p.name) for p in net.params if p.learnable}
         if self.ns.is_used("x"):
             self.input_var = self.ns.create("input_")
@@ -160,7 +188,10 @@ class Lowerer:
                 if isinstance(atom, ir.Initial):
                     self.needs_initial.add(atom.name)
         self.lag_var = {
-            s: [self.ns.create(f"{s}_prev" if j == 1 else f"{s}_prev{j}") for j in range(1, self.max_lag[s] + 1)]
+            s: [
+                self.ns.create(f"{s}_prev" if j == 1 else f"{s}_prev{j}")
+                for j in range(1, self.max_lag[s] + 1)
+            ]
             for s in net.states
         }
         self.initial_var = {s: self.ns.create(f"{s}0") for s in sorted(self.needs_initial)}
@@ -245,7 +276,11 @@ class Lowerer:
         """A fixed coefficient that depends on k: a per-layer table of floats."""
         if value not in self._schedule_of:
             attr = self.attrs.create(f"coef{len(self.schedules) + 1}")
-            shown = sympy.sstr(value.subs({s: sympy.Symbol(ir.symbol_param(s) or s.name) for s in value.free_symbols}))
+            shown = sympy.sstr(
+                value.subs(
+                    {s: sympy.Symbol(ir.symbol_param(s) or s.name) for s in value.free_symbols}
+                )
+            )
             self.schedules.append((attr, _pyexpr(value, {ir.K: "k"}), shown))
             self._schedule_of[value] = f"self.{attr}[k]"
         return self._schedule_of[value]
@@ -253,7 +288,9 @@ class Lowerer:
     def tensor_coef(self, value: sympy.Expr) -> str:
         """A coefficient with learnable params: computed once per call, or once per layer."""
         symbols = value.free_symbols
-        per_layer = ir.K in symbols or any(self.learnable[s].per_layer for s in symbols if s in self.learnable)
+        per_layer = ir.K in symbols or any(
+            self.learnable[s].per_layer for s in symbols if s in self.learnable
+        )
         names = {}
         for s in symbols:
             if s == ir.K:
@@ -263,7 +300,11 @@ class Lowerer:
                 names[s] = f"{self.param_var[p.name]}[k]" if p.per_layer else self.param_var[p.name]
         if len(symbols) == 1 and value in self.learnable and not per_layer:
             return self.param_var[self.learnable[value].name]
-        table, lines = (self._layer_tensor_of, self.layer_setup) if per_layer else (self._call_tensor_of, self.prologue)
+        table, lines = (
+            (self._layer_tensor_of, self.layer_setup)
+            if per_layer
+            else (self._call_tensor_of, self.prologue)
+        )
         if value not in table:
             var = self.ns.create("coef")
             if ir.K in symbols:
@@ -406,7 +447,11 @@ class Lowerer:
         if len(packed) == 1:
             start, unpack, pack = packed[0], f"{packed[0]} = {z}", packed[0]
         else:
-            start, unpack, pack = f"_pack([{joined}])", f"{joined} = {z}.unbind(1)", f"_pack([{joined}])"
+            start, unpack, pack = (
+                f"_pack([{joined}])",
+                f"{joined} = {z}.unbind(1)",
+                f"_pack([{joined}])",
+            )
         lines = ["k = 0", f"def {fn}({z}: Tensor) -> Tensor:", f"    {unpack}"]
         lines += ["    " + line for line in self.layer_setup + body + epilogue]
         lines += [f"    return {pack}", f"{z} = _solve(self, {fn}, {start}, 0)", unpack]
@@ -456,7 +501,11 @@ class Lowerer:
             single = st.form.terms[0] if len(st.form.terms) == 1 else None
             for atom in st.form.atoms():
                 # `g = T(x)`: the block output is named g itself.
-                name = self.local_var[st.target] if (single and single[1] == 1 and not st.is_state) else None
+                name = (
+                    self.local_var[st.target]
+                    if (single and single[1] == 1 and not st.is_state)
+                    else None
+                )
                 lines.extend(self.materialize(atom, values, name))
             if st.is_state:
                 target = self.next_target(st.target, index)
@@ -479,7 +528,11 @@ class Lowerer:
         implicit = [(a, c) for a, c in st.form.terms if unknown in ir.LinearForm.of(a).walk()]
         explicit = [(a, c) for a, c in st.form.terms if unknown not in ir.LinearForm.of(a).walk()]
         lines: list[str] = []
-        known = self.operand(ir.LinearForm(tuple(explicit)), values, lines, f"{st.target}_explicit") if explicit else None
+        known = (
+            self.operand(ir.LinearForm(tuple(explicit)), values, lines, f"{st.target}_explicit")
+            if explicit
+            else None
+        )
         fn = self.ns.create(f"{st.target}_map")
         z = self.ns.create("z")
         inner = dict(values)
@@ -488,7 +541,9 @@ class Lowerer:
         for atom, _ in implicit:
             body.extend(self.materialize(atom, inner))
         out = self.ns.create(f"{st.target}_map_out")
-        terms = ([(known, self.coef(ONE))] if known else []) + [(inner[a], self.coef(c)) for a, c in implicit]
+        terms = ([(known, self.coef(ONE))] if known else []) + [
+            (inner[a], self.coef(c)) for a, c in implicit
+        ]
         body.extend(self.combine(out, terms, z))
         lines.append(f"def {fn}({z}: Tensor) -> Tensor:")
         lines.extend("    " + line for line in body)
@@ -516,22 +571,34 @@ class Lowerer:
         lines: list[str] = []
         if isinstance(atom, ir.BlockOut):
             arg = self.operand(atom.arg, values, lines, f"{atom.block}_in")
-            var = name or self.ns.create(f"{atom.block}_{arg}" if arg.isidentifier() and len(arg) < 12 else f"{atom.block}_out")
+            var = name or self.ns.create(
+                f"{atom.block}_{arg}"
+                if arg.isidentifier() and len(arg) < 12
+                else f"{atom.block}_out"
+            )
             lines.append(f"{var} = {self.block_var[atom.block]}({arg})")
         elif isinstance(atom, ir.MapOut):
             arg = self.operand(atom.arg, values, lines, f"{atom.fn}_in")
             var = name or self.ns.create(f"{atom.fn}_out")
             spec = ELEMENTWISE_MAPS[atom.fn]
-            scalars = {name: self.code(self.coef(v)) for name, v in zip(spec.scalar_args, atom.scalars)}
+            scalars = {
+                name: self.code(self.coef(v)) for name, v in zip(spec.scalar_args, atom.scalars)
+            }
             lines.append(f"{var} = {spec.emit.format(x=arg, **scalars)}")
             self.kernels += 1
         elif isinstance(atom, ir.HistorySum):
             var = self.accumulators[atom]
             for inner, coef in atom.body.terms:
-                source = values[ir.Local(inner.name)] if not inner.is_state else values[ir.StateAt(inner.name, 0)]
+                source = (
+                    values[ir.Local(inner.name)]
+                    if not inner.is_state
+                    else values[ir.StateAt(inner.name, 0)]
+                )
                 c = self.coef(coef.subs(atom.var, ir.K))
                 if atom.lo > 0:
-                    c = self.coef(sympy.Piecewise((0, ir.K < atom.lo), (coef.subs(atom.var, ir.K), True)))
+                    c = self.coef(
+                        sympy.Piecewise((0, ir.K < atom.lo), (coef.subs(atom.var, ir.K), True))
+                    )
                 lines.append(f"{var} = {self._add(var, source, c)}")
                 self.kernels += 1
         else:  # pragma: no cover - resolve only produces the atoms above
@@ -546,7 +613,9 @@ class Lowerer:
         if len(form.terms) == 1 and form.terms[0][1] == 1:
             return values[form.terms[0][0]]
         var = self.ns.create(name)
-        lines.extend(self.combine(var, [(values[a], self.coef(c)) for a, c in form.terms], self.input_var))
+        lines.extend(
+            self.combine(var, [(values[a], self.coef(c)) for a, c in form.terms], self.input_var)
+        )
         return var
 
     def rotation(self) -> list[str]:
@@ -656,7 +725,12 @@ def backward_config(net: ir.Network) -> dict:
         return {"name": "implicit", "max_iter": solver["max_iter"], "tol": solver["tol"]}
     config = {"name": net.backward.name, **dict(net.backward.options)}
     if config["name"] == "implicit":
-        config = {"name": "implicit", "max_iter": solver["max_iter"], "tol": solver["tol"], **dict(net.backward.options)}
+        config = {
+            "name": "implicit",
+            "max_iter": solver["max_iter"],
+            "tol": solver["tol"],
+            **dict(net.backward.options),
+        }
     return config
 
 
@@ -664,7 +738,11 @@ def block_ctor(block: ir.Block) -> str:
     kind = BLOCK_KINDS[block.kind]
     args = dict(block.args)
     if block.kind == "custom":
-        kwargs = [f"{k}={_custom_value(v)}" for k, v in sorted(args.items()) if k not in ("layout", "universal")]
+        kwargs = [
+            f"{k}={_custom_value(v)}"
+            for k, v in sorted(args.items())
+            if k not in ("layout", "universal")
+        ]
         return f"_load_class({block.target!r})(dim{''.join(', ' + a for a in kwargs)})"
     parts = ["dim"]
     for key, spec in kind.args.items():

@@ -12,7 +12,9 @@ import keyword
 import re
 
 # Names the generated forward and module use for themselves.
-GENERATED_NAMES = frozenset({"self", "torch", "nn", "F", "Tensor", "math", "importlib", "k", "annotations"})
+GENERATED_NAMES = frozenset(
+    {"self", "torch", "nn", "F", "Tensor", "math", "importlib", "k", "annotations"}
+)
 
 
 class Namespace:

@@ -9,7 +9,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast
-from .errors import Diagnostic, OptgenError
+from .errors import Diagnostic, OptgenError, Severity
 from .resources import resource_path
 from .source import SourceFile, Span
 
@@ -57,7 +57,9 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
 @functools.cache
 def _parser() -> Lark:
     grammar = Path(resource_path("grammars", "opt.lark")).read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, strict=True)
+    return Lark(
+        grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, strict=True
+    )
 
 
 def _span(meta) -> Span:
@@ -190,7 +192,9 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def block_decl(self, meta, children):
         name, kind, args, shared = children
-        return ast.BlockDecl(_tok(name), _tok(kind), tuple(args or ()), shared is not None, _span(meta))
+        return ast.BlockDecl(
+            _tok(name), _tok(kind), tuple(args or ()), shared is not None, _span(meta)
+        )
 
     @v_args(meta=True)
     def layers_decl(self, meta, children):
@@ -277,14 +281,16 @@ def _syntax_diagnostic(err: UnexpectedInput, source: SourceFile) -> Diagnostic:
     if isinstance(err, UnexpectedCharacters):
         char = source.text[err.pos_in_stream] if err.pos_in_stream < len(source.text) else ""
         span = Span.point(err.line, err.column)
-        return Diagnostic("error", span, f"unexpected character {char!r}", _chars_hint(char))
-    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
+        return Diagnostic(Severity.ERROR, span, f"unexpected character {char!r}", _chars_hint(char))
+    if isinstance(err, UnexpectedEOF) or (
+        isinstance(err, UnexpectedToken) and err.token.type == "$END"
+    ):
         expected = getattr(err, "expected", set()) or set()
         span = source.end_span()
         message = "unexpected end of file"
         if expected:
             message += f", expected {_describe_expected(set(expected))}"
-        return Diagnostic("error", span, message, label or _eof_hint(source))
+        return Diagnostic(Severity.ERROR, span, message, label or _eof_hint(source))
     assert isinstance(err, UnexpectedToken)
     token = err.token
     span = Span.of(token)
@@ -292,7 +298,7 @@ def _syntax_diagnostic(err: UnexpectedInput, source: SourceFile) -> Diagnostic:
         span = Span.point(token.line, token.column)
     expected = set(err.accepts or err.expected)
     message = f"unexpected {_token_text(token)}, expected {_describe_expected(expected)}"
-    return Diagnostic("error", span, message, label)
+    return Diagnostic(Severity.ERROR, span, message, label)
 
 
 def _chars_hint(char: str) -> str | None:
@@ -319,6 +325,11 @@ def parse(source: SourceFile) -> ast.Module:
         raise OptgenError([_syntax_diagnostic(err, source)], source) from None
     except RecursionError:
         raise OptgenError(
-            [Diagnostic("error", Span.point(1, 1), "the text is nested too deeply to parse")], source
+            [
+                Diagnostic(
+                    Severity.ERROR, Span.point(1, 1), "the text is nested too deeply to parse"
+                )
+            ],
+            source,
         ) from None
     return _ToAst(source.text).transform(tree)

@@ -11,7 +11,18 @@ import sympy
 
 from . import ir
 
-HEADER = ("network", "file", "rule", "rho(z)", "roots", "zero-stable", "consistent", "h", "conditions", "universal")
+HEADER = (
+    "network",
+    "file",
+    "rule",
+    "rho(z)",
+    "roots",
+    "zero-stable",
+    "consistent",
+    "h",
+    "conditions",
+    "universal",
+)
 
 
 def _cell(text) -> str:
@@ -40,7 +51,9 @@ def markdown_table(rows: list[tuple[str, ir.Network, dict]]) -> str:
         "|" + "---|" * len(HEADER),
     ]
     for file_name, net, c in rows:
-        universal = {True: "guaranteed", False: "not guaranteed", None: "unknown"}[(c.get("universal") or {}).get("guaranteed")]
+        universal = {True: "guaranteed", False: "not guaranteed", None: "unknown"}[
+            (c.get("universal") or {}).get("guaranteed")
+        ]
         step = c.get("step")
         cells = [
             net.name,
@@ -63,7 +76,9 @@ def _fixed_params(net: ir.Network) -> list[ir.Param]:
     return [p for p in net.params if not p.learnable and not p.depends_on_k]
 
 
-def radius_curve(net: ir.Network, param: ir.Param, points: int = 41) -> tuple[list[float], list[float | None], list[bool]]:
+def radius_curve(
+    net: ir.Network, param: ir.Param, points: int = 41
+) -> tuple[list[float], list[float | None], list[bool]]:
     """Spectral radius and zero-stability of the rule as one fixed param sweeps a range."""
     from .analysis.certificate import analyze_network
 
@@ -72,8 +87,12 @@ def radius_curve(net: ir.Network, param: ir.Param, points: int = 41) -> tuple[li
     xs = [lo + (hi - lo) * i / (points - 1) for i in range(points)]
     radii, stable = [], []
     for x in xs:
-        changed = dataclasses.replace(param, value=sympy.nsimplify(round(x, 6), rational=True), bound=None)
-        variant = dataclasses.replace(net, params=tuple(changed if p.name == param.name else p for p in net.params))
+        changed = dataclasses.replace(
+            param, value=sympy.nsimplify(round(x, 6), rational=True), bound=None
+        )
+        variant = dataclasses.replace(
+            net, params=tuple(changed if p.name == param.name else p for p in net.params)
+        )
         c = analyze_network(variant).as_dict()
         radii.append(c.get("spectral_radius"))
         stable.append(bool(c.get("zero_stable")))
@@ -90,13 +109,17 @@ def plot_certificate(net: ir.Network, certificate: dict, path: Path) -> None:
     conditions = " ".join(certificate.get("conditions") or [])
     params = [p for p in _fixed_params(net) if re.search(rf"\b{re.escape(p.name)}\b", conditions)]
     sweep = params[0] if len(params) == 1 else None
-    fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(9 if sweep else 4.5, 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if sweep else 1, figsize=(9 if sweep else 4.5, 4.2), squeeze=False
+    )
     ax = axes[0][0]
     angle = [2 * math.pi * i / 200 for i in range(201)]
     ax.plot([math.cos(a) for a in angle], [math.sin(a) for a in angle], "k", lw=0.8)
     for real, imag in certificate.get("roots") or []:
         inside = math.hypot(real, imag) <= 1 + 1e-9
-        ax.plot(real, imag, "o", color="tab:green" if inside else "tab:red", ms=7, mfc="none", mew=2)
+        ax.plot(
+            real, imag, "o", color="tab:green" if inside else "tab:red", ms=7, mfc="none", mew=2
+        )
     ax.axhline(0, color="0.8", lw=0.5)
     ax.axvline(0, color="0.8", lw=0.5)
     ax.set_aspect("equal")

@@ -75,7 +75,9 @@ class _Scope:
     in_block: str | None = None
     sum_var: str | None = None
     implicit_reasons: list[str] = field(default_factory=list)
-    forward_refs: list[tuple[str, Span]] = field(default_factory=list)  # x+ read in a block before defined
+    forward_refs: list[tuple[str, Span]] = field(
+        default_factory=list
+    )  # x+ read in a block before defined
     uses_input: bool = False
 
 
@@ -94,7 +96,11 @@ class Resolver:
         except InvalidOperation:  # pragma: no cover - the grammar only lets decimals through
             self.fail(node.span, f"'{node.text}' is not a number")
         if dec != 0 and abs(dec.adjusted()) > MAX_EXPONENT:
-            self.fail(node.span, f"the number {node.text} is out of range", f"use a magnitude between 1e-{MAX_EXPONENT} and 1e{MAX_EXPONENT}")
+            self.fail(
+                node.span,
+                f"the number {node.text} is out of range",
+                f"use a magnitude between 1e-{MAX_EXPONENT} and 1e{MAX_EXPONENT}",
+            )
         return sympy.Rational(Fraction(dec))
 
     def text(self, node) -> str:
@@ -111,7 +117,12 @@ class Resolver:
         if isinstance(node, ast.Name):
             if node.id in allowed:
                 return allowed[node.id]
-            self.fail(node.span, f"'{node.id}' cannot be used in {what}", _did_you_mean(node.id, allowed) or f"{what} may use numbers{''.join(', ' + n for n in sorted(allowed))}")
+            self.fail(
+                node.span,
+                f"'{node.id}' cannot be used in {what}",
+                _did_you_mean(node.id, allowed)
+                or f"{what} may use numbers{''.join(', ' + n for n in sorted(allowed))}",
+            )
         if isinstance(node, ast.Neg):
             return -self.scalar(node.operand, allowed, what)
         if isinstance(node, ast.Binary):
@@ -122,7 +133,11 @@ class Resolver:
                     self.fail(node.right.span, "division by zero")
                 return left / right
             return {"+": left + right, "-": left - right, "*": left * right}[node.op]
-        self.fail(node.span, f"'{self.text(node)}' cannot be used in {what}", f"{what} may use numbers{''.join(', ' + n for n in sorted(allowed))}")
+        self.fail(
+            node.span,
+            f"'{self.text(node)}' cannot be used in {what}",
+            f"{what} may use numbers{''.join(', ' + n for n in sorted(allowed))}",
+        )
 
     # ------------------------------------------------------------ tensor/scalar expressions in update and init
     def value(self, node, scope: _Scope) -> Value:
@@ -160,7 +175,10 @@ class Resolver:
     def _next_state(self, name: str, span: Span, scope: _Scope) -> Value:
         if name not in scope.states:
             if name in scope.locals_ or name in scope.params:
-                self.fail(span, f"'{name}+' : only states have a next iterate, and '{name}' is not a state")
+                self.fail(
+                    span,
+                    f"'{name}+' : only states have a next iterate, and '{name}' is not a state",
+                )
             self.fail(span, f"undefined state '{name}'", _did_you_mean(name, scope.states))
         if name not in scope.assigned:
             if scope.in_block is None:
@@ -169,7 +187,9 @@ class Resolver:
                     f"'{name}+' is read before it is defined",
                     f"define {name}+ in an earlier statement, or read the current iterate '{name}'",
                 )
-            scope.implicit_reasons.append(f"block {scope.in_block} is applied to {name}+, which depends on its own output")
+            scope.implicit_reasons.append(
+                f"block {scope.in_block} is applied to {name}+, which depends on its own output"
+            )
             scope.forward_refs.append((name, span))
         return Tensor(ir.LinearForm.of(ir.StateAt(name, 1)), span)
 
@@ -179,53 +199,101 @@ class Resolver:
     def _value_PrevName(self, node: ast.PrevName, scope: _Scope) -> Value:
         if node.id not in scope.states:
             if node.id in scope.locals_ or node.id in scope.params:
-                self.fail(node.span, f"'{node.id}-' : only states have a previous iterate, and '{node.id}' is not a state")
-            self.fail(node.span, f"undefined state '{node.id}'", _did_you_mean(node.id, scope.states))
+                self.fail(
+                    node.span,
+                    f"'{node.id}-' : only states have a previous iterate, and '{node.id}' is not a state",
+                )
+            self.fail(
+                node.span, f"undefined state '{node.id}'", _did_you_mean(node.id, scope.states)
+            )
         return Tensor(ir.LinearForm.of(ir.StateAt(node.id, -1)), node.span)
 
     def _value_Indexed(self, node: ast.Indexed, scope: _Scope) -> Value:
         name = node.id
         is_state = name in scope.states
-        if not is_state and name not in scope.locals_ and not (scope.sum_var and name != scope.sum_var and name in self._local_names):
+        if (
+            not is_state
+            and name not in scope.locals_
+            and not (scope.sum_var and name != scope.sum_var and name in self._local_names)
+        ):
             if name in scope.params:
-                self.fail(node.span, f"param '{name}' cannot be indexed; params are scalars (use k in its value for a schedule)")
-            self.fail(node.span, f"undefined name '{name}'", _did_you_mean(name, set(scope.states) | scope.locals_))
+                self.fail(
+                    node.span,
+                    f"param '{name}' cannot be indexed; params are scalars (use k in its value for a schedule)",
+                )
+            self.fail(
+                node.span,
+                f"undefined name '{name}'",
+                _did_you_mean(name, set(scope.states) | scope.locals_),
+            )
         index_vars = {"k": ir.K}
         if scope.sum_var:
             index_vars[scope.sum_var] = sympy.Symbol(scope.sum_var, integer=True)
         index = self.scalar(node.index, index_vars, "an index")
         poly = sympy.Poly(index, *index_vars.values()) if index.free_symbols else None
-        if scope.sum_var and index.free_symbols == {index_vars[scope.sum_var]} and poly.total_degree() == 1:
+        if (
+            scope.sum_var
+            and index.free_symbols == {index_vars[scope.sum_var]}
+            and poly.total_degree() == 1
+        ):
             offset = index - index_vars[scope.sum_var]
             if not offset.is_integer or offset != 0:
-                self.fail(node.index.span, f"inside a sum, index '{name}' by '{scope.sum_var}' itself", f"write {name}[{scope.sum_var}]")
+                self.fail(
+                    node.index.span,
+                    f"inside a sum, index '{name}' by '{scope.sum_var}' itself",
+                    f"write {name}[{scope.sum_var}]",
+                )
             return Tensor(ir.LinearForm.of(ir.History(name, is_state)), node.span)
-        if index.free_symbols == {ir.K} and poly.total_degree() == 1 and sympy.expand(index - ir.K).is_integer:
+        if (
+            index.free_symbols == {ir.K}
+            and poly.total_degree() == 1
+            and sympy.expand(index - ir.K).is_integer
+        ):
             lag = int(index - ir.K)
             if not is_state:
                 if lag == 0:
                     return self._value_Name(ast.Name(name, node.span), scope)
-                self.fail(node.span, f"local '{name}' has no history outside a sum", f"use sum(i = 0..k, {name}[i]), or make it a state")
+                self.fail(
+                    node.span,
+                    f"local '{name}' has no history outside a sum",
+                    f"use sum(i = 0..k, {name}[i]), or make it a state",
+                )
             if lag == 1:
                 return self._next_state(name, node.span, scope)
             if lag > 1:
-                self.fail(node.index.span, f"'{name}[k{lag:+d}]' lies in the future", "an update can read x[k+1] at most")
+                self.fail(
+                    node.index.span,
+                    f"'{name}[k{lag:+d}]' lies in the future",
+                    "an update can read x[k+1] at most",
+                )
             if lag == 0:
                 return Tensor(ir.LinearForm.of(ir.StateAt(name, 0)), node.span)
             if lag < -64:
-                self.fail(node.index.span, f"lag {lag} is too deep", "read at most 64 iterates back")
+                self.fail(
+                    node.index.span, f"lag {lag} is too deep", "read at most 64 iterates back"
+                )
             return Tensor(ir.LinearForm.of(ir.StateAt(name, lag)), node.span)
         if not index.free_symbols and index == 0 and is_state:
             return Tensor(ir.LinearForm.of(ir.Initial(name)), node.span)
-        self.fail(node.index.span, f"unsupported index '{self.text(node.index)}'", "write x[k+1], x[k], x[k-1], ..., or x[0]")
+        self.fail(
+            node.index.span,
+            f"unsupported index '{self.text(node.index)}'",
+            "write x[k+1], x[k], x[k-1], ..., or x[0]",
+        )
 
     def _value_Call(self, node: ast.Call, scope: _Scope) -> Value:
         func = node.func
         if func in scope.blocks:
             if len(node.args) != 1:
-                self.fail(node.span, f"block '{func}' takes one tensor argument, got {len(node.args)}")
+                self.fail(
+                    node.span, f"block '{func}' takes one tensor argument, got {len(node.args)}"
+                )
             if scope.in_block is not None:
-                self.fail(node.span, f"block call '{self.text(node)}' inside the argument of block '{scope.in_block}'", "compute it first as a local: g = " + self.text(node))
+                self.fail(
+                    node.span,
+                    f"block call '{self.text(node)}' inside the argument of block '{scope.in_block}'",
+                    "compute it first as a local: g = " + self.text(node),
+                )
             scope.in_block = func
             try:
                 arg = self.tensor(node.args[0], scope, f"the argument of {func}")
@@ -236,7 +304,10 @@ class Resolver:
             spec = ELEMENTWISE_MAPS[func]
             if len(node.args) != 1 + len(spec.scalar_args):
                 sig = ", ".join(("e",) + spec.scalar_args)
-                self.fail(node.span, f"{func} takes {1 + len(spec.scalar_args)} argument(s): {func}({sig})")
+                self.fail(
+                    node.span,
+                    f"{func} takes {1 + len(spec.scalar_args)} argument(s): {func}({sig})",
+                )
             arg = self.tensor(node.args[0], scope, f"the argument of {func}")
             scalars = []
             for extra in node.args[1:]:
@@ -244,13 +315,19 @@ class Resolver:
                 if not isinstance(v, Scalar):
                     self.fail(extra.span, f"the extra arguments of {func} must be scalars")
                 if any(self._learnable(s, scope) for s in v.expr.free_symbols):
-                    self.fail(extra.span, f"the extra arguments of {func} must be fixed, not learnable")
+                    self.fail(
+                        extra.span, f"the extra arguments of {func} must be fixed, not learnable"
+                    )
                 scalars.append(v.expr)
             return Tensor(ir.LinearForm.of(ir.MapOut(func, arg, tuple(scalars))), node.span)
         if func == "sum":
             self.fail(node.span, "sum over history is written sum(i = 0..k, expr)")
         known = set(scope.blocks) | set(ELEMENTWISE_MAPS)
-        self.fail(node.func_span, f"unknown function '{func}'", _did_you_mean(func, known) or f"known: {', '.join(sorted(known))}")
+        self.fail(
+            node.func_span,
+            f"unknown function '{func}'",
+            _did_you_mean(func, known) or f"known: {', '.join(sorted(known))}",
+        )
 
     def _learnable(self, symbol, scope: _Scope) -> bool:
         name = ir.symbol_param(symbol) if isinstance(symbol, sympy.Symbol) else None
@@ -258,12 +335,18 @@ class Resolver:
 
     def _value_HistorySum(self, node: ast.HistorySum, scope: _Scope) -> Value:
         if node.func != "sum":
-            self.fail(node.span, f"'{node.func}(i = ..)' is not a function; did you mean sum(i = 0..k, ...)?")
+            self.fail(
+                node.span,
+                f"'{node.func}(i = ..)' is not a function; did you mean sum(i = 0..k, ...)?",
+            )
         if scope.sum_var is not None:
             self.fail(node.span, "sums cannot be nested")
         var = node.var
         if var in scope.states or var in scope.params or var in scope.locals_ or var in RESERVED:
-            self.fail(node.span, f"the summation index '{var}' hides another name; pick a fresh one (i, j)")
+            self.fail(
+                node.span,
+                f"the summation index '{var}' hides another name; pick a fresh one (i, j)",
+            )
         lo = self.scalar(node.lo, {}, "the lower bound of a sum")
         if not lo.is_integer or lo < 0:
             self.fail(node.lo.span, "the lower bound of a sum must be a non-negative integer")
@@ -277,13 +360,21 @@ class Resolver:
             scope.sum_var = None
         for atom in body.atoms():
             if not isinstance(atom, ir.History):
-                self.fail(node.body.span, f"every term of a sum must be indexed by '{var}', like g[{var}]; '{atom.show()}' is not")
+                self.fail(
+                    node.body.span,
+                    f"every term of a sum must be indexed by '{var}', like g[{var}]; '{atom.show()}' is not",
+                )
         for _, coef in body.terms:
             if ir.K in coef.free_symbols:
                 self.fail(node.body.span, "the terms of a sum may depend on the index, not on k")
             if any(self._learnable(s, scope) for s in coef.free_symbols):
-                self.fail(node.body.span, "the coefficients inside a sum must be fixed, not learnable")
-        return Tensor(ir.LinearForm.of(ir.HistorySum(sympy.Symbol(var, integer=True), int(lo), body)), node.span)
+                self.fail(
+                    node.body.span, "the coefficients inside a sum must be fixed, not learnable"
+                )
+        return Tensor(
+            ir.LinearForm.of(ir.HistorySum(sympy.Symbol(var, integer=True), int(lo), body)),
+            node.span,
+        )
 
     def _value_Neg(self, node: ast.Neg, scope: _Scope) -> Value:
         v = self.value(node.operand, scope)
@@ -300,7 +391,14 @@ class Resolver:
                 if right.expr == 0:
                     self.fail(node.right.span, "division by zero")
                 return Scalar(left.expr / right.expr, node.span)
-            return Scalar({"+": left.expr + right.expr, "-": left.expr - right.expr, "*": left.expr * right.expr}[op], node.span)
+            return Scalar(
+                {
+                    "+": left.expr + right.expr,
+                    "-": left.expr - right.expr,
+                    "*": left.expr * right.expr,
+                }[op],
+                node.span,
+            )
         if op in "+-":
             if isinstance(left, Scalar) or isinstance(right, Scalar):
                 scalar = left if isinstance(left, Scalar) else right
@@ -322,7 +420,11 @@ class Resolver:
             return Tensor(tensor.form.scale(scalar.expr), node.span)
         # division
         if isinstance(right, Tensor):
-            self.fail(node.span, f"division by a tensor expression: '{self.text(node)}'", "coefficients must be scalars (numbers, params, k)")
+            self.fail(
+                node.span,
+                f"division by a tensor expression: '{self.text(node)}'",
+                "coefficients must be scalars (numbers, params, k)",
+            )
         if right.expr == 0:
             self.fail(node.right.span, "division by zero")
         return Tensor(left.form.scale(1 / right.expr), node.span)
@@ -330,22 +432,42 @@ class Resolver:
     def tensor(self, node, scope: _Scope, what: str) -> ir.LinearForm:
         v = self.value(node, scope)
         if isinstance(v, Scalar):
-            self.fail(node.span, f"{what} must be a tensor expression, but '{self.text(node)}' is a scalar")
+            self.fail(
+                node.span,
+                f"{what} must be a tensor expression, but '{self.text(node)}' is a scalar",
+            )
         return v.form
 
     # ------------------------------------------------------------ declarations
     def network(self, node: ast.Network) -> ir.Network:
         name = node.name.id
         if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-            self.fail(node.name.span, f"network name '{name}' is a Python keyword", "pick a CamelCase class name such as Nesterov")
+            self.fail(
+                node.name.span,
+                f"network name '{name}' is a Python keyword",
+                "pick a CamelCase class name such as Nesterov",
+            )
         if not name[0].isupper():
-            self.fail(node.name.span, f"network name '{name}' is not a CamelCase class name", f"write {name[0].upper() + name[1:]}")
+            self.fail(
+                node.name.span,
+                f"network name '{name}' is not a CamelCase class name",
+                f"write {name[0].upper() + name[1:]}",
+            )
         decls: dict[type, list] = {}
         for d in node.decls:
             decls.setdefault(type(d), []).append(d)
-        for kind, label in ((ast.StateDecl, "state"), (ast.LayersDecl, "layers"), (ast.UpdateDecl, "update"), (ast.OutputDecl, "output")):
+        for kind, label in (
+            (ast.StateDecl, "state"),
+            (ast.LayersDecl, "layers"),
+            (ast.UpdateDecl, "update"),
+            (ast.OutputDecl, "output"),
+        ):
             if len(decls.get(kind, [])) > 1:
-                self.fail(decls[kind][1].span, f"'{label}' is declared twice in network {name}", "merge the two declarations")
+                self.fail(
+                    decls[kind][1].span,
+                    f"'{label}' is declared twice in network {name}",
+                    "merge the two declarations",
+                )
         for role in ("solver", "backward"):
             dup = [d for d in decls.get(ast.SolverDecl, []) if d.role == role]
             if len(dup) > 1:
@@ -353,16 +475,24 @@ class Resolver:
         if ast.StateDecl not in decls:
             self.fail(node.name.span, f"network {name} declares no state", "add a line: state x")
         if ast.UpdateDecl not in decls:
-            self.fail(node.name.span, f"network {name} has no update", "add: update { x+ = x - t*T(x) }")
+            self.fail(
+                node.name.span, f"network {name} has no update", "add: update { x+ = x - t*T(x) }"
+            )
 
         taken: dict[str, str] = {}
 
         def claim(ident: ast.Ident, what: str) -> None:
             word = ident.id
             if word in RESERVED:
-                self.fail(ident.span, f"'{word}' is a word of the language ({RESERVED[word]}) and cannot name a {what}")
+                self.fail(
+                    ident.span,
+                    f"'{word}' is a word of the language ({RESERVED[word]}) and cannot name a {what}",
+                )
             if word in ELEMENTWISE_MAPS:
-                self.fail(ident.span, f"'{word}' is a built-in map of the language and cannot name a {what}")
+                self.fail(
+                    ident.span,
+                    f"'{word}' is a built-in map of the language and cannot name a {what}",
+                )
             if word in taken:
                 self.fail(ident.span, f"'{word}' is already declared as a {taken[word]}")
             taken[word] = what
@@ -380,7 +510,11 @@ class Resolver:
             else:
                 depth = layers.depth
                 if not 1 <= depth <= MAX_DEPTH:
-                    self.fail(layers.span, f"layers {depth} is out of range", f"use between 1 and {MAX_DEPTH} layers")
+                    self.fail(
+                        layers.span,
+                        f"layers {depth} is out of range",
+                        f"use between 1 and {MAX_DEPTH} layers",
+                    )
 
         blocks: dict[str, ir.Block] = {}
         for d in decls.get(ast.BlockDecl, []):
@@ -396,7 +530,11 @@ class Resolver:
         if len(layouts) > 1:
             first = next(iter(blocks.values()))
             odd = next(b for b in blocks.values() if b.layout != first.layout)
-            self.fail(odd.span, f"block '{odd.name}' takes {LAYOUTS[odd.layout]} inputs but block '{first.name}' takes {LAYOUTS[first.layout]}", "all blocks of one network share a layout")
+            self.fail(
+                odd.span,
+                f"block '{odd.name}' takes {LAYOUTS[odd.layout]} inputs but block '{first.name}' takes {LAYOUTS[first.layout]}",
+                "all blocks of one network share a layout",
+            )
 
         params: dict[str, ir.Param] = {}
         param_decls = decls.get(ast.ParamDecl, [])
@@ -406,13 +544,19 @@ class Resolver:
             params[d.name.id] = self.param(d, params, {p.name.id for p in param_decls}, depth)
 
         init = self.init(decls.get(ast.InitDecl, []), states, params)
-        statements, reasons, uses_input = self.update(decls[ast.UpdateDecl][0], states, params, blocks, taken)
+        statements, reasons, uses_input = self.update(
+            decls[ast.UpdateDecl][0], states, params, blocks, taken
+        )
 
         output = states[0]
         if ast.OutputDecl in decls:
             out = decls[ast.OutputDecl][0]
             if out.name.id not in states:
-                self.fail(out.name.span, f"output '{out.name.id}' is not a state", _did_you_mean(out.name.id, states))
+                self.fail(
+                    out.name.span,
+                    f"output '{out.name.id}' is not a state",
+                    _did_you_mean(out.name.id, states),
+                )
             output = out.name.id
 
         solver = backward = None
@@ -429,7 +573,11 @@ class Resolver:
             d = decls[ast.SolverDecl][0]
             self.report.warn(d.span, f"'{d.role}' has no effect: network {name} is explicit")
         if equilibrium and not uses_input:
-            self.report.warn(node.name.span, f"equilibrium network {name} never reads 'input' in its update", "inject the input, e.g. x+ = x - t*T(x) + t*(input - x)")
+            self.report.warn(
+                node.name.span,
+                f"equilibrium network {name} never reads 'input' in its update",
+                "inject the input, e.g. x+ = x - t*T(x) + t*(input - x)",
+            )
 
         rule = "; ".join(s.text for s in decls[ast.UpdateDecl][0].statements)
         net = ir.Network(
@@ -457,14 +605,26 @@ class Resolver:
     def check_equilibrium(self, node: ast.Network, statements, params, implicit: bool) -> None:
         """An equilibrium iterates one shared update to its fixed point: no layer index, no history sums."""
         if implicit:
-            self.fail(node.name.span, f"equilibrium network {node.name.id} also applies a block to a next iterate", "an equilibrium is solved as a whole; write the update explicitly")
+            self.fail(
+                node.name.span,
+                f"equilibrium network {node.name.id} also applies a block to a next iterate",
+                "an equilibrium is solved as a whole; write the update explicitly",
+            )
         for p in params.values():
             if p.depends_on_k or p.per_layer:
-                self.fail(p.span, f"param {p.name} depends on the layer, but an equilibrium network has no layers", "use a constant value")
+                self.fail(
+                    p.span,
+                    f"param {p.name} depends on the layer, but an equilibrium network has no layers",
+                    "use a constant value",
+                )
         for st in statements:
             for atom in st.form.walk():
                 if isinstance(atom, (ir.HistorySum, ir.Initial)):
-                    self.fail(st.span, f"'{atom.show()}' has no meaning in an equilibrium network", "an equilibrium has no layer history")
+                    self.fail(
+                        st.span,
+                        f"'{atom.show()}' has no meaning in an equilibrium network",
+                        "an equilibrium has no layer history",
+                    )
             for _, coef in st.form.terms:
                 if ir.K in coef.free_symbols:
                     self.fail(st.span, "k has no meaning in an equilibrium network")
@@ -472,7 +632,11 @@ class Resolver:
     def block(self, d: ast.BlockDecl, shared: bool) -> ir.Block:
         kind_name = d.kind.id
         if kind_name not in BLOCK_KINDS:
-            self.fail(d.kind.span, f"unknown block kind '{kind_name}'", _did_you_mean(kind_name, BLOCK_KINDS) or f"known kinds: {', '.join(BLOCK_KINDS)}")
+            self.fail(
+                d.kind.span,
+                f"unknown block kind '{kind_name}'",
+                _did_you_mean(kind_name, BLOCK_KINDS) or f"known kinds: {', '.join(BLOCK_KINDS)}",
+            )
         kind = BLOCK_KINDS[kind_name]
         args: dict[str, object] = {}
         target = None
@@ -480,8 +644,13 @@ class Resolver:
         if kind_name == "custom":
             spec.update(CUSTOM_META_ARGS)
             positional = [a for a in d.args if a.key is None]
-            if not positional or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", positional[0].value.value):
-                self.fail(d.span, 'custom needs the class as its first argument: custom("pkg.module:Class", ...)')
+            if not positional or not re.fullmatch(
+                r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", positional[0].value.value
+            ):
+                self.fail(
+                    d.span,
+                    'custom needs the class as its first argument: custom("pkg.module:Class", ...)',
+                )
             target = positional[0].value.value
             if len(positional) > 1:
                 self.fail(positional[1].span, "custom takes one positional argument, the class")
@@ -497,33 +666,60 @@ class Resolver:
                 if kind_name == "custom":
                     args[key] = self.custom_arg(a)
                     continue
-                self.fail(a.key.span, f"{kind_name} has no argument '{key}'", _did_you_mean(key, spec) or (f"its arguments: {', '.join(spec)}" if spec else f"{kind_name} takes no arguments"))
+                self.fail(
+                    a.key.span,
+                    f"{kind_name} has no argument '{key}'",
+                    _did_you_mean(key, spec)
+                    or (
+                        f"its arguments: {', '.join(spec)}"
+                        if spec
+                        else f"{kind_name} takes no arguments"
+                    ),
+                )
             arg = spec[key]
             if arg.kind == "choice":
-                word = a.value.value if isinstance(a.value, ast.StringLit) else getattr(a.value, "id", None)
+                word = (
+                    a.value.value
+                    if isinstance(a.value, ast.StringLit)
+                    else getattr(a.value, "id", None)
+                )
                 if word is None or word not in arg.choices:
                     shown = word if word is not None else self.text(a.value)
-                    self.fail(a.value.span, f"'{shown}' is not a valid {key} for {kind_name}", _did_you_mean(str(shown), arg.choices) or f"choose one of: {', '.join(arg.choices)}")
+                    self.fail(
+                        a.value.span,
+                        f"'{shown}' is not a valid {key} for {kind_name}",
+                        _did_you_mean(str(shown), arg.choices)
+                        or f"choose one of: {', '.join(arg.choices)}",
+                    )
                 args[key] = word
             else:
                 if isinstance(a.value, ast.StringLit):
-                    self.fail(a.value.span, f"{key} must be an integer expression in dim, not a string")
+                    self.fail(
+                        a.value.span, f"{key} must be an integer expression in dim, not a string"
+                    )
                 value = sympy.expand(self.scalar(a.value, {"dim": DIM}, f"the argument {key}"))
                 self._check_int_arg(value, a.value.span, key)
                 args[key] = value
         layout = kind.layout or str(args.get("layout", "vector"))
-        full = {k: (v.default if not isinstance(v.default, str) or v.kind == "choice" else DIM) for k, v in spec.items()}
+        full = {
+            k: (v.default if not isinstance(v.default, str) or v.kind == "choice" else DIM)
+            for k, v in spec.items()
+        }
         full.update(args)
         if kind_name == "custom":
             full = {k: v for k, v in full.items() if k in args or k in CUSTOM_META_ARGS}
-        return ir.Block(d.name.id, kind_name, tuple(sorted(full.items())), shared, layout, d.span, target)
+        return ir.Block(
+            d.name.id, kind_name, tuple(sorted(full.items())), shared, layout, d.span, target
+        )
 
     def custom_arg(self, a: ast.BlockArg):
         if isinstance(a.value, ast.StringLit):
             return a.value.value
         if isinstance(a.value, ast.Name) and a.value.id in ("true", "false", "none"):
             return {"true": True, "false": False, "none": None}[a.value.id]
-        return sympy.nsimplify(self.scalar(a.value, {"dim": DIM}, f"the argument {a.key.id}"), rational=True)
+        return sympy.nsimplify(
+            self.scalar(a.value, {"dim": DIM}, f"the argument {a.key.id}"), rational=True
+        )
 
     def _check_int_arg(self, value: sympy.Expr, span: Span, key: str) -> None:
         for dim in (1, 2, 3, 64):
@@ -535,17 +731,27 @@ class Resolver:
         if value.free_symbols - {DIM}:
             self.fail(span, f"{key} may only use dim and numbers")
 
-    def param(self, d: ast.ParamDecl, fixed: dict[str, ir.Param], declared: set[str], depth: int) -> ir.Param:
+    def param(
+        self, d: ast.ParamDecl, fixed: dict[str, ir.Param], declared: set[str], depth: int
+    ) -> ir.Param:
         allowed: dict[str, sympy.Expr] = {"k": ir.K}
         for p in fixed.values():
             if not p.learnable:
                 allowed[p.name] = p.value
         for other in declared - set(fixed):
             if other != d.name.id and _mentions(d.value, other):
-                self.fail(d.value.span, f"param '{d.name.id}' uses '{other}', which is declared after it", "declare params before they are used")
+                self.fail(
+                    d.value.span,
+                    f"param '{d.name.id}' uses '{other}', which is declared after it",
+                    "declare params before they are used",
+                )
         for p in fixed.values():
             if p.learnable and _mentions(d.value, p.name):
-                self.fail(d.value.span, f"param '{d.name.id}' uses the learnable param '{p.name}'", "a param's value may only use numbers, k and fixed params; write the product in the update instead")
+                self.fail(
+                    d.value.span,
+                    f"param '{d.name.id}' uses the learnable param '{p.name}'",
+                    "a param's value may only use numbers, k and fixed params; write the product in the update instead",
+                )
         value = sympy.simplify(self.scalar(d.value, allowed, f"the value of param {d.name.id}"))
         bound = None
         if d.positive:
@@ -560,16 +766,26 @@ class Resolver:
                 self.fail(iv.span, "use either 'positive' or an interval, not both")
             bound = ir.Bound(lo, hi, iv.lo_closed, iv.hi_closed)
         if d.per_layer and not d.learnable:
-            self.fail(d.span, f"per_layer only applies to learnable params; '{d.name.id}' is fixed", "add 'learnable', or use k in its value for a schedule")
+            self.fail(
+                d.span,
+                f"per_layer only applies to learnable params; '{d.name.id}' is fixed",
+                "add 'learnable', or use k in its value for a schedule",
+            )
         if d.learnable and ir.K in value.free_symbols and not d.per_layer:
-            self.fail(d.value.span, f"learnable param '{d.name.id}' depends on k but is shared by all layers", "add 'per_layer'")
+            self.fail(
+                d.value.span,
+                f"learnable param '{d.name.id}' depends on k but is shared by all layers",
+                "add 'per_layer'",
+            )
         param = ir.Param(d.name.id, value, d.learnable, d.per_layer, bound, d.positive, d.span)
         values = self.layer_values(param, d, depth)
         if bound is not None:
             self.check_bound(param, d, values)
         return param
 
-    def layer_values(self, param: ir.Param, d: ast.ParamDecl, depth: int) -> list[tuple[int, float]]:
+    def layer_values(
+        self, param: ir.Param, d: ast.ParamDecl, depth: int
+    ) -> list[tuple[int, float]]:
         """The value at every layer k < depth (k-dependent) or once; an undefined value is an error."""
         layers = list(range(min(depth, MAX_DEPTH))) if param.depends_on_k else [0]
         fn = sympy.lambdify(ir.K, param.value, "math")
@@ -581,17 +797,26 @@ class Resolver:
                 v = math.nan
             if not math.isfinite(v):
                 at = f" at layer k={k}" if param.depends_on_k else ""
-                self.fail(d.value.span, f"param {param.name} is undefined{at} (division by zero or overflow)", "keep the value finite at every layer")
+                self.fail(
+                    d.value.span,
+                    f"param {param.name} is undefined{at} (division by zero or overflow)",
+                    "keep the value finite at every layer",
+                )
             values.append((k, v))
         return values
 
-    def check_bound(self, param: ir.Param, d: ast.ParamDecl, values: list[tuple[int, float]]) -> None:
+    def check_bound(
+        self, param: ir.Param, d: ast.ParamDecl, values: list[tuple[int, float]]
+    ) -> None:
         for k, v in values:
             inside = param.bound.contains(v)
             strict = ir.Bound(param.bound.lo, param.bound.hi, False, False).contains(v)
             at = f" at layer k={k}" if param.depends_on_k else ""
             if not inside:
-                self.fail(d.value.span, f"param {param.name} = {_show(v)}{at} violates its constraint {param.bound.show(param.name)}")
+                self.fail(
+                    d.value.span,
+                    f"param {param.name} = {_show(v)}{at} violates its constraint {param.bound.show(param.name)}",
+                )
             if param.learnable and not strict:
                 self.fail(
                     d.value.span,
@@ -599,17 +824,27 @@ class Resolver:
                     "a reparametrized param can only approach its bounds; start strictly inside",
                 )
 
-    def init(self, decls: list[ast.InitDecl], states: list[str], params: dict[str, ir.Param]) -> list[ir.InitAssign]:
+    def init(
+        self, decls: list[ast.InitDecl], states: list[str], params: dict[str, ir.Param]
+    ) -> list[ir.InitAssign]:
         given: dict[str, ast.InitAssign] = {}
         for d in decls:
             for a in d.assigns:
                 if a.target.id not in states:
-                    self.fail(a.target.span, f"init of '{a.target.id}', which is not a state", _did_you_mean(a.target.id, states))
+                    self.fail(
+                        a.target.span,
+                        f"init of '{a.target.id}', which is not a state",
+                        _did_you_mean(a.target.id, states),
+                    )
                 if a.target.id in given:
                     self.fail(a.target.span, f"state '{a.target.id}' is initialised twice")
                 given[a.target.id] = a
         ready = {s for s in states if s not in given}
-        result = [ir.InitAssign(s, ir.LinearForm.of(ir.InputValue()), Span.point(1, 1)) for s in states if s not in given]
+        result = [
+            ir.InitAssign(s, ir.LinearForm.of(ir.InputValue()), Span.point(1, 1))
+            for s in states
+            if s not in given
+        ]
         pending = list(given.values())
         while pending:
             progress = False
@@ -622,20 +857,30 @@ class Resolver:
                     progress = True
             if not progress:
                 a = pending[0]
-                self.fail(a.span, f"the init of '{a.target.id}' depends on itself through other inits")
+                self.fail(
+                    a.span, f"the init of '{a.target.id}' depends on itself through other inits"
+                )
         return result
 
     def init_form(self, node, states: list[str], params: dict[str, ir.Param]) -> ir.LinearForm:
         if isinstance(node, ast.Number):
             if self.number(node) == 0:
                 return ir.LinearForm()
-            self.fail(node.span, f"init to the number {node.text}: a state starts as a tensor", "use 0, input, or another state")
+            self.fail(
+                node.span,
+                f"init to the number {node.text}: a state starts as a tensor",
+                "use 0, input, or another state",
+            )
         if isinstance(node, ast.Name):
             if node.id == "input":
                 return ir.LinearForm.of(ir.InputValue())
             if node.id in states:
                 return ir.LinearForm.of(ir.Initial(node.id))
-            self.fail(node.span, f"'{node.id}' cannot be used in an init", "an init may use input, states, 0 and params")
+            self.fail(
+                node.span,
+                f"'{node.id}' cannot be used in an init",
+                "an init may use input, states, 0 and params",
+            )
         scope = _Scope(tuple(states), params, {})
         scope.assigned = set()
         value = self.value(node, scope)
@@ -649,11 +894,17 @@ class Resolver:
             if isinstance(atom, ir.StateAt) and atom.lag == 0:
                 atom = ir.Initial(atom.name)
             elif not isinstance(atom, ir.InputValue):
-                self.fail(node.span, f"'{atom.show()}' cannot be used in an init", "an init may use input, states, 0 and params")
+                self.fail(
+                    node.span,
+                    f"'{atom.show()}' cannot be used in an init",
+                    "an init may use input, states, 0 and params",
+                )
             terms[atom] = terms.get(atom, 0) + coef
         return ir.LinearForm.from_dict(terms)
 
-    def update(self, d: ast.UpdateDecl, states: list[str], params, blocks, taken) -> tuple[list[ir.Assign], list[str], bool]:
+    def update(
+        self, d: ast.UpdateDecl, states: list[str], params, blocks, taken
+    ) -> tuple[list[ir.Assign], list[str], bool]:
         scope = _Scope(tuple(states), params, blocks)
         self._local_names = set()
         statements = []
@@ -662,14 +913,27 @@ class Resolver:
             scope.current_target = target
             if is_state:
                 if target in scope.assigned:
-                    self.fail(tspan, f"state '{target}' is assigned twice in one update", "each state gets one new value per layer; use a local for intermediate values")
+                    self.fail(
+                        tspan,
+                        f"state '{target}' is assigned twice in one update",
+                        "each state gets one new value per layer; use a local for intermediate values",
+                    )
             else:
                 if target in scope.locals_:
-                    self.fail(tspan, f"local '{target}' is assigned twice in one update", "give the second value another name")
+                    self.fail(
+                        tspan,
+                        f"local '{target}' is assigned twice in one update",
+                        "give the second value another name",
+                    )
                 if target in taken:
-                    self.fail(tspan, f"'{target}' is a {taken[target]}; it cannot be assigned in the update")
+                    self.fail(
+                        tspan,
+                        f"'{target}' is a {taken[target]}; it cannot be assigned in the update",
+                    )
                 if target in RESERVED or target in ELEMENTWISE_MAPS:
-                    self.fail(tspan, f"'{target}' is a word of the language and cannot name a local")
+                    self.fail(
+                        tspan, f"'{target}' is a word of the language and cannot name a local"
+                    )
             before = len(scope.forward_refs)
             form = self.tensor(stmt.value, scope, f"the new value of '{target}'")
             for name, span in scope.forward_refs[before:]:
@@ -690,19 +954,31 @@ class Resolver:
             scope.current_target = None
         missing = [s for s in states if s not in scope.assigned]
         if missing:
-            self.fail(d.span, f"state '{missing[0]}' is never assigned in the update", f"add a statement {missing[0]}+ = ... (write {missing[0]}+ = {missing[0]} to keep it)")
+            self.fail(
+                d.span,
+                f"state '{missing[0]}' is never assigned in the update",
+                f"add a statement {missing[0]}+ = ... (write {missing[0]}+ = {missing[0]} to keep it)",
+            )
         return statements, scope.implicit_reasons, scope.uses_input
 
     def target(self, node, scope: _Scope) -> tuple[str, bool, Span]:
         if isinstance(node, ast.NextName):
             if node.id not in scope.states:
-                self.fail(node.span, f"'{node.id}+' : '{node.id}' is not a state", _did_you_mean(node.id, scope.states) or "declare it: state " + node.id)
+                self.fail(
+                    node.span,
+                    f"'{node.id}+' : '{node.id}' is not a state",
+                    _did_you_mean(node.id, scope.states) or "declare it: state " + node.id,
+                )
             return node.id, True, node.span
         if isinstance(node, ast.Indexed):
             index = self.scalar(node.index, {"k": ir.K}, "an index")
             if node.id in scope.states and index == ir.K + 1:
                 return node.id, True, node.span
-            self.fail(node.span, f"cannot assign to '{self.text(node)}'", f"assign the next iterate: {node.id}+ = ... or {node.id}[k+1] = ...")
+            self.fail(
+                node.span,
+                f"cannot assign to '{self.text(node)}'",
+                f"assign the next iterate: {node.id}+ = ... or {node.id}[k+1] = ...",
+            )
         name = node.id
         if name in scope.states:
             return name, True, node.span
@@ -716,12 +992,25 @@ class Resolver:
         table = SOLVERS if d.role == "solver" else BACKWARDS
         name = d.name.id
         if name not in table:
-            self.fail(d.name.span, f"unknown {d.role} '{name}'", _did_you_mean(name, table) or f"known: {', '.join(table)}")
+            self.fail(
+                d.name.span,
+                f"unknown {d.role} '{name}'",
+                _did_you_mean(name, table) or f"known: {', '.join(table)}",
+            )
         options = dict(table[name])
         for opt in d.options:
             key = opt.key.id
             if key not in table[name]:
-                self.fail(opt.key.span, f"{d.role} {name} has no option '{key}'", _did_you_mean(key, table[name]) or (f"its options: {', '.join(table[name])}" if table[name] else f"{name} takes no options"))
+                self.fail(
+                    opt.key.span,
+                    f"{d.role} {name} has no option '{key}'",
+                    _did_you_mean(key, table[name])
+                    or (
+                        f"its options: {', '.join(table[name])}"
+                        if table[name]
+                        else f"{name} takes no options"
+                    ),
+                )
             value = self.scalar(opt.value, {}, f"the option {key}")
             if value <= 0:
                 self.fail(opt.value.span, f"option {key} must be positive")
@@ -731,7 +1020,9 @@ class Resolver:
                 options[key] = int(value)
             else:
                 options[key] = float(value)
-        return ir.SolverSpec(name, tuple((k, v) for k, v in options.items() if v is not None), d.span)
+        return ir.SolverSpec(
+            name, tuple((k, v) for k, v in options.items() if v is not None), d.span
+        )
 
 
 def _show(v: float) -> str:
@@ -759,7 +1050,9 @@ def _state_names(node, states: list[str]) -> set[str]:
     return found
 
 
-def resolve(module: ast.Module, source: SourceFile, warnings: list | None = None) -> list[ir.Network]:
+def resolve(
+    module: ast.Module, source: SourceFile, warnings: list | None = None
+) -> list[ir.Network]:
     """Check every network of a parsed file and return their IR (warnings appended to `warnings`)."""
     resolver = Resolver(source)
     networks = []
@@ -768,12 +1061,20 @@ def resolve(module: ast.Module, source: SourceFile, warnings: list | None = None
         file_name = snake_case(node.name.id)
         if file_name in seen:
             other = seen[file_name].name.id
-            what = "defined twice" if other == node.name.id else f"writes the same file as network {other} ({file_name}.py)"
+            what = (
+                "defined twice"
+                if other == node.name.id
+                else f"writes the same file as network {other} ({file_name}.py)"
+            )
             resolver.fail(node.name.span, f"network {node.name.id} is {what}")
         seen[file_name] = node
         networks.append(resolver.network(node))
     if not networks:
-        resolver.fail(Span.point(1, 1), "no network in this file", "a file holds one or more `network Name { ... }` items")
+        resolver.fail(
+            Span.point(1, 1),
+            "no network in this file",
+            "a file holds one or more `network Name { ... }` items",
+        )
     if warnings is not None:
         warnings.extend(resolver.report.warnings)
     return networks

@@ -16,11 +16,11 @@ class Span:
     end_col: int
 
     @staticmethod
-    def point(line: int, col: int) -> "Span":
+    def point(line: int, col: int) -> Span:
         return Span(line, col, line, col + 1)
 
     @staticmethod
-    def of(meta_or_token) -> "Span":
+    def of(meta_or_token) -> Span:
         """The span of a lark tree meta or token."""
         line = getattr(meta_or_token, "line", None) or 1
         col = getattr(meta_or_token, "column", None) or 1
@@ -28,7 +28,7 @@ class Span:
         end_col = getattr(meta_or_token, "end_column", None) or col + 1
         return Span(line, col, end_line, end_col)
 
-    def join(self, other: "Span") -> "Span":
+    def join(self, other: Span) -> Span:
         start = min((self.line, self.col), (other.line, other.col))
         end = max((self.end_line, self.end_col), (other.end_line, other.end_col))
         return Span(start[0], start[1], end[0], end[1])

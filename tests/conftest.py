@@ -30,7 +30,9 @@ def assert_generated_tests_pass(folder: Path, cwd: Path, timeout: int = 300) -> 
     assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-2000:]
 
 
-def run_optgen(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_optgen(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "optgen", *args],
         cwd=cwd or ROOT,

@@ -52,7 +52,9 @@ PPM = "network Ppm { state x; param t = 0.1; block T = mlp(hidden=dim); layers 4
 
 
 def roots_of(c):
-    return sorted((complex(re, im) for re, im in c.as_dict()["roots"]), key=lambda z: (-abs(z), -z.real))
+    return sorted(
+        (complex(re, im) for re, im in c.as_dict()["roots"]), key=lambda z: (-abs(z), -z.real)
+    )
 
 
 # ---------------------------------------------------------------- the worked table of analysis.md section 2
@@ -86,7 +88,9 @@ def test_heavy_ball_is_a_classical_lmm_with_sigma():
 def test_degree_counts_every_lag_and_keeps_zero_roots():
     ab2 = "network Ab { state x; param t = 0.1; block T = mlp(hidden=dim); update { x+ = x - t*(1.5*T(x) - 0.5*T(x-)) } }"
     assert cert(ab2).as_dict()["rho"] == pytest.approx([0, -1, 1])  # z^2 - z
-    neg = "network Ng { state x; param t = 0.1; block T = mlp(hidden=dim); update { x+ = -t*T(x) } }"
+    neg = (
+        "network Ng { state x; param t = 0.1; block T = mlp(hidden=dim); update { x+ = -t*T(x) } }"
+    )
     c = cert(neg).as_dict()
     assert c["rho"] == pytest.approx([0, 1])  # z
     assert c["consistent"] is False and "rho(1) = 1" in c["consistency"]
@@ -111,7 +115,7 @@ def test_beta_above_one_names_the_root_outside(rule):
     assert d["zero_stability"] == "root 1.2 of rho lies outside the unit circle"
     assert d["consistent"] is False and d["step"] == pytest.approx(-0.5)  # h = t/(1 - beta) < 0
     assert d["spectral_radius"] == pytest.approx(1.2)
-    (span, message) = c.failures()[0]
+    span, message = c.failures()[0]
     assert "root 1.2 of rho lies outside the unit circle" in message and span.line >= 1
     assert d["diagnostics"][0]["severity"] == "warning"
     assert "root 1.2" in d["diagnostics"][0]["message"]
@@ -151,10 +155,16 @@ def test_nesterov_with_beta_k_has_one_radius_per_layer():
     d = cert(nesterov("k/(k+3)", layers=12)).as_dict()
     assert len(d["per_layer"]) == 12
     assert all(r == pytest.approx(1.0) for r in d["per_layer"])
-    assert d["amplification"] is not None and numpy.isfinite(d["amplification"]) and d["amplification"] >= 1
+    assert (
+        d["amplification"] is not None
+        and numpy.isfinite(d["amplification"])
+        and d["amplification"] >= 1
+    )
     assert d["zero_stable"] is True and d["consistent"] is True
     assert d["rho"] == pytest.approx([0, -1, 1])  # layer 0: beta_0 = 0
-    assert d["per_layer_step"] == pytest.approx([0.1 * (k + 3) / 3 for k in range(12)])  # t/(1 - beta_k)
+    assert d["per_layer_step"] == pytest.approx(
+        [0.1 * (k + 3) / 3 for k in range(12)]
+    )  # t/(1 - beta_k)
     assert any("as k -> infinity" in n and "double root" in n for n in d["notes"])
     assert d["conditions"] == ["-1 <= beta < 1"]
 
@@ -221,7 +231,9 @@ def test_ladmm_spectrum_matches_the_update_applied_to_basis_vectors():
     matrix = numpy.column_stack([ladmm_step(e) for e in numpy.eye(3)])
     expected = numpy.linalg.eigvals(matrix)
     got = [complex(re, im) for re, im in d["roots"]]
-    assert sorted(got, key=lambda z: (z.real, z.imag)) == pytest.approx(sorted(expected, key=lambda z: (z.real, z.imag)))
+    assert sorted(got, key=lambda z: (z.real, z.imag)) == pytest.approx(
+        sorted(expected, key=lambda z: (z.real, z.imag))
+    )
     assert numpy.array(d["matrix"], dtype=float) == pytest.approx(matrix)
     assert d["rho"] == pytest.approx(numpy.poly(matrix)[::-1])
     assert d["zero_stable"] is True and d["consistent"] is True
@@ -275,9 +287,13 @@ def test_custom_block_is_unknown():
     assert d["universal"]["guaranteed"] is None
 
 
-@pytest.mark.parametrize("wrap", ["relu(x - t*T(x))", "softshrink(x - t*T(x), 0.1)"], ids=["relu", "softshrink"])
+@pytest.mark.parametrize(
+    "wrap", ["relu(x - t*T(x))", "softshrink(x - t*T(x), 0.1)"], ids=["relu", "softshrink"]
+)
 def test_fixed_maps_lie_outside_the_theory(wrap):
-    c = cert(f"network Px {{ state x; param t = 0.1; block T = mlp(hidden=dim); update {{ x+ = {wrap} }} }}")
+    c = cert(
+        f"network Px {{ state x; param t = 0.1; block T = mlp(hidden=dim); update {{ x+ = {wrap} }} }}"
+    )
     d = c.as_dict()
     assert d["universal"]["guaranteed"] is None
     assert "outside the theory" in d["universal"]["reasons"][0]
@@ -304,9 +320,17 @@ def test_analysis_is_deterministic():
 
 def test_summary_and_text():
     c = cert(nesterov("0.9", t="1.0"))
-    assert c.summary() == "Nv: explicit, rho = z^2 - 1.9z + 0.9, zero-stable, consistent, h = 10, universal: guaranteed"
+    assert (
+        c.summary()
+        == "Nv: explicit, rho = z^2 - 1.9z + 0.9, zero-stable, consistent, h = 10, universal: guaranteed"
+    )
     text = c.render_text()
-    for piece in ["rho(z) = z^2 - 1.9z + 0.9", "conditions: -1 <= beta < 1", "universal: guaranteed", "zero-stable: yes"]:
+    for piece in [
+        "rho(z) = z^2 - 1.9z + 0.9",
+        "conditions: -1 <= beta < 1",
+        "universal: guaranteed",
+        "zero-stable: yes",
+    ]:
         assert piece in text
 
 
@@ -318,4 +342,7 @@ def test_analysis_imports_no_torch_jinja_or_black():
     for path in Path(optgen.analysis.__file__).parent.glob("*.py"):
         source = path.read_text()
         for name in ("torch", "jinja2", "black"):
-            assert f"import {name}" not in source and f"from {name}" not in source, (path.name, name)
+            assert f"import {name}" not in source and f"from {name}" not in source, (
+                path.name,
+                name,
+            )

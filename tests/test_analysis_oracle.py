@@ -91,7 +91,10 @@ def _num(x: Fraction) -> str:
 
 
 def rule_text(i: int, a, b, t) -> str:
-    params = "; ".join(f"param {n} = {_num(Fraction(v))}" for n, v in zip(["a0", "a1", "a2", "b0", "b1", "t"], [*a, *b, t]))
+    params = "; ".join(
+        f"param {n} = {_num(Fraction(v))}"
+        for n, v in zip(["a0", "a1", "a2", "b0", "b1", "t"], [*a, *b, t])
+    )
     return (
         f"network R{i} {{ state x; {params}; block T = mlp(hidden=2*dim); layers 3\n"
         "update { x+ = a0*x + a1*x[k-1] + a2*x[k-2] - t*(b0*T(x) + b1*T(x[k-1])) } }\n"
@@ -145,7 +148,9 @@ def test_oracle_agrees(certificates, index):
     got = certificates[index]
     assert len(got["roots"]) == 3
     # numpy.roots loses digits at a multiple root (eps^(1/m)): compare roots loosely, verdicts exactly
-    assert _sorted(complex(re, im) for re, im in got["roots"]) == pytest.approx(_sorted(roots), abs=1e-4)
+    assert _sorted(complex(re, im) for re, im in got["roots"]) == pytest.approx(
+        _sorted(roots), abs=1e-4
+    )
     assert got["zero_stable"] is zero_stable, (a, b, t, got["zero_stability"])
     assert got["consistent"] is consistent, (a, b, t, got["consistency"])
     if consistent:

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import load_generated
 
 torch.set_default_dtype(torch.float32)

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from conftest import EXAMPLES, GENERATED, load_generated, run_optgen
 
 import optgen
-from conftest import EXAMPLES, GENERATED, load_generated, run_optgen
 
 CATALOG = sorted(str(p) for p in EXAMPLES.glob("*.opt"))
 

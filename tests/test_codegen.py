@@ -9,6 +9,14 @@ import zipfile
 import black
 import pytest
 import torch
+from conftest import (
+    EXAMPLES,
+    GENERATED,
+    ROOT,
+    assert_generated_tests_pass,
+    load_generated,
+    run_optgen,
+)
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -16,7 +24,6 @@ import optgen
 from optgen.api import frontend
 from optgen.codegen import unreached_parameters
 from optgen.lower import lower
-from conftest import EXAMPLES, GENERATED, ROOT, assert_generated_tests_pass, load_generated, run_optgen
 
 STDLIB_OK = {"os", "math", "importlib", "warnings", "torch"}
 

@@ -3,7 +3,6 @@ autocast, and on channels_last inputs (issue 7, points 4-5; the quick form CI ru
 
 import pytest
 import torch
-
 from conftest import load_generated
 
 EXPLICIT = {

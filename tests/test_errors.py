@@ -1,9 +1,9 @@
 """Every user error of the language: a located message, exit status 1, nothing written."""
 
 import pytest
+from conftest import run_optgen
 
 import optgen
-from conftest import run_optgen
 
 # name: (source, line, col, message)
 ERRORS = {

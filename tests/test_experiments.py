@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import EXAMPLES, ROOT, run_optgen
 
 NETWORKS = ["gd", "heavy_ball", "nesterov", "nesterov_k", "dense", "ladmm"]

@@ -4,11 +4,10 @@ import random
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from conftest import assert_generated_tests_pass
 from fuzzing import catalog_texts, check_compile, check_runs, generate_program, mutate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 @settings(
@@ -25,7 +24,7 @@ def test_generated_programs_compile_to_clean_sources_or_located_errors(rng):
 def test_mutations_of_the_catalog_never_crash_or_hang():
     rng = random.Random(7)
     texts = catalog_texts()
-    for case in range(200):
+    for _ in range(200):
         text = mutate(rng, rng.choice(texts))
         start = time.perf_counter()
         check_compile(text)

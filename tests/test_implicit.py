@@ -4,9 +4,9 @@ import warnings
 
 import pytest
 import torch
+from conftest import EXAMPLES, load_generated
 
 import optgen
-from conftest import EXAMPLES, load_generated
 
 PPM = (EXAMPLES / "ppm.opt").read_text()
 

@@ -64,7 +64,9 @@ def test_postfix_plus_and_minus_follow_the_disambiguation_rule(expr, expected):
 
 
 def test_statements_end_at_newlines_or_semicolons_and_comments_are_ignored():
-    statements = update_of("  # a comment line\n  g = T(x);; h = g   # trailing\n\n  x+ = h; y+ = y")
+    statements = update_of(
+        "  # a comment line\n  g = T(x);; h = g   # trailing\n\n  x+ = h; y+ = y"
+    )
     assert [shape(s.target) for s in statements] == ["g", "h", "x@next", "y@next"]
 
 

@@ -13,7 +13,7 @@ import sympy
 
 from .. import ir
 from ..blocks import BLOCK_KINDS, two_layer_fact
-from ..errors import Diagnostic
+from ..errors import Diagnostic, Severity
 from ..source import Span
 from . import stability, symbolic
 from .recurrence import OutsideTheory, Recurrence, reduce_rule, user_names
@@ -115,7 +115,13 @@ class Certificate:
 
 
 def _diagnostic_dict(d: Diagnostic) -> dict:
-    return {"severity": d.severity, "line": d.span.line, "col": d.span.col, "message": d.message, "hint": d.hint}
+    return {
+        "severity": d.severity,
+        "line": d.span.line,
+        "col": d.span.col,
+        "message": d.message,
+        "hint": d.hint,
+    }
 
 
 def _yes_no(value: bool | None, word: str) -> str:
@@ -138,17 +144,26 @@ def _text_lines(c: Certificate) -> list[str]:
         for block, coeffs in c.sigma or ():
             lines.append(f"  sigma_{block}(z) = {poly_text(coeffs)}")
         if c.roots is not None:
-            shown = ", ".join(f"{fmt_complex(re, im)} (|z| = {fmt(abs(complex(re, im)))})" for re, im in c.roots)
+            shown = ", ".join(
+                f"{fmt_complex(re, im)} (|z| = {fmt(abs(complex(re, im)))})" for re, im in c.roots
+            )
             lines.append(f"  roots: {shown}; spectral radius {fmt(c.spectral_radius)}")
         lines.append(f"  zero-stable: {_word(c.zero_stable)}: {c.zero_stability}")
         lines.append(f"  consistent: {_word(c.consistent)}: {c.consistency}")
         if c.steps:
-            lines.append("  step h: " + ", ".join(f"{b}: {fmt(h) if h is not None else '?'}" for b, h in c.steps))
+            lines.append(
+                "  step h: "
+                + ", ".join(f"{b}: {fmt(h) if h is not None else '?'}" for b, h in c.steps)
+            )
         if c.conditions is not None:
-            lines.append(f"  conditions: {'; '.join(c.conditions) if c.conditions else 'none (no fixed param enters rho)'}")
+            lines.append(
+                f"  conditions: {'; '.join(c.conditions) if c.conditions else 'none (no fixed param enters rho)'}"
+            )
         if c.per_layer is not None:
             lines.append(f"  per-layer spectral radius: {_layer_list(c.per_layer)}")
-            lines.append(f"  amplification max_k ||M_k ... M_0||: {fmt(c.amplification) if c.amplification is not None else 'overflows'}")
+            lines.append(
+                f"  amplification max_k ||M_k ... M_0||: {fmt(c.amplification) if c.amplification is not None else 'overflows'}"
+            )
     lines.append(f"  universal: {_verdict_word(c.universal)}")
     lines.extend(f"    - {r}" for r in c.universal_reasons)
     lines.extend(f"  note: {n}" for n in c.notes)
@@ -217,7 +232,10 @@ def _slot_text(slot: tuple[str, int]) -> str:
 
 
 def _matrix_text(matrix: sympy.Matrix) -> tuple[tuple[str, ...], ...]:
-    return tuple(tuple(expr_text(matrix[i, j]) for j in range(matrix.shape[1])) for i in range(matrix.shape[0]))
+    return tuple(
+        tuple(expr_text(matrix[i, j]) for j in range(matrix.shape[1]))
+        for i in range(matrix.shape[0])
+    )
 
 
 # ---------------------------------------------------------------- inputs of the checks
@@ -233,7 +251,11 @@ def primal_states(net: ir.Network) -> set[str]:
     for init in net.init:
         total = sympy.Integer(0)
         for atom, coef in init.form.terms:
-            base = sympy.Integer(1) if isinstance(atom, ir.InputValue) else start.get(getattr(atom, "name", ""), sympy.Integer(0))
+            base = (
+                sympy.Integer(1)
+                if isinstance(atom, ir.InputValue)
+                else start.get(getattr(atom, "name", ""), sympy.Integer(0))
+            )
             total += sympy.sympify(coef).xreplace(values) * base
         start[init.state] = total
     return {s for s, v in start.items() if v != 0}
@@ -269,15 +291,29 @@ MAX_EXACT_SLOTS = 24
 
 
 def analyze_network(net: ir.Network) -> Certificate:
-    base = dict(name=net.name, kind=net.kind, states=net.states, blocks=tuple(b.name for b in net.blocks), depth=net.depth, span=net.span)
+    base = dict(
+        name=net.name,
+        kind=net.kind,
+        states=net.states,
+        blocks=tuple(b.name for b in net.blocks),
+        depth=net.depth,
+        span=net.span,
+    )
     try:
         rec = reduce_rule(net)
     except OutsideTheory as why:
         reasons = (f"outside the theory: {why}",) + tuple(_block_reasons(net))
-        return Certificate(**base, universal=None, universal_reasons=reasons, outside_theory=str(why))
+        return Certificate(
+            **base, universal=None, universal_reasons=reasons, outside_theory=str(why)
+        )
     if len(rec.slots) > MAX_EXACT_SLOTS:
         why = f"the stacked state has {len(rec.slots)} slots; the exact analysis stops at {MAX_EXACT_SLOTS}"
-        return Certificate(**base, universal=None, universal_reasons=(why,) + tuple(_block_reasons(net)), outside_theory=why)
+        return Certificate(
+            **base,
+            universal=None,
+            universal_reasons=(why,) + tuple(_block_reasons(net)),
+            outside_theory=why,
+        )
     draft = _Draft()
     draft.notes.extend(rec.notes)
     _fill_recurrence(net, rec, draft)
@@ -309,7 +345,10 @@ def _fill_recurrence(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
 
 def _depends_on_k(net: ir.Network, rec: Recurrence) -> bool:
     values = param_values(net)
-    return any(ir.K in sympy.sympify(s).xreplace(values).free_symbols for s in [*rec.matrix, *_call_coefficients(rec)])
+    return any(
+        ir.K in sympy.sympify(s).xreplace(values).free_symbols
+        for s in [*rec.matrix, *_call_coefficients(rec)]
+    )
 
 
 def _call_coefficients(rec: Recurrence) -> list:
@@ -324,21 +363,32 @@ def _fill_checks(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
         _record_layer(rec, layer, draft, values)
         return
     depth = net.depth
-    exact = [stability.check_layer(rec, _at_layer(values, k), net.output, primal) for k in range(min(depth, EXACT_LAYERS))]
+    exact = [
+        stability.check_layer(rec, _at_layer(values, k), net.output, primal)
+        for k in range(min(depth, EXACT_LAYERS))
+    ]
     _record_layer(rec, exact[0], draft, _at_layer(values, 0))
     mats = stability.layer_matrices(rec, values, ir.K, depth)
     float_radii = stability.radii(mats[len(exact) :]) if depth > len(exact) else []
-    draft.fields["per_layer"] = tuple(json_float(layer.radius) for layer in exact) + tuple(json_float(r) for r in float_radii)
+    draft.fields["per_layer"] = tuple(json_float(layer.radius) for layer in exact) + tuple(
+        json_float(r) for r in float_radii
+    )
     draft.fields["per_layer_step"] = tuple(_json_or_none(layer.consistency.step) for layer in exact)
     amp = stability.amplification(mats)
     draft.fields["amplification"] = None if amp is None else json_float(amp)
     _record_k_verdicts(exact, draft)
     if depth > len(exact):
-        draft.notes.append(f"layers k >= {len(exact)} are checked in floating point (spectral radius only)")
+        draft.notes.append(
+            f"layers k >= {len(exact)} are checked in floating point (spectral radius only)"
+        )
         outside = [i for i, r in enumerate(float_radii) if r > 1 + 1e-9]
         if outside and draft.fields["zero_stable"]:
             first = len(exact) + outside[0]
-            _set_zero_stability(draft, False, f"at layer k={first}: the spectral radius {fmt(float_radii[outside[0]])} exceeds 1")
+            _set_zero_stability(
+                draft,
+                False,
+                f"at layer k={first}: the spectral radius {fmt(float_radii[outside[0]])} exceeds 1",
+            )
     _note_limit(net, rec, draft)
 
 
@@ -351,7 +401,9 @@ def _json_or_none(x) -> float | None:
     return None if x is None else json_float(x)
 
 
-def _record_layer(rec: Recurrence, layer: stability.LayerCheck, draft: _Draft, values: dict) -> None:
+def _record_layer(
+    rec: Recurrence, layer: stability.LayerCheck, draft: _Draft, values: dict
+) -> None:
     f = draft.fields
     f["rho"] = tuple(json_float(c) for c in layer.rho)
     f["roots"] = tuple((json_float(r.re), json_float(r.im)) for r in layer.roots)
@@ -366,7 +418,11 @@ def _record_layer(rec: Recurrence, layer: stability.LayerCheck, draft: _Draft, v
     sig = stability.sigma(rec, stability.numeric_calls(rec.calls, values))
     if sig is not None:
         f["sigma"] = tuple((b, tuple(json_float(c) for c in coeffs)) for b, coeffs in sig.items())
-    if layer.consistency.steps and len(layer.consistency.steps) > 1 and layer.consistency.step is None:
+    if (
+        layer.consistency.steps
+        and len(layer.consistency.steps) > 1
+        and layer.consistency.step is None
+    ):
         draft.notes.append("the blocks have different steps h; `step` is null, `steps` lists them")
 
 
@@ -376,25 +432,33 @@ def _set_zero_stability(draft: _Draft, ok: bool, message: str) -> None:
 
 
 def _record_k_verdicts(layers: list[stability.LayerCheck], draft: _Draft) -> None:
-    bad_zero = next(((k, l) for k, l in enumerate(layers) if not l.zero_stability.ok), None)
+    bad_zero = next(((k, c) for k, c in enumerate(layers) if not c.zero_stability.ok), None)
     if bad_zero is not None:
-        _set_zero_stability(draft, False, f"at layer k={bad_zero[0]}: {bad_zero[1].zero_stability.message}")
+        _set_zero_stability(
+            draft, False, f"at layer k={bad_zero[0]}: {bad_zero[1].zero_stability.message}"
+        )
     else:
-        _set_zero_stability(draft, True, f"every layer k < {len(layers)} satisfies the root condition")
-    bad_cons = next(((k, l) for k, l in enumerate(layers) if not l.consistency.ok), None)
+        _set_zero_stability(
+            draft, True, f"every layer k < {len(layers)} satisfies the root condition"
+        )
+    bad_cons = next(((k, c) for k, c in enumerate(layers) if not c.consistency.ok), None)
     if bad_cons is not None:
         draft.fields["consistent"] = False
         draft.fields["consistency"] = f"at layer k={bad_cons[0]}: {bad_cons[1].consistency.message}"
     else:
         draft.fields["consistent"] = True
-        draft.fields["consistency"] = f"every layer k < {len(layers)} is consistent (h > 0); at k=0: {layers[0].consistency.message}"
+        draft.fields["consistency"] = (
+            f"every layer k < {len(layers)} is consistent (h > 0); at k=0: {layers[0].consistency.message}"
+        )
 
 
 def _note_limit(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     """Say when the limit k -> infinity loses strict stability (Nesterov's beta_k -> 1 does)."""
     values = param_values(net)
     try:
-        limit = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(lambda e: sympy.limit(e, ir.K, sympy.oo))
+        limit = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(
+            lambda e: sympy.limit(e, ir.K, sympy.oo)
+        )
     except (NotImplementedError, ValueError):  # pragma: no cover - sympy gives up
         return
     if any(not e.is_finite for e in limit):
@@ -430,11 +494,15 @@ def _fill_learnable(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     if not learnable:
         return
     names = ", ".join(p.name for p in learnable)
-    draft.notes.append(f"learnable {names}: checked at the initial values; the theorem's condition is waived for learnable steps")
+    draft.notes.append(
+        f"learnable {names}: checked at the initial values; the theorem's condition is waived for learnable steps"
+    )
     in_rho = [p for p in learnable if p.symbol in rec.matrix.free_symbols]
     if not in_rho:
         if draft.fields.get("zero_stable"):
-            draft.notes.append(f"zero-stable for every trained value of {names} (rho does not depend on {'it' if len(learnable) == 1 else 'them'})")
+            draft.notes.append(
+                f"zero-stable for every trained value of {names} (rho does not depend on {'it' if len(learnable) == 1 else 'them'})"
+            )
         return
     for p in in_rho:
         draft.notes.append(_trained_range_note(net, rec, p))
@@ -488,7 +556,11 @@ def _equilibrium_reading(net: ir.Network, draft: _Draft) -> None:
     warning, no `--strict` failure, and the universality verdict is unknown.
     """
     draft.failures.clear()
-    draft.diagnostics[:] = [d for d in draft.diagnostics if "--strict" not in (d.hint or "") and "initial values" not in d.message]
+    draft.diagnostics[:] = [
+        d
+        for d in draft.diagnostics
+        if "--strict" not in (d.hint or "") and "initial values" not in d.message
+    ]
     draft.reasons.append(
         "equilibrium: the network is the fixed point of one shared update, not a stack of its "
         "iterations, so the linear-multistep theorem does not apply"
@@ -518,11 +590,24 @@ def _convergence_reason(net: ir.Network, rec: Recurrence, draft: _Draft) -> bool
         waived_by = sorted(learnable[s] for s in symbols if s in learnable)
         message = f"{what}: {f[msg_key]}"
         if waived_by:
-            draft.reasons.append(f"{message}; waived: the learnable {', '.join(waived_by)} can be trained to convergent values")
-            draft.diagnostics.append(Diagnostic("warning", span, f"network {net.name} is {message} at its initial values"))
+            draft.reasons.append(
+                f"{message}; waived: the learnable {', '.join(waived_by)} can be trained to convergent values"
+            )
+            draft.diagnostics.append(
+                Diagnostic(
+                    Severity.WARNING, span, f"network {net.name} is {message} at its initial values"
+                )
+            )
             continue
         failed.append(message)
         draft.reasons.append(message)
-        draft.diagnostics.append(Diagnostic("warning", span, f"network {net.name} is {message}", "--strict makes this an error"))
+        draft.diagnostics.append(
+            Diagnostic(
+                Severity.WARNING,
+                span,
+                f"network {net.name} is {message}",
+                "--strict makes this an error",
+            )
+        )
         draft.failures.append((span, f"network {net.name} is {message}"))
     return not failed

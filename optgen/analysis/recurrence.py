@@ -84,7 +84,10 @@ def _clean(form: Form) -> Form:
 
 
 def _has_block_or_sum(form: Form) -> ir.Atom | None:
-    return next((a for a in form if isinstance(a, (ir.BlockOut, ir.MapOut, ir.HistorySum, ir.Initial))), None)
+    return next(
+        (a for a in form if isinstance(a, (ir.BlockOut, ir.MapOut, ir.HistorySum, ir.Initial))),
+        None,
+    )
 
 
 class _Substituter:
@@ -113,17 +116,27 @@ class _Substituter:
             )
         if isinstance(atom, ir.BlockOut):
             if in_block is not None:
-                raise OutsideTheory(f"block {in_block} is applied to the output of block {atom.block}: a composition of blocks lies outside the theory")
-            return {ir.BlockOut(atom.block, ir.LinearForm.from_dict(self.form(atom.arg, atom.block))): ONE}
+                raise OutsideTheory(
+                    f"block {in_block} is applied to the output of block {atom.block}: a composition of blocks lies outside the theory"
+                )
+            return {
+                ir.BlockOut(
+                    atom.block, ir.LinearForm.from_dict(self.form(atom.arg, atom.block))
+                ): ONE
+            }
         if in_block is not None and isinstance(atom, (ir.Initial, ir.HistorySum)):
-            raise OutsideTheory(f"block {in_block} reads {atom.show()}: a block applied to the initial iterate or a history sum lies outside the theory")
+            raise OutsideTheory(
+                f"block {in_block} reads {atom.show()}: a block applied to the initial iterate or a history sum lies outside the theory"
+            )
         return {atom: ONE}
 
     def _local(self, name: str, in_block: str | None) -> Form:
         value = self.locals[name]
         culprit = _has_block_or_sum(value) if in_block is not None else None
         if culprit is not None:
-            raise OutsideTheory(f"block {in_block} is applied to the local {name}, which holds {culprit.show()}: this lies outside the theory")
+            raise OutsideTheory(
+                f"block {in_block} is applied to the local {name}, which holds {culprit.show()}: this lies outside the theory"
+            )
         return value
 
 
@@ -153,11 +166,15 @@ def _shift_atom(atom):
 def _sum_at_k(total: ir.HistorySum, locals_: dict[str, Form]) -> Form:
     """The last term of sum(i = lo..k, body): the body at i = k."""
     if total.lo != 0:
-        raise OutsideTheory(f"{total.show()} starts at i = {total.lo}: only sums from i = 0 can be differenced")
+        raise OutsideTheory(
+            f"{total.show()} starts at i = {total.lo}: only sums from i = 0 can be differenced"
+        )
     out: Form = {}
     for atom, coef in total.body.terms:
         if atom.offset != 0:
-            raise OutsideTheory(f"{total.show()} reads {atom.show()}: only terms at i can be differenced")
+            raise OutsideTheory(
+                f"{total.show()} reads {atom.show()}: only terms at i can be differenced"
+            )
         coef = coef.subs(total.var, ir.K)
         value = {ir.StateAt(atom.name, 0): ONE} if atom.is_state else locals_[atom.name]
         for base, c in value.items():
@@ -174,7 +191,9 @@ def differenced(state: str, form: Form, locals_: dict[str, Form]) -> Form:
     out: Form = {ir.StateAt(state, 0): ONE}
     for atom, coef in form.items():
         if isinstance(atom, (ir.Initial, ir.HistorySum)) and ir.K in coef.free_symbols:
-            raise OutsideTheory(f"the coefficient {coef} of {atom.show()} depends on k, so differencing the update does not remove it")
+            raise OutsideTheory(
+                f"the coefficient {coef} of {atom.show()} depends on k, so differencing the update does not remove it"
+            )
         if isinstance(atom, ir.Initial):
             continue
         if isinstance(atom, ir.HistorySum):
@@ -215,7 +234,9 @@ def _block_call(out: ir.BlockOut, weights: dict[str, sympy.Expr]) -> BlockCall:
     return BlockCall(out.block, tuple(sorted(weights.items())), tuple(now), tuple(nxt), reads_input)
 
 
-def stack(states: tuple[str, ...], forms: dict[str, Form]) -> tuple[tuple[Slot, ...], sympy.ImmutableMatrix, tuple[BlockCall, ...], dict]:
+def stack(
+    states: tuple[str, ...], forms: dict[str, Form]
+) -> tuple[tuple[Slot, ...], sympy.ImmutableMatrix, tuple[BlockCall, ...], dict]:
     slots = _slots(states, _read_lags(forms))
     where = {slot: i for i, slot in enumerate(slots)}
     matrix = sympy.zeros(len(slots), len(slots))
@@ -249,21 +270,33 @@ def reduce_rule(net: ir.Network) -> Recurrence:
         form = next_values[state]
         if needs_differencing(form):
             form = differenced(state, form, locals_)
-            notes.append(f"{state}+ reads {state}[0] or a sum over history: analysed as the differenced update {state}+ = {_show(form)}")
+            notes.append(
+                f"{state}+ reads {state}[0] or a sum over history: analysed as the differenced update {state}+ = {_show(form)}"
+            )
         forms[state] = form
     slots, matrix, calls, forcing = stack(net.states, forms)
     if forcing:
-        notes.append("the update reads input at every layer: it is analysed as a constant forcing term, left out of M")
+        notes.append(
+            "the update reads input at every layer: it is analysed as a constant forcing term, left out of M"
+        )
     if any(call.reads_input for call in calls):
         notes.append("a block reads input: that part of its argument is left out of C")
-    return Recurrence(net.states, slots, matrix, calls, tuple(sorted(forcing.items())), tuple(notes))
+    return Recurrence(
+        net.states, slots, matrix, calls, tuple(sorted(forcing.items())), tuple(notes)
+    )
 
 
 def user_names(expr: sympy.Expr) -> sympy.Expr:
     """`expr` with every param symbol `p_beta` shown as the user's name `beta`."""
-    swap = {s: sympy.Symbol(ir.symbol_param(s), real=True) for s in expr.free_symbols if ir.symbol_param(s)}
+    swap = {
+        s: sympy.Symbol(ir.symbol_param(s), real=True)
+        for s in expr.free_symbols
+        if ir.symbol_param(s)
+    }
     return expr.xreplace(swap)
 
 
 def _show(form: Form) -> str:
-    return ir.LinearForm(tuple((a, user_names(c)) for a, c in ir.LinearForm.from_dict(form).terms)).show()
+    return ir.LinearForm(
+        tuple((a, user_names(c)) for a, c in ir.LinearForm.from_dict(form).terms)
+    ).show()

@@ -84,7 +84,9 @@ def exact_roots(coeffs) -> tuple[Root, ...]:
             continue
         for value in _factor_roots(factor):
             re, im = value.as_real_imag()
-            roots.extend([Root(sympy.Float(re, DIGITS), sympy.Float(im, DIGITS), mult, factor)] * mult)
+            roots.extend(
+                [Root(sympy.Float(re, DIGITS), sympy.Float(im, DIGITS), mult, factor)] * mult
+            )
     return tuple(sorted(roots, key=lambda r: (-r.modulus, -r.re, -r.im)))
 
 
@@ -127,23 +129,37 @@ def root_condition(roots: tuple[Root, ...], matrix: sympy.Matrix | None = None) 
     if outside:
         worst = outside[0]
         where = "" if abs(worst.im) < 1e-12 else f" (|z| = {fmt(worst.modulus)})"
-        return Verdict(False, f"root {worst.show()} of rho lies outside the unit circle{where}", worst)
+        return Verdict(
+            False, f"root {worst.show()} of rho lies outside the unit circle{where}", worst
+        )
     for r in roots:
         if r.on_circle and r.multiplicity > 1:
             if matrix is not None and _semisimple(matrix, r):
                 continue
             word = multiplicity_word(r.multiplicity)
-            extra = " and M lacks eigenvectors for it (not semisimple)" if matrix is not None else ""
-            return Verdict(False, f"root {r.show()} of rho is a {word} root on the unit circle{extra}", r)
+            extra = (
+                " and M lacks eigenvectors for it (not semisimple)" if matrix is not None else ""
+            )
+            return Verdict(
+                False, f"root {r.show()} of rho is a {word} root on the unit circle{extra}", r
+            )
     on_circle = sorted({r.show() for r in roots if r.on_circle})
     if on_circle:
-        return Verdict(True, f"every root lies in the closed unit disc; those on the circle ({', '.join(on_circle)}) are simple", roots[0])
-    return Verdict(True, "every root lies strictly inside the unit circle", roots[0] if roots else None)
+        return Verdict(
+            True,
+            f"every root lies in the closed unit disc; those on the circle ({', '.join(on_circle)}) are simple",
+            roots[0],
+        )
+    return Verdict(
+        True, "every root lies strictly inside the unit circle", roots[0] if roots else None
+    )
 
 
 def strictly_stable(roots: tuple[Root, ...]) -> bool:
     """Zero-stable with 1 the only root on the unit circle, and simple."""
-    return all(not r.on_circle or (r.multiplicity == 1 and r.im == 0 and r.re > 0) for r in roots) and not any(r.outside for r in roots)
+    return all(
+        not r.on_circle or (r.multiplicity == 1 and r.im == 0 and r.re > 0) for r in roots
+    ) and not any(r.outside for r in roots)
 
 
 # ---------------------------------------------------------------- consistency and the step
@@ -159,18 +175,26 @@ class Consistency:
         return values.pop() if len(values) == 1 else None
 
 
-def _consensus(matrix: sympy.Matrix, rec: Recurrence, output: str, primal: set[str]) -> tuple[sympy.Matrix | None, str]:
+def _consensus(
+    matrix: sympy.Matrix, rec: Recurrence, output: str, primal: set[str]
+) -> tuple[sympy.Matrix | None, str]:
     """Eigenvector e of root 1 with the output at 1; None and why when it is not a consensus."""
     basis = (matrix - sympy.eye(matrix.shape[0])).nullspace()
     e = basis[0]
     out = e[rec.index((output, 0))]
     if out == 0:
-        return None, f"the eigenvector of root 1 leaves the output {output} at 0: a constant input does not pass through"
+        return (
+            None,
+            f"the eigenvector of root 1 leaves the output {output} at 0: a constant input does not pass through",
+        )
     e = (e / out).applyfunc(lambda e: sympy.nsimplify(e, rational=True))
     for state in rec.states:
         if state in primal and e[rec.index((state, 0))] != 1:
             value = e[rec.index((state, 0))]
-            return None, f"the eigenvector of root 1 puts {output} at 1 but {state} at {fmt(value)}: a constant input is not a fixed point"
+            return (
+                None,
+                f"the eigenvector of root 1 puts {output} at 1 but {state} at {fmt(value)}: a constant input is not a fixed point",
+            )
     return e, ""
 
 
@@ -182,14 +206,21 @@ def _step_of_call(call: BlockCall, w: sympy.Matrix, e: sympy.Matrix, rec: Recurr
     return sympy.nsimplify(wb * ce, rational=True)
 
 
-def consistency(rho, matrix, rec: Recurrence, calls: tuple[BlockCall, ...], output: str, primal: set[str]) -> Consistency:
+def consistency(
+    rho, matrix, rec: Recurrence, calls: tuple[BlockCall, ...], output: str, primal: set[str]
+) -> Consistency:
     """rho(1) = 0, rho'(1) != 0, a consensus eigenvector, and h > 0 for every block."""
     poly = poly_of(rho)
     at_one = poly.eval(1)
     if at_one != 0:
-        return Consistency(False, f"rho(1) = {fmt(at_one)} != 0: with T = 0 a constant is not a fixed point")
+        return Consistency(
+            False, f"rho(1) = {fmt(at_one)} != 0: with T = 0 a constant is not a fixed point"
+        )
     if poly.diff(Z).eval(1) == 0:
-        return Consistency(False, "root 1 of rho is not simple (rho'(1) = 0), so the step h = sigma(1)/rho'(1) is undefined")
+        return Consistency(
+            False,
+            "root 1 of rho is not simple (rho'(1) = 0), so the step h = sigma(1)/rho'(1) is undefined",
+        )
     if not calls:
         return Consistency(False, "the update calls no block, so it integrates no ODE")
     e, why = _consensus(matrix, rec, output, primal)
@@ -202,13 +233,27 @@ def consistency(rho, matrix, rec: Recurrence, calls: tuple[BlockCall, ...], outp
         steps[call.block] = steps.get(call.block, sympy.Integer(0)) + _step_of_call(call, w, e, rec)
     for block, h in steps.items():
         if h <= 0:
-            sense = "does not enter the fixed-point dynamics" if h == 0 else "integrates the ODE backward in time"
-            return Consistency(False, f"the step h = {fmt(h)} of block {block} is not positive: the rule {sense}", tuple(steps.items()))
-    shown = ", ".join(f"{fmt(h)} ({b})" for b, h in steps.items()) if len(steps) > 1 else fmt(next(iter(steps.values())))
+            sense = (
+                "does not enter the fixed-point dynamics"
+                if h == 0
+                else "integrates the ODE backward in time"
+            )
+            return Consistency(
+                False,
+                f"the step h = {fmt(h)} of block {block} is not positive: the rule {sense}",
+                tuple(steps.items()),
+            )
+    shown = (
+        ", ".join(f"{fmt(h)} ({b})" for b, h in steps.items())
+        if len(steps) > 1
+        else fmt(next(iter(steps.values())))
+    )
     return Consistency(True, f"rho(1) = 0, rho'(1) != 0 and h = {shown} > 0", tuple(steps.items()))
 
 
-def sigma(rec: Recurrence, calls: tuple[BlockCall, ...]) -> dict[str, tuple[sympy.Expr, ...]] | None:
+def sigma(
+    rec: Recurrence, calls: tuple[BlockCall, ...]
+) -> dict[str, tuple[sympy.Expr, ...]] | None:
     """Second characteristic polynomial of a classical one-state rule, per block, lowest first."""
     if not rec.classical:
         return None
@@ -234,23 +279,39 @@ class LayerCheck:
 
 def numeric_calls(calls: tuple[BlockCall, ...], values: dict) -> tuple[BlockCall, ...]:
     def sub(pairs):
-        return tuple((key, sympy.nsimplify(sympy.sympify(c).xreplace(values), rational=True)) for key, c in pairs)
+        return tuple(
+            (key, sympy.nsimplify(sympy.sympify(c).xreplace(values), rational=True))
+            for key, c in pairs
+        )
 
-    return tuple(BlockCall(c.block, sub(c.weights), sub(c.arg_now), sub(c.arg_next), c.reads_input) for c in calls)
+    return tuple(
+        BlockCall(c.block, sub(c.weights), sub(c.arg_now), sub(c.arg_next), c.reads_input)
+        for c in calls
+    )
 
 
 def check_layer(rec: Recurrence, values: dict, output: str, primal: set[str]) -> LayerCheck:
     """All exact checks of one layer; `values` maps every symbol (params, k) to a number."""
-    matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(lambda e: sympy.nsimplify(e, rational=True))
+    matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(
+        lambda e: sympy.nsimplify(e, rational=True)
+    )
     rho = charpoly(matrix)
     roots = exact_roots(rho)
     zero = root_condition(roots, None if rec.one_state else matrix)
     calls = numeric_calls(rec.calls, values)
-    return LayerCheck(rho, roots, spectral_radius(roots), zero, consistency(rho, matrix, rec, calls, output, primal))
+    return LayerCheck(
+        rho,
+        roots,
+        spectral_radius(roots),
+        zero,
+        consistency(rho, matrix, rec, calls, output, primal),
+    )
 
 
 # ---------------------------------------------------------------- many layers, in floating point
-def layer_matrices(rec: Recurrence, values: dict, k_symbol: sympy.Symbol, depth: int) -> numpy.ndarray:
+def layer_matrices(
+    rec: Recurrence, values: dict, k_symbol: sympy.Symbol, depth: int
+) -> numpy.ndarray:
     """M_k for k = 0..depth-1 as a float array of shape (depth, n, n)."""
     matrix = rec.matrix.xreplace({s: v for s, v in values.items() if s != k_symbol})
     fn = sympy.lambdify(k_symbol, matrix, "numpy")
@@ -261,8 +322,17 @@ def radii(mats: numpy.ndarray) -> list[float]:
     if len(mats) == 0:
         return []
     if not numpy.isfinite(mats).all():
-        return [float(numpy.max(numpy.abs(numpy.linalg.eigvals(m)))) if numpy.isfinite(m).all() else float("inf") for m in mats]
-    return numpy.max(numpy.abs(numpy.linalg.eigvals(mats)), axis=1).astype(float).tolist()  # batched
+        return [
+            (
+                float(numpy.max(numpy.abs(numpy.linalg.eigvals(m))))
+                if numpy.isfinite(m).all()
+                else float("inf")
+            )
+            for m in mats
+        ]
+    return (
+        numpy.max(numpy.abs(numpy.linalg.eigvals(mats)), axis=1).astype(float).tolist()
+    )  # batched
 
 
 def amplification(mats: numpy.ndarray) -> float | None:

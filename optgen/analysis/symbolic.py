@@ -147,7 +147,9 @@ def _one_product(formula: sympy.Basic) -> tuple[sympy.Basic, sympy.Symbol] | Non
     product = sympy.Symbol("*".join(_name(s) for s in symbols), real=True)
     first, rest = symbols[0], symbols[1:]
     rewritten = formula.subs(first, product / sympy.Mul(*rest))
-    rewritten = rewritten.xreplace({a: sympy.simplify(a) for a in rewritten.atoms(sympy.core.relational.Relational)})
+    rewritten = rewritten.xreplace(
+        {a: sympy.simplify(a) for a in rewritten.atoms(sympy.core.relational.Relational)}
+    )
     return (rewritten, product) if rewritten.free_symbols == {product} else None
 
 
@@ -175,7 +177,10 @@ def stability_conditions(coeffs) -> tuple[list[str] | None, str | None]:
     if not free:
         return [], None
     if ir.K in free:
-        return None, "rho depends on k directly: no symbolic conditions derived (see the per-layer figures)"
+        return (
+            None,
+            "rho depends on k directly: no symbolic conditions derived (see the per-layer figures)",
+        )
     formula = region_formula(coeffs)
     if formula is None:
         return None, "rho has more than two roots besides 0 and 1: no symbolic conditions derived"
@@ -191,7 +196,11 @@ def region_of(coeffs, symbol: sympy.Symbol) -> sympy.Set | None:
     if formula is None:
         return None
     try:
-        return sympy.simplify_logic(formula).as_set().intersect(sympy.S.Reals) if formula.free_symbols else (sympy.S.Reals if formula else sympy.S.EmptySet)
+        return (
+            sympy.simplify_logic(formula).as_set().intersect(sympy.S.Reals)
+            if formula.free_symbols
+            else (sympy.S.Reals if formula else sympy.S.EmptySet)
+        )
     except (NotImplementedError, ValueError, TypeError):
         return None
 
@@ -199,4 +208,6 @@ def region_of(coeffs, symbol: sympy.Symbol) -> sympy.Set | None:
 def bound_set(bound: ir.Bound) -> sympy.Set:
     lo = bound.lo if bound.lo is not None else -sympy.oo
     hi = bound.hi if bound.hi is not None else sympy.oo
-    return sympy.Interval(lo, hi, not bound.lo_closed or bound.lo is None, not bound.hi_closed or bound.hi is None)
+    return sympy.Interval(
+        lo, hi, not bound.lo_closed or bound.lo is None, not bound.hi_closed or bound.hi is None
+    )

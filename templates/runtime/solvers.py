@@ -22,7 +22,9 @@ def _fixed_point(f, z: Tensor, max_iter: int, tol: float, **_) -> tuple[Tensor, 
     return z, iterations, residual
 
 
-def _anderson(f, z: Tensor, max_iter: int, tol: float, m: int = 5, lam: float = 1e-4, **_) -> tuple[Tensor, int, float]:
+def _anderson(
+    f, z: Tensor, max_iter: int, tol: float, m: int = 5, lam: float = 1e-4, **_
+) -> tuple[Tensor, int, float]:
     """Anderson acceleration of z <- f(z) with memory m, batched per sample.
 
     Each step mixes the last m values of f with weights alpha (sum 1) that minimise
@@ -52,13 +54,23 @@ def _anderson(f, z: Tensor, max_iter: int, tol: float, m: int = 5, lam: float = 
 _SOLVERS = {"fixed_point": _fixed_point, "anderson": _anderson}
 
 
-def _record(module: nn.Module, layer: int, phase: str, iterations: int, residual: float, tol: float) -> None:
+def _record(
+    module: nn.Module, layer: int, phase: str, iterations: int, residual: float, tol: float
+) -> None:
     """Append the statistics of one solve; warn once or raise when it missed its tolerance."""
     if residual != residual or residual in (float("inf"), float("-inf")):
-        raise FloatingPointError(f"{type(module).__name__}: the {phase} solve of layer {layer} produced NaN or inf")
+        raise FloatingPointError(
+            f"{type(module).__name__}: the {phase} solve of layer {layer} produced NaN or inf"
+        )
     converged = residual <= tol
     module.solver_stats.append(
-        {"layer": layer, "phase": phase, "iterations": iterations, "residual": residual, "converged": converged}
+        {
+            "layer": layer,
+            "phase": phase,
+            "iterations": iterations,
+            "residual": residual,
+            "converged": converged,
+        }
     )
     if converged:
         return
@@ -102,7 +114,9 @@ def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
         z, iterations, residual = solver(f, z0, **options)
         _record(module, layer, "forward", iterations, residual, tol)
         if module.contraction_iterations:
-            module.solver_stats[-1]["contraction"] = _contraction(f, z, module.contraction_iterations)
+            module.solver_stats[-1]["contraction"] = _contraction(
+                f, z, module.contraction_iterations
+            )
         return z
     with torch.no_grad():
         z, iterations, residual = solver(f, z0, **options)
