@@ -1,4 +1,4 @@
-"""The Python API: the pipeline parse -> resolve -> analyse -> lower -> emit, in memory.
+"""The Python API: `compile_source`, `check_source`, `load`, all on one `pipeline.compile`.
 
 Library code raises `OptgenError` for every user error and returns values; only
 `cli.py` prints and chooses exit codes.
@@ -9,79 +9,44 @@ from __future__ import annotations
 import linecache
 import sys
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ir
-from .errors import Diagnostic, OptgenError
-from .parse import parse
-from .resolve import resolve, snake_case
+from . import pipeline
+from .pipeline import Result, Stage
+from .resolve import snake_case
 from .source import SourceFile
 
 
-@dataclass
-class Compiled:
-    """What the front end knows of one source text."""
-
-    source: SourceFile
-    networks: list[ir.Network]
-    warnings: list[Diagnostic] = field(default_factory=list)
+def _compiled(text: str, filename: str, strict: bool = False, until: Stage = Stage.EMIT) -> Result:
+    result = pipeline.compile(SourceFile(filename, text), strict=strict, until=until)
+    result.raise_for_errors()
+    return result
 
 
-def frontend(text: str, filename: str = "<string>") -> Compiled:
-    source = SourceFile(filename, text)
-    warnings: list[Diagnostic] = []
-    networks = resolve(parse(source), source, warnings)
-    return Compiled(source, networks, warnings)
-
-
-def certify(net: ir.Network, source: SourceFile) -> dict:
-    """The certificate of a network as the dict of `check --json`."""
-    from .certify import certificate_dict
-
-    return certificate_dict(net, source)
-
-
-def strict_failures(net: ir.Network) -> list[Diagnostic]:
-    from .certify import strict_diagnostics
-
-    return strict_diagnostics(net)
+def frontend(text: str, filename: str = "<string>") -> Result:
+    """The IR of every network of a text (no analysis, no files): for tools and tests."""
+    return _compiled(text, filename, until=Stage.FRONTEND)
 
 
 def compile_source(text: str, filename: str = "<string>", strict: bool = False) -> dict[str, str]:
     """Output file name (`nesterov.py`, `test_nesterov.py`, ...) to source text, every network."""
-    compiled = frontend(text, filename)
-    outputs: dict[str, str] = {}
-    from .codegen import generate
-
-    source_name = Path(filename).name
-    for net in compiled.networks:
-        if strict:
-            failures = strict_failures(net)
-            if failures:
-                raise OptgenError(failures, compiled.source)
-        outputs.update(
-            generate(net, certify(net, compiled.source), source_name, compiled.source.sha256)
-        )
-    return outputs
+    return _compiled(text, filename, strict).outputs
 
 
 def check_source(text: str, filename: str = "<string>") -> list[dict]:
     """The certificates of every network, as the dicts of `optgen check --json`."""
-    compiled = frontend(text, filename)
-    return [certify(net, compiled.source) for net in compiled.networks]
+    result = _compiled(text, filename, until=Stage.ANALYSIS)
+    return [cert.as_dict() for cert in result.certificates]
 
 
 def load(path: str | Path) -> dict[str, type]:
     """Compile a `.opt` file in memory and return {network name: module class}."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    compiled = frontend(text, str(path))
-    outputs = compile_source(text, str(path))
+    result = _compiled(path.read_text(encoding="utf-8"), str(path))
     classes = {}
-    for net in compiled.networks:
+    for net in result.networks:
         stem = snake_case(net.name)
-        code = outputs[f"{stem}.py"]
+        code = result.outputs[f"{stem}.py"]
         filename = f"<optgen {path.name}:{net.name}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         module = types.ModuleType(f"optgen_generated.{stem}")

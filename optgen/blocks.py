@@ -1,13 +1,25 @@
-"""The built-in block kinds and elementwise maps, each with its facts in one entry.
+"""The registry of kinds: block kinds, elementwise maps, solvers and backward modes.
 
-A block kind says which input layout it takes, which arguments it accepts, whether it
-holds the two-layer substructure W2·σ(W1 z + b) of the universality theorem, and the
-class that implements it in the generated file (`templates/blocks/<file>`).
+Each entry holds every fact the pipeline needs about its kind, so that adding a kind
+touches this file alone. A block kind says which input layout it takes, which arguments
+it accepts (with their defaults), whether it holds the two-layer substructure
+W2·σ(W1 z + b) of the universality theorem, how the generated file constructs it, the
+source it copies into that file (`templates/blocks/<file>`, or inline text), what it
+imports, and what the generated tests feed it. An elementwise map says how it is
+emitted; a solver or backward mode its options, defaults and what the adjoint inherits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
+
+import sympy
+
+from .ir import DIM
+from .plan import Import
+from .resources import resource_path
 
 # Activations a block may use; every one but `identity` is non-polynomial.
 ACTIVATIONS: dict[str, str] = {
@@ -90,92 +102,281 @@ MODULE_DICT_ATTRIBUTES = frozenset(
     }
 )
 
-LAYOUTS = {
-    "vector": "[..., dim]",
-    "image": "[N, dim, H, W]",
-    "sequence": "[N, L, dim]",
-}
+
+class Layout(str, Enum):
+    """The tensor layout a block takes; all blocks of one network share one."""
+
+    VECTOR = "vector"
+    IMAGE = "image"
+    SEQUENCE = "sequence"
+
+    # Hash and compare as the plain word, so that "vector" and Layout.VECTOR are one key.
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def shape(self) -> str:
+        return {"vector": "[..., dim]", "image": "[N, dim, H, W]", "sequence": "[N, L, dim]"}[
+            self.value
+        ]
+
+    @property
+    def test_input(self) -> str:
+        """The shape the generated tests feed a module of this layout (`batch`, `DIM` names)."""
+        return {
+            "vector": "batch + 1, DIM",
+            "image": "batch, DIM, 4, 4",
+            "sequence": "batch, 3, DIM",
+        }[self.value]
+
+
+LAYOUTS = {layout: layout.shape for layout in Layout}
+
+
+class ArgKind(str, Enum):
+    INT = "int"  # an integer expression in dim
+    CHOICE = "choice"  # one word of a fixed list
+
+    __hash__ = str.__hash__
 
 
 @dataclass(frozen=True, slots=True)
 class Arg:
-    """One keyword argument of a block kind: `kind` is "int" (an expression in dim) or "choice"."""
+    """One keyword argument of a block kind."""
 
-    kind: str
+    kind: ArgKind
     default: object
     choices: tuple[str, ...] = ()
 
 
+def dim_code(expr) -> str:
+    """Python source for an integer block argument, an expression in `dim`.
+
+    A fractional coefficient (`hidden=3*dim/2`) is an exact floor division; the generated
+    constructor checks beforehand that it divides (`BlockKind.dim_checks`).
+    """
+    expr = sympy.sympify(expr)
+    if not expr.free_symbols:
+        return str(int(expr))
+    numerator, denominator = sympy.fraction(sympy.together(expr))
+    code = sympy.sstr(numerator.subs(DIM, sympy.Symbol("dim")))
+    if denominator == 1:
+        return code
+    return f"{_operand(numerator, code)} // {denominator}"
+
+
+def _operand(expr: sympy.Expr, code: str) -> str:
+    """`code` ready for a left operand of // or %: a sum needs parentheses."""
+    return f"({code})" if expr.is_Add else code
+
+
+@dataclass(frozen=True, slots=True)
+class DimCheck:
+    """A condition on `dim` the generated constructor tests before building a block."""
+
+    condition: str  # Python source in `dim`, true when the block cannot be built
+    message: str  # what is wrong, naming the block and the rule
+
+
+def _two_layer_by_activation(kind: BlockKind, args: dict) -> tuple[bool | None, str]:
+    act = str(args.get("act", "relu"))
+    if act in POLYNOMIAL_ACTIVATIONS:
+        return False, f"{kind.name} with act={act} is polynomial: no non-polynomial activation"
+    return True, f"{kind.name} holds W2·σ(W1 z + b) with σ = {act}"
+
+
+def _two_layer_always(kind: BlockKind, args: dict) -> tuple[bool | None, str]:
+    return True, f"{kind.name} holds W2·σ(W1 z + b) ({kind.doc})"
+
+
+def _two_layer_never(kind: BlockKind, args: dict) -> tuple[bool | None, str]:
+    return False, f"{kind.name}() has no two-layer substructure W2·σ(W1 z + b)"
+
+
+def _two_layer_declared(kind: BlockKind, args: dict) -> tuple[bool | None, str]:
+    declared = args.get("universal", "unknown")
+    if declared == "yes":
+        return True, "custom block declared universal=yes"
+    if declared == "no":
+        return False, "custom block declared universal=no"
+    return (
+        None,
+        "custom block: its structure is unknown (declare universal=yes if it holds W2·σ(W1 z + b))",
+    )
+
+
+def _fractional_dims(block, kind: BlockKind) -> list[DimCheck]:
+    """An int argument with a fractional coefficient in dim must come out whole."""
+    checks = []
+    for key, value in sorted(dict(block.args).items()):
+        if key not in kind.args or kind.args[key].kind is not ArgKind.INT:
+            continue
+        value = sympy.sympify(value)
+        numerator, denominator = sympy.fraction(sympy.together(value))
+        if denominator != 1 and DIM in value.free_symbols:
+            code = sympy.sstr(numerator.subs(DIM, sympy.Symbol("dim")))
+            shown = sympy.sstr(value)
+            checks.append(
+                DimCheck(
+                    f"{_operand(numerator, code)} % {denominator}",
+                    f"block {block.name} = {kind.name}({key}={shown}): {key} is not a whole "
+                    f"number unless {denominator} divides {code}",
+                )
+            )
+    return checks
+
+
+def _heads_divide_dim(block, kind: BlockKind) -> list[DimCheck]:
+    heads = dim_code(dict(block.args).get("heads", 1))
+    checks = _fractional_dims(block, kind)
+    if heads != "1":
+        checks.append(
+            DimCheck(
+                f"dim % ({heads})",
+                f"block {block.name} = {kind.name}(heads={heads}) needs dim divisible by "
+                f"heads = {heads}",
+            )
+        )
+    return checks
+
+
+def _keyword_constructor(block, kind: BlockKind) -> str:
+    args = dict(block.args)
+    parts = ["dim"]
+    for key, spec in kind.args.items():
+        value = args.get(key, spec.default)
+        shown = repr(value) if spec.kind is ArgKind.CHOICE else dim_code(value)
+        parts.append(f"{key}={shown}")
+    return f"{kind.class_name}({', '.join(parts)})"
+
+
+def _custom_value(v) -> str:
+    if isinstance(v, (str, bool)) or v is None:
+        return repr(v)
+    v = sympy.sympify(v)
+    if DIM in v.free_symbols:
+        return dim_code(v)
+    return str(int(v)) if v.is_integer else repr(float(v))
+
+
+def _custom_constructor(block, kind: BlockKind) -> str:
+    kwargs = [
+        f"{k}={_custom_value(v)}"
+        for k, v in sorted(dict(block.args).items())
+        if k not in kind.meta_args
+    ]
+    return f"_load_class({block.target!r})(dim{''.join(', ' + a for a in kwargs)})"
+
+
 @dataclass(frozen=True, slots=True)
 class BlockKind:
-    name: str
-    class_name: str
-    template: str
-    layout: str | None
-    args: dict[str, Arg] = field(default_factory=dict)
-    # Whether the kind holds W2·σ(W1 z + b); None: depends on the activation or unknown.
-    two_layer: bool | None = True
-    doc: str = ""
+    """Everything the pipeline knows of one block kind (one entry of `BLOCK_KINDS`)."""
 
+    name: str
+    class_name: str  # the class the generated file defines ("" when the user brings it)
+    template: str  # the file under templates/blocks/ it copies (or a name for `source`)
+    layout: Layout | None  # None: chosen by a `layout=` argument (custom)
+    args: dict[str, Arg] = field(default_factory=dict)
+    # Whether the kind holds W2·σ(W1 z + b), and why: (True | False | None, reason).
+    two_layer: Callable[[BlockKind, dict], tuple[bool | None, str]] = _two_layer_always
+    doc: str = ""
+    helpers: tuple[str, ...] = ()  # other sources it needs, e.g. _activation.py
+    imports: frozenset[Import] = frozenset()
+    constructor: Callable[[object, BlockKind], str] = _keyword_constructor
+    dim_checks: Callable[[object, BlockKind], list[DimCheck]] = _fractional_dims
+    # The test width must be a multiple of this argument's value (transformer heads).
+    test_dim_multiple_of: str | None = None
+    # custom: a first positional argument "pkg.module:Class", keys of its own (layout,
+    # universal), every other key passed through to the user's class.
+    takes_target: bool = False
+    meta_args: dict[str, Arg] = field(default_factory=dict)
+    source: str | None = None  # inline source instead of templates/blocks/<template>
+
+    def source_text(self) -> str:
+        if self.source is not None:
+            return self.source.strip()
+        return resource_path("templates/blocks", self.template).read_text(encoding="utf-8").strip()
+
+    def fact(self, args: dict) -> tuple[bool | None, str]:
+        return self.two_layer(self, args)
+
+
+_ACT = Arg(ArgKind.CHOICE, "relu", tuple(ACTIVATIONS))
 
 BLOCK_KINDS: dict[str, BlockKind] = {
     "mlp": BlockKind(
         "mlp",
         "MLP",
         "mlp.py",
-        "vector",
+        Layout.VECTOR,
         {
-            "hidden": Arg("int", "dim"),
-            "act": Arg("choice", "relu", tuple(ACTIVATIONS)),
-            "norm": Arg("choice", "none", ("none", "layer")),
+            "hidden": Arg(ArgKind.INT, "dim"),
+            "act": _ACT,
+            "norm": Arg(ArgKind.CHOICE, "none", ("none", "layer")),
         },
-        two_layer=None,
+        two_layer=_two_layer_by_activation,
         doc="Linear-act-Linear",
+        helpers=("_activation.py",),
     ),
     "linear": BlockKind(
-        "linear", "LinearBlock", "linear.py", "vector", {}, two_layer=False, doc="one Linear"
+        "linear",
+        "LinearBlock",
+        "linear.py",
+        Layout.VECTOR,
+        two_layer=_two_layer_never,
+        doc="one Linear",
     ),
     "conv": BlockKind(
         "conv",
         "ConvBlock",
         "conv.py",
-        "image",
-        {
-            "hidden": Arg("int", "dim"),
-            "kernel": Arg("int", 3),
-            "act": Arg("choice", "relu", tuple(ACTIVATIONS)),
-        },
-        two_layer=None,
+        Layout.IMAGE,
+        {"hidden": Arg(ArgKind.INT, "dim"), "kernel": Arg(ArgKind.INT, 3), "act": _ACT},
+        two_layer=_two_layer_by_activation,
         doc="pre-activation BN-act-Conv-BN-act-Conv",
+        helpers=("_activation.py",),
     ),
     "convnext": BlockKind(
         "convnext",
         "ConvNeXtBlock",
         "convnext.py",
-        "image",
-        {"kernel": Arg("int", 7), "expand": Arg("int", 4)},
-        two_layer=True,
+        Layout.IMAGE,
+        {"kernel": Arg(ArgKind.INT, 7), "expand": Arg(ArgKind.INT, 4)},
         doc="depthwise conv, LayerNorm, 1x1, GELU, 1x1",
     ),
     "transformer": BlockKind(
         "transformer",
         "TransformerBlock",
         "transformer.py",
-        "sequence",
-        {"heads": Arg("int", 1), "expand": Arg("int", 4)},
-        two_layer=True,
+        Layout.SEQUENCE,
+        {"heads": Arg(ArgKind.INT, 1), "expand": Arg(ArgKind.INT, 4)},
         doc="Attn(z) + MLP(z + Attn(z)) with pre-norm",
+        imports=frozenset({Import.FUNCTIONAL}),  # scaled_dot_product_attention
+        dim_checks=_heads_divide_dim,
+        test_dim_multiple_of="heads",
     ),
     "custom": BlockKind(
-        "custom", "", "custom.py", None, {}, two_layer=None, doc="user class Class(dim, **kwargs)"
+        "custom",
+        "",
+        "custom.py",
+        None,
+        two_layer=_two_layer_declared,
+        doc="user class Class(dim, **kwargs)",
+        imports=frozenset({Import.IMPORTLIB}),
+        constructor=_custom_constructor,
+        dim_checks=lambda block, kind: [],
+        takes_target=True,
+        meta_args={
+            "layout": Arg(ArgKind.CHOICE, "vector", tuple(Layout)),
+            "universal": Arg(ArgKind.CHOICE, "unknown", ("yes", "no", "unknown")),
+        },
     ),
 }
 
 # Keys a `custom(...)` block understands itself; every other key goes to the user's class.
-CUSTOM_META_ARGS = {
-    "layout": Arg("choice", "vector", tuple(LAYOUTS)),
-    "universal": Arg("choice", "unknown", ("yes", "no", "unknown")),
-}
+CUSTOM_META_ARGS = BLOCK_KINDS["custom"].meta_args
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,34 +386,73 @@ class ElementwiseMap:
     name: str
     scalar_args: tuple[str, ...]
     emit: str  # format string over {x} and the scalar argument names
+    imports: tuple[Import, ...] = ()
 
 
 ELEMENTWISE_MAPS: dict[str, ElementwiseMap] = {
     "relu": ElementwiseMap("relu", (), "torch.relu({x})"),
     "sigmoid": ElementwiseMap("sigmoid", (), "torch.sigmoid({x})"),
     "tanh": ElementwiseMap("tanh", (), "torch.tanh({x})"),
-    "softshrink": ElementwiseMap("softshrink", ("lam",), "F.softshrink({x}, {lam})"),
+    "softshrink": ElementwiseMap(
+        "softshrink", ("lam",), "F.softshrink({x}, {lam})", (Import.FUNCTIONAL,)
+    ),
     "clamp": ElementwiseMap("clamp", ("lo", "hi"), "torch.clamp({x}, {lo}, {hi})"),
 }
 
 
+def helper_source(name: str) -> str:
+    """A source several kinds share (templates/blocks/<name>), e.g. `_activation`."""
+    return resource_path("templates/blocks", name).read_text(encoding="utf-8").strip()
+
+
 def two_layer_fact(kind: BlockKind, args: dict[str, object]) -> tuple[bool | None, str]:
     """Whether a block of `kind` with `args` holds the two-layer substructure, and why."""
-    if kind.name == "custom":
-        declared = args.get("universal", "unknown")
-        if declared == "yes":
-            return True, "custom block declared universal=yes"
-        if declared == "no":
-            return False, "custom block declared universal=no"
-        return (
-            None,
-            "custom block: its structure is unknown (declare universal=yes if it holds W2·σ(W1 z + b))",
-        )
-    if kind.two_layer is not None:
-        if kind.two_layer:
-            return True, f"{kind.name} holds W2·σ(W1 z + b) ({kind.doc})"
-        return False, f"{kind.name}() has no two-layer substructure W2·σ(W1 z + b)"
-    act = str(args.get("act", "relu"))
-    if act in POLYNOMIAL_ACTIVATIONS:
-        return False, f"{kind.name} with act={act} is polynomial: no non-polynomial activation"
-    return True, f"{kind.name} holds W2·σ(W1 z + b) with σ = {act}"
+    return kind.fact(args)
+
+
+# ---------------------------------------------------------------- solvers and backward modes
+@dataclass(frozen=True, slots=True)
+class SolverKind:
+    """A fixed-point solver of implicit layers: its options and their defaults."""
+
+    name: str
+    options: dict[str, float | int]
+
+
+@dataclass(frozen=True, slots=True)
+class BackwardKind:
+    """A backward mode; `inherits` names the solver options an adjoint solve takes over
+    unless the mode sets them (`backward implicit` solves with the solver's max_iter, tol)."""
+
+    name: str
+    options: dict[str, float | int | None]
+    inherits: tuple[str, ...] = ()
+
+
+SOLVER_KINDS: dict[str, SolverKind] = {
+    "fixed_point": SolverKind("fixed_point", {"max_iter": 50, "tol": 1e-4}),
+    "anderson": SolverKind("anderson", {"m": 5, "max_iter": 50, "tol": 1e-4}),
+}
+DEFAULT_SOLVER = "anderson"
+BACKWARD_KINDS: dict[str, BackwardKind] = {
+    "implicit": BackwardKind("implicit", {"max_iter": None, "tol": None}, ("max_iter", "tol")),
+    "phantom": BackwardKind("phantom", {"steps": 5}),
+    "unroll": BackwardKind("unroll", {}),
+}
+DEFAULT_BACKWARD = "implicit"
+INTEGER_OPTIONS = frozenset({"max_iter", "m", "steps"})
+
+
+def solver_config(spec) -> dict:
+    """The solver of an implicit network as the generated module's `solver` dict."""
+    if spec is None:
+        return {"name": DEFAULT_SOLVER, **SOLVER_KINDS[DEFAULT_SOLVER].options}
+    return {"name": spec.name, **dict(spec.options)}
+
+
+def backward_config(spec, solver: dict) -> dict:
+    """The backward mode as the module's `backward` dict (inherited options filled in)."""
+    kind = BACKWARD_KINDS[spec.name if spec is not None else DEFAULT_BACKWARD]
+    given = dict(spec.options) if spec is not None else {}
+    inherited = {key: solver[key] for key in kind.inherits if key in solver}
+    return {"name": kind.name, **inherited, **given}

@@ -6,23 +6,29 @@ Exit status: 0 success, 1 user error (located message on stderr), 2 a bug in opt
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
-from . import __version__
+from . import __version__, pipeline, present
 from .errors import OptgenError
+from .pipeline import Result, Stage
+from .resolve import snake_case
+from .source import SourceFile
 
 
 class UsageError(Exception):
     """A problem with the command line itself (a missing file, a bad option)."""
 
 
-def _read(path: str) -> str:
+def _source(path: str) -> SourceFile:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return SourceFile(path, Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -41,36 +47,40 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _print_warnings(compiled) -> None:
-    for warning in compiled.warnings:
-        print(warning.render(compiled.source), file=sys.stderr)
+def _compile_all(paths: list[str], strict: bool, until: Stage) -> tuple[list[Result], bool]:
+    """Every file through the pipeline, its diagnostics printed; a bad file does not stop
+    the others from being checked. Returns the result of every readable file and whether
+    any file failed."""
+    results, failed = [], False
+    for path in paths:
+        try:
+            source = _source(path)
+        except UsageError as err:
+            print(f"optgen: error: {err}", file=sys.stderr)
+            failed = True
+            continue
+        result = pipeline.compile(source, strict=strict, until=until)
+        for diagnostic in result.diagnostics:
+            print(diagnostic.render(source), file=sys.stderr)
+        results.append(result)
+        failed = failed or not result.ok
+    return results, failed
 
 
 def cmd_compile(args) -> int:
-    from .api import certify, compile_source, frontend, strict_failures
-
-    outputs: dict[Path, str] = {}
-    summaries: list[str] = []
     out_dir = Path(args.output)
     # Compile everything first: a failure anywhere writes nothing.
-    for path in args.files:
-        text = _read(path)
-        compiled = frontend(text, path)
-        _print_warnings(compiled)
-        files = compile_source(text, path, strict=args.strict)
-        for net in compiled.networks:
-            for diag in strict_failures(net):
-                print(
-                    diag.render(compiled.source).replace(": error: ", ": warning: ", 1),
-                    file=sys.stderr,
-                )
-        for name, source in files.items():
+    results, failed = _compile_all(args.files, args.strict, Stage.EMIT)
+    if failed:
+        print("optgen: nothing was written", file=sys.stderr)
+        return 1
+    outputs: dict[Path, str] = {}
+    for result in results:
+        for name, text in result.outputs.items():
             target = out_dir / name
             if target in outputs:
                 raise UsageError(f"two inputs write {target}")
-            outputs[target] = source
-        for net in compiled.networks:
-            summaries.append(_summary(net, certify(net, compiled.source), path, out_dir))
+            outputs[target] = text
     if args.check:
         stale = [
             p
@@ -78,9 +88,8 @@ def cmd_compile(args) -> int:
             if not p.is_file() or p.read_text(encoding="utf-8") != text
         ]
         for p in stale:
-            print(
-                f"optgen: {p} is {'missing' if not p.is_file() else 'out of date'}", file=sys.stderr
-            )
+            state = "missing" if not p.is_file() else "out of date"
+            print(f"optgen: {p} is {state}", file=sys.stderr)
         if stale:
             print("optgen: run `optgen compile` to regenerate", file=sys.stderr)
             return 1
@@ -88,103 +97,85 @@ def cmd_compile(args) -> int:
         return 0
     for p, text in outputs.items():
         _write_atomically(p, text)
-    for line in summaries:
-        print(line)
+    for result in results:
+        for net, cert in zip(result.networks, result.certificates):
+            print(_summary(net, cert, result.source.path, out_dir))
     return 0
 
 
-def _summary(net, certificate: dict, path: str, out_dir: Path) -> str:
-    from .resolve import snake_case
-
-    stem = snake_case(net.name)
-    verdict = {True: "guaranteed", False: "not guaranteed", None: "unknown"}[
-        (certificate.get("universal") or {}).get("guaranteed")
-    ]
-
-    def flag(key: str) -> str:
-        value = certificate.get(key)
-        return "?" if value is None else ("yes" if value else "no")
-
-    return (
-        f"{net.name}: {path} -> {out_dir / (stem + '.py')} ({net.kind}, {net.depth} layers; "
-        f"zero-stable {flag('zero_stable')}, consistent {flag('consistent')}, universal {verdict})"
-    )
+def _summary(net, cert, path: str, out_dir: Path) -> str:
+    target = out_dir / f"{snake_case(net.name)}.py"
+    kind = f"{net.kind}, {net.depth} layers"
+    return f"{net.name}: {path} -> {target} ({kind}; {present.summary_flags(cert)})"
 
 
 def cmd_check(args) -> int:
-    from .api import certify, frontend, strict_failures
-    from .certify import render_text
-
-    results = []
-    rows = []
-    failed = False
-    for path in args.files:
-        compiled = frontend(_read(path), path)
-        _print_warnings(compiled)
-        for net in compiled.networks:
-            certificate = certify(net, compiled.source)
-            results.append(certificate)
-            rows.append((Path(path).name, net, certificate))
-            failures = strict_failures(net)
-            for diag in failures:
-                severity = "error" if args.strict else "warning"
-                print(
-                    diag.render(compiled.source).replace(": error: ", f": {severity}: ", 1),
-                    file=sys.stderr,
-                )
-            failed = failed or (args.strict and bool(failures))
-            if not (args.json or args.markdown):
-                print(render_text(net, certificate))
+    results, failed = _compile_all(args.files, args.strict, Stage.ANALYSIS)
+    good = [result for result in results if result.ok]
     if args.json:
-        print(json.dumps(results, indent=2))
-    if args.markdown:
-        from .report import markdown_table
-
-        sys.stdout.write(markdown_table(rows))
-    if args.plot:
-        _plot(rows, Path(args.plot))
+        objects = [cert.as_dict() for result in good for cert in result.certificates]
+        # A file with errors has no certificate: its object holds its diagnostics.
+        objects += [
+            {"file": r.source.path, "diagnostics": [d.as_dict() for d in r.diagnostics]}
+            for r in results
+            if not r.ok
+        ]
+        print(json.dumps(objects, indent=2))
+    elif args.markdown:
+        rows = [
+            (Path(result.source.path).name, net.name, net.rule, cert)
+            for result in good
+            for net, cert in zip(result.networks, result.certificates)
+        ]
+        sys.stdout.write(present.markdown_table(rows))
+    else:
+        for result in good:
+            for cert in result.certificates:
+                print(present.check_text(cert))
+    if args.plot and not failed:
+        _plot(good, Path(args.plot))
     return 1 if failed else 0
 
 
-def _plot(rows, path: Path) -> None:
+def _plot(results: list[Result], path: Path) -> None:
     from .report import plot_certificate
 
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError("--plot needs matplotlib: pip install 'optgen[experiments]'") from None
-    if len(rows) != 1:
-        names = ", ".join(net.name for _, net, _ in rows)
-        raise UsageError(f"--plot draws one network; these files hold {len(rows)}: {names}")
-    _, net, certificate = rows[0]
-    plot_certificate(net, certificate, path)
+    networks = [(net, cert) for r in results for net, cert in zip(r.networks, r.certificates)]
+    if len(networks) != 1:
+        names = ", ".join(net.name for net, _ in networks)
+        raise UsageError(f"--plot draws one network; these files hold {len(networks)}: {names}")
+    net, cert = networks[0]
+    plot_certificate(net, cert.as_dict(), path)
     print(f"optgen: wrote {path}", file=sys.stderr)
 
 
 def cmd_inspect(args) -> int:
-    from .api import compile_source, frontend
-    from .resolve import snake_case
-
-    text = _read(args.file)
-    compiled = frontend(text, args.file)
-    names = [net.name for net in compiled.networks]
+    until = Stage.FRONTEND if args.graph else Stage.EMIT
+    results, failed = _compile_all([args.file], False, until)
+    if failed:
+        return 1
+    (result,) = results
+    names = [net.name for net in result.networks]
     if args.network is not None and args.network not in names:
         raise UsageError(f"{args.file} has no network {args.network!r}; it has: {', '.join(names)}")
-    chosen = [net for net in compiled.networks if args.network in (None, net.name)]
+    chosen = [net for net in result.networks if args.network in (None, net.name)]
     if args.graph:
         from .graph import render_graph
 
         for net in chosen:
             print(render_graph(net, args.graph))
         return 0
-    outputs = compile_source(text, args.file)
     for net in chosen:
-        sys.stdout.write(outputs[f"{snake_case(net.name)}.py"])
+        sys.stdout.write(result.outputs[f"{snake_case(net.name)}.py"])
     return 0
 
 
 def cmd_experiment(args) -> int:
-    from .experiment import DEFAULT_NETWORKS, MissingExtra, run
+    from .experiments import DEFAULT_NETWORKS, MissingExtra, UnsupportedLayout, run
 
     networks = (
         [n.strip() for n in args.networks.split(",") if n.strip()]
@@ -202,7 +193,7 @@ def cmd_experiment(args) -> int:
             seeds=args.seeds,
             progress_bar=sys.stderr.isatty(),
         )
-    except MissingExtra as err:
+    except (MissingExtra, UnsupportedLayout) as err:
         raise UsageError(str(err)) from None
     except FileNotFoundError as err:
         raise UsageError(str(err)) from None
@@ -217,8 +208,45 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as a user error (exit 1, not argparse's 2,
+    which optgen keeps for its own bugs), with a did-you-mean for misspelled words."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}{_suggestion(self, message)}\n{self.format_usage().strip()}")
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of a parser and of its subcommands."""
+    found = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _options(sub)
+    return found
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    words: list[str] = []
+    choices: set[str] = set()
+    if message.startswith("unrecognized arguments:"):
+        words = [w for w in message.split(":", 1)[1].split() if w.startswith("-")]
+        choices = _options(parser)
+    elif "invalid choice:" in message:
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            words = [match.group(1)]
+            choices = set(re.findall(r"'?([\w.-]+)'?", match.group(2)))
+    for word in words:
+        close = difflib.get_close_matches(word.split("=")[0], sorted(choices), n=1, cutoff=0.6)
+        if close:
+            return f"; did you mean '{close[0]}'?"
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="optgen", description="Compile optimization update rules into PyTorch modules."
     )
     parser.add_argument("--version", action="version", version=f"optgen {__version__}")
@@ -289,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args)
     except OptgenError as err:
         print(err.render(), file=sys.stderr)

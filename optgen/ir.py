@@ -9,6 +9,7 @@ c_j: sympy expressions in the params (as symbols) and the layer index `k`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import sympy
 
@@ -16,6 +17,8 @@ from .source import Span
 
 K = sympy.Symbol("k", integer=True, nonnegative=True)
 ONE = sympy.Integer(1)
+# The feature size given to the generated constructor, in block arguments.
+DIM = sympy.Symbol("dim", integer=True, positive=True)
 
 
 def param_symbol(name: str) -> sympy.Symbol:
@@ -175,6 +178,19 @@ class LinearForm:
 
 
 # ---------------------------------------------------------------- declarations
+class NetworkKind(str, Enum):
+    """How a network's layers are computed (language.md section 4)."""
+
+    EXPLICIT = "explicit"  # one iteration per layer
+    IMPLICIT = "implicit"  # a layer solves for its own next iterate
+    EQUILIBRIUM = "equilibrium"  # the fixed point of one shared update
+
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True, slots=True)
 class Bound:
     lo: sympy.Expr | None
@@ -292,10 +308,10 @@ class Network:
         return next(b for b in self.blocks if b.name == name)
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> NetworkKind:
         if self.equilibrium:
-            return "equilibrium"
-        return "implicit" if self.implicit else "explicit"
+            return NetworkKind.EQUILIBRIUM
+        return NetworkKind.IMPLICIT if self.implicit else NetworkKind.EXPLICIT
 
 
 def validate(net: Network) -> None:

@@ -1,7 +1,7 @@
-"""IR to EmitPlan: the straight-line per-layer program of an explicit network.
+"""IR to EmitPlan: the generated forward as typed ops (`plan.py`), never as source text.
 
 Every assignment of the update is a linear combination of tensors. Here each one is
-emitted with the fewest elementwise kernels:
+lowered to the fewest elementwise kernels:
 
 * a single term with coefficient 1 is an alias (no kernel);
 * a term with coefficient 1 starts the sum, every further term costs one fused
@@ -11,23 +11,24 @@ emitted with the fewest elementwise kernels:
 * otherwise the first term is scaled (`torch.mul`) and the rest are added in place
   into that fresh temporary, which autograd never saved.
 
-Coefficients are folded: fixed params become numbers, `k`-dependent ones a per-layer
-table of Python floats built in `__init__`, learnable ones are computed once per
-call from their raw parameter (softplus / scaled sigmoid reparametrization).
+Coefficients are folded, but keep the rule's names: a fixed param becomes a named
+constant of the forward (`beta = 0.9`, then `torch.lerp(x_next, x, -beta)`), a
+`k`-dependent one a per-layer table of floats named after what it holds
+(`self.neg_beta[k]`), a learnable one is computed once per call from its raw parameter
+(softplus / scaled sigmoid reparametrization).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
+from enum import Enum
 
 import sympy
 
-from . import ir
-from .blocks import BLOCK_KINDS, ELEMENTWISE_MAPS
+from . import blocks, ir, plan
+from .blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
 from .naming import Namespace
-from .resolve import DIM
 
 # Attributes an nn.Module (and the generated class) already has.
 MODULE_ATTRS = frozenset(
@@ -64,20 +65,24 @@ MODULE_ATTRS = frozenset(
 ONE = sympy.Integer(1)
 
 
+class CoefKind(Enum):
+    NUMBER = "number"  # a fixed number (possibly written with fixed params' names)
+    SCHEDULE = "schedule"  # fixed, depends on k: a per-layer table
+    TENSOR = "tensor"  # holds learnable params: a 0-dim tensor computed in forward
+
+
 @dataclass(frozen=True)
 class Coef:
-    """A folded coefficient: a number, a fixed per-layer schedule, or a tensor (learnable).
+    """A folded coefficient.
 
-    For a tensor coefficient c = factor * base, `factor` is a number and `base` the
-    tensor part, so that `torch.addcmul(a, base, b, value=factor)` needs no extra kernel.
-    Code is only made when a combination uses it (`Lowerer.code`), so that nothing
-    unused is computed.
+    `value` has the fixed params substituted (decisions are made on it: is it 1, do two
+    coefficients sum to 1); `expr` keeps them as symbols, so that the code can print the
+    coefficient in the rule's names.
     """
 
     value: sympy.Expr
-    kind: str  # "number" | "schedule" | "tensor"
-    factor: sympy.Expr = ONE
-    base: sympy.Expr = ONE
+    expr: sympy.Expr
+    kind: CoefKind
 
 
 @dataclass
@@ -86,8 +91,8 @@ class ParamPlan:
     attr: str  # the nn.Parameter attribute
     var: str  # the forward-local variable holding the constrained value
     init_code: str  # python expression building the raw initial tensor in __init__
-    value_code: str  # python expression in forward computing the value from the raw
     doc: str
+    needs_math: bool = False
 
 
 @dataclass
@@ -98,34 +103,53 @@ class BlockPlan:
     shared: bool
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """A fixed per-layer coefficient: `self.<attr> = [float(<expr in k>) for k in ...]`."""
+
+    attr: str
+    expr: str
+    shown: str
+
+
 @dataclass
 class EmitPlan:
     class_name: str
-    file_stem: str
     depth: int
-    layout: str
+    layout: Layout
     params: list[ParamPlan]
     blocks: list[BlockPlan]
-    schedules: list[tuple[str, str, str]]  # (attribute, python expr in k, shown expr)
-    input_var: str
-    prologue: list[str]  # forward, before the loop
-    layer_setup: list[str]  # loop, fetching the blocks of layer k
-    body: list[str]  # loop body
-    epilogue: list[str]  # loop end: rotation of states and lags
+    schedules: list[Schedule]
+    forward: tuple[plan.Op, ...]  # the statements of forward, before its return
     output_var: str
-    block_templates: list[str]
-    needs_activation: bool
-    needs_custom: bool
+    kinds: tuple[str, ...]  # the block kinds used, sorted
+    dim_checks: tuple[blocks.DimCheck, ...] = ()
     kernels_per_layer: int = 0
     kind: str = "explicit"  # "explicit" | "implicit" | "equilibrium"
     solver: dict = field(default_factory=dict)
     backward: dict = field(default_factory=dict)
-    equilibrium_body: list[str] = field(default_factory=list)
 
     @property
-    def loop(self) -> list[str]:
-        lines = self.layer_setup + self.body + self.epilogue
-        return lines if any(not line.startswith("#") for line in lines) else lines + ["pass"]
+    def block_kinds(self) -> list[blocks.BlockKind]:
+        return [BLOCK_KINDS[k] for k in self.kinds]
+
+    @property
+    def sources(self) -> list[str]:
+        """The block sources the file copies: each kind's helpers first, each once."""
+        names = [h for kind in self.block_kinds for h in kind.helpers]
+        texts = [blocks.helper_source(name) for name in dict.fromkeys(names)]
+        return texts + [kind.source_text() for kind in self.block_kinds]
+
+    @property
+    def imports(self) -> frozenset[plan.Import]:
+        found = set(plan.imports(self.forward))
+        if any(p.needs_math for p in self.params):
+            found.add(plan.Import.MATH)
+        for kind in self.block_kinds:
+            found |= kind.imports
+        if self.kind != "explicit":
+            found.add(plan.Import.WARNINGS)  # the solver runtime warns on a missed tolerance
+        return frozenset(found)
 
 
 def _float(value) -> str:
@@ -137,17 +161,27 @@ def _pyexpr(expr: sympy.Expr, names: dict[sympy.Symbol, str]) -> str:
     if not expr.free_symbols:
         return _float(expr)
     renamed = expr.subs({s: sympy.Symbol(n) for s, n in names.items()}, simultaneous=True)
-    return sympy.sstr(renamed, order="lex")
+    return sympy.sstr(renamed)
 
 
-def dim_code(expr) -> str:
-    """Python source for an integer block argument, an expression in `dim`."""
-    expr = sympy.sympify(expr)
-    code = sympy.sstr(expr.subs(DIM, sympy.Symbol("dim")))
-    poly = sympy.Poly(expr, DIM) if expr.free_symbols else None
-    if poly is None or all(c.is_integer for c in poly.coeffs()):
-        return code
-    return f"int({code})"
+def _user_text(expr: sympy.Expr) -> str:
+    """A coefficient in the rule's names (for comments): beta, -k/(k + 3)."""
+    names = {s: sympy.Symbol(ir.symbol_param(s) or s.name) for s in expr.free_symbols}
+    return sympy.sstr(expr.subs(names, simultaneous=True), order="rev-lex")
+
+
+def coef_name(expr: sympy.Expr) -> str:
+    """A name for a coefficient from the params it holds: beta, neg_beta, rho_t; else coef."""
+    if expr.is_Symbol:
+        return ir.symbol_param(expr) or expr.name
+    if expr.is_Mul:
+        factor, rest = expr.as_coeff_Mul()
+        if factor == -1:
+            inner = coef_name(rest)
+            return "coef" if inner == "coef" else f"neg_{inner}"
+        if factor == 1 and all(a.is_Symbol for a in expr.args):
+            return "_".join(coef_name(a) for a in sorted(expr.args, key=str))
+    return "coef"
 
 
 class Lowerer:
@@ -157,13 +191,14 @@ class Lowerer:
         self.attrs = Namespace(reserved=MODULE_ATTRS)
         self.fixed = {p.symbol: p.value for p in net.params if not p.learnable}
         self.learnable = {p.symbol: p for p in net.params if p.learnable}
-        self.prologue: list[str] = []
-        self.layer_setup: list[str] = []
-        self.schedules: list[tuple[str, str, str]] = []
+        # Fixed params with one value for every layer: named constants of the forward.
+        self.constants = {p.symbol: p for p in net.params if not p.learnable and not p.depends_on_k}
+        self.prologue: list[plan.Op] = []
+        self.layer_setup: list[plan.Op] = []
+        self.schedules: list[Schedule] = []
         self._schedule_of: dict[sympy.Expr, str] = {}
         self._call_tensor_of: dict[sympy.Expr, str] = {}
         self._layer_tensor_of: dict[sympy.Expr, str] = {}
-        self.kernels = 0
 
     # ------------------------------------------------------------ names
     def allocate(self) -> None:
@@ -174,11 +209,8 @@ class Lowerer:
             st.target: self.ns.create(st.target) for st in net.statements if not st.is_state
         }
         self.param_var = {p.name: self.ns.create(p.name) for p in net.params if p.learnable}
-        if self.ns.is_used("x"):
-            self.input_var = self.ns.create("input_")
-            self.prologue.append(f"{self.input_var} = x")
-        else:
-            self.input_var = self.ns.create("x")
+        self.alias_input = self.ns.is_used("x")
+        self.input_var = self.ns.create("input_" if self.alias_input else "x")
         self.max_lag = {s: 0 for s in net.states}
         self.needs_initial: set[str] = set()
         for st in net.statements:
@@ -195,6 +227,7 @@ class Lowerer:
             for s in net.states
         }
         self.initial_var = {s: self.ns.create(f"{s}0") for s in sorted(self.needs_initial)}
+        self.constant_var = {s: self.ns.create(p.name) for s, p in self.constants.items()}
 
     # ------------------------------------------------------------ params
     def param_plans(self) -> list[ParamPlan]:
@@ -205,45 +238,47 @@ class Lowerer:
             var = self.param_var[p.name]
             constrained = p.bound is not None
             attr = self.attrs.create(f"{p.name}_raw" if constrained else p.name)
-            raw = self._raw_code(p)
+            raw, needs_math = self._raw_code(p)
             if p.per_layer:
                 init = f"nn.Parameter(torch.tensor([{raw} for k in range(depth)]))"
             else:
                 init = f"nn.Parameter(torch.tensor({raw}))"
-            value = self._reparam_code(p, f"self.{attr}")
-            plans.append(ParamPlan(p.name, attr, var, init, value, self._param_doc(p)))
-            self.prologue.append(f"{var} = {value}")
+            plans.append(ParamPlan(p.name, attr, var, init, self._param_doc(p), needs_math))
+            how, lo, hi = self._reparametrization(p)
+            self.prologue.append(plan.ParamValue(var, attr, how, lo, hi))
         return plans
 
-    def _raw_code(self, p: ir.Param) -> str:
+    def _raw_code(self, p: ir.Param) -> tuple[str, bool]:
+        """The raw parameter's start value (the inverse of its reparametrization)."""
+        b = p.bound
         if p.per_layer:
-            v = _pyexpr(p.value, {ir.K: "k"})
-            v = f"float({v})"
-        else:
-            v = None
-        value = float(p.value) if v is None else None
-        b = p.bound
+            v = f"float({_pyexpr(p.value, {ir.K: 'k'})})"
+            if b is None:
+                return v, False
+            if b.hi is None:  # positive: inverse softplus
+                return f"math.log(math.expm1({v}))", True
+            lo, hi = float(b.lo), float(b.hi)
+            return f"math.log(({v} - {lo!r}) / ({hi!r} - {v}))", True
+        value = float(p.value)
         if b is None:
-            return v if v is not None else _float(value)
-        if b.hi is None:  # positive: inverse softplus
-            if v is not None:
-                return f"math.log(math.expm1({v}))"
-            return _float(math.log(math.expm1(value)))
-        lo, hi = float(b.lo), float(b.hi)
-        if v is not None:
-            return f"math.log(({v} - {lo!r}) / ({hi!r} - {v}))"
-        return _float(math.log((value - lo) / (hi - value)))
-
-    def _reparam_code(self, p: ir.Param, raw: str) -> str:
-        b = p.bound
-        if b is None:
-            return raw
+            return _float(value), False
         if b.hi is None:
-            return f"F.softplus({raw})"
+            return _float(math.log(math.expm1(value))), False
+        lo, hi = float(b.lo), float(b.hi)
+        return _float(math.log((value - lo) / (hi - value))), False
+
+    @staticmethod
+    def _reparametrization(p: ir.Param) -> tuple[plan.Reparametrization, float, float]:
+        how = plan.Reparametrization
+        b = p.bound
+        if b is None:
+            return how.IDENTITY, 0.0, 1.0
+        if b.hi is None:
+            return how.SOFTPLUS, 0.0, 1.0
         lo, hi = float(b.lo), float(b.hi)
         if lo == 0.0 and hi == 1.0:
-            return f"torch.sigmoid({raw})"
-        return f"torch.sigmoid({raw}) * {hi - lo!r} + {lo!r}"
+            return how.SIGMOID, lo, hi
+        return how.SCALED_SIGMOID, lo, hi
 
     def _param_doc(self, p: ir.Param) -> str:
         where = p.bound.show(p.name) if p.bound else "unconstrained"
@@ -252,104 +287,161 @@ class Lowerer:
         return f"{p.name}: learnable{per}, {where} ({how} reparametrization), starts at {p.value}"
 
     # ------------------------------------------------------------ coefficients
-    def coef(self, value: sympy.Expr) -> Coef:
-        value = sympy.simplify(value.subs(self.fixed)) if value.free_symbols else value
+    def coef(self, expr: sympy.Expr) -> Coef:
+        expr = sympy.sympify(expr)
+        value = sympy.simplify(expr.subs(self.fixed)) if expr.free_symbols else expr
         symbols = value.free_symbols
         if not symbols:
-            return Coef(value, "number")
+            return Coef(value, expr, CoefKind.NUMBER)
         if not any(s in self.learnable for s in symbols):
-            return Coef(value, "schedule")
-        factor, base = value.as_coeff_Mul()
-        if factor.is_zero or not factor.is_number:
-            factor, base = ONE, value
-        return Coef(value, "tensor", factor, base)
+            return Coef(value, expr, CoefKind.SCHEDULE)
+        return Coef(value, expr, CoefKind.TENSOR)
 
-    def code(self, c: Coef) -> str:
-        """Python code for the whole coefficient (a float or a 0-dim tensor)."""
-        if c.kind == "number":
-            return _float(c.value)
-        if c.kind == "schedule":
-            return self.schedule(c.value)
-        return self.tensor_coef(c.value)
+    def _named(self, expr: sympy.Expr) -> bool:
+        """Whether `expr` can be printed with the forward's named constants."""
+        return bool(expr.free_symbols) and expr.free_symbols <= set(self.constants)
 
-    def schedule(self, value: sympy.Expr) -> str:
+    def scalar(self, c: Coef) -> plan.Scalar:
+        """The whole coefficient as an operand (a float, a constant expression, a tensor)."""
+        if c.kind is CoefKind.NUMBER:
+            return self.number(c.expr, c.value)
+        if c.kind is CoefKind.SCHEDULE:
+            return plan.Scalar(self.schedule(c))
+        var = self.tensor_coef(c)
+        return plan.Scalar(var, (var,))
+
+    def number(self, expr: sympy.Expr, value: sympy.Expr) -> plan.Scalar:
+        if not self._named(expr):
+            return plan.Scalar.number(value)
+        names = {s: self.constant_var[s] for s in expr.free_symbols}
+        return plan.Scalar(_pyexpr(expr, names), tuple(sorted(names.values())))
+
+    def schedule(self, c: Coef) -> str:
         """A fixed coefficient that depends on k: a per-layer table of floats."""
-        if value not in self._schedule_of:
-            attr = self.attrs.create(f"coef{len(self.schedules) + 1}")
-            shown = sympy.sstr(
-                value.subs(
-                    {s: sympy.Symbol(ir.symbol_param(s) or s.name) for s in value.free_symbols}
-                )
-            )
-            self.schedules.append((attr, _pyexpr(value, {ir.K: "k"}), shown))
-            self._schedule_of[value] = f"self.{attr}[k]"
-        return self._schedule_of[value]
+        if c.value not in self._schedule_of:
+            attr = self.attrs.create(coef_name(c.expr))
+            shown = _user_text(c.value)
+            if c.expr != c.value:
+                shown = f"{_user_text(c.expr)} = {shown}"
+            self.schedules.append(Schedule(attr, _pyexpr(c.value, {ir.K: "k"}), shown))
+            self._schedule_of[c.value] = f"self.{attr}[k]"
+        return self._schedule_of[c.value]
 
-    def tensor_coef(self, value: sympy.Expr) -> str:
-        """A coefficient with learnable params: computed once per call, or once per layer."""
-        symbols = value.free_symbols
-        per_layer = ir.K in symbols or any(
-            self.learnable[s].per_layer for s in symbols if s in self.learnable
-        )
+    def _tensor_names(self, expr: sympy.Expr) -> dict[sympy.Symbol, str]:
         names = {}
-        for s in symbols:
+        for s in expr.free_symbols:
             if s == ir.K:
                 names[s] = "k"
             elif s in self.learnable:
                 p = self.learnable[s]
                 names[s] = f"{self.param_var[p.name]}[k]" if p.per_layer else self.param_var[p.name]
-        if len(symbols) == 1 and value in self.learnable and not per_layer:
-            return self.param_var[self.learnable[value].name]
-        table, lines = (
+            elif s in self.constants:
+                names[s] = self.constant_var[s]
+        return names
+
+    def tensor_coef(self, c: Coef) -> str:
+        """A coefficient with learnable params: computed once per call, or once per layer."""
+        expr = (
+            c.expr
+            if not (c.expr.free_symbols - set(self.constants) - set(self.learnable))
+            else None
+        )
+        printed = expr if expr is not None else c.value
+        symbols = printed.free_symbols
+        learnable = [self.learnable[s] for s in symbols if s in self.learnable]
+        per_layer = ir.K in symbols or any(p.per_layer for p in learnable)
+        if printed.is_Symbol and printed in self.learnable and not per_layer:
+            return self.param_var[self.learnable[printed].name]
+        table, ops = (
             (self._layer_tensor_of, self.layer_setup)
             if per_layer
             else (self._call_tensor_of, self.prologue)
         )
-        if value not in table:
-            var = self.ns.create("coef")
-            if ir.K in symbols:
-                names[ir.K] = "k"
-            lines.append(f"{var} = {_pyexpr(value, names)}")
-            table[value] = var
-        return table[value]
+        if c.value not in table:
+            names = self._tensor_names(printed)
+            var = self.ns.create(coef_name(printed) if expr is not None else "coef")
+            uses = tuple(sorted({v.split("[")[0] for v in names.values() if v != "k"}))
+            ops.append(plan.ScalarDef(var, plan.Scalar(_pyexpr(printed, names), uses)))
+            table[c.value] = var
+        return table[c.value]
+
+    def _tensor_parts(self, c: Coef) -> tuple[str, plan.Scalar | None]:
+        """c = factor * base with base holding the learnable params, factor fixed."""
+        learnable = [s for s in c.expr.free_symbols if s in self.learnable]
+        factor, base = c.expr.as_independent(*learnable, as_Add=False)
+        if (
+            factor == 0
+            or ir.K in factor.free_symbols
+            or not (factor.is_number or self._named(factor))
+        ):
+            factor, base = ONE, c.expr
+        base_coef = self.coef(base)
+        factor_value = sympy.simplify(factor.subs(self.fixed))
+        if factor_value == 0:  # pragma: no cover - a zero term never reaches lowering
+            factor, factor_value, base_coef = ONE, ONE, c
+        value = None if factor_value == 1 else self.number(factor, factor_value)
+        return self.tensor_coef(base_coef), value
 
     # ------------------------------------------------------------ combinations
-    def combine(self, target: str, terms: list[tuple[str, Coef]], like: str) -> list[str]:
-        """Lines that set `target` to sum(c * v) with the fewest kernels (module docstring)."""
+    def combine(self, target: str, terms: list[tuple[str, Coef]], like: str) -> list[plan.Op]:
+        """Ops that set `target` to sum(c * v) with the fewest kernels (module docstring)."""
         if not terms:
-            self.kernels += 1
-            return [f"{target} = torch.zeros_like({like})"]
+            return [plan.Zeros(target, like)]
         terms = list(terms)
-        lines: list[str] = []
+        shown = self._form_text(target, terms)
         first = next((t for t in terms if t[1].value == 1), None)
         if first is not None:
             terms.remove(first)
             if not terms:
-                return [] if first[0] == target else [f"{target} = {first[0]}"]
+                return [] if first[0] == target else [plan.Alias(target, first[0])]
             var, c = terms.pop(0)
-            lines.append(f"{target} = {self._add(first[0], var, c)}")
+            start = self.add(target, first[0], var, c)
         else:
             pair = self._lerp_pair(terms)
             if pair is not None:
                 (a, _), (b, cb) = pair
                 terms.remove(pair[0])
                 terms.remove(pair[1])
-                lines.append(f"{target} = torch.lerp({a}, {b}, {self.code(cb)})")
+                start = plan.Lerp(target, a, b, self.scalar(cb))
             else:
                 var, c = terms.pop(0)
-                lines.append(f"{target} = torch.mul({var}, {self.code(c)})")
-        self.kernels += 1
+                start = plan.Scale(target, var, self.scalar(c))
+        ops: list[plan.Op] = []
+        if terms or not isinstance(start, (plan.AddAlpha, plan.AddCMul)):
+            # A fused statement: say what it computes in the code's names.
+            ops.append(plan.Comment(shown))
         if any(var == target for var, _ in terms):
             # The first op rebinds `target`; a later term still reads its old value.
             fresh = self.ns.create(f"{target}_new")
-            lines[0] = lines[0].replace(f"{target} = ", f"{fresh} = ", 1)
-            lines += [f"{fresh}.{self._add_inplace(var, c)}" for var, c in terms]
-            self.kernels += len(terms)
-            return lines + [f"{target} = {fresh}"]
+            ops.append(start.retargeted(fresh))
+            ops += [self.add(fresh, fresh, var, c, inplace=True) for var, c in terms]
+            return ops + [plan.Alias(target, fresh)]
+        ops.append(start)
+        ops += [self.add(target, target, var, c, inplace=True) for var, c in terms]
+        return ops
+
+    def _form_text(self, target: str, terms: list[tuple[str, Coef]]) -> str:
+        parts = []
         for var, c in terms:
-            lines.append(f"{target}.{self._add_inplace(var, c)}")
-            self.kernels += 1
-        return lines
+            expr = c.expr
+            if expr == 1:
+                parts.append(f"+ {var}")
+            elif expr == -1:
+                parts.append(f"- {var}")
+            else:
+                negative = expr.as_coeff_Mul()[0] < 0
+                size = -expr if negative else expr
+                if size.is_number:
+                    text = f"{float(size):g}"
+                else:
+                    plain = size.is_Symbol or (
+                        size.is_Mul and all(a.is_Symbol or a.is_number for a in size.args)
+                    )
+                    text = _user_text(size) if plain else f"({_user_text(size)})"
+                parts.append(f"{'-' if negative else '+'} {text}*{var}")
+        text = " ".join(parts)
+        text = text[2:] if text.startswith("+ ") else "-" + text[2:]
+        return f"{target} = {text}"
 
     def _lerp_pair(self, terms):
         """Two terms whose coefficients sum to 1, the one with the simpler weight second."""
@@ -365,36 +457,28 @@ class Lowerer:
             return abs(x) <= abs(y)
         return sympy.count_ops(x) <= sympy.count_ops(y)
 
-    def _tensor_parts(self, c: Coef) -> tuple[str, str]:
-        value = "" if c.factor == 1 else f", value={_float(c.factor)}"
-        return self.tensor_coef(c.base), value
-
-    def _add(self, a: str, b: str, c: Coef) -> str:
-        """`a + c*b` as one out-of-place kernel."""
-        op, args = self._fused_add(b, c)
-        return f"torch.{op}({a}, {args})"
-
-    def _add_inplace(self, b: str, c: Coef) -> str:
-        """`+= c*b` as one in-place kernel (a method call on the accumulating tensor)."""
-        op, args = self._fused_add(b, c)
-        return f"{op}_({args})"
-
-    def _fused_add(self, b: str, c: Coef) -> tuple[str, str]:
-        if c.kind == "tensor":
+    def add(self, target: str, a: str, b: str, c: Coef, inplace: bool = False) -> plan.Op:
+        """`a + c*b` as one kernel (in place into `target` when `inplace`, then a is target)."""
+        if c.kind is CoefKind.TENSOR:
             base, value = self._tensor_parts(c)
-            return "addcmul", f"{base}, {b}{value}"
+            return plan.AddCMul(target, a, base, b, value, inplace)
         if c.value == 1:
-            return "add", b
+            return plan.AddAlpha(target, a, b, None, inplace=inplace)
         if c.value == -1:
-            return "sub", b
-        return "add", f"{b}, alpha={self.code(c)}"
+            return plan.AddAlpha(target, a, b, None, subtract=True, inplace=inplace)
+        return plan.AddAlpha(target, a, b, self.scalar(c), inplace=inplace)
 
     # ------------------------------------------------------------ the layer
     def lower(self) -> EmitPlan:
         net = self.net
         self.allocate()
+        self.prologue.extend(
+            plan.Const(self.constant_var[s], float(p.value)) for s, p in self.constants.items()
+        )
+        if self.alias_input:
+            self.prologue.append(plan.Alias(self.input_var, "x"))
         params = self.param_plans()
-        blocks = [
+        blocks_ = [
             BlockPlan(b.name, self.block_var[b.name], block_ctor(b), b.shared) for b in net.blocks
         ]
         self.init_states()
@@ -404,67 +488,58 @@ class Lowerer:
                 if isinstance(atom, ir.HistorySum) and atom not in self.accumulators:
                     var = self.ns.create("history_sum")
                     self.accumulators[atom] = var
-                    self.prologue.append(f"{var} = torch.zeros_like({self.input_var})")
-        for b in blocks:
-            line = f"{b.var} = self.blocks[{b.name!r}][{'0' if b.shared else 'k'}]"
-            (self.prologue if b.shared else self.layer_setup).append(line)
+                    self.prologue.append(plan.Zeros(var, self.input_var))
+        for b in blocks_:
+            fetch = plan.FetchBlock(b.var, b.name, b.shared)
+            (self.prologue if b.shared else self.layer_setup).append(fetch)
         body = self.layer_body()
-        epilogue = self.rotation()
-        self.drop_unused_input_alias(body)
-        equilibrium_body = self.equilibrium(body, epilogue) if net.equilibrium else []
-        kinds = sorted({b.kind for b in net.blocks})
-        templates = [BLOCK_KINDS[k].template for k in kinds]
+        rotation = self.rotation()
+        layer = tuple(self.layer_setup + body + rotation)
+        if net.equilibrium:
+            forward = tuple(self.prologue) + self.equilibrium(layer)
+        else:
+            forward = (*self.prologue, plan.Loop(layer))
+        output = self.state_var[net.output]
+        if self.alias_input:
+            forward = plan.rename_input(forward, self.input_var, "x")
+        forward = plan.remove_dead(forward, {output})
+        kinds = tuple(sorted({b.kind for b in net.blocks}))
+        checks = tuple(
+            c for b in net.blocks for c in BLOCK_KINDS[b.kind].dim_checks(b, BLOCK_KINDS[b.kind])
+        )
         return EmitPlan(
             class_name=net.name,
-            file_stem="",
             depth=net.depth,
-            layout=net.layout,
+            layout=Layout(net.layout),
             params=params,
-            blocks=blocks,
+            blocks=blocks_,
             schedules=self.schedules,
-            input_var=self.input_var,
-            prologue=self.prologue,
-            layer_setup=self.layer_setup,
-            body=body,
-            epilogue=epilogue,
-            output_var=self.state_var[net.output],
-            block_templates=templates,
-            needs_activation=bool({"mlp", "conv"} & set(kinds)),
-            needs_custom="custom" in kinds,
-            kernels_per_layer=self.kernels,
+            forward=forward,
+            output_var=output,
+            kinds=kinds,
+            dim_checks=tuple(dict.fromkeys(checks)),
+            kernels_per_layer=plan.kernels(layer),
             kind=net.kind,
             solver=solver_config(net),
             backward=backward_config(net),
-            equilibrium_body=equilibrium_body,
         )
 
-    def equilibrium(self, body: list[str], epilogue: list[str]) -> list[str]:
+    def equilibrium(self, layer: tuple[plan.Op, ...]) -> tuple[plan.Op, ...]:
         """The whole update as one map of the packed iterates, solved for its fixed point."""
         packed = [self.state_var[s] for s in self.net.states]
         packed += [lag for s in self.net.states for lag in self.lag_var[s]]
-        fn, z = self.ns.create("update"), self.ns.create("z")
-        joined = ", ".join(packed)
+        fn = self.ns.create("update")
+        zero = plan.Scalar("0")
         if len(packed) == 1:
-            start, unpack, pack = packed[0], f"{packed[0]} = {z}", packed[0]
-        else:
-            start, unpack, pack = (
-                f"_pack([{joined}])",
-                f"{joined} = {z}.unbind(1)",
-                f"_pack([{joined}])",
-            )
-        lines = ["k = 0", f"def {fn}({z}: Tensor) -> Tensor:", f"    {unpack}"]
-        lines += ["    " + line for line in self.layer_setup + body + epilogue]
-        lines += [f"    return {pack}", f"{z} = _solve(self, {fn}, {start}, 0)", unpack]
-        return lines
-
-    def drop_unused_input_alias(self, body: list[str]) -> None:
-        alias = f"{self.input_var} = x"
-        if alias not in self.prologue:
-            return
-        pattern = re.compile(rf"\b{re.escape(self.input_var)}\b")
-        rest = [line for line in self.prologue + self.layer_setup + body if line != alias]
-        if not any(pattern.search(line) for line in rest):
-            self.prologue.remove(alias)
+            (state,) = packed
+            return (plan.Solve(state, fn, state, layer, state, state, zero),)
+        z, z_next, z0 = self.ns.create("z"), self.ns.create("z_next"), self.ns.create("z0")
+        body = (plan.Unstack(tuple(packed), z), *layer, plan.Stack(z_next, tuple(packed)))
+        return (
+            plan.Stack(z0, tuple(packed)),
+            plan.Solve(z, fn, z, body, z_next, z0, zero),
+            plan.Unstack(tuple(packed), z),
+        )
 
     def init_states(self) -> None:
         values: dict[ir.Atom, str] = {ir.InputValue(): self.input_var}
@@ -478,11 +553,11 @@ class Lowerer:
             values[ir.Initial(assign.state)] = var
         for s in self.net.states:
             if s in self.initial_var:
-                self.prologue.append(f"{self.initial_var[s]} = {self.state_var[s]}")
+                self.prologue.append(plan.Alias(self.initial_var[s], self.state_var[s]))
             for lag in self.lag_var[s]:
-                self.prologue.append(f"{lag} = {self.state_var[s]}")
+                self.prologue.append(plan.Alias(lag, self.state_var[s]))
 
-    def layer_body(self) -> list[str]:
+    def layer_body(self) -> list[plan.Op]:
         net = self.net
         values: dict[ir.Atom, str] = {ir.InputValue(): self.input_var}
         for s in net.states:
@@ -492,11 +567,11 @@ class Lowerer:
             if s in self.initial_var:
                 values[ir.Initial(s)] = self.initial_var[s]
         self.next_var: dict[str, str] = {}
-        lines: list[str] = []
+        ops: list[plan.Op] = []
         for index, st in enumerate(net.statements):
-            lines.append(f"# {st.text}")
+            ops.append(plan.Comment(st.text))
             if st.is_state and self.self_referencing(st):
-                lines.extend(self.implicit_statement(st, index, values))
+                ops.extend(self.implicit_statement(st, index, values))
                 continue
             single = st.form.terms[0] if len(st.form.terms) == 1 else None
             for atom in st.form.atoms():
@@ -506,7 +581,7 @@ class Lowerer:
                     if (single and single[1] == 1 and not st.is_state)
                     else None
                 )
-                lines.extend(self.materialize(atom, values, name))
+                ops.extend(self.materialize(atom, values, name))
             if st.is_state:
                 target = self.next_target(st.target, index)
                 values[ir.StateAt(st.target, 1)] = target
@@ -514,45 +589,41 @@ class Lowerer:
                 target = self.local_var[st.target]
                 values[ir.Local(st.target)] = target
             terms = [(values[a], self.coef(c)) for a, c in st.form.terms]
-            lines.extend(self.combine(target, terms, self.input_var))
-        return lines
+            ops.extend(self.combine(target, terms, self.input_var))
+        return ops
 
     @staticmethod
     def self_referencing(st: ir.Assign) -> bool:
         """Whether a block in the statement is applied to the value the statement defines."""
         return ir.StateAt(st.target, 1) in st.form.walk()
 
-    def implicit_statement(self, st: ir.Assign, index: int, values: dict) -> list[str]:
+    def implicit_statement(self, st: ir.Assign, index: int, values: dict) -> list[plan.Op]:
         """`x+ = v + sum c_j B_j(args(x+))`: v computed once, then z = f(z) solved per layer."""
         unknown = ir.StateAt(st.target, 1)
         implicit = [(a, c) for a, c in st.form.terms if unknown in ir.LinearForm.of(a).walk()]
         explicit = [(a, c) for a, c in st.form.terms if unknown not in ir.LinearForm.of(a).walk()]
-        lines: list[str] = []
-        known = (
-            self.operand(ir.LinearForm(tuple(explicit)), values, lines, f"{st.target}_explicit")
-            if explicit
-            else None
-        )
+        ops: list[plan.Op] = []
+        known = None
+        if explicit:
+            known = self.operand(
+                ir.LinearForm(tuple(explicit)), values, ops, f"{st.target}_explicit"
+            )
         fn = self.ns.create(f"{st.target}_map")
         z = self.ns.create("z")
         inner = dict(values)
         inner[unknown] = z
-        body: list[str] = []
+        body: list[plan.Op] = []
         for atom, _ in implicit:
             body.extend(self.materialize(atom, inner))
         out = self.ns.create(f"{st.target}_map_out")
-        terms = ([(known, self.coef(ONE))] if known else []) + [
-            (inner[a], self.coef(c)) for a, c in implicit
-        ]
+        terms = [(known, self.coef(ONE))] if known else []
+        terms += [(inner[a], self.coef(c)) for a, c in implicit]
         body.extend(self.combine(out, terms, z))
-        lines.append(f"def {fn}({z}: Tensor) -> Tensor:")
-        lines.extend("    " + line for line in body)
-        lines.append(f"    return {out}")
         target = self.next_target(st.target, index)
         values[unknown] = target
         guess = known or values[ir.StateAt(st.target, 0)]
-        lines.append(f"{target} = _solve(self, {fn}, {guess}, k)")
-        return lines
+        ops.append(plan.Solve(target, fn, z, tuple(body), out, guess, plan.Scalar("k")))
+        return ops
 
     def next_target(self, state: str, index: int) -> str:
         """Write x+ straight into x when nothing reads x_k after this statement."""
@@ -565,60 +636,52 @@ class Lowerer:
         self.next_var[state] = var
         return var
 
-    def materialize(self, atom: ir.Atom, values: dict, name: str | None = None) -> list[str]:
+    def materialize(self, atom: ir.Atom, values: dict, name: str | None = None) -> list[plan.Op]:
         if atom in values:
             return []
-        lines: list[str] = []
+        ops: list[plan.Op] = []
         if isinstance(atom, ir.BlockOut):
-            arg = self.operand(atom.arg, values, lines, f"{atom.block}_in")
-            var = name or self.ns.create(
-                f"{atom.block}_{arg}"
-                if arg.isidentifier() and len(arg) < 12
-                else f"{atom.block}_out"
-            )
-            lines.append(f"{var} = {self.block_var[atom.block]}({arg})")
+            arg = self.operand(atom.arg, values, ops, f"{atom.block}_in")
+            short = arg.isidentifier() and len(arg) < 12
+            var = name or self.ns.create(f"{atom.block}_{arg}" if short else f"{atom.block}_out")
+            ops.append(plan.BlockCall(var, self.block_var[atom.block], arg))
         elif isinstance(atom, ir.MapOut):
-            arg = self.operand(atom.arg, values, lines, f"{atom.fn}_in")
+            arg = self.operand(atom.arg, values, ops, f"{atom.fn}_in")
             var = name or self.ns.create(f"{atom.fn}_out")
             spec = ELEMENTWISE_MAPS[atom.fn]
-            scalars = {
-                name: self.code(self.coef(v)) for name, v in zip(spec.scalar_args, atom.scalars)
-            }
-            lines.append(f"{var} = {spec.emit.format(x=arg, **scalars)}")
-            self.kernels += 1
+            scalars = tuple(
+                (key, self.scalar(self.coef(v))) for key, v in zip(spec.scalar_args, atom.scalars)
+            )
+            ops.append(plan.MapCall(var, spec.emit, arg, scalars, spec.imports))
         elif isinstance(atom, ir.HistorySum):
             var = self.accumulators[atom]
+            accumulate: list[plan.Op] = []
             for inner, coef in atom.body.terms:
                 source = (
                     values[ir.Local(inner.name)]
                     if not inner.is_state
                     else values[ir.StateAt(inner.name, 0)]
                 )
-                c = self.coef(coef.subs(atom.var, ir.K))
-                if atom.lo > 0:
-                    c = self.coef(
-                        sympy.Piecewise((0, ir.K < atom.lo), (coef.subs(atom.var, ir.K), True))
-                    )
-                lines.append(f"{var} = {self._add(var, source, c)}")
-                self.kernels += 1
+                accumulate.append(self.add(var, var, source, self.coef(coef.subs(atom.var, ir.K))))
+            # sum(i = lo..k, ...) gains its first term at layer lo.
+            ops.extend(accumulate if atom.lo == 0 else [plan.FromLayer(atom.lo, tuple(accumulate))])
         else:  # pragma: no cover - resolve only produces the atoms above
             raise AssertionError(f"cannot materialize {atom}")
         values[atom] = var
-        return lines
+        return ops
 
-    def operand(self, form: ir.LinearForm, values: dict, lines: list[str], name: str) -> str:
+    def operand(self, form: ir.LinearForm, values: dict, ops: list[plan.Op], name: str) -> str:
         """The variable holding a tensor linear form (an alias when it is one atom)."""
         for atom in form.atoms():
-            lines.extend(self.materialize(atom, values))
+            ops.extend(self.materialize(atom, values))
         if len(form.terms) == 1 and form.terms[0][1] == 1:
             return values[form.terms[0][0]]
         var = self.ns.create(name)
-        lines.extend(
-            self.combine(var, [(values[a], self.coef(c)) for a, c in form.terms], self.input_var)
-        )
+        terms = [(values[a], self.coef(c)) for a, c in form.terms]
+        ops.extend(self.combine(var, terms, self.input_var))
         return var
 
-    def rotation(self) -> list[str]:
+    def rotation(self) -> list[plan.Op]:
         targets, sources = [], []
         for s in self.net.states:
             # x_prevL, ..., x_prev, x = x_prev(L-1), ..., x, x_next
@@ -630,7 +693,7 @@ class Lowerer:
             sources.extend(shifted)
         if not targets:
             return []
-        return [f"{', '.join(targets)} = {', '.join(sources)}"]
+        return [plan.Rotate(tuple(targets), tuple(sources))]
 
 
 @dataclass(frozen=True)
@@ -705,59 +768,20 @@ def reaching_output(net: ir.Network, depth: int) -> Reach:
     return Reach(frozenset(blocks), frozenset(params))
 
 
-DEFAULT_SOLVER = {"name": "anderson", "m": 5, "max_iter": 50, "tol": 1e-4}
-
-
 def solver_config(net: ir.Network) -> dict:
-    if net.kind == "explicit":
-        return {}
-    if net.solver is None:
-        return dict(DEFAULT_SOLVER)
-    return {"name": net.solver.name, **dict(net.solver.options)}
+    return {} if net.kind == "explicit" else blocks.solver_config(net.solver)
 
 
 def backward_config(net: ir.Network) -> dict:
     """The backward mode; implicit adjoint solves inherit max_iter and tol from the solver."""
     if net.kind == "explicit":
         return {}
-    solver = solver_config(net)
-    if net.backward is None:
-        return {"name": "implicit", "max_iter": solver["max_iter"], "tol": solver["tol"]}
-    config = {"name": net.backward.name, **dict(net.backward.options)}
-    if config["name"] == "implicit":
-        config = {
-            "name": "implicit",
-            "max_iter": solver["max_iter"],
-            "tol": solver["tol"],
-            **dict(net.backward.options),
-        }
-    return config
+    return blocks.backward_config(net.backward, solver_config(net))
 
 
 def block_ctor(block: ir.Block) -> str:
     kind = BLOCK_KINDS[block.kind]
-    args = dict(block.args)
-    if block.kind == "custom":
-        kwargs = [
-            f"{k}={_custom_value(v)}"
-            for k, v in sorted(args.items())
-            if k not in ("layout", "universal")
-        ]
-        return f"_load_class({block.target!r})(dim{''.join(', ' + a for a in kwargs)})"
-    parts = ["dim"]
-    for key, spec in kind.args.items():
-        value = args.get(key, spec.default)
-        parts.append(f"{key}={value!r}" if spec.kind == "choice" else f"{key}={dim_code(value)}")
-    return f"{kind.class_name}({', '.join(parts)})"
-
-
-def _custom_value(v) -> str:
-    if isinstance(v, (str, bool)) or v is None:
-        return repr(v)
-    v = sympy.sympify(v)
-    if DIM in v.free_symbols:
-        return dim_code(v)
-    return str(int(v)) if v.is_integer else _float(v)
+    return kind.constructor(block, kind)
 
 
 def lower(net: ir.Network) -> EmitPlan:

@@ -334,6 +334,48 @@ def test_summary_and_text():
         assert piece in text
 
 
+def test_failures_point_at_the_deciding_fixed_param():
+    (net,) = networks(heavy_ball("1.2"))
+    beta = next(p for p in net.params if p.name == "beta")
+    c = analyze(net)
+    assert [span for span, _ in c.failures()] == [beta.span, beta.span]
+    assert [(d.span, d.message) for d in c.diagnostics] == [
+        (beta.span, "network Hb is not zero-stable: root 1.2 of rho lies outside the unit circle"),
+        (
+            beta.span,
+            "network Hb is not consistent: the step h = -0.5 of block T is not positive: "
+            "the rule integrates the ODE backward in time",
+        ),
+    ]
+    assert [(d["line"], d["col"]) for d in c.as_dict()["diagnostics"]] == [
+        (beta.span.line, beta.span.col)
+    ] * 2
+
+
+def test_failures_without_a_deciding_param_point_at_the_update():
+    (net,) = networks(
+        "network Two { state x; block T = mlp(hidden=dim); update { x+ = 2*x - x- - 0.1*T(x) } }"
+    )
+    c = analyze(net)
+    update = net.statements[0].span
+    assert [span for span, _ in c.failures()] == [update, update]
+
+
+def test_waived_warning_stays_at_the_update():
+    (net,) = networks(heavy_ball("1.2", extra=" learnable"))
+    c = analyze(net)
+    assert c.failures() == []
+    assert [d.span for d in c.diagnostics] == [net.statements[0].span] * 2
+
+
+def test_summary_and_text_come_from_the_presenter():
+    from optgen import present
+
+    c = cert(LADMM)
+    assert c.render_text() == present.check_text(c)
+    assert c.summary() == present.summary_line(c)
+
+
 def test_analysis_imports_no_torch_jinja_or_black():
     from pathlib import Path
 

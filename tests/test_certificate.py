@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -79,13 +80,21 @@ class ZeroBlock(torch.nn.Module):
 def generated_ladmm_step(x, z, lam):
     """One layer of the generated LADMM module with zero blocks, from arbitrary states.
 
-    The loop body is taken verbatim from generated/ladmm.py; only the initialisation
-    (z = x, lam = 0) is replaced by the given states.
+    The loop body and the named constants before it (t = 0.5, rho = 0.5) are taken
+    verbatim from generated/ladmm.py; only the initialisation (z = x, lam = 0) is
+    replaced by the given states.
     """
     source = (GENERATED / "ladmm.py").read_text()
-    body = source[
-        source.index("        for k in range(self.depth):") : source.index("        return x")
-    ]
+    forward = source[source.index("    def forward(self, x: Tensor)") :]
+    constants = re.findall(r"^        \w+ = -?[0-9.]+$", forward, flags=re.MULTILINE)
+    assert constants, "no named constants in the generated forward"
+    body = (
+        "\n".join(constants)
+        + "\n"
+        + forward[
+            forward.index("        for k in range(self.depth):") : forward.index("        return x")
+        ]
+    )
     code = "def step(self, x, z, lam):\n" + "\n".join(line[4:] for line in body.splitlines())
     code += "\n    return x, z, lam\n"
     namespace = {"torch": torch}
@@ -140,7 +149,7 @@ def test_strict_fails_exactly_on_non_convergent_rules(opt_file, tmp_path):
         result = run_optgen(*command)
         assert result.returncode == 1, command
         assert (
-            f"{bad}:8:9: error: network Hb is not zero-stable: root 1.2 of rho lies outside the unit circle"
+            f"{bad}:4:5: error: network Hb is not zero-stable: root 1.2 of rho lies outside the unit circle"
             in result.stderr
         )
         assert "Traceback" not in result.stderr
@@ -149,6 +158,61 @@ def test_strict_fails_exactly_on_non_convergent_rules(opt_file, tmp_path):
     result = run_optgen("compile", str(bad), "-o", str(tmp_path / "warned"))
     assert result.returncode == 0 and ": warning: network Hb is not zero-stable" in result.stderr
     assert (tmp_path / "warned" / "hb.py").exists()
+
+
+def test_check_warns_at_the_param_that_decides(opt_file):
+    bad = opt_file(HB.format(beta="1.2", block="mlp(hidden=2*dim)"), "hb.opt")
+    result = run_optgen("check", str(bad))
+    assert result.returncode == 0, result.stderr
+    # Both checks are decided by rho, where beta enters (the step h = t/(1 - beta) holds
+    # t too, but beta is what makes it negative). The hint says what --strict does.
+    hint = "hint: --strict makes this an error\n"
+    assert result.stderr == (
+        f"{bad}:4:5: warning: network Hb is not zero-stable: root 1.2 of rho lies outside the unit circle\n"
+        "    param beta = 1.2\n"
+        "    ^~~~~~~~~~~~~~~~\n"
+        + hint
+        + f"{bad}:4:5: warning: network Hb is not consistent: the step h = -2.5 of block T is not positive: "
+        "the rule integrates the ODE backward in time\n"
+        "    param beta = 1.2\n"
+        "    ^~~~~~~~~~~~~~~~\n" + hint
+    )
+    (c,) = optgen.check_source(bad.read_text(), "hb.opt")
+    assert [(d["severity"], d["line"], d["col"]) for d in c["diagnostics"]] == [
+        ("warning", 4, 5),
+        ("warning", 4, 5),
+    ]
+    assert all(type(d["severity"]) is str for d in c["diagnostics"])
+
+
+TWO = """network Two {
+    state x
+    block T = mlp(hidden=dim)
+    update {
+        x+ = 2*x - x- - 0.1*T(x)
+    }
+}
+"""
+
+
+def test_check_warns_at_the_update_when_no_param_decides(opt_file):
+    bad = opt_file(TWO, "two.opt")
+    result = run_optgen("check", str(bad))
+    assert result.returncode == 0, result.stderr
+    caret = "        ^~~~~~~~~~~~~~~~~~~~~~~~\n"
+    hint = "hint: --strict makes this an error\n"
+    assert result.stderr == (
+        f"{bad}:5:9: warning: network Two is not zero-stable: root 1 of rho is a double root on the unit circle\n"
+        "        x+ = 2*x - x- - 0.1*T(x)\n"
+        + caret
+        + hint
+        + f"{bad}:5:9: warning: network Two is not consistent: root 1 of rho "
+        "is not simple (rho'(1) = 0), so the step h = sigma(1)/rho'(1) is undefined\n"
+        "        x+ = 2*x - x- - 0.1*T(x)\n" + caret + hint
+    )
+    strict = run_optgen("check", str(bad), "--strict")
+    assert strict.returncode == 1
+    assert f"{bad}:5:9: error: network Two is not zero-stable:" in strict.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """`optgen experiment` (quick form), `check --markdown` against docs/catalog.md, `--plot`, `--graph`."""
 
+import ast
 import json
 import math
 import subprocess
@@ -80,13 +81,139 @@ def test_a_broken_network_runs_and_shows_its_failed_certificate(tmp_path):
     assert entry["data_digest"] == report["networks"]["gd"]["data_digest"]
 
 
-def test_unknown_network_is_a_clear_error(tmp_path):
+def test_unknown_network_is_a_clear_error_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    result = run_optgen("experiment", "rings", "--quick", "--out", str(out), "--networks", "gd,gdd")
+    known = ", ".join(sorted(p.stem for p in EXAMPLES.glob("*.opt")))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"optgen: error: no network 'gdd': give a catalog name ({known}) or a .opt file\n"
+    )
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "network, message",
+    [
+        (
+            "nesterov_conv",
+            "optgen: error: network NesterovConv (nesterov_conv) takes [N, dim, H, W] inputs;"
+            " the rings experiment trains networks on [..., dim] vectors\n",
+        ),
+        (
+            "nesterov_transformer",
+            "optgen: error: network NesterovTransformer (nesterov_transformer) takes"
+            " [N, L, dim] inputs; the rings experiment trains networks on [..., dim] vectors\n",
+        ),
+    ],
+)
+def test_a_network_of_another_layout_is_refused_before_anything_is_written(
+    tmp_path, network, message
+):
+    out = tmp_path / "out"
+    result = run_optgen("experiment", "rings", "--out", str(out), "--networks", f"gd,{network}")
+    assert result.returncode == 1
+    assert result.stderr == message
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not out.exists()
+
+
+def test_every_network_of_another_layout_is_named_and_the_out_folder_is_left_untouched(
+    tmp_path,
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine\n")
     result = run_optgen(
-        "experiment", "rings", "--quick", "--out", str(tmp_path), "--networks", "gdd"
+        "experiment",
+        "parity",
+        "--quick",
+        "--out",
+        str(out),
+        "--networks",
+        "ppm_conv,gd,nesterov_transformer",
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("optgen: error: no network 'gdd': give a catalog name (")
-    assert "Traceback" not in result.stderr
+    assert result.stderr == (
+        "optgen: error: network PpmConv (ppm_conv) takes [N, dim, H, W] inputs;"
+        " network NesterovTransformer (nesterov_transformer) takes [N, L, dim] inputs;"
+        " the parity experiment trains networks on [..., dim] vectors\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert (out / "keep.txt").read_text() == "mine\n"
+
+
+OTHER_LAYOUTS = {
+    "nesterov_conv": ("NesterovConv", "[N, dim, H, W]"),
+    "nesterov_convnext": ("NesterovConvnext", "[N, dim, H, W]"),
+    "ppm_conv": ("PpmConv", "[N, dim, H, W]"),
+    "nesterov_transformer": ("NesterovTransformer", "[N, L, dim]"),
+}
+
+
+def test_the_layout_of_every_catalog_network_is_read_from_its_generated_class():
+    from optgen.experiments import UnsupportedLayout
+    from optgen.experiments.networks import prepare
+
+    for path in sorted(EXAMPLES.glob("*.opt")):
+        if path.stem in OTHER_LAYOUTS:
+            class_name, layout = OTHER_LAYOUTS[path.stem]
+            with pytest.raises(UnsupportedLayout) as err:
+                prepare([path.stem], "telgarsky")
+            assert str(err.value) == (
+                f"network {class_name} ({path.stem}) takes {layout} inputs;"
+                " the telgarsky experiment trains networks on [..., dim] vectors"
+            )
+        else:
+            sources, files = prepare([path.stem], "telgarsky")
+            assert [s.layout for s in sources] == ["[..., dim]"], path.stem
+            assert [s.label for s in sources] == [path.stem]
+            assert set(files) == {f"{path.stem}.py", f"test_{path.stem}.py"}
+
+
+PUBLIC_API = {"compile_source", "check_source", "load", "OptgenError", "__version__"}
+
+
+def _optgen_imports(path):
+    """(module, names) of every import of an optgen module in a file of optgen/experiments/."""
+    package = ["optgen", "experiments"]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            yield module, [alias.name for alias in node.names]
+
+
+def test_the_experiments_use_only_the_public_api_of_the_compiler():
+    files = sorted((ROOT / "optgen" / "experiments").glob("*.py"))
+    assert {p.name for p in files} >= {"__init__.py", "networks.py", "train.py"}
+    used = set()
+    for path in files:
+        for module, names in _optgen_imports(path):
+            if module == "optgen":
+                assert set(names) <= PUBLIC_API, (path.name, names)
+                used |= set(names)
+            elif module.startswith("optgen."):
+                # Its own modules, and where the installed package keeps the catalog.
+                allowed = module.startswith("optgen.experiments") or module == "optgen.resources"
+                assert allowed, f"{path.name} imports the compiler internal {module}"
+    assert {"compile_source", "check_source"} <= used
+    assert not (ROOT / "optgen" / "experiment.py").exists()
+
+
+def test_every_package_of_optgen_is_listed_for_the_wheel():
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "optgen").rglob("__init__.py")
+    }
+    assert found <= listed
 
 
 def test_without_the_extra_the_command_says_how_to_install_it(tmp_path):

@@ -2,7 +2,7 @@
 
 `analyze_network` runs the passes of this package on one `ir.Network` and returns a frozen
 `Certificate`; `Certificate.as_dict()` is the object of `optgen check --json`
-(language.md section 7), `render_text()` the human-readable block of `optgen check`.
+(language.md section 7). Every text shown of it is made by `optgen.present`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from .. import ir
+from .. import ir, present
 from ..blocks import BLOCK_KINDS, two_layer_fact
 from ..errors import Diagnostic, Severity
+from ..present import number
 from ..source import Span
 from . import stability, symbolic
 from .recurrence import OutsideTheory, Recurrence, reduce_rule, user_names
-from .stability import fmt, fmt_complex, json_float
+from .stability import json_float
 
 EXACT_LAYERS = 128  # k-dependent rules: exact checks for this many layers, floats beyond
 
@@ -66,7 +67,7 @@ class Certificate:
         """The JSON object of `optgen check --json`: plain floats, ints, str, bool and None."""
         return {
             "name": self.name,
-            "kind": self.kind,
+            "kind": str(self.kind),
             "explicit": self.explicit,
             "states": list(self.states),
             "blocks": list(self.blocks),
@@ -99,24 +100,17 @@ class Certificate:
         return list(self.failure_list)
 
     def summary(self) -> str:
-        parts = [self.kind]
-        if self.outside_theory:
-            parts.append("outside the theory")
-        else:
-            parts.append(f"rho = {self.rho_text}")
-            parts.append(_yes_no(self.zero_stable, "zero-stable"))
-            parts.append(_yes_no(self.consistent, "consistent"))
-            parts.append(f"h = {fmt(self.step) if self.step is not None else '?'}")
-        parts.append(f"universal: {_verdict_word(self.universal)}")
-        return f"{self.name}: " + ", ".join(parts)
+        """One line: kind, rho, the checks, h and the verdict (`optgen.present.summary_line`)."""
+        return present.summary_line(self)
 
     def render_text(self) -> str:
-        return "\n".join(_text_lines(self))
+        """The block `optgen check` prints (`optgen.present.check_text`)."""
+        return present.check_text(self)
 
 
 def _diagnostic_dict(d: Diagnostic) -> dict:
     return {
-        "severity": d.severity,
+        "severity": str(d.severity),  # a plain str: CERTIFICATE is written as a Python literal
         "line": d.span.line,
         "col": d.span.col,
         "message": d.message,
@@ -124,70 +118,12 @@ def _diagnostic_dict(d: Diagnostic) -> dict:
     }
 
 
-def _yes_no(value: bool | None, word: str) -> str:
-    return word if value else (f"{word}?" if value is None else f"not {word}")
-
-
-def _verdict_word(value: bool | None) -> str:
-    return {True: "guaranteed", False: "not guaranteed", None: "unknown"}[value]
-
-
-def _text_lines(c: Certificate) -> list[str]:
-    lines = [f"network {c.name}: {c.kind}, {c.depth} layer(s), states {', '.join(c.states)}"]
-    if c.outside_theory:
-        lines.append(f"  outside the theory: {c.outside_theory}")
-    else:
-        lines.append(f"  stacked state s_k = ({', '.join(c.slots)})")
-        if len(c.matrix) > 1:
-            lines.append("  M = [" + "; ".join(", ".join(row) for row in c.matrix) + "]")
-        lines.append(f"  rho(z) = {c.rho_text}")
-        for block, coeffs in c.sigma or ():
-            lines.append(f"  sigma_{block}(z) = {poly_text(coeffs)}")
-        if c.roots is not None:
-            shown = ", ".join(
-                f"{fmt_complex(re, im)} (|z| = {fmt(abs(complex(re, im)))})" for re, im in c.roots
-            )
-            lines.append(f"  roots: {shown}; spectral radius {fmt(c.spectral_radius)}")
-        lines.append(f"  zero-stable: {_word(c.zero_stable)}: {c.zero_stability}")
-        lines.append(f"  consistent: {_word(c.consistent)}: {c.consistency}")
-        if c.steps:
-            lines.append(
-                "  step h: "
-                + ", ".join(f"{b}: {fmt(h) if h is not None else '?'}" for b, h in c.steps)
-            )
-        if c.conditions is not None:
-            lines.append(
-                f"  conditions: {'; '.join(c.conditions) if c.conditions else 'none (no fixed param enters rho)'}"
-            )
-        if c.per_layer is not None:
-            lines.append(f"  per-layer spectral radius: {_layer_list(c.per_layer)}")
-            lines.append(
-                f"  amplification max_k ||M_k ... M_0||: {fmt(c.amplification) if c.amplification is not None else 'overflows'}"
-            )
-    lines.append(f"  universal: {_verdict_word(c.universal)}")
-    lines.extend(f"    - {r}" for r in c.universal_reasons)
-    lines.extend(f"  note: {n}" for n in c.notes)
-    return lines
-
-
-def _layer_list(values: tuple[float, ...]) -> str:
-    """All values for a few layers; first, last, min and max for many."""
-    if len(values) <= 20:
-        return ", ".join(fmt(v) for v in values)
-    head = ", ".join(fmt(v) for v in values[:5])
-    return f"{head}, ..., {fmt(values[-1])} ({len(values)} layers, min {fmt(min(values))}, max {fmt(max(values))})"
-
-
-def _word(value: bool | None) -> str:
-    return {True: "yes", False: "no", None: "unknown"}[value]
-
-
 # ---------------------------------------------------------------- printing polynomials and matrices
 def expr_text(expr) -> str:
     """A coefficient in the user's names: 0.9, beta + 1, k/(k + 3)."""
     expr = sympy.sympify(expr)
     if expr.is_number:
-        return fmt(expr)
+        return number(expr)
     return sympy.sstr(user_names(expr)).replace("**", "^")
 
 
@@ -272,6 +208,16 @@ def _symbols_of(rec: Recurrence) -> set:
 def _statement_span(net: ir.Network) -> Span:
     first = next((s for s in net.statements if s.is_state), None)
     return first.span if first is not None else net.span
+
+
+def _deciding_param_span(net: ir.Network, symbols) -> Span | None:
+    """The declaration of the first fixed param (in declaration order) among `symbols`.
+
+    A failed check is reported there, since changing that value is the fix; None when no
+    fixed param enters the deciding coefficients (`x+ = 2*x - x-`).
+    """
+    first = next((p for p in net.params if not p.learnable and p.symbol in symbols), None)
+    return first.span if first is not None else None
 
 
 # ---------------------------------------------------------------- the analysis
@@ -387,7 +333,7 @@ def _fill_checks(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
             _set_zero_stability(
                 draft,
                 False,
-                f"at layer k={first}: the spectral radius {fmt(float_radii[outside[0]])} exceeds 1",
+                f"at layer k={first}: the spectral radius {number(float_radii[outside[0]])} exceeds 1",
             )
     _note_limit(net, rec, draft)
 
@@ -575,12 +521,12 @@ def _equilibrium_reading(net: ir.Network, draft: _Draft) -> None:
 def _convergence_reason(net: ir.Network, rec: Recurrence, draft: _Draft) -> bool:
     f = draft.fields
     if f.get("zero_stable") and f.get("consistent"):
-        h = f"h = {fmt(f['step'])}" if f.get("step") is not None else "h > 0"
+        h = f"h = {number(f['step'])}" if f.get("step") is not None else "h > 0"
         draft.reasons.append(f"convergent: zero-stable and consistent ({h})")
         return True
     learnable = {p.symbol: p.name for p in net.params if p.learnable}
     failed = []
-    span = _statement_span(net)
+    statement = _statement_span(net)
     for ok_key, msg_key, symbols, what in (
         ("zero_stable", "zero_stability", rec.matrix.free_symbols, "not zero-stable"),
         ("consistent", "consistency", _symbols_of(rec), "not consistent"),
@@ -595,10 +541,18 @@ def _convergence_reason(net: ir.Network, rec: Recurrence, draft: _Draft) -> bool
             )
             draft.diagnostics.append(
                 Diagnostic(
-                    Severity.WARNING, span, f"network {net.name} is {message} at its initial values"
+                    Severity.WARNING,
+                    statement,
+                    f"network {net.name} is {message} at its initial values",
                 )
             )
             continue
+        # A param in rho decides first (beta in heavy ball makes h negative, not t).
+        span = (
+            _deciding_param_span(net, rec.matrix.free_symbols)
+            or _deciding_param_span(net, symbols)
+            or statement
+        )
         failed.append(message)
         draft.reasons.append(message)
         draft.diagnostics.append(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy
 import sympy
 
+from ..present import number, root_text
 from .recurrence import BlockCall, Recurrence
 
 Z = sympy.Dummy("z")
@@ -20,21 +21,7 @@ TOL = sympy.Float("1e-30", DIGITS)  # |root| - 1 below this counts as on the uni
 NAMES = {2: "double", 3: "triple", 4: "quadruple"}
 
 
-# ---------------------------------------------------------------- printing numbers
-def fmt(x) -> str:
-    """A short decimal for messages: 1.2, 0.9, -1, 0.333333."""
-    value = float(x)
-    text = f"{value:.6g}"
-    return "0" if text in ("-0", "0") else text
-
-
-def fmt_complex(re, im) -> str:
-    if abs(float(im)) < 1e-12:
-        return fmt(re)
-    sign = "-" if float(im) < 0 else "+"
-    return f"{fmt(re)}{sign}{fmt(abs(float(im)))}i"
-
-
+# ---------------------------------------------------------------- numbers of the JSON (printing: optgen.present)
 def json_float(x) -> float:
     """A plain float rounded to 12 significant digits, never -0.0."""
     value = float(f"{float(x):.12g}")
@@ -62,7 +49,7 @@ class Root:
         return self.modulus - 1 > TOL
 
     def show(self) -> str:
-        return fmt_complex(self.re, self.im)
+        return root_text(self.re, self.im)
 
 
 def charpoly(matrix: sympy.Matrix) -> tuple[sympy.Expr, ...]:
@@ -128,7 +115,7 @@ def root_condition(roots: tuple[Root, ...], matrix: sympy.Matrix | None = None) 
     outside = [r for r in roots if r.outside]
     if outside:
         worst = outside[0]
-        where = "" if abs(worst.im) < 1e-12 else f" (|z| = {fmt(worst.modulus)})"
+        where = "" if abs(worst.im) < 1e-12 else f" (|z| = {number(worst.modulus)})"
         return Verdict(
             False, f"root {worst.show()} of rho lies outside the unit circle{where}", worst
         )
@@ -193,7 +180,7 @@ def _consensus(
             value = e[rec.index((state, 0))]
             return (
                 None,
-                f"the eigenvector of root 1 puts {output} at 1 but {state} at {fmt(value)}: a constant input is not a fixed point",
+                f"the eigenvector of root 1 puts {output} at 1 but {state} at {number(value)}: a constant input is not a fixed point",
             )
     return e, ""
 
@@ -214,7 +201,7 @@ def consistency(
     at_one = poly.eval(1)
     if at_one != 0:
         return Consistency(
-            False, f"rho(1) = {fmt(at_one)} != 0: with T = 0 a constant is not a fixed point"
+            False, f"rho(1) = {number(at_one)} != 0: with T = 0 a constant is not a fixed point"
         )
     if poly.diff(Z).eval(1) == 0:
         return Consistency(
@@ -240,13 +227,13 @@ def consistency(
             )
             return Consistency(
                 False,
-                f"the step h = {fmt(h)} of block {block} is not positive: the rule {sense}",
+                f"the step h = {number(h)} of block {block} is not positive: the rule {sense}",
                 tuple(steps.items()),
             )
     shown = (
-        ", ".join(f"{fmt(h)} ({b})" for b, h in steps.items())
+        ", ".join(f"{number(h)} ({b})" for b, h in steps.items())
         if len(steps) > 1
-        else fmt(next(iter(steps.values())))
+        else number(next(iter(steps.values())))
     )
     return Consistency(True, f"rho(1) = 0, rho'(1) != 0 and h = {shown} > 0", tuple(steps.items()))
 

@@ -13,7 +13,8 @@ def _fixed_point(f, z: Tensor, max_iter: int, tol: float, **_) -> tuple[Tensor, 
     """Plain fixed-point iteration z <- f(z); stops when every sample meets `tol`."""
     residual = float("inf")
     iterations = 0
-    for iterations in range(1, max_iter + 1):
+    while iterations < max_iter:
+        iterations += 1
         fz = f(z)
         residual = _relative_residual(fz, z).max().item()
         z = fz

@@ -1,0 +1,93 @@
+"""One compile of one source file: parse, resolve, analyse, lower and emit, each stage once.
+
+`compile(source)` returns a `Result` holding the networks, their typed certificates, the
+output files and every diagnostic (warnings and errors, one channel). It does not raise
+for problems in the user's text: the API raises `OptgenError` from the result's errors,
+the CLI prints them and goes on with the next file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+from . import ir
+from .analysis import Certificate, analyze
+from .errors import Diagnostic, OptgenError, Severity
+from .parse import parse
+from .resolve import resolve
+from .source import SourceFile
+
+
+class Stage(IntEnum):
+    """How far `compile` goes: the IR only, the certificates, or the output files too."""
+
+    FRONTEND = 1
+    ANALYSIS = 2
+    EMIT = 3
+
+
+@dataclass(frozen=True)
+class Result:
+    source: SourceFile
+    networks: tuple[ir.Network, ...] = ()
+    certificates: tuple[Certificate, ...] = ()  # one per network (Stage.ANALYSIS and on)
+    outputs: dict[str, str] = field(default_factory=dict)  # file name -> text (Stage.EMIT)
+    diagnostics: tuple[Diagnostic, ...] = ()  # in source order within each stage
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity is Severity.WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_for_errors(self) -> None:
+        if self.errors:
+            raise OptgenError(self.errors, self.source)
+
+    def certificate(self, net: ir.Network) -> Certificate:
+        return self.certificates[self.networks.index(net)]
+
+
+def convergence_diagnostics(cert: Certificate, strict: bool) -> list[Diagnostic]:
+    """The analysis' warnings; with `strict`, the failed convergence conditions are errors."""
+    failures = set(cert.failures())
+    out = []
+    for d in cert.diagnostics:
+        if strict and (d.span, d.message) in failures:
+            out.append(Diagnostic(Severity.ERROR, d.span, d.message))
+        else:
+            out.append(d)
+    return out
+
+
+def compile(source: SourceFile, *, strict: bool = False, until: Stage = Stage.EMIT) -> Result:
+    """Run the pipeline on one source as far as `until`; problems become diagnostics."""
+    warnings: list[Diagnostic] = []
+    try:
+        networks = tuple(resolve(parse(source), source, warnings))
+    except OptgenError as err:
+        return Result(source, diagnostics=tuple(warnings) + tuple(err.located))
+    diagnostics = list(warnings)
+    if until < Stage.ANALYSIS:
+        return Result(source, networks, diagnostics=tuple(diagnostics))
+    certificates = tuple(analyze(net) for net in networks)
+    for cert in certificates:
+        diagnostics.extend(convergence_diagnostics(cert, strict))
+    result = Result(source, networks, certificates, diagnostics=tuple(diagnostics))
+    if until < Stage.EMIT or not result.ok:
+        return result
+    from .codegen import generate  # jinja2 and black load only when files are written
+
+    outputs: dict[str, str] = {}
+    source_name = Path(source.path).name
+    for net, cert in zip(networks, certificates):
+        outputs.update(generate(net, cert, source_name, source.sha256))
+    return Result(source, networks, certificates, outputs, tuple(diagnostics))

@@ -1,0 +1,425 @@
+"""The typed lowering plan: the generated forward as a list of ops, not of source lines.
+
+`lower.py` builds these ops from the IR; `writer.py` is the one place that turns them
+into text. Every op records the names it defines and the tensor names it uses, so that
+passes over the plan (dead-code removal, renaming the input) work on structure. Scalar
+operands (a folded number, a named constant, `self.neg_beta[k]`) are `Scalar`s: a
+printed expression together with the names it reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Scalar:
+    """A scalar operand: Python source for a number or a 0-dim tensor, and the names it reads."""
+
+    text: str
+    uses: tuple[str, ...] = ()
+
+    @staticmethod
+    def number(value: float) -> Scalar:
+        return Scalar(repr(float(value)))
+
+
+class Import(Enum):
+    """Module-level imports an op may need beyond `torch` and `from torch import Tensor, nn`."""
+
+    FUNCTIONAL = "import torch.nn.functional as F"
+    MATH = "import math"
+    IMPORTLIB = "import importlib"
+    WARNINGS = "import warnings"
+
+    @property
+    def stdlib(self) -> bool:
+        return self is not Import.FUNCTIONAL
+
+
+class Reparametrization(Enum):
+    """How a constrained learnable param is computed from its raw `nn.Parameter`."""
+
+    IDENTITY = "identity"
+    SOFTPLUS = "softplus"
+    SIGMOID = "sigmoid"
+    SCALED_SIGMOID = "scaled sigmoid"
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """Base of every plan op. `USES` names the fields holding tensor names the op reads."""
+
+    USES: ClassVar[tuple[str, ...]] = ()
+    DEFINES: ClassVar[tuple[str, ...]] = ("target",)
+    KERNELS: ClassVar[int] = 0  # elementwise torch kernels the op launches
+    PURE: ClassVar[bool] = True  # removable when nothing reads what it defines
+
+    @property
+    def defines(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for name in self.DEFINES:
+            value = getattr(self, name)
+            out.extend(value if isinstance(value, tuple) else [value])
+        return tuple(out)
+
+    @property
+    def uses(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for name in self.USES:
+            value = getattr(self, name)
+            out.extend(value if isinstance(value, tuple) else [value])
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Scalar):
+                out.extend(value.uses)
+            elif isinstance(value, tuple) and value and isinstance(value[0], Scalar):
+                out.extend(u for s in value for u in s.uses)
+        return tuple(out)
+
+    @property
+    def imports(self) -> frozenset[Import]:
+        return frozenset()
+
+    def retargeted(self, target: str) -> Op:
+        """The same op writing its result to another name."""
+        return dataclasses.replace(self, target=target)
+
+    def renamed(self, mapping: dict[str, str]) -> Op:
+        """The op with the tensor names it reads renamed (what it defines stays)."""
+        changes = {}
+        for name in self.USES:
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                changes[name] = tuple(mapping.get(v, v) for v in value)
+            else:
+                changes[name] = mapping.get(value, value)
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------- straight-line ops
+@dataclass(frozen=True, slots=True)
+class Comment(Op):
+    """`# text`: the rule statement an op sequence implements, or what a kernel computes."""
+
+    text: str
+    DEFINES: ClassVar[tuple[str, ...]] = ()
+    PURE: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class Const(Op):
+    """`beta = 0.9`: a fixed param, named as in the rule."""
+
+    target: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class ParamValue(Op):
+    """`t = F.softplus(self.t_raw)`: a learnable param's constrained value, once per call."""
+
+    target: str
+    attr: str
+    how: Reparametrization
+    lo: float = 0.0
+    hi: float = 1.0
+
+    @property
+    def imports(self) -> frozenset[Import]:
+        return (
+            frozenset({Import.FUNCTIONAL})
+            if self.how is Reparametrization.SOFTPLUS
+            else frozenset()
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScalarDef(Op):
+    """`coef = beta * t`: a coefficient holding learnable params."""
+
+    target: str
+    value: Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class FetchBlock(Op):
+    """`T = self.blocks["T"][k]` (or `[0]` for a shared block)."""
+
+    target: str
+    block: str
+    shared: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Alias(Op):
+    """`target = source`: no kernel."""
+
+    target: str
+    source: str
+    USES: ClassVar[tuple[str, ...]] = ("source",)
+
+
+@dataclass(frozen=True, slots=True)
+class Zeros(Op):
+    target: str
+    like: str
+    USES: ClassVar[tuple[str, ...]] = ("like",)
+    KERNELS: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Lerp(Op):
+    """`torch.lerp(start, end, weight)` = (1 - weight)*start + weight*end."""
+
+    target: str
+    start: str
+    end: str
+    weight: Scalar
+    USES: ClassVar[tuple[str, ...]] = ("start", "end")
+    KERNELS: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AddAlpha(Op):
+    """`a + alpha*b` out of place (`torch.add`, `torch.sub` for alpha -1), or in place
+    into `target` (then `a` is the target itself)."""
+
+    target: str
+    a: str
+    b: str
+    alpha: Scalar | None  # None: 1
+    subtract: bool = False
+    inplace: bool = False
+    USES: ClassVar[tuple[str, ...]] = ("a", "b")
+    KERNELS: ClassVar[int] = 1
+    PURE: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class AddCMul(Op):
+    """`a + value*tensor*b` (`torch.addcmul`), `tensor` a 0-dim coefficient."""
+
+    target: str
+    a: str
+    tensor: str
+    b: str
+    value: Scalar | None
+    inplace: bool = False
+    USES: ClassVar[tuple[str, ...]] = ("a", "tensor", "b")
+    KERNELS: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Scale(Op):
+    """`torch.mul(source, factor)`: a fresh temporary that later terms add into."""
+
+    target: str
+    source: str
+    factor: Scalar
+    USES: ClassVar[tuple[str, ...]] = ("source",)
+    KERNELS: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BlockCall(Op):
+    """`T_y = T(y)`."""
+
+    target: str
+    block: str
+    arg: str
+    USES: ClassVar[tuple[str, ...]] = ("block", "arg")
+
+
+@dataclass(frozen=True, slots=True)
+class MapCall(Op):
+    """An elementwise map: `torch.relu(e)`, `F.softshrink(e, lam)`, ..."""
+
+    target: str
+    template: str  # format string over {x} and the scalar argument names
+    arg: str
+    scalars: tuple[tuple[str, Scalar], ...] = ()
+    needs: tuple[Import, ...] = ()
+    USES: ClassVar[tuple[str, ...]] = ("arg",)
+    KERNELS: ClassVar[int] = 1
+
+    @property
+    def uses(self) -> tuple[str, ...]:
+        return (self.arg,) + tuple(u for _, s in self.scalars for u in s.uses)
+
+    @property
+    def imports(self) -> frozenset[Import]:
+        return frozenset(self.needs)
+
+
+@dataclass(frozen=True, slots=True)
+class Rotate(Op):
+    """`x_prev, x = x, x_next`: the states and lags move one layer on (one tuple assignment)."""
+
+    targets: tuple[str, ...]
+    sources: tuple[str, ...]
+    USES: ClassVar[tuple[str, ...]] = ("sources",)
+    DEFINES: ClassVar[tuple[str, ...]] = ("targets",)
+
+
+@dataclass(frozen=True, slots=True)
+class Stack(Op):
+    """`torch.stack([x, y], dim=1)`: several iterates packed for one equilibrium solve."""
+
+    target: str
+    sources: tuple[str, ...]
+    USES: ClassVar[tuple[str, ...]] = ("sources",)
+
+
+@dataclass(frozen=True, slots=True)
+class Unstack(Op):
+    """`x, y = z.unbind(1)`."""
+
+    targets: tuple[str, ...]
+    source: str
+    USES: ClassVar[tuple[str, ...]] = ("source",)
+    DEFINES: ClassVar[tuple[str, ...]] = ("targets",)
+
+
+# ---------------------------------------------------------------- ops with a body
+@dataclass(frozen=True, slots=True)
+class FromLayer(Op):
+    """`if k >= start:` body: a sum whose lower bound is above 0 starts at that layer."""
+
+    start: int
+    body: tuple[Op, ...]
+    DEFINES: ClassVar[tuple[str, ...]] = ()
+    PURE: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class Solve(Op):
+    """A local map `def fn(param): body; return result` and `target = _solve(self, fn, guess, layer)`."""
+
+    target: str
+    fn: str
+    param: str
+    body: tuple[Op, ...]
+    result: str
+    guess: str
+    layer: Scalar
+    USES: ClassVar[tuple[str, ...]] = ("guess",)
+    PURE: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class Loop(Op):
+    """`for k in range(self.depth):` body."""
+
+    body: tuple[Op, ...]
+    DEFINES: ClassVar[tuple[str, ...]] = ()
+    PURE: ClassVar[bool] = False
+
+
+BODY_OPS = (FromLayer, Solve, Loop)
+
+
+def walk(ops: tuple[Op, ...] | list[Op]):
+    """Every op, those inside bodies included, in program order."""
+    for op in ops:
+        yield op
+        if isinstance(op, BODY_OPS):
+            yield from walk(op.body)
+
+
+def kernels(ops) -> int:
+    return sum(op.KERNELS for op in walk(ops))
+
+
+def imports(ops) -> frozenset[Import]:
+    found: set[Import] = set()
+    for op in walk(ops):
+        found |= op.imports
+    return frozenset(found)
+
+
+# ---------------------------------------------------------------- passes
+def _all_uses(ops) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in walk(ops):
+        names = list(op.uses)
+        if isinstance(op, Solve):
+            names.append(op.result)
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def remove_dead(ops: tuple[Op, ...], live: set[str]) -> tuple[Op, ...]:
+    """Drop pure ops none of whose names is ever read (nor in `live`), until none is left.
+
+    Names are read anywhere in the function (a loop body reads its own later
+    definitions on the next iteration), so the test is conservative: an op is kept as
+    soon as any op reads one of the names it defines.
+    """
+    while True:
+        used = _all_uses(ops)
+        pruned = _prune(ops, used, live)
+        if pruned == ops:
+            return ops
+        ops = pruned
+
+
+def _prune(ops: tuple[Op, ...], used: dict[str, int], live: set[str]) -> tuple[Op, ...]:
+    kept: list[Op] = []
+    for op in ops:
+        if isinstance(op, BODY_OPS):
+            op = dataclasses.replace(op, body=_prune(op.body, used, live))
+        elif op.PURE and op.defines and not any(n in used or n in live for n in op.defines):
+            continue
+        kept.append(op)
+    return tuple(kept)
+
+
+def rename_input(ops: tuple[Op, ...], alias: str, source: str) -> tuple[Op, ...]:
+    """Read `source` instead of its alias wherever `source` still holds the same value.
+
+    `alias = source` saves the forward's argument before a state of the same name is
+    rebound. Up to the first op that redefines `source` (a loop or a local map that
+    does counts for its whole body), readers can take `source` itself, and the alias
+    dies when nothing else reads it.
+    """
+    out: list[Op] = []
+    intact = True
+    for op in ops:
+        if intact and isinstance(op, Alias) and op.target == alias:
+            out.append(op)
+            continue
+        rebinds = source in _defined_names(op)
+        if intact and not rebinds:
+            op = _renamed_deep(op, {alias: source})
+        elif intact and not isinstance(op, BODY_OPS):
+            op = op.renamed({alias: source})  # reads happen before the op rebinds
+        if rebinds:
+            intact = False
+        out.append(op)
+    return tuple(out)
+
+
+def _defined_names(op: Op) -> set[str]:
+    names = set(op.defines)
+    if isinstance(op, Solve):
+        names.add(op.param)
+    if isinstance(op, BODY_OPS):
+        for inner in walk(op.body):
+            names |= set(inner.defines)
+            if isinstance(inner, Solve):
+                names.add(inner.param)
+    return names
+
+
+def _renamed_deep(op: Op, mapping: dict[str, str]) -> Op:
+    op = op.renamed(mapping)
+    if isinstance(op, BODY_OPS):
+        op = dataclasses.replace(op, body=tuple(_renamed_deep(o, mapping) for o in op.body))
+    if isinstance(op, Solve):
+        op = dataclasses.replace(op, result=mapping.get(op.result, op.result))
+    return op

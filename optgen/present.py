@@ -1,0 +1,203 @@
+"""The one presenter of certificates: every text a `Certificate` is shown as.
+
+- `check_text`: the block `optgen check` prints;
+- `summary_flags`: the flags of the line `optgen compile` prints per network;
+- `docstring_lines`: the certificate in the generated class docstring;
+- `markdown_table`: the table of `optgen check --markdown` (docs/catalog.md);
+- `summary_line`: one line per network, for Python users (`Certificate.summary()`).
+
+Every function takes the typed `Certificate` (`optgen.analysis.analyze(net)`), never the
+JSON dict of `check --json`. Numbers and roots are printed by `number` and `root_text`
+only, which the analysis also uses for its messages: a root reads `0.5625+0.496078i`
+everywhere. No torch here, and no import of the analysis at module level (the analysis
+imports this module for `number` and `root_text`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from .analysis.certificate import Certificate
+
+IMAGINARY_ZERO = 1e-12  # |im| below this prints as a real root
+
+
+# ---------------------------------------------------------------- numbers, roots and words
+def number(x, digits: int = 6) -> str:
+    """A short decimal: 1.2, 0.9, -1, 0.333333 (`digits` significant digits, never -0)."""
+    text = f"{float(x):.{digits}g}"
+    return "0" if text in ("-0", "0") else text
+
+
+def root_text(re, im, digits: int = 6) -> str:
+    """A root of rho: `0.5` or `0.5625+0.496078i` (the mathematicians' i)."""
+    if abs(float(im)) < IMAGINARY_ZERO:
+        return number(re, digits)
+    sign = "-" if float(im) < 0 else "+"
+    return f"{number(re, digits)}{sign}{number(abs(float(im)), digits)}i"
+
+
+def yes_no(value: bool | None, unknown: str = "unknown") -> str:
+    """`yes`, `no`, or `unknown` (the word for an undecided check)."""
+    return unknown if value is None else ("yes" if value else "no")
+
+
+def verdict_word(value: bool | None) -> str:
+    """The universality verdict: guaranteed, not guaranteed or unknown."""
+    return {True: "guaranteed", False: "not guaranteed", None: "unknown"}[value]
+
+
+def _optional(value, digits: int = 6, unknown: str = "?") -> str:
+    return unknown if value is None else number(value, digits)
+
+
+def _roots(cert: Certificate, digits: int = 6, unknown: str = "?") -> str:
+    if cert.roots is None:
+        return unknown
+    return ", ".join(root_text(re, im, digits) for re, im in cert.roots)
+
+
+# ---------------------------------------------------------------- optgen check
+def check_text(cert: Certificate) -> str:
+    """The block of `optgen check` for one network."""
+    from .analysis.certificate import poly_text  # the analysis imports this module
+
+    c = cert
+    lines = [f"network {c.name}: {c.kind}, {c.depth} layer(s), states {', '.join(c.states)}"]
+    if c.outside_theory:
+        lines.append(f"  outside the theory: {c.outside_theory}")
+    else:
+        lines.append(f"  stacked state s_k = ({', '.join(c.slots)})")
+        if len(c.matrix) > 1:
+            lines.append("  M = [" + "; ".join(", ".join(row) for row in c.matrix) + "]")
+        lines.append(f"  rho(z) = {c.rho_text}")
+        for block, coeffs in c.sigma or ():
+            lines.append(f"  sigma_{block}(z) = {poly_text(coeffs)}")
+        if c.roots is not None:
+            shown = ", ".join(
+                f"{root_text(re, im)} (|z| = {number(abs(complex(re, im)))})" for re, im in c.roots
+            )
+            lines.append(f"  roots: {shown}; spectral radius {number(c.spectral_radius)}")
+        lines.append(f"  zero-stable: {yes_no(c.zero_stable)}: {c.zero_stability}")
+        lines.append(f"  consistent: {yes_no(c.consistent)}: {c.consistency}")
+        if c.steps:
+            lines.append("  step h: " + ", ".join(f"{b}: {_optional(h)}" for b, h in c.steps))
+        if c.conditions is not None:
+            shown = "; ".join(c.conditions) if c.conditions else "none (no fixed param enters rho)"
+            lines.append(f"  conditions: {shown}")
+        if c.per_layer is not None:
+            lines.append(f"  per-layer spectral radius: {_layer_list(c.per_layer)}")
+            lines.append(
+                "  amplification max_k ||M_k ... M_0||: "
+                + _optional(c.amplification, unknown="overflows")
+            )
+    lines.append(f"  universal: {verdict_word(c.universal)}")
+    lines.extend(f"    - {r}" for r in c.universal_reasons)
+    lines.extend(f"  note: {n}" for n in c.notes)
+    return "\n".join(lines)
+
+
+def _layer_list(values: tuple[float, ...]) -> str:
+    """All values for a few layers; first, last, min and max for many."""
+    if len(values) <= 20:
+        return ", ".join(number(v) for v in values)
+    head = ", ".join(number(v) for v in values[:5])
+    return (
+        f"{head}, ..., {number(values[-1])} "
+        f"({len(values)} layers, min {number(min(values))}, max {number(max(values))})"
+    )
+
+
+def summary_line(cert: Certificate) -> str:
+    """`Nv: explicit, rho = z^2 - 1.9z + 0.9, zero-stable, consistent, h = 10, universal: guaranteed`."""
+    parts = [cert.kind]
+    if cert.outside_theory:
+        parts.append("outside the theory")
+    else:
+        parts.append(f"rho = {cert.rho_text}")
+        parts.append(_adjective(cert.zero_stable, "zero-stable"))
+        parts.append(_adjective(cert.consistent, "consistent"))
+        parts.append(f"h = {_optional(cert.step)}")
+    parts.append(f"universal: {verdict_word(cert.universal)}")
+    return f"{cert.name}: " + ", ".join(parts)
+
+
+def _adjective(value: bool | None, word: str) -> str:
+    """`zero-stable`, `not zero-stable` or `zero-stable?`."""
+    return word if value else (f"{word}?" if value is None else f"not {word}")
+
+
+# ---------------------------------------------------------------- optgen compile
+def summary_flags(cert: Certificate) -> str:
+    """`zero-stable yes, consistent yes, universal guaranteed` (the compile summary line)."""
+    return (
+        f"zero-stable {yes_no(cert.zero_stable, '?')}, "
+        f"consistent {yes_no(cert.consistent, '?')}, "
+        f"universal {verdict_word(cert.universal)}"
+    )
+
+
+# ---------------------------------------------------------------- the generated docstring
+def docstring_lines(cert: Certificate) -> list[str]:
+    """The certificate in a few lines for the class docstring (CERTIFICATE holds it all).
+
+    Each line is one line of plain text (runs of whitespace collapsed); the caller still
+    escapes it for the triple-quoted docstring.
+    """
+    rho = cert.rho_text or (None if cert.rho is None else list(cert.rho))
+    out = [
+        f"rho(z) = {'unknown' if rho is None else rho}; roots: {_roots(cert, unknown='unknown')}",
+        f"zero-stable: {yes_no(cert.zero_stable)}; consistent: {yes_no(cert.consistent)};"
+        f" step h = {_optional(cert.step, unknown='unknown')}",
+    ]
+    if cert.conditions:
+        out.append(f"stable for: {'; '.join(cert.conditions)}")
+    out.append(f"universal approximation: {verdict_word(cert.universal)}")
+    return [" ".join(line.split()) for line in out]
+
+
+# ---------------------------------------------------------------- optgen check --markdown
+MARKDOWN_HEADER = (
+    "network",
+    "file",
+    "rule",
+    "rho(z)",
+    "roots",
+    "zero-stable",
+    "consistent",
+    "h",
+    "conditions",
+    "universal",
+)
+MARKDOWN_DIGITS = 4
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: list[tuple[str, str, str, Certificate]]) -> str:
+    """One row per network: (file name, network name, rule text, certificate)."""
+    lines = [
+        "<!-- Generated by `optgen check FILE... --markdown`; do not edit: regenerate it. -->",
+        "",
+        "| " + " | ".join(MARKDOWN_HEADER) + " |",
+        "|" + "---|" * len(MARKDOWN_HEADER),
+    ]
+    for file_name, network_name, rule, cert in rows:
+        rho = cert.rho_text or (None if cert.rho is None else list(cert.rho))
+        cells = [
+            network_name,
+            f"`{file_name}`",
+            f"`{rule}`",
+            f"`{rho}`",
+            _roots(cert, MARKDOWN_DIGITS),
+            yes_no(cert.zero_stable, "?"),
+            yes_no(cert.consistent, "?"),
+            _optional(cert.step, MARKDOWN_DIGITS),
+            "; ".join(f"`{x}`" for x in (cert.conditions or ())) or "-",
+            verdict_word(cert.universal),
+        ]
+        lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    return "\n".join(lines) + "\n"

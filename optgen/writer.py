@@ -1,0 +1,161 @@
+"""Plan ops to Python source: the one writer of generated statements.
+
+After jinja2's `CodeGenerator` and torch.fx's `python_code`: one object owns the
+indentation (`indent`, `outdent`, `writeline`), and each op kind has one `visit_<Op>`
+method that writes it. Nothing downstream edits the text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import plan
+
+
+def comment_text(text: str) -> str:
+    """User text made safe for a one-line comment (newlines and continuations folded)."""
+    return re.sub(r"\s+", " ", str(text).replace("\\\n", " ")).strip()
+
+
+def docstring_text(text: str) -> str:
+    """User text made safe inside a triple-quoted docstring."""
+    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    return text.rstrip('"') if text.endswith('"') else text
+
+
+class CodeWriter:
+    """Lines of Python at a current indentation level."""
+
+    def __init__(self, unit: str = "    ") -> None:
+        self._lines: list[str] = []
+        self._level = 0
+        self._unit = unit
+
+    def indent(self) -> None:
+        self._level += 1
+
+    def outdent(self) -> None:
+        self._level -= 1
+
+    def writeline(self, text: str = "") -> None:
+        self._lines.append(self._unit * self._level + text if text else "")
+
+    def getvalue(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+def _scalar(s: plan.Scalar | None) -> str:
+    return s.text if s is not None else "1.0"
+
+
+class ForwardWriter(CodeWriter):
+    """Writes plan ops as the statements of a `forward` body."""
+
+    def write(self, ops) -> None:
+        for op in ops:
+            getattr(self, f"visit_{type(op).__name__}")(op)
+
+    def write_block(self, ops) -> None:
+        """An indented body: `pass` when it holds no statement."""
+        self.indent()
+        if all(isinstance(op, plan.Comment) for op in ops):
+            self.write(ops)
+            self.writeline("pass")
+        else:
+            self.write(ops)
+        self.outdent()
+
+    # ------------------------------------------------------------ straight-line ops
+    def visit_Comment(self, op: plan.Comment) -> None:
+        self.writeline(f"# {comment_text(op.text)}")
+
+    def visit_Const(self, op: plan.Const) -> None:
+        self.writeline(f"{op.target} = {float(op.value)!r}")
+
+    def visit_ParamValue(self, op: plan.ParamValue) -> None:
+        raw = f"self.{op.attr}"
+        how = plan.Reparametrization
+        value = {
+            how.IDENTITY: raw,
+            how.SOFTPLUS: f"F.softplus({raw})",
+            how.SIGMOID: f"torch.sigmoid({raw})",
+            how.SCALED_SIGMOID: f"torch.sigmoid({raw}) * {op.hi - op.lo!r} + {op.lo!r}",
+        }[op.how]
+        self.writeline(f"{op.target} = {value}")
+
+    def visit_ScalarDef(self, op: plan.ScalarDef) -> None:
+        self.writeline(f"{op.target} = {op.value.text}")
+
+    def visit_FetchBlock(self, op: plan.FetchBlock) -> None:
+        index = "0" if op.shared else "k"
+        self.writeline(f"{op.target} = self.blocks[{op.block!r}][{index}]")
+
+    def visit_Alias(self, op: plan.Alias) -> None:
+        self.writeline(f"{op.target} = {op.source}")
+
+    def visit_Zeros(self, op: plan.Zeros) -> None:
+        self.writeline(f"{op.target} = torch.zeros_like({op.like})")
+
+    def visit_Lerp(self, op: plan.Lerp) -> None:
+        self.writeline(f"{op.target} = torch.lerp({op.start}, {op.end}, {op.weight.text})")
+
+    def visit_AddAlpha(self, op: plan.AddAlpha) -> None:
+        name = "sub" if op.subtract else "add"
+        args = op.b if op.alpha is None else f"{op.b}, alpha={op.alpha.text}"
+        if op.inplace:
+            self.writeline(f"{op.target}.{name}_({args})")
+        else:
+            self.writeline(f"{op.target} = torch.{name}({op.a}, {args})")
+
+    def visit_AddCMul(self, op: plan.AddCMul) -> None:
+        value = "" if op.value is None else f", value={op.value.text}"
+        if op.inplace:
+            self.writeline(f"{op.target}.addcmul_({op.tensor}, {op.b}{value})")
+        else:
+            self.writeline(f"{op.target} = torch.addcmul({op.a}, {op.tensor}, {op.b}{value})")
+
+    def visit_Scale(self, op: plan.Scale) -> None:
+        self.writeline(f"{op.target} = torch.mul({op.source}, {op.factor.text})")
+
+    def visit_BlockCall(self, op: plan.BlockCall) -> None:
+        self.writeline(f"{op.target} = {op.block}({op.arg})")
+
+    def visit_MapCall(self, op: plan.MapCall) -> None:
+        scalars = {name: s.text for name, s in op.scalars}
+        self.writeline(f"{op.target} = {op.template.format(x=op.arg, **scalars)}")
+
+    def visit_Rotate(self, op: plan.Rotate) -> None:
+        self.writeline(f"{', '.join(op.targets)} = {', '.join(op.sources)}")
+
+    def visit_Stack(self, op: plan.Stack) -> None:
+        self.writeline(f"{op.target} = torch.stack([{', '.join(op.sources)}], dim=1)")
+
+    def visit_Unstack(self, op: plan.Unstack) -> None:
+        self.writeline(f"{', '.join(op.targets)} = {op.source}.unbind(1)")
+
+    # ------------------------------------------------------------ ops with a body
+    def visit_FromLayer(self, op: plan.FromLayer) -> None:
+        self.writeline(f"if k >= {op.start}:")
+        self.write_block(op.body)
+
+    def visit_Solve(self, op: plan.Solve) -> None:
+        self.writeline("")
+        self.writeline(f"def {op.fn}({op.param}: Tensor) -> Tensor:")
+        self.indent()
+        self.write(op.body)
+        self.writeline(f"return {op.result}")
+        self.outdent()
+        self.writeline("")
+        self.writeline(f"{op.target} = _solve(self, {op.fn}, {op.guess}, {op.layer.text})")
+
+    def visit_Loop(self, op: plan.Loop) -> None:
+        self.writeline("for k in range(self.depth):")
+        self.write_block(op.body)
+
+
+def forward_source(ops, output: str) -> str:
+    """The statements of `forward` (at indentation 0), ending with the return."""
+    writer = ForwardWriter()
+    writer.write(ops)
+    writer.writeline(f"return {output}")
+    return writer.getvalue()

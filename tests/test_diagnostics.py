@@ -1,0 +1,141 @@
+"""One pipeline, one channel of diagnostics: every warning printed, every file checked."""
+
+import json
+
+import pytest
+from conftest import EXAMPLES, run_optgen
+
+import optgen
+from optgen import pipeline
+from optgen.errors import Severity
+from optgen.source import SourceFile
+
+LEARNABLE_BETA = """network Hb {
+    state x
+    param t = 0.5
+    param beta = 1.2 learnable
+    block T = mlp(hidden=dim)
+    layers 4
+    update {
+        x+ = x - t*T(x) + beta*(x - x-)
+    }
+}
+"""
+
+BAD = """network Bad {
+    state x
+    block T = mlp(hidden=dim)
+    update {
+        x+ = x - t*T(x)
+    }
+}
+"""
+
+
+def test_the_analysis_warnings_reach_stderr(opt_file, tmp_path):
+    path = opt_file(LEARNABLE_BETA, "hb.opt")
+    warning = (
+        f"{path}:8:9: warning: network Hb is not zero-stable: root 1.2 of rho lies outside "
+        "the unit circle at its initial values\n"
+        "        x+ = x - t*T(x) + beta*(x - x-)\n"
+    )
+    for command in (["check", str(path)], ["compile", str(path), "-o", str(tmp_path / "out")]):
+        result = run_optgen(*command)
+        assert result.returncode == 0, result.stderr
+        assert warning in result.stderr, result.stderr
+    assert (tmp_path / "out" / "hb.py").is_file()
+
+
+def test_a_result_holds_networks_certificates_outputs_and_diagnostics():
+    result = pipeline.compile(SourceFile("hb.opt", LEARNABLE_BETA))
+    assert [net.name for net in result.networks] == ["Hb"]
+    assert result.certificate(result.networks[0]).zero_stable is False
+    assert sorted(result.outputs) == ["hb.py", "test_hb.py"]
+    assert [d.severity for d in result.diagnostics] == [Severity.WARNING, Severity.WARNING]
+    assert result.ok
+
+
+def test_strict_reuses_the_analysis_and_turns_failures_into_errors():
+    text = LEARNABLE_BETA.replace("param beta = 1.2 learnable", "param beta = 1.2")
+    result = pipeline.compile(SourceFile("hb.opt", text), strict=True)
+    assert not result.ok and result.outputs == {}
+    assert [(d.severity, d.span.line, d.span.col) for d in result.errors] == [
+        (Severity.ERROR, 4, 5),
+        (Severity.ERROR, 4, 5),
+    ]
+    with pytest.raises(
+        optgen.OptgenError,
+        match=r"^hb.opt:4:5: error: network Hb is not zero-stable: root 1.2 of rho lies outside the unit circle\n",
+    ):
+        optgen.compile_source(text, "hb.opt", strict=True)
+
+
+def test_a_bad_file_does_not_stop_the_others_from_being_checked(opt_file):
+    bad = opt_file(BAD, "bad.opt")
+    gd, heavy = str(EXAMPLES / "gd.opt"), str(EXAMPLES / "heavy_ball.opt")
+    result = run_optgen("check", gd, str(bad), heavy)
+    assert result.returncode == 1
+    assert "network GD:" in result.stdout and "network HeavyBall:" in result.stdout
+    assert f"{bad}:5:18: error: undefined name 't'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_compile_reports_every_bad_file_and_writes_nothing(opt_file, tmp_path):
+    bad = opt_file(BAD, "bad.opt")
+    worse = opt_file(BAD.replace("Bad", "Worse").replace("mlp(", "mpl("), "worse.opt")
+    out = tmp_path / "out"
+    result = run_optgen("compile", str(EXAMPLES / "gd.opt"), str(bad), str(worse), "-o", str(out))
+    assert result.returncode == 1
+    assert f"{bad}:5:18: error: undefined name 't'" in result.stderr
+    assert f"{worse}:3:15: error: unknown block kind 'mpl'" in result.stderr
+    assert "optgen: nothing was written" in result.stderr
+    assert not out.exists()
+
+
+def test_check_json_of_a_file_with_an_error_holds_its_diagnostics(opt_file):
+    bad = opt_file(BAD, "bad.opt")
+    result = run_optgen("check", str(EXAMPLES / "gd.opt"), str(bad), "--json")
+    assert result.returncode == 1
+    objects = json.loads(result.stdout)
+    assert [o.get("name") for o in objects] == ["GD", None]
+    assert objects[1] == {
+        "file": str(bad),
+        "diagnostics": [
+            {
+                "severity": "error",
+                "line": 5,
+                "col": 18,
+                "message": "undefined name 't'",
+                "hint": None,
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "args, start, suggestion",
+    [
+        (
+            ["compile", "--chek", "examples/gd.opt"],
+            "optgen: error: unrecognized arguments: --chek",
+            "; did you mean '--check'?",
+        ),
+        (
+            ["chek", "examples/gd.opt"],
+            "optgen: error: argument command: invalid choice: 'chek' (choose from ",
+            "; did you mean 'check'?",
+        ),
+        (
+            ["inspect", "examples/gd.opt", "--graph", "mermiad"],
+            "optgen: error: argument --graph: invalid choice: 'mermiad' (choose from ",
+            "; did you mean 'mermaid'?",
+        ),
+        ([], "optgen: error: the following arguments are required: command", ""),
+    ],
+)
+def test_usage_errors_are_user_errors_with_a_did_you_mean(args, start, suggestion):
+    result = run_optgen(*args)
+    assert result.returncode == 1, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(start) and first.endswith(suggestion), first
+    assert "usage: optgen" in result.stderr and "Traceback" not in result.stderr
