@@ -127,15 +127,45 @@ class Interval:
 
 
 @dataclass(frozen=True, slots=True)
+class ParamFlag:
+    """A word option of a param: `learnable`, `per_layer` or `positive`."""
+
+    word: str
+    span: Span
+
+
+ParamOption = ParamFlag | Interval
+
+
+@dataclass(frozen=True, slots=True)
 class ParamDecl:
+    """`param name = value option*`; the options are kept as written, repeats included,
+    so that `resolve.py` can point at a repeated or conflicting one."""
+
     name: Ident
     value: Expr
-    learnable: bool
-    per_layer: bool
-    positive: bool
-    interval: Interval | None
+    options: tuple[ParamOption, ...]
     span: Span
-    option_spans: tuple[tuple[str, Span], ...] = ()
+
+    def _has(self, word: str) -> bool:
+        return any(isinstance(o, ParamFlag) and o.word == word for o in self.options)
+
+    @property
+    def learnable(self) -> bool:
+        return self._has("learnable")
+
+    @property
+    def per_layer(self) -> bool:
+        return self._has("per_layer")
+
+    @property
+    def positive(self) -> bool:
+        return self._has("positive")
+
+    @property
+    def interval(self) -> Interval | None:
+        """The first interval (`resolve.py` rejects a second one)."""
+        return next((o for o in self.options if isinstance(o, Interval)), None)
 
 
 @dataclass(frozen=True, slots=True)

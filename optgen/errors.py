@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NoReturn
 
 from .source import SourceFile, Span
 
@@ -67,23 +68,41 @@ class OptgenError(Exception):
         return self.render()
 
 
+class Abandon(Exception):
+    """Raised by `Reporter.fail` after it recorded its diagnostic: the check in progress
+    stops there. The resolver catches it at the end of one unit (a declaration, an update
+    statement, a network) and goes on with the next, so it never leaves `resolve`."""
+
+
 class Reporter:
-    """Collects diagnostics for one source; `fail` raises at once."""
+    """Collects the diagnostics of one source, so that every error of a file is reported.
+
+    `error` records and returns; `fail` records and abandons the unit being checked;
+    `abandon` stops a unit silently, when its problem is a consequence of an error already
+    recorded. `raise_if_errors` raises one `OptgenError` holding every error in source order.
+    """
 
     def __init__(self, source: SourceFile):
         self.source = source
         self.errors: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
 
-    def fail(self, span: Span, message: str, hint: str | None = None):
-        raise OptgenError([Diagnostic(Severity.ERROR, span, message, hint)], self.source)
+    def fail(self, span: Span, message: str, hint: str | None = None) -> NoReturn:
+        self.error(span, message, hint)
+        raise Abandon
+
+    def abandon(self) -> NoReturn:
+        raise Abandon
 
     def error(self, span: Span, message: str, hint: str | None = None) -> None:
-        self.errors.append(Diagnostic(Severity.ERROR, span, message, hint))
+        diagnostic = Diagnostic(Severity.ERROR, span, message, hint)
+        if diagnostic not in self.errors:
+            self.errors.append(diagnostic)
 
     def warn(self, span: Span, message: str, hint: str | None = None) -> None:
         self.warnings.append(Diagnostic(Severity.WARNING, span, message, hint))
 
     def raise_if_errors(self) -> None:
         if self.errors:
-            raise OptgenError(self.errors, self.source)
+            ordered = sorted(self.errors, key=lambda d: (d.span.line, d.span.col))
+            raise OptgenError(ordered, self.source)

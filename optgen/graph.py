@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import ir
+from .analysis.recurrence import user_names
 
 
 def _edges(net: ir.Network) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
@@ -39,7 +40,8 @@ def _edges(net: ir.Network) -> tuple[dict[str, str], list[tuple[str, str, str]]]
 
 
 def _coef(coef) -> str:
-    text = str(coef).replace("p_", "")
+    """An edge label: the coefficient in the user's names (`step_size`, not `p_step_size`)."""
+    text = str(user_names(coef))
     return "" if text == "1" else text
 
 

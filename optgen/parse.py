@@ -159,19 +159,13 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def param_decl(self, meta, children):
         name, value, *options = children
-        flags = {str(o) for o in options if isinstance(o, Token)}
-        spans = tuple((str(o), Span.of(o)) for o in options if isinstance(o, Token))
-        intervals = [o for o in options if isinstance(o, ast.Interval)]
-        spans += tuple(("in", o.span) for o in intervals)
         return ast.ParamDecl(
             name=_tok(name),
             value=value,
-            learnable="learnable" in flags,
-            per_layer="per_layer" in flags,
-            positive="positive" in flags,
-            interval=intervals[-1] if intervals else None,
+            options=tuple(
+                ast.ParamFlag(str(o), Span.of(o)) if isinstance(o, Token) else o for o in options
+            ),
             span=_span(meta),
-            option_spans=spans,
         )
 
     @v_args(meta=True)

@@ -1,7 +1,9 @@
 """AST to IR: names, lags, assign-once, the scalar-coefficient rule, block kinds.
 
-Every check here raises (or collects) a located diagnostic whose message names the
-offending sub-expression, in the spirit of cvxpy's DCP errors.
+Every check here records a located diagnostic whose message names the offending
+sub-expression, in the spirit of cvxpy's DCP errors. Checking goes on after an error,
+one unit at a time (a network, a declaration, an update statement, an init), so that
+every error of a file is reported at once; see `Resolver.attempt`.
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ import difflib
 import keyword
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from typing import NoReturn
 
 import sympy
 
 from . import ast, ir
 from .blocks import BLOCK_KINDS, CUSTOM_META_ARGS, ELEMENTWISE_MAPS, LAYOUTS, MODULE_DICT_ATTRIBUTES
-from .errors import Reporter
+from .errors import Abandon, Reporter
 from .source import SourceFile, Span
 
 RESERVED = {"input": "the network input", "k": "the layer index", "dim": "the feature size"}
@@ -67,7 +71,7 @@ class _Scope:
 
     states: tuple[str, ...]
     params: dict[str, ir.Param]
-    blocks: dict[str, ir.Block]
+    blocks: Collection[str]  # block names, a block whose declaration failed included
     locals_: set[str] = field(default_factory=set)
     assigned: set[str] = field(default_factory=set)  # states whose next value is defined
     rebound: set[str] = field(default_factory=set)  # states assigned as `x = ...`: `x` now means x+
@@ -82,13 +86,39 @@ class _Scope:
 
 
 class Resolver:
+    """Checks the networks of one file, recording every error in `report`.
+
+    Recovery: `fail` records an error and abandons the unit being checked, and
+    `attempt` runs one unit, so the next declaration or statement is still checked.
+    What a failed unit declares stays known, so that no error follows from another:
+    a failed param or block is still a name of its kind (a param built on a failed
+    one is not checked), a failed statement still defines its target. A name whose
+    meaning is lost is `poisoned`: one declared as two different things, one already
+    reported as undefined, the target of a statement that failed before naming a state.
+    A later expression that reads a poisoned name is abandoned without a message.
+    """
+
     def __init__(self, source: SourceFile):
         self.source = source
         self.report = Reporter(source)
+        self.poisoned: set[str] = set()
+        self._local_names: set[str] = set()
 
     # ------------------------------------------------------------ helpers
-    def fail(self, span: Span, message: str, hint: str | None = None):
+    def fail(self, span: Span, message: str, hint: str | None = None) -> NoReturn:
         self.report.fail(span, message, hint)
+
+    def undefined(self, name: str, span: Span, message: str, hint: str | None) -> NoReturn:
+        """Report a name that means nothing, once per network: later uses are abandoned."""
+        self.poisoned.add(name)
+        self.fail(span, message, hint)
+
+    def attempt(self, check, *args):
+        """`check(*args)`, or None when it failed (its error is recorded)."""
+        try:
+            return check(*args)
+        except Abandon:
+            return None
 
     def number(self, node: ast.Number) -> sympy.Rational:
         try:
@@ -141,6 +171,8 @@ class Resolver:
 
     # ------------------------------------------------------------ tensor/scalar expressions in update and init
     def value(self, node, scope: _Scope) -> Value:
+        if (getattr(node, "id", None) or getattr(node, "func", None)) in self.poisoned:
+            self.report.abandon()
         method = getattr(self, f"_value_{type(node).__name__}")
         return method(node, scope)
 
@@ -170,16 +202,18 @@ class Resolver:
         if name == scope.current_target:
             self.fail(node.span, f"local '{name}' is used in its own definition")
         known = set(scope.states) | set(scope.params) | scope.locals_ | {"k", "input"}
-        self.fail(node.span, f"undefined name '{name}'", _did_you_mean(name, known))
+        self.undefined(name, node.span, f"undefined name '{name}'", _did_you_mean(name, known))
 
     def _next_state(self, name: str, span: Span, scope: _Scope) -> Value:
         if name not in scope.states:
-            if name in scope.locals_ or name in scope.params:
+            if name in scope.locals_ or name in scope.params or name in scope.blocks:
                 self.fail(
                     span,
                     f"'{name}+' : only states have a next iterate, and '{name}' is not a state",
                 )
-            self.fail(span, f"undefined state '{name}'", _did_you_mean(name, scope.states))
+            self.undefined(
+                name, span, f"undefined state '{name}'", _did_you_mean(name, scope.states)
+            )
         if name not in scope.assigned:
             if scope.in_block is None:
                 self.fail(
@@ -198,13 +232,16 @@ class Resolver:
 
     def _value_PrevName(self, node: ast.PrevName, scope: _Scope) -> Value:
         if node.id not in scope.states:
-            if node.id in scope.locals_ or node.id in scope.params:
+            if node.id in (*scope.locals_, *scope.params, *scope.blocks):
                 self.fail(
                     node.span,
                     f"'{node.id}-' : only states have a previous iterate, and '{node.id}' is not a state",
                 )
-            self.fail(
-                node.span, f"undefined state '{node.id}'", _did_you_mean(node.id, scope.states)
+            self.undefined(
+                node.id,
+                node.span,
+                f"undefined state '{node.id}'",
+                _did_you_mean(node.id, scope.states),
             )
         return Tensor(ir.LinearForm.of(ir.StateAt(node.id, -1)), node.span)
 
@@ -221,7 +258,8 @@ class Resolver:
                     node.span,
                     f"param '{name}' cannot be indexed; params are scalars (use k in its value for a schedule)",
                 )
-            self.fail(
+            self.undefined(
+                name,
                 node.span,
                 f"undefined name '{name}'",
                 _did_you_mean(name, set(scope.states) | scope.locals_),
@@ -323,7 +361,8 @@ class Resolver:
         if func == "sum":
             self.fail(node.span, "sum over history is written sum(i = 0..k, expr)")
         known = set(scope.blocks) | set(ELEMENTWISE_MAPS)
-        self.fail(
+        self.undefined(
+            func,
             node.func_span,
             f"unknown function '{func}'",
             _did_you_mean(func, known) or f"known: {', '.join(sorted(known))}",
@@ -439,16 +478,19 @@ class Resolver:
         return v.form
 
     # ------------------------------------------------------------ declarations
-    def network(self, node: ast.Network) -> ir.Network:
+    def network(self, node: ast.Network) -> ir.Network | None:
+        """The IR of one network, or None when it has errors (all recorded in `report`)."""
+        errors_before = len(self.report.errors)
+        self.poisoned = set()
         name = node.name.id
         if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-            self.fail(
+            self.report.error(
                 node.name.span,
                 f"network name '{name}' is a Python keyword",
                 "pick a CamelCase class name such as Nesterov",
             )
-        if not name[0].isupper():
-            self.fail(
+        elif not name[0].isupper():
+            self.report.error(
                 node.name.span,
                 f"network name '{name}' is not a CamelCase class name",
                 f"write {name[0].upper() + name[1:]}",
@@ -462,45 +504,53 @@ class Resolver:
             (ast.UpdateDecl, "update"),
             (ast.OutputDecl, "output"),
         ):
-            if len(decls.get(kind, [])) > 1:
-                self.fail(
-                    decls[kind][1].span,
+            for extra in decls.get(kind, [])[1:]:
+                self.report.error(
+                    extra.span,
                     f"'{label}' is declared twice in network {name}",
                     "merge the two declarations",
                 )
         for role in ("solver", "backward"):
             dup = [d for d in decls.get(ast.SolverDecl, []) if d.role == role]
-            if len(dup) > 1:
-                self.fail(dup[1].span, f"'{role}' is declared twice in network {name}")
-        if ast.StateDecl not in decls:
-            self.fail(node.name.span, f"network {name} declares no state", "add a line: state x")
+            for extra in dup[1:]:
+                self.report.error(extra.span, f"'{role}' is declared twice in network {name}")
+        has_states = ast.StateDecl in decls
+        if not has_states:
+            self.report.error(
+                node.name.span, f"network {name} declares no state", "add a line: state x"
+            )
         if ast.UpdateDecl not in decls:
-            self.fail(
+            self.report.error(
                 node.name.span, f"network {name} has no update", "add: update { x+ = x - t*T(x) }"
             )
 
         taken: dict[str, str] = {}
 
-        def claim(ident: ast.Ident, what: str) -> None:
+        def claim(ident: ast.Ident, what: str) -> bool:
+            """Whether the name is this declaration's (an earlier one may have taken it)."""
             word = ident.id
+            if word in taken:
+                self.report.error(ident.span, f"'{word}' is already declared as a {taken[word]}")
+                if not what == taken[word] == "state":
+                    self.poisoned.add(word)  # two meanings: which one a use means is unknown
+                return False
             if word in RESERVED:
-                self.fail(
+                self.report.error(
                     ident.span,
                     f"'{word}' is a word of the language ({RESERVED[word]}) and cannot name a {what}",
                 )
-            if word in ELEMENTWISE_MAPS:
-                self.fail(
+            elif word in ELEMENTWISE_MAPS:
+                self.report.error(
                     ident.span,
                     f"'{word}' is a built-in map of the language and cannot name a {what}",
                 )
-            if word in taken:
-                self.fail(ident.span, f"'{word}' is already declared as a {taken[word]}")
             taken[word] = what
+            return True
 
         states = []
-        for ident in decls[ast.StateDecl][0].names:
-            claim(ident, "state")
-            states.append(ident.id)
+        for ident in decls[ast.StateDecl][0].names if has_states else ():
+            if claim(ident, "state"):
+                states.append(ident.id)
 
         depth, equilibrium = DEFAULT_DEPTH, False
         if ast.LayersDecl in decls:
@@ -510,65 +560,92 @@ class Resolver:
             else:
                 depth = layers.depth
                 if not 1 <= depth <= MAX_DEPTH:
-                    self.fail(
+                    self.report.error(
                         layers.span,
                         f"layers {depth} is out of range",
                         f"use between 1 and {MAX_DEPTH} layers",
                     )
+                    depth = min(max(depth, 1), MAX_DEPTH)
 
         blocks: dict[str, ir.Block] = {}
+        block_names: set[str] = set()  # every block of the network, a failed one included
         for d in decls.get(ast.BlockDecl, []):
-            claim(d.name, "block")
+            owned = claim(d.name, "block")
             if d.name.id.startswith("_") or d.name.id in MODULE_DICT_ATTRIBUTES:
-                self.fail(
+                self.report.error(
                     d.name.span,
                     f"block name '{d.name.id}' cannot be a key of the generated module.blocks (an nn.ModuleDict)",
                     "rename the block: no leading underscore, not an nn.ModuleDict attribute such as keys or update",
                 )
-            blocks[d.name.id] = self.block(d, shared=d.shared or equilibrium)
+            block = self.attempt(self.block, d, d.shared or equilibrium)
+            if owned:
+                block_names.add(d.name.id)
+                if block is not None:
+                    blocks[d.name.id] = block
         layouts = {b.layout for b in blocks.values()}
         if len(layouts) > 1:
             first = next(iter(blocks.values()))
             odd = next(b for b in blocks.values() if b.layout != first.layout)
-            self.fail(
+            self.report.error(
                 odd.span,
                 f"block '{odd.name}' takes {LAYOUTS[odd.layout]} inputs but block '{first.name}' takes {LAYOUTS[first.layout]}",
                 "all blocks of one network share a layout",
             )
 
+        # Every param of the network; one whose declaration failed is a placeholder,
+        # with its name and declared options but an unknown value.
         params: dict[str, ir.Param] = {}
+        unknown: set[str] = set()
         param_decls = decls.get(ast.ParamDecl, [])
-        for d in param_decls:
-            claim(d.name, "param")
-        for d in param_decls:
-            params[d.name.id] = self.param(d, params, {p.name.id for p in param_decls}, depth)
+        owned_params = [claim(d.name, "param") for d in param_decls]
+        declared = {d.name.id for d in param_decls}
+        for d, owned in zip(param_decls, owned_params):
+            param = self.attempt(self.param, d, params, declared, depth, unknown)
+            if not owned:
+                continue
+            if param is None:
+                unknown.add(d.name.id)
+                param = ir.Param(
+                    d.name.id, sympy.Integer(0), d.learnable, d.per_layer, None, d.positive, d.span
+                )
+            params[d.name.id] = param
 
-        init = self.init(decls.get(ast.InitDecl, []), states, params)
-        statements, reasons, uses_input = self.update(
-            decls[ast.UpdateDecl][0], states, params, blocks, taken
-        )
+        init: list[ir.InitAssign] = []
+        statements: list[ir.Assign] = []
+        reasons: list[str] = []
+        uses_input = False
+        if has_states:
+            init = self.init(decls.get(ast.InitDecl, []), states, params)
+        if has_states and ast.UpdateDecl in decls:
+            statements, reasons, uses_input = self.update(
+                decls[ast.UpdateDecl][0], states, params, block_names, taken
+            )
 
-        output = states[0]
-        if ast.OutputDecl in decls:
+        output = states[0] if states else None
+        if ast.OutputDecl in decls and has_states:
             out = decls[ast.OutputDecl][0]
-            if out.name.id not in states:
-                self.fail(
+            if out.name.id in states:
+                output = out.name.id
+            elif out.name.id not in self.poisoned:
+                self.report.error(
                     out.name.span,
                     f"output '{out.name.id}' is not a state",
                     _did_you_mean(out.name.id, states),
                 )
-            output = out.name.id
 
         solver = backward = None
         for d in decls.get(ast.SolverDecl, []):
-            spec = self.solver(d)
+            spec = self.attempt(self.solver, d)
             if d.role == "solver":
-                solver = spec
+                solver = solver or spec
             else:
-                backward = spec
+                backward = backward or spec
         implicit = bool(reasons)
         if equilibrium:
-            self.check_equilibrium(node, statements, params, implicit)
+            known = {n: p for n, p in params.items() if n not in unknown}
+            self.check_equilibrium(node, statements, known, implicit)
+        if len(self.report.errors) > errors_before:
+            return None
         if (solver or backward) and not (implicit or equilibrium):
             d = decls[ast.SolverDecl][0]
             self.report.warn(d.span, f"'{d.role}' has no effect: network {name} is explicit")
@@ -605,29 +682,32 @@ class Resolver:
     def check_equilibrium(self, node: ast.Network, statements, params, implicit: bool) -> None:
         """An equilibrium iterates one shared update to its fixed point: no layer index, no history sums."""
         if implicit:
-            self.fail(
+            self.report.error(
                 node.name.span,
                 f"equilibrium network {node.name.id} also applies a block to a next iterate",
                 "an equilibrium is solved as a whole; write the update explicitly",
             )
         for p in params.values():
             if p.depends_on_k or p.per_layer:
-                self.fail(
+                self.report.error(
                     p.span,
                     f"param {p.name} depends on the layer, but an equilibrium network has no layers",
                     "use a constant value",
                 )
         for st in statements:
-            for atom in st.form.walk():
-                if isinstance(atom, (ir.HistorySum, ir.Initial)):
-                    self.fail(
-                        st.span,
-                        f"'{atom.show()}' has no meaning in an equilibrium network",
-                        "an equilibrium has no layer history",
-                    )
-            for _, coef in st.form.terms:
-                if ir.K in coef.free_symbols:
-                    self.fail(st.span, "k has no meaning in an equilibrium network")
+            self.attempt(self.check_equilibrium_statement, st)
+
+    def check_equilibrium_statement(self, st: ir.Assign) -> None:
+        for atom in st.form.walk():
+            if isinstance(atom, (ir.HistorySum, ir.Initial)):
+                self.fail(
+                    st.span,
+                    f"'{atom.show()}' has no meaning in an equilibrium network",
+                    "an equilibrium has no layer history",
+                )
+        for _, coef in st.form.terms:
+            if ir.K in coef.free_symbols:
+                self.fail(st.span, "k has no meaning in an equilibrium network")
 
     def block(self, d: ast.BlockDecl, shared: bool) -> ir.Block:
         kind_name = d.kind.id
@@ -644,14 +724,13 @@ class Resolver:
         if kind_name == "custom":
             spec.update(CUSTOM_META_ARGS)
             positional = [a for a in d.args if a.key is None]
-            if not positional or not re.fullmatch(
-                r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", positional[0].value.value
-            ):
+            if not positional:
                 self.fail(
-                    d.span,
-                    'custom needs the class as its first argument: custom("pkg.module:Class", ...)',
+                    d.kind.span,
+                    f"custom block {d.name.id} needs the class as its first argument",
+                    'write custom("pkg.module:Class")',
                 )
-            target = positional[0].value.value
+            target = self.custom_target(d.name.id, positional[0].value)
             if len(positional) > 1:
                 self.fail(positional[1].span, "custom takes one positional argument, the class")
         for a in d.args:
@@ -712,6 +791,44 @@ class Resolver:
             d.name.id, kind_name, tuple(sorted(full.items())), shared, layout, d.span, target
         )
 
+    def custom_target(self, block: str, literal: ast.StringLit) -> str:
+        """The "pkg.module:Class" of a custom block, checked part by part."""
+        text = literal.value
+        hint = 'write custom("pkg.module:Class")'
+        module, colon, class_name = text.partition(":")
+        if not colon:
+            head, dot, tail = text.rpartition(".")
+            if dot and head and tail:
+                hint += f', here custom("{head}:{tail}")'
+            self.fail(
+                literal.span,
+                f"custom block {block}: '{text}' has no ':' between the module and the class",
+                hint,
+            )
+        if ":" in class_name:
+            self.fail(literal.span, f"custom block {block}: '{text}' has more than one ':'", hint)
+        if not module:
+            self.fail(
+                literal.span, f"custom block {block}: '{text}' has no module before the ':'", hint
+            )
+        if not class_name:
+            self.fail(
+                literal.span, f"custom block {block}: '{text}' has no class after the ':'", hint
+            )
+        if not all(part.isidentifier() for part in module.split(".")):
+            self.fail(
+                literal.span,
+                f"custom block {block}: the module '{module}' is not a dotted Python name",
+                "join Python names with '.', like torch.nn",
+            )
+        if not class_name.isidentifier():
+            self.fail(
+                literal.span,
+                f"custom block {block}: the class '{class_name}' is not a Python name",
+                "name one class of the module after the ':', like torch.nn:Identity",
+            )
+        return text
+
     def custom_arg(self, a: ast.BlockArg):
         if isinstance(a.value, ast.StringLit):
             return a.value.value
@@ -732,11 +849,18 @@ class Resolver:
             self.fail(span, f"{key} may only use dim and numbers")
 
     def param(
-        self, d: ast.ParamDecl, fixed: dict[str, ir.Param], declared: set[str], depth: int
+        self,
+        d: ast.ParamDecl,
+        fixed: dict[str, ir.Param],
+        declared: set[str],
+        depth: int,
+        unknown: Collection[str] = (),
     ) -> ir.Param:
+        """Param `d`, given the params before it (`unknown`: those whose value failed)."""
+        self.param_options(d)
         allowed: dict[str, sympy.Expr] = {"k": ir.K}
         for p in fixed.values():
-            if not p.learnable:
+            if not p.learnable and p.name not in unknown:
                 allowed[p.name] = p.value
         for other in declared - set(fixed):
             if other != d.name.id and _mentions(d.value, other):
@@ -752,6 +876,8 @@ class Resolver:
                     f"param '{d.name.id}' uses the learnable param '{p.name}'",
                     "a param's value may only use numbers, k and fixed params; write the product in the update instead",
                 )
+        if any(_mentions(d.value, other) for other in (*unknown, *self.poisoned)):
+            self.report.abandon()  # its value rests on one already reported
         value = sympy.simplify(self.scalar(d.value, allowed, f"the value of param {d.name.id}"))
         bound = None
         if d.positive:
@@ -762,8 +888,6 @@ class Resolver:
             hi = self.scalar(iv.hi, {}, "an interval bound")
             if lo >= hi:
                 self.fail(iv.span, f"empty interval: {lo} is not below {hi}")
-            if d.positive:
-                self.fail(iv.span, "use either 'positive' or an interval, not both")
             bound = ir.Bound(lo, hi, iv.lo_closed, iv.hi_closed)
         if d.per_layer and not d.learnable:
             self.fail(
@@ -782,6 +906,46 @@ class Resolver:
         if bound is not None:
             self.check_bound(param, d, values)
         return param
+
+    def param_options(self, d: ast.ParamDecl) -> None:
+        """Each option at most once, and at most one constraint (`positive` or an interval)."""
+        name = d.name.id
+        flags: set[str] = set()
+        constraint = None
+        ok = True
+        for option in d.options:
+            if isinstance(option, ast.ParamFlag):
+                if option.word in flags:
+                    self.report.error(
+                        option.span,
+                        f"param {name}: '{option.word}' is given twice",
+                        f"remove the second '{option.word}'",
+                    )
+                    ok = False
+                    continue
+                flags.add(option.word)
+                if option.word != "positive":
+                    continue
+            text = self.constraint_text(option)
+            if constraint is None:
+                constraint = text
+                continue
+            self.report.error(
+                option.span,
+                f"param {name} has two constraints: {constraint} and {text}",
+                "keep one: a param has at most one constraint, positive or an interval",
+            )
+            ok = False
+        if not ok:
+            self.report.abandon()
+
+    def constraint_text(self, option) -> str:
+        if isinstance(option, ast.ParamFlag):
+            return option.word
+        return (
+            f"in {'[' if option.lo_closed else '('}{self.text(option.lo)}, "
+            f"{self.text(option.hi)}{']' if option.hi_closed else ')'}"
+        )
 
     def layer_values(
         self, param: ir.Param, d: ast.ParamDecl, depth: int
@@ -830,15 +994,18 @@ class Resolver:
         given: dict[str, ast.InitAssign] = {}
         for d in decls:
             for a in d.assigns:
+                if a.target.id in self.poisoned:
+                    continue
                 if a.target.id not in states:
-                    self.fail(
+                    self.report.error(
                         a.target.span,
                         f"init of '{a.target.id}', which is not a state",
                         _did_you_mean(a.target.id, states),
                     )
-                if a.target.id in given:
-                    self.fail(a.target.span, f"state '{a.target.id}' is initialised twice")
-                given[a.target.id] = a
+                elif a.target.id in given:
+                    self.report.error(a.target.span, f"state '{a.target.id}' is initialised twice")
+                else:
+                    given[a.target.id] = a
         ready = {s for s in states if s not in given}
         result = [
             ir.InitAssign(s, ir.LinearForm.of(ir.InputValue()), Span.point(1, 1))
@@ -850,16 +1017,19 @@ class Resolver:
             progress = False
             for a in list(pending):
                 if all(s in ready for s in _state_names(a.value, states)):
-                    form = self.init_form(a.value, states, params)
-                    result.append(ir.InitAssign(a.target.id, form, a.span))
-                    ready.add(a.target.id)
+                    form = self.attempt(self.init_form, a.value, states, params)
+                    if form is not None:
+                        result.append(ir.InitAssign(a.target.id, form, a.span))
+                    ready.add(a.target.id)  # a failed init still defines its state
                     pending.remove(a)
                     progress = True
             if not progress:
-                a = pending[0]
-                self.fail(
+                # Report the cycle once; the inits that wait on it are still checked.
+                a = pending.pop(0)
+                self.report.error(
                     a.span, f"the init of '{a.target.id}' depends on itself through other inits"
                 )
+                ready.add(a.target.id)
         return result
 
     def init_form(self, node, states: list[str], params: dict[str, ir.Param]) -> ir.LinearForm:
@@ -909,8 +1079,31 @@ class Resolver:
         self._local_names = set()
         statements = []
         for stmt in d.statements:
+            assign = self.attempt(self.statement, stmt, scope, taken)
+            if assign is not None:
+                statements.append(assign)
+        missing = [s for s in states if s not in scope.assigned and s not in self.poisoned]
+        if missing:
+            self.report.error(
+                d.span,
+                f"state '{missing[0]}' is never assigned in the update",
+                f"add a statement {missing[0]}+ = ... (write {missing[0]}+ = {missing[0]} to keep it)",
+            )
+        return statements, scope.implicit_reasons, scope.uses_input
+
+    def statement(self, stmt: ast.Statement, scope: _Scope, taken) -> ir.Assign:
+        """One update statement; failed or not, it defines its target for the next ones."""
+        try:
             target, is_state, tspan = self.target(stmt.target, scope)
-            scope.current_target = target
+        except Abandon:
+            name = stmt.target.id
+            if name in scope.states:
+                scope.assigned.add(name)
+            elif name not in (*scope.params, *scope.blocks, *scope.locals_):
+                self.poisoned.add(name)  # `z+ = ...` with no state z: what z is, is unknown
+            raise
+        scope.current_target = target
+        try:
             if is_state:
                 if target in scope.assigned:
                     self.fail(
@@ -943,23 +1136,18 @@ class Resolver:
                         f"'{name}+' is defined by a later statement, inside the block call of an implicit rule",
                         f"optgen solves a statement for its own next iterate only; move the block call into the statement {name}+ = ...",
                     )
+        finally:
+            scope.current_target = None
             if is_state:
                 scope.assigned.add(target)
                 if isinstance(stmt.target, ast.Name):
                     scope.rebound.add(target)
-            else:
+            elif target in RESERVED or target in ELEMENTWISE_MAPS:
+                self.poisoned.add(target)
+            elif target not in taken:
                 scope.locals_.add(target)
                 self._local_names.add(target)
-            statements.append(ir.Assign(target, is_state, form, stmt.span, stmt.text))
-            scope.current_target = None
-        missing = [s for s in states if s not in scope.assigned]
-        if missing:
-            self.fail(
-                d.span,
-                f"state '{missing[0]}' is never assigned in the update",
-                f"add a statement {missing[0]}+ = ... (write {missing[0]}+ = {missing[0]} to keep it)",
-            )
-        return statements, scope.implicit_reasons, scope.uses_input
+        return ir.Assign(target, is_state, form, stmt.span, stmt.text)
 
     def target(self, node, scope: _Scope) -> tuple[str, bool, Span]:
         if isinstance(node, ast.NextName):
@@ -1053,7 +1241,10 @@ def _state_names(node, states: list[str]) -> set[str]:
 def resolve(
     module: ast.Module, source: SourceFile, warnings: list | None = None
 ) -> list[ir.Network]:
-    """Check every network of a parsed file and return their IR (warnings appended to `warnings`)."""
+    """Check every network of a parsed file and return their IR (warnings appended to `warnings`).
+
+    Raises one `OptgenError` holding every error of the file, in source order.
+    """
     resolver = Resolver(source)
     networks = []
     seen: dict[str, ast.Network] = {}
@@ -1066,15 +1257,19 @@ def resolve(
                 if other == node.name.id
                 else f"writes the same file as network {other} ({file_name}.py)"
             )
-            resolver.fail(node.name.span, f"network {node.name.id} is {what}")
-        seen[file_name] = node
-        networks.append(resolver.network(node))
-    if not networks:
-        resolver.fail(
+            resolver.report.error(node.name.span, f"network {node.name.id} is {what}")
+        else:
+            seen[file_name] = node
+        net = resolver.attempt(resolver.network, node)  # checked even after an earlier failed
+        if net is not None:
+            networks.append(net)
+    if not module.networks:
+        resolver.report.error(
             Span.point(1, 1),
             "no network in this file",
             "a file holds one or more `network Name { ... }` items",
         )
+    resolver.report.raise_if_errors()
     if warnings is not None:
         warnings.extend(resolver.report.warnings)
     return networks

@@ -95,3 +95,19 @@ network Full {
     assert net.states == ("x", "y", "z") and net.depth == 4 and net.output == "y"
     assert [b.shared for b in net.blocks] == [False, True]
     assert [p.learnable for p in net.params] == [True, False, True, False]
+
+
+def test_param_options_are_kept_as_written_with_their_spans():
+    text = "network A {\n state x\n param b = 0.5 in [0,1) learnable learnable\n}\n"
+    (network,) = parse(SourceFile("t.opt", text)).networks
+    (param,) = [d for d in network.decls if isinstance(d, ast.ParamDecl)]
+    interval, first, second = param.options
+    assert isinstance(interval, ast.Interval) and interval.lo_closed and not interval.hi_closed
+    assert (first.word, second.word) == ("learnable", "learnable")
+    assert [(o.span.line, o.span.col, o.span.end_col) for o in param.options] == [
+        (3, 16, 24),
+        (3, 25, 34),
+        (3, 35, 44),
+    ]
+    assert param.learnable and not param.per_layer and not param.positive
+    assert param.interval is interval
