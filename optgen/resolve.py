@@ -21,21 +21,28 @@ from typing import NoReturn
 import sympy
 
 from . import ast, ir
-from .blocks import BLOCK_KINDS, CUSTOM_META_ARGS, ELEMENTWISE_MAPS, LAYOUTS, MODULE_DICT_ATTRIBUTES
+from .blocks import (
+    BACKWARD_KINDS,
+    BLOCK_KINDS,
+    ELEMENTWISE_MAPS,
+    INTEGER_OPTIONS,
+    LAYOUTS,
+    MODULE_DICT_ATTRIBUTES,
+    SOLVER_KINDS,
+    ArgKind,
+    Layout,
+)
 from .errors import Abandon, Reporter
+from .ir import DIM
 from .source import SourceFile, Span
 
 RESERVED = {"input": "the network input", "k": "the layer index", "dim": "the feature size"}
 DEFAULT_DEPTH = 8
 MAX_DEPTH = 100_000
 MAX_EXPONENT = 400
-DIM = sympy.Symbol("dim", integer=True, positive=True)
-SOLVERS = {
-    "fixed_point": {"max_iter": 50, "tol": 1e-4},
-    "anderson": {"m": 5, "max_iter": 50, "tol": 1e-4},
-}
-# `implicit` adjoint solves inherit max_iter and tol from the solver unless given.
-BACKWARDS = {"implicit": {"max_iter": None, "tol": None}, "phantom": {"steps": 5}, "unroll": {}}
+# Options and defaults of each solver and backward mode, from the registry.
+SOLVERS = {name: dict(kind.options) for name, kind in SOLVER_KINDS.items()}
+BACKWARDS = {name: dict(kind.options) for name, kind in BACKWARD_KINDS.items()}
 
 
 def _did_you_mean(word: str, options) -> str | None:
@@ -720,29 +727,30 @@ class Resolver:
         kind = BLOCK_KINDS[kind_name]
         args: dict[str, object] = {}
         target = None
-        spec = dict(kind.args)
-        if kind_name == "custom":
-            spec.update(CUSTOM_META_ARGS)
+        spec = {**kind.args, **kind.meta_args}
+        if kind.takes_target:
             positional = [a for a in d.args if a.key is None]
             if not positional:
                 self.fail(
                     d.kind.span,
-                    f"custom block {d.name.id} needs the class as its first argument",
-                    'write custom("pkg.module:Class")',
+                    f"{kind_name} block {d.name.id} needs the class as its first argument",
+                    f'write {kind_name}("pkg.module:Class")',
                 )
             target = self.custom_target(d.name.id, positional[0].value)
             if len(positional) > 1:
-                self.fail(positional[1].span, "custom takes one positional argument, the class")
+                self.fail(
+                    positional[1].span, f"{kind_name} takes one positional argument, the class"
+                )
         for a in d.args:
             if a.key is None:
-                if kind_name != "custom":
+                if not kind.takes_target:
                     self.fail(a.span, f"{kind_name} takes keyword arguments only (key=value)")
                 continue
             key = a.key.id
             if key in args:
                 self.fail(a.key.span, f"argument '{key}' is given twice")
             if key not in spec:
-                if kind_name == "custom":
+                if kind.takes_target:  # the user's class takes every other keyword
                     args[key] = self.custom_arg(a)
                     continue
                 self.fail(
@@ -756,7 +764,7 @@ class Resolver:
                     ),
                 )
             arg = spec[key]
-            if arg.kind == "choice":
+            if arg.kind is ArgKind.CHOICE:
                 word = (
                     a.value.value
                     if isinstance(a.value, ast.StringLit)
@@ -779,14 +787,15 @@ class Resolver:
                 value = sympy.expand(self.scalar(a.value, {"dim": DIM}, f"the argument {key}"))
                 self._check_int_arg(value, a.value.span, key)
                 args[key] = value
-        layout = kind.layout or str(args.get("layout", "vector"))
-        full = {
-            k: (v.default if not isinstance(v.default, str) or v.kind == "choice" else DIM)
-            for k, v in spec.items()
-        }
+        layout = kind.layout or Layout(args.get("layout", Layout.VECTOR))
+        if kind.takes_target:  # the user's class keeps its own defaults
+            full = {k: v.default for k, v in kind.meta_args.items()}
+        else:  # every argument spelled out, "dim" defaults as the symbol
+            full = {
+                k: (v.default if v.kind is ArgKind.CHOICE or v.default != "dim" else DIM)
+                for k, v in spec.items()
+            }
         full.update(args)
-        if kind_name == "custom":
-            full = {k: v for k, v in full.items() if k in args or k in CUSTOM_META_ARGS}
         return ir.Block(
             d.name.id, kind_name, tuple(sorted(full.items())), shared, layout, d.span, target
         )
@@ -1202,7 +1211,7 @@ class Resolver:
             value = self.scalar(opt.value, {}, f"the option {key}")
             if value <= 0:
                 self.fail(opt.value.span, f"option {key} must be positive")
-            if key in ("max_iter", "m", "steps"):
+            if key in INTEGER_OPTIONS:
                 if not value.is_integer:
                     self.fail(opt.value.span, f"option {key} must be an integer")
                 options[key] = int(value)
