@@ -149,6 +149,7 @@ class Arg:
     kind: ArgKind
     default: object
     choices: tuple[str, ...] = ()
+    odd: bool = False  # a kernel size: odd, so that "same" padding keeps the spatial size
 
 
 def dim_code(expr) -> str:
@@ -333,7 +334,11 @@ BLOCK_KINDS: dict[str, BlockKind] = {
         "ConvBlock",
         "conv.py",
         Layout.IMAGE,
-        {"hidden": Arg(ArgKind.INT, "dim"), "kernel": Arg(ArgKind.INT, 3), "act": _ACT},
+        {
+            "hidden": Arg(ArgKind.INT, "dim"),
+            "kernel": Arg(ArgKind.INT, 3, odd=True),
+            "act": _ACT,
+        },
         two_layer=_two_layer_by_activation,
         doc="pre-activation BN-act-Conv-BN-act-Conv",
         helpers=("_activation.py",),
@@ -343,7 +348,7 @@ BLOCK_KINDS: dict[str, BlockKind] = {
         "ConvNeXtBlock",
         "convnext.py",
         Layout.IMAGE,
-        {"kernel": Arg(ArgKind.INT, 7), "expand": Arg(ArgKind.INT, 4)},
+        {"kernel": Arg(ArgKind.INT, 7, odd=True), "expand": Arg(ArgKind.INT, 4)},
         doc="depthwise conv, LayerNorm, 1x1, GELU, 1x1",
     ),
     "transformer": BlockKind(

@@ -328,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`optgen inspect FILE | head`): not an error of optgen's.
+        # Point stdout at devnull so that the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # a bug in optgen: say so, without a traceback
         print(f"optgen: internal error: {type(err).__name__}: {err}", file=sys.stderr)
         print(

@@ -541,16 +541,16 @@ class Resolver:
                 if not what == taken[word] == "state":
                     self.poisoned.add(word)  # two meanings: which one a use means is unknown
                 return False
-            if word in RESERVED:
-                self.report.error(
-                    ident.span,
-                    f"'{word}' is a word of the language ({RESERVED[word]}) and cannot name a {what}",
+            if word in RESERVED or word in ELEMENTWISE_MAPS:
+                why = (
+                    f"a word of the language ({RESERVED[word]})"
+                    if word in RESERVED
+                    else "a built-in map of the language"
                 )
-            elif word in ELEMENTWISE_MAPS:
-                self.report.error(
-                    ident.span,
-                    f"'{word}' is a built-in map of the language and cannot name a {what}",
-                )
+                self.report.error(ident.span, f"'{word}' is {why} and cannot name a {what}")
+                # Not declared: later statements about it would only repeat this error.
+                self.poisoned.add(word)
+                return False
             taken[word] = what
             return True
 
@@ -786,6 +786,12 @@ class Resolver:
                     )
                 value = sympy.expand(self.scalar(a.value, {"dim": DIM}, f"the argument {key}"))
                 self._check_int_arg(value, a.value.span, key)
+                if arg.odd and not value.free_symbols and value % 2 == 0:
+                    self.fail(
+                        a.value.span,
+                        f"{key} of {kind_name} must be odd, got {value}",
+                        f"'same' padding keeps the size only for odd kernels: use {value + 1}",
+                    )
                 args[key] = value
         layout = kind.layout or Layout(args.get("layout", Layout.VECTOR))
         if kind.takes_target:  # the user's class keeps its own defaults
@@ -1079,6 +1085,19 @@ class Resolver:
                     "an init may use input, states, 0 and params",
                 )
             terms[atom] = terms.get(atom, 0) + coef
+        for coef in terms.values():
+            layered = [
+                p.name
+                for p in params.values()
+                if p.symbol in coef.free_symbols and (p.depends_on_k or p.per_layer)
+            ]
+            if ir.K in coef.free_symbols or layered:
+                what = "k" if ir.K in coef.free_symbols else f"the per-layer param {layered[0]}"
+                self.fail(
+                    node.span,
+                    f"an init cannot use {what}: it runs once, before the first layer",
+                    "use numbers and params with one value for every layer",
+                )
         return ir.LinearForm.from_dict(terms)
 
     def update(
@@ -1159,6 +1178,8 @@ class Resolver:
         return ir.Assign(target, is_state, form, stmt.span, stmt.text)
 
     def target(self, node, scope: _Scope) -> tuple[str, bool, Span]:
+        if node.id in self.poisoned and node.id not in scope.states:
+            self.report.abandon()  # its declaration failed: that error said it all
         if isinstance(node, ast.NextName):
             if node.id not in scope.states:
                 self.fail(
@@ -1262,11 +1283,11 @@ def resolve(
         if file_name in seen:
             other = seen[file_name].name.id
             what = (
-                "defined twice"
+                "is defined twice"
                 if other == node.name.id
                 else f"writes the same file as network {other} ({file_name}.py)"
             )
-            resolver.report.error(node.name.span, f"network {node.name.id} is {what}")
+            resolver.report.error(node.name.span, f"network {node.name.id} {what}")
         else:
             seen[file_name] = node
         net = resolver.attempt(resolver.network, node)  # checked even after an earlier failed

@@ -139,3 +139,21 @@ def test_usage_errors_are_user_errors_with_a_did_you_mean(args, start, suggestio
     first = result.stderr.splitlines()[0]
     assert first.startswith(start) and first.endswith(suggestion), first
     assert "usage: optgen" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_internal_error(opt_file):
+    import subprocess
+    import sys
+
+    # The whole catalog in one file: far more output than a pipe buffers.
+    catalog = opt_file("\n".join(p.read_text() for p in sorted(EXAMPLES.glob("*.opt"))))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "optgen", "inspect", str(catalog)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.read(10)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, stderr
+    assert "internal error" not in stderr

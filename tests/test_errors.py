@@ -7,6 +7,32 @@ import optgen
 
 # name: (source, line, col, message)
 ERRORS = {
+    "init_uses_the_layer_index": (
+        "network A {\n    state x, y\n    init y = k*x\n    block T = mlp()\n"
+        "    update { x+ = x - T(x); y+ = y }\n}\n",
+        3,
+        14,
+        "an init cannot use k: it runs once, before the first layer",
+    ),
+    "init_uses_a_schedule": (
+        "network A {\n    state x, y\n    param b = k/(k+1)\n    init y = b*x\n"
+        "    block T = mlp()\n    update { x+ = x - T(x); y+ = y }\n}\n",
+        4,
+        14,
+        "an init cannot use the per-layer param b: it runs once, before the first layer",
+    ),
+    "even_conv_kernel": (
+        "network A {\n    state x\n    block T = conv(kernel=4)\n    update { x+ = x - T(x) }\n}\n",
+        3,
+        27,
+        "kernel of conv must be odd, got 4",
+    ),
+    "reserved_word_as_state_is_reported_once": (
+        "network A {\n    state x, k\n    block T = mlp()\n    update { x+ = x - T(x) }\n}\n",
+        2,
+        14,
+        "'k' is a word of the language (the layer index) and cannot name a state",
+    ),
     "syntax_missing_operand": (
         "network A {\n    state x\n    update {\n        x+ = x -\n    }\n}\n",
         4,
