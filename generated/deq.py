@@ -295,8 +295,8 @@ class Deq(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self.solver_stats = []
         t = 0.5
-        input_ = x
         T = self.blocks["T"][0]
+        input_ = x
 
         def update(x: Tensor) -> Tensor:
             # x+ = x - t*T(x) + t*(input - x)

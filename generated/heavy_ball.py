@@ -129,7 +129,7 @@ class HeavyBall(nn.Module):
             # x+ = x - t*T(x) + beta*(x - x-)
             T_x = T(x)
             # x_next = -t*T_x + (1 + beta)*x - beta*x_prev
-            x_next = torch.lerp(x, T_x, -t)
-            x_next.add_(x_prev, alpha=-beta)
+            x_next = torch.lerp(x, x_prev, -beta)
+            x_next.add_(T_x, alpha=-t)
             x_prev, x = x, x_next
         return x

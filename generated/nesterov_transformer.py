@@ -115,7 +115,7 @@ class NesterovTransformer(nn.Module):
 
     def __init__(self, dim: int, depth: int = 6) -> None:
         super().__init__()
-        if dim % (2):
+        if dim % 2:
             raise ValueError(
                 "NesterovTransformer: block T = transformer(heads=2) needs dim divisible by heads = 2"
                 + f", got dim={dim}"

@@ -36,15 +36,17 @@ def compile_source(text: str, filename: str = "<string>", strict: bool = False) 
 def check_source(text: str, filename: str = "<string>") -> list[dict]:
     """The certificates of every network, as the dicts of `optgen check --json`."""
     result = _compiled(text, filename, until=Stage.ANALYSIS)
-    return [cert.as_dict() for cert in result.certificates]
+    return [cert.as_dict() for cert in result.certificates] + [
+        cert.as_dict() for cert in result.model_certificates
+    ]
 
 
 def load(path: str | Path) -> dict[str, type]:
-    """Compile a `.opt` file in memory and return {network name: module class}."""
+    """Compile a `.opt` file in memory and return {network or model name: module class}."""
     path = Path(path)
     result = _compiled(path.read_text(encoding="utf-8"), str(path))
     classes = {}
-    for net in result.networks:
+    for net in (*result.networks, *result.models):
         stem = snake_case(net.name)
         code = result.outputs[f"{stem}.py"]
         filename = f"<optgen {path.name}:{net.name}>"

@@ -247,6 +247,68 @@ class Network:
     text: str  # the source text of the whole network item
 
 
+# ---------------------------------------------------------------- models
+@dataclass(frozen=True, slots=True)
+class InputDecl:
+    """`input [C, H, W]`: the sizes as written (`resolve.py` wants three positive integers)."""
+
+    sizes: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class StemDecl:
+    """`stem conv(out=32, kernel=3)`: the kind is a name, checked by `resolve.py`."""
+
+    kind: Ident
+    args: tuple[Option, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class StageDecl:
+    """`stage Net(dim=32, depth=3)`."""
+
+    network: Ident
+    args: tuple[Option, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionDecl:
+    """`down conv(out=64) [carry states|output]`, `up conv(...)`, `norm`.
+
+    `word` is `down`, `up` or `norm`; `kind` the name after `down` / `up` (None for `norm`).
+    """
+
+    word: Ident
+    kind: Ident | None
+    args: tuple[Option, ...]
+    carry: Ident | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class HeadDecl:
+    """`head classifier(classes=10)` or `head none`."""
+
+    kind: Ident
+    args: tuple[Option, ...]
+    span: Span
+
+
+ModelDecl = InputDecl | StemDecl | StageDecl | TransitionDecl | HeadDecl
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: Ident
+    decls: tuple[ModelDecl, ...]
+    span: Span
+    text: str  # the source text of the whole model item
+
+
 @dataclass(frozen=True, slots=True)
 class Module:
     networks: tuple[Network, ...]
+    models: tuple[Model, ...] = ()

@@ -235,7 +235,7 @@ def _heads_divide_dim(block, kind: BlockKind) -> list[DimCheck]:
     if heads != "1":
         checks.append(
             DimCheck(
-                f"dim % ({heads})",
+                f"dim % {heads}" if heads.isdigit() else f"dim % ({heads})",
                 f"block {block.name} = {kind.name}(heads={heads}) needs dim divisible by "
                 f"heads = {heads}",
             )

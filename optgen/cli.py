@@ -100,6 +100,11 @@ def cmd_compile(args) -> int:
     for result in results:
         for net, cert in zip(result.networks, result.certificates):
             print(_summary(net, cert, result.source.path, out_dir))
+        for model, cert in zip(result.models, result.model_certificates):
+            target = out_dir / f"{snake_case(model.name)}.py"
+            stages = f"model, {len(model.stages)} stages"
+            verdict = present.verdict_word(cert.universal)
+            print(f"{model.name}: {result.source.path} -> {target} ({stages}; universal {verdict})")
     return 0
 
 
@@ -113,14 +118,7 @@ def cmd_check(args) -> int:
     results, failed = _compile_all(args.files, args.strict, Stage.ANALYSIS)
     good = [result for result in results if result.ok]
     if args.json:
-        objects = [cert.as_dict() for result in good for cert in result.certificates]
-        # A file with errors has no certificate: its object holds its diagnostics.
-        objects += [
-            {"file": r.source.path, "diagnostics": [d.as_dict() for d in r.diagnostics]}
-            for r in results
-            if not r.ok
-        ]
-        print(json.dumps(objects, indent=2))
+        print(json.dumps(_json_objects(args.files, results), indent=2))
     elif args.markdown:
         rows = [
             (Path(result.source.path).name, net.name, net.rule, cert)
@@ -132,9 +130,31 @@ def cmd_check(args) -> int:
         for result in good:
             for cert in result.certificates:
                 print(present.check_text(cert))
+            for cert in result.model_certificates:
+                print(present.model_check_text(cert))
     if args.plot and not failed:
         _plot(good, Path(args.plot))
     return 1 if failed else 0
+
+
+def _json_objects(paths: list[str], results: list[Result]) -> list[dict]:
+    """`check --json`: the certificates of each file in argument order; a file with errors
+    (or that cannot be read) contributes an object holding its diagnostics instead."""
+    by_path = {result.source.path: result for result in results}
+    objects: list[dict] = []
+    for path in paths:
+        result = by_path.get(path)
+        if result is None:
+            unreadable = {"severity": "error", "line": None, "col": None, "hint": None}
+            unreadable["message"] = "cannot read the file"
+            objects.append({"file": path, "diagnostics": [unreadable]})
+        elif result.ok:
+            certs = (*result.certificates, *result.model_certificates)
+            objects += [cert.as_dict() for cert in certs]
+        else:
+            diagnostics = [d.as_dict() for d in result.diagnostics]
+            objects.append({"file": path, "diagnostics": diagnostics})
+    return objects
 
 
 def _plot(results: list[Result], path: Path) -> None:
@@ -154,14 +174,16 @@ def _plot(results: list[Result], path: Path) -> None:
 
 
 def cmd_inspect(args) -> int:
-    until = Stage.FRONTEND if args.graph else Stage.EMIT
+    until = Stage.FRONTEND if args.graph and not args.summary else Stage.EMIT
     results, failed = _compile_all([args.file], False, until)
     if failed:
         return 1
     (result,) = results
-    names = [net.name for net in result.networks]
+    names = [item.name for item in (*result.networks, *result.models)]
     if args.network is not None and args.network not in names:
         raise UsageError(f"{args.file} has no network {args.network!r}; it has: {', '.join(names)}")
+    if args.summary:
+        return _summaries(args, result)
     chosen = [net for net in result.networks if args.network in (None, net.name)]
     if args.graph:
         from .graph import render_graph
@@ -169,8 +191,22 @@ def cmd_inspect(args) -> int:
         for net in chosen:
             print(render_graph(net, args.graph))
         return 0
-    for net in chosen:
-        sys.stdout.write(result.outputs[f"{snake_case(net.name)}.py"])
+    models = [m for m in result.models if args.network in (None, m.name)]
+    for item in (*chosen, *models):
+        sys.stdout.write(result.outputs[f"{snake_case(item.name)}.py"])
+    return 0
+
+
+def _summaries(args, result: Result) -> int:
+    from .summary import model_summary
+
+    models = [m for m in result.models if args.network in (None, m.name)]
+    if not models:
+        raise UsageError(f"--summary describes models, and {args.file} has none")
+    for model, cert in zip(result.models, result.model_certificates):
+        if model in models:
+            source = result.outputs[f"{snake_case(model.name)}.py"]
+            print(model_summary(model, source, cert))
     return 0
 
 
@@ -213,17 +249,29 @@ class ArgumentParser(argparse.ArgumentParser):
     which optgen keeps for its own bugs), with a did-you-mean for misspelled words."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message}{_suggestion(self, message)}\n{self.format_usage().strip()}")
+        usage = _command_parser(self, getattr(self, "argv", None) or sys.argv[1:]).format_usage()
+        raise UsageError(f"{message}{_suggestion(self, message)}\n{usage.strip()}")
 
 
-def _options(parser: argparse.ArgumentParser) -> set[str]:
-    """Every option string of a parser and of its subcommands."""
+def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The subcommand's parser when `argv` names one (its usage line is the helpful one)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            command = next((word for word in argv if word in action.choices), None)
+            if command is not None:
+                return action.choices[command]
+    return parser
+
+
+def _options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The option strings of the subcommand named in `argv` (of the parser itself else)."""
     found = set()
     for action in parser._actions:
         found.update(action.option_strings)
         if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                found |= _options(sub)
+            command = next((word for word in argv if word in action.choices), None)
+            if command is not None:
+                found |= _options(action.choices[command], argv)
     return found
 
 
@@ -232,14 +280,15 @@ def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
     choices: set[str] = set()
     if message.startswith("unrecognized arguments:"):
         words = [w for w in message.split(":", 1)[1].split() if w.startswith("-")]
-        choices = _options(parser)
+        choices = _options(parser, getattr(parser, "argv", None) or sys.argv[1:])
     elif "invalid choice:" in message:
         match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if match:
             words = [match.group(1)]
             choices = set(re.findall(r"'?([\w.-]+)'?", match.group(2)))
     for word in words:
-        close = difflib.get_close_matches(word.split("=")[0], sorted(choices), n=1, cutoff=0.6)
+        word = word.split("=")[0]
+        close = difflib.get_close_matches(word, sorted(choices - {word}), n=1, cutoff=0.6)
         if close:
             return f"; did you mean '{close[0]}'?"
     return ""
@@ -312,13 +361,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--network", metavar="NAME")
     p.add_argument("--graph", choices=["mermaid", "dot"])
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="each model's parts: parameters, FLOPs and output shape at the input size",
+    )
     p.set_defaults(run=cmd_inspect)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        parser.argv = list(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
         return args.run(args)
     except OptgenError as err:
         print(err.render(), file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from enum import Enum
 
 import black
@@ -21,7 +22,7 @@ from .lower import EmitPlan, lower, reaching_output
 from .plan import Import
 from .resolve import snake_case
 from .resources import resource_dir, resource_path
-from .writer import comment_text, docstring_text, forward_source
+from .writer import comment_text, docstring_text, forward_source, model_features_source
 
 BLACK_MODE = black.Mode(line_length=100, target_versions={black.TargetVersion.PY310})
 PAPER = (
@@ -78,9 +79,8 @@ def header(source_name: str, sha256: str) -> list[str]:
     return [first, "change the .opt file and recompile.", f"sha256 {sha256}"]
 
 
-def _imports(plan: EmitPlan) -> list[str]:
+def _imports(needed: frozenset[Import]) -> list[str]:
     """The import block, from what the plan's ops and block sources need (sorted, fx-style)."""
-    needed = plan.imports
     lines = sorted(i.value for i in needed if i.stdlib)
     if lines:
         lines.append("")
@@ -135,28 +135,63 @@ def _test_dim(net: ir.Network) -> int:
     return dim
 
 
-def render_module(
-    net: ir.Network, plan: EmitPlan, certificate: Certificate, source_name: str, sha256: str
-) -> str:
-    env = _environment()
-    block_sources = plan.sources
-    if plan.kind != "explicit":
-        block_sources.insert(
-            0, resource_path("templates/runtime", "solvers.py").read_text("utf-8").strip()
-        )
-    context = dict(
-        header=header(source_name, sha256),
-        module_doc=docstring_text(f"{net.name}, compiled by optgen from {source_name}."),
+@dataclass(frozen=True)
+class NetworkView:
+    """What `network_class.py.j2` fills in for one network class."""
+
+    class_name: str
+    class_doc: str
+    rule: str
+    certificate_name: str
+    certificate: dict
+    plan: EmitPlan
+    forward: str
+    dim_checks: list[tuple[str, str]]
+    slots: tuple[str, ...] = ()  # a model's stage: init_slots / forward_slots
+    init_slots: str = ""
+    forward_slots: str = ""
+
+
+def network_view(
+    net: ir.Network, plan: EmitPlan, certificate: Certificate, with_slots: bool = False
+) -> NetworkView:
+    slots = plan.slots if with_slots else ()
+    carried = "(" + ", ".join(slots) + ("," if len(slots) == 1 else "") + ")"
+    return NetworkView(
         class_name=plan.class_name,
-        certificate_name=f"{snake_case(net.name).upper()}_CERTIFICATE",
-        block_sources=block_sources,
         class_doc=_class_doc(net, plan, certificate),
         rule=net.rule,
+        certificate_name=f"{snake_case(net.name).upper()}_CERTIFICATE",
         certificate=certificate.as_dict(),
         plan=plan,
         forward=forward_source(plan.forward, plan.output_var),
         dim_checks=[(c.condition, f"{net.name}: {c.message}") for c in plan.dim_checks],
-        imports=_imports(plan),
+        slots=slots,
+        init_slots=forward_source(plan.init_slots, carried) if slots else "",
+        forward_slots=forward_source(plan.forward_slots, carried) if slots else "",
+    )
+
+
+def runtime_sources(plans: list[EmitPlan]) -> list[str]:
+    """The block sources of some networks, each once, the solver runtime first if needed."""
+    sources = list(dict.fromkeys(text for p in plans for text in p.sources))
+    if any(p.kind != "explicit" for p in plans):
+        solvers = resource_path("templates/runtime", "solvers.py").read_text("utf-8").strip()
+        sources.insert(0, solvers)
+    return sources
+
+
+def render_module(
+    net: ir.Network, plan: EmitPlan, certificate: Certificate, source_name: str, sha256: str
+) -> str:
+    env = _environment()
+    context = dict(
+        header=header(source_name, sha256),
+        module_doc=docstring_text(f"{net.name}, compiled by optgen from {source_name}."),
+        class_name=plan.class_name,
+        block_sources=runtime_sources([plan]),
+        net=network_view(net, plan, certificate),
+        imports=_imports(plan.imports),
     )
     text = env.get_template("module.py.j2").render(**context)
     return black.format_str(text, mode=BLACK_MODE)
@@ -220,3 +255,107 @@ def generate(
         f"{stem}.py": render_module(net, plan, certificate, source_name, sha256),
         f"test_{stem}.py": render_test(net, plan, certificate, source_name, sha256),
     }
+
+
+# ---------------------------------------------------------------- models
+def _model_doc(model_plan, mcert) -> str:
+    model = model_plan.model
+    c, h, w = model.input
+    lines = [
+        f"{model.name}: a {len(model.stages)}-stage classifier built from update rules",
+        "",
+        f"Input [N, {c}, {h}, {w}]; stem {model.stem.kind}({model.stem.out});",
+        *(
+            f"stage {i}: {s.network}(dim={s.dim}, depth={s.depth})"
+            for i, s in enumerate(model.stages)
+        ),
+        f"head: {'none' if model.head.classes is None else 'classifier'}.",
+        "",
+        "Built by the method of",
+        f"*{PAPER}*:",
+        "each stage is a network whose layers are the iterations of an algorithm.",
+        "",
+        "Certificate (see CERTIFICATE and CERTIFICATES):",
+        *(f"    {comment(line)}" for line in present.model_stage_lines(mcert)),
+        "",
+        "Args:",
+        "    num_classes: outputs of the classifier (0: the pooled features).",
+        "    in_chans: channels of the input image.",
+    ]
+    return docstring_text("\n".join(lines)) + "\n"
+
+
+def _measure(source: str, class_name: str, input_size: tuple[int, ...]) -> tuple[int | None, int]:
+    """FLOPs (torch.utils.flop_counter, one image) and parameters of the model in `source`."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    namespace: dict = {}
+    exec(compile(source, f"<optgen model {class_name}>", "exec"), namespace)
+    torch.manual_seed(0)
+    model = namespace[class_name]().eval()
+    params = sum(p.numel() for p in model.parameters())
+    solves = any(hasattr(stage, "solver") for stage in model.stages)
+    if solves:  # the iterations of a solve depend on the data
+        return None, params
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_size))
+    return counter.get_total_flops(), params
+
+
+def render_model(
+    model_plan, certificates: dict, mcert, source_name: str, sha256: str
+) -> dict[str, str]:
+    """The two files of one model: `<name>.py` and `test_<name>.py`."""
+    env = _environment()
+    model = model_plan.model
+    plans = [model_plan.plans[net.name] for net in model_plan.networks]
+    imports = frozenset().union(*(p.imports for p in plans))
+    sources = runtime_sources(plans) + [
+        resource_path("templates/models", name).read_text("utf-8").strip()
+        for name in model_plan.sources
+    ]
+    views = [
+        network_view(net, model_plan.plans[net.name], certificates[net.name], with_slots=True)
+        for net in model_plan.networks
+    ]
+    context = dict(
+        header=header(source_name, sha256),
+        module_doc=docstring_text(f"{model.name}, compiled by optgen from {source_name}."),
+        class_name=model.name,
+        imports=_imports(imports),
+        block_sources=sources,
+        networks=views,
+        certificate_name=f"{snake_case(model.name).upper()}_CERTIFICATE",
+        certificate=mcert.as_dict(),
+        class_doc=_model_doc(model_plan, mcert),
+        rules={net.name: net.rule for net in model_plan.networks},
+        stage_certificates=[(v.class_name, v.certificate_name) for v in views],
+        input_size=list(model.input),
+        num_classes=model.head.classes or 0,
+        in_chans=model.input[0],
+        plan=model_plan,
+        features=model_features_source(model_plan),
+        flops=None,
+        params=None,
+    )
+    draft = black.format_str(env.get_template("model.py.j2").render(**context), mode=BLACK_MODE)
+    # FLOPS and PARAMS are measured on the module itself, then written into it.
+    context["flops"], context["params"] = _measure(draft, model.name, model.input)
+    text = black.format_str(env.get_template("model.py.j2").render(**context), mode=BLACK_MODE)
+    stem = model_plan.file_stem
+    test = env.get_template("test_model.py.j2").render(
+        header=header(source_name, sha256),
+        class_name=model.name,
+        stem=stem,
+        input_size=list(model.input),
+        num_classes=model.head.classes,
+        explicit=all(p.kind == "explicit" for p in plans),
+        consistent_stages=[
+            i
+            for i, s in enumerate(model.stages)
+            if certificates[s.network].consistent is True
+            and model_plan.plans[s.network].kind == "explicit"
+        ],
+    )
+    return {f"{stem}.py": text, f"test_{stem}.py": black.format_str(test, mode=BLACK_MODE)}

@@ -333,3 +333,120 @@ def validate(net: Network) -> None:
             locals_.add(stmt.target)
     assert assigned == states, f"states never assigned: {sorted(states - assigned)}"
     assert {i.state for i in net.init} == states, "every state needs exactly one init"
+
+
+# ---------------------------------------------------------------- models (language.md section 9)
+class StemKind(str, Enum):
+    """How a model turns the image into the first stage's input."""
+
+    CONV = "conv"  # conv(out, kernel=3, stride=1) + BatchNorm + ReLU: [N, out, H/s, W/s]
+    PATCH = "patch"  # patch(out, size): kernel = stride = size, + LayerNorm over channels
+    TOKENS = "tokens"  # tokens(out, size): patchify to [N, L, out] + learned position embedding
+
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TransitionKind(str, Enum):
+    """What sits between two stages."""
+
+    DOWN_CONV = "down conv"  # conv(out, stride=2, kernel=3) + BatchNorm
+    DOWN_POOL = "down pool"  # average pool (stride 2), 1x1 conv when out differs, BatchNorm
+    UP_CONV = "up conv"  # nearest upsampling (scale), 3x3 conv, BatchNorm
+    NORM = "norm"  # BatchNorm (image layout) or LayerNorm (token layout), dim kept
+    IDENTITY = "identity"  # two stages written one after the other
+
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Carry(str, Enum):
+    """What a transition hands to the next stage."""
+
+    STATES = "states"  # every live slot (x, x-, y, x[0], sums) through the transition
+    OUTPUT = "output"  # the output state only; the next stage starts from its init
+
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Stem:
+    kind: StemKind
+    out: int
+    kernel: int  # conv: kernel; patch and tokens: the patch size
+    stride: int  # conv: stride; patch and tokens: the patch size
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    network: str  # a network of the same file
+    dim: int
+    depth: int
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    kind: TransitionKind
+    out: int  # channels after the transition
+    carry: Carry
+    span: Span
+    stride: int = 1  # down conv / down pool: 2
+    kernel: int = 3  # down conv / up conv
+    scale: int = 1  # up conv: 2
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    classes: int | None  # None: `head none`, the model returns features
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """`model Name { input [C, H, W]; stem ...; stage NET(dim=, depth=); down ...; head ... }`.
+
+    `transitions[i]` sits between `stages[i]` and `stages[i + 1]` (IDENTITY when the file
+    writes two stages one after the other), so `len(transitions) == len(stages) - 1`.
+    `shapes[i]` is the input shape of stage i without the batch dimension
+    (`(C, H, W)` or `(L, C)`), and `output_shape` what the stages hand the head.
+    """
+
+    name: str
+    input: tuple[int, int, int]  # channels, height, width
+    stem: Stem
+    stages: tuple[Stage, ...]
+    transitions: tuple[Transition, ...]
+    head: Head
+    layout: str  # the stages' layout: "image" or "sequence"
+    shapes: tuple[tuple[int, ...], ...]
+    output_shape: tuple[int, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """What `resolve` makes of one file: its networks and its models, each in source order.
+
+    Iterating a program gives its networks, as `resolve` did before models existed.
+    """
+
+    networks: tuple[Network, ...] = ()
+    models: tuple[Model, ...] = ()
+
+    def __iter__(self):
+        return iter(self.networks)
+
+    def network(self, name: str) -> Network:
+        return next(n for n in self.networks if n.name == name)
+
+    def model(self, name: str) -> Model:
+        return next(m for m in self.models if m.name == name)

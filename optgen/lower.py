@@ -125,6 +125,11 @@ class EmitPlan:
     kinds: tuple[str, ...]  # the block kinds used, sorted
     dim_checks: tuple[blocks.DimCheck, ...] = ()
     kernels_per_layer: int = 0
+    # For a model's stages: the loop-carried names, and the ops of `init_slots(x)` and
+    # `forward_slots(slots)` (empty for an equilibrium, which carries its output only).
+    slots: tuple[str, ...] = ()
+    init_slots: tuple[plan.Op, ...] = ()
+    forward_slots: tuple[plan.Op, ...] = ()
     kind: str = "explicit"  # "explicit" | "implicit" | "equilibrium"
     solver: dict = field(default_factory=dict)
     backward: dict = field(default_factory=dict)
@@ -389,7 +394,9 @@ class Lowerer:
             return [plan.Zeros(target, like)]
         terms = list(terms)
         shown = self._form_text(target, terms)
-        first = next((t for t in terms if t[1].value == 1), None)
+        # Decisions on the coefficients as written (the code prints them with the rule's
+        # names): heavy ball with t = beta = 0.5 must not become lerp(x, T_x, -t).
+        first = next((t for t in terms if t[1].expr == 1), None)
         if first is not None:
             terms.remove(first)
             if not terms:
@@ -447,7 +454,7 @@ class Lowerer:
         """Two terms whose coefficients sum to 1, the one with the simpler weight second."""
         for i, a in enumerate(terms):
             for b in terms[i + 1 :]:
-                if sympy.simplify(a[1].value + b[1].value - 1) == 0:
+                if sympy.simplify(a[1].expr + b[1].expr - 1) == 0:
                     return (a, b) if self._simpler(b[1].value, a[1].value) else (b, a)
         return None
 
@@ -472,11 +479,14 @@ class Lowerer:
     def lower(self) -> EmitPlan:
         net = self.net
         self.allocate()
+        # Three parts: `prologue` (constants, param values, shared blocks: no input needed),
+        # `init` (the states, lags, x[0] and sums from the input), and the layer loop.
         self.prologue.extend(
             plan.Const(self.constant_var[s], float(p.value)) for s, p in self.constants.items()
         )
+        self.init: list[plan.Op] = []
         if self.alias_input:
-            self.prologue.append(plan.Alias(self.input_var, "x"))
+            self.init.append(plan.Alias(self.input_var, "x"))
         params = self.param_plans()
         blocks_ = [
             BlockPlan(b.name, self.block_var[b.name], block_ctor(b), b.shared) for b in net.blocks
@@ -488,21 +498,24 @@ class Lowerer:
                 if isinstance(atom, ir.HistorySum) and atom not in self.accumulators:
                     var = self.ns.create("history_sum")
                     self.accumulators[atom] = var
-                    self.prologue.append(plan.Zeros(var, self.input_var))
+                    self.init.append(plan.Zeros(var, self.input_var))
         for b in blocks_:
             fetch = plan.FetchBlock(b.var, b.name, b.shared)
             (self.prologue if b.shared else self.layer_setup).append(fetch)
         body = self.layer_body()
         rotation = self.rotation()
         layer = tuple(self.layer_setup + body + rotation)
-        if net.equilibrium:
-            forward = tuple(self.prologue) + self.equilibrium(layer)
-        else:
-            forward = (*self.prologue, plan.Loop(layer))
         output = self.state_var[net.output]
-        if self.alias_input:
-            forward = plan.rename_input(forward, self.input_var, "x")
-        forward = plan.remove_dead(forward, {output})
+        if net.equilibrium:
+            forward = self._finish((*self.prologue, *self.init, *self.equilibrium(layer)), {output})
+            slots, init_slots, forward_slots = (), (), ()
+        else:
+            loop = plan.Loop(layer)
+            forward = self._finish((*self.prologue, *self.init, loop), {output})
+            slots = self.slots(loop)
+            init_slots = self._finish((*self.prologue, *self.init), set(slots))
+            unpack = plan.Unpack(slots, "slots")
+            forward_slots = plan.remove_dead((*self.prologue, unpack, loop), set(slots))
         kinds = tuple(sorted({b.kind for b in net.blocks}))
         checks = tuple(
             c for b in net.blocks for c in BLOCK_KINDS[b.kind].dim_checks(b, BLOCK_KINDS[b.kind])
@@ -519,10 +532,34 @@ class Lowerer:
             kinds=kinds,
             dim_checks=tuple(dict.fromkeys(checks)),
             kernels_per_layer=plan.kernels(layer),
+            slots=slots,
+            init_slots=init_slots,
+            forward_slots=forward_slots,
             kind=net.kind,
             solver=solver_config(net),
             backward=backward_config(net),
         )
+
+    def _finish(self, ops: tuple[plan.Op, ...], live: set[str]) -> tuple[plan.Op, ...]:
+        if self.alias_input:
+            ops = plan.rename_input(ops, self.input_var, "x")
+        return plan.remove_dead(ops, live)
+
+    def slots(self, loop: plan.Loop) -> tuple[str, ...]:
+        """What the layer loop carries: states, lags, x[0], sums, and the input it reads.
+
+        A model's stage hands these to the next stage (`carry states`).
+        """
+        names = [self.state_var[s] for s in self.net.states]
+        names += [lag for s in self.net.states for lag in self.lag_var[s]]
+        names += [self.initial_var[s] for s in sorted(self.initial_var)]
+        names += list(self.accumulators.values())
+        read = {n for op in plan.walk(loop.body) for n in op.uses}
+        if self.input_var != "x" and self.input_var in read:
+            names.append(self.input_var)
+        elif self.input_var == "x" and "x" not in names and "x" in read:
+            names.append("x")
+        return tuple(names)
 
     def equilibrium(self, layer: tuple[plan.Op, ...]) -> tuple[plan.Op, ...]:
         """The whole update as one map of the packed iterates, solved for its fixed point."""
@@ -549,13 +586,13 @@ class Lowerer:
             if var == "x" and terms == [(self.input_var, self.coef(ONE))]:
                 pass  # the forward argument `x` already holds the input
             else:
-                self.prologue.extend(self.combine(var, terms, self.input_var))
+                self.init.extend(self.combine(var, terms, self.input_var))
             values[ir.Initial(assign.state)] = var
         for s in self.net.states:
             if s in self.initial_var:
-                self.prologue.append(plan.Alias(self.initial_var[s], self.state_var[s]))
+                self.init.append(plan.Alias(self.initial_var[s], self.state_var[s]))
             for lag in self.lag_var[s]:
-                self.prologue.append(plan.Alias(lag, self.state_var[s]))
+                self.init.append(plan.Alias(lag, self.state_var[s]))
 
     def layer_body(self) -> list[plan.Op]:
         net = self.net

@@ -45,6 +45,13 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "network A { update { x+ = x y+ = x } }",
         "network A { update { x+ = x - t*T(x) g = x } }",
     ],
+    # Each declaration first or after another, on the line of the '{' or below it: the
+    # parser states differ by the depth of their stacks.
+    "the arguments of a stem, stage, transition or head are keywords: conv(out=32)": [
+        f"model A {{{before}{decl}(32) }}"
+        for before in (" ", "\n", " head none; ", "\nhead none\n")
+        for decl in ("stem conv", "stage Net", "down conv", "up conv", "head classifier")
+    ],
     "an expression is missing an operand": [
         "network A { update { x+ = x - } }",
         "network A { update { x+ = x * } }",
@@ -233,8 +240,56 @@ class _ToAst(Transformer):
         name, *decls = children
         return ast.Network(_tok(name), tuple(decls), _span(meta), self._slice(meta))
 
+    # models
+    @v_args(meta=True)
+    def input_decl(self, meta, children):
+        return ast.InputDecl(tuple(children[0] or ()), _span(meta))
+
+    @v_args(meta=True)
+    def stem_decl(self, meta, children):
+        kind, options = children
+        return ast.StemDecl(_tok(kind), tuple(options or ()), _span(meta))
+
+    @v_args(meta=True)
+    def stage_decl(self, meta, children):
+        network, options = children
+        return ast.StageDecl(_tok(network), tuple(options or ()), _span(meta))
+
+    @v_args(meta=True)
+    def transition_decl(self, meta, children):
+        if len(children) == 2:  # norm [carry]
+            word, carry = children
+            kind, options = None, None
+        else:
+            word, kind, options, carry = children
+        return ast.TransitionDecl(
+            _tok(word),
+            None if kind is None else _tok(kind),
+            tuple(options or ()),
+            carry,
+            _span(meta),
+        )
+
+    @v_args(inline=True)
+    def carry(self, word):
+        return _tok(word)
+
+    @v_args(meta=True)
+    def head_decl(self, meta, children):
+        kind, *rest = children
+        options = rest[0] if rest else None
+        return ast.HeadDecl(_tok(kind), tuple(options or ()), _span(meta))
+
+    @v_args(meta=True)
+    def model(self, meta, children):
+        name, *decls = children
+        return ast.Model(_tok(name), tuple(decls), _span(meta), self._slice(meta))
+
     def start(self, children):
-        return ast.Module(tuple(children))
+        return ast.Module(
+            tuple(c for c in children if isinstance(c, ast.Network)),
+            tuple(c for c in children if isinstance(c, ast.Model)),
+        )
 
 
 def _describe_expected(expected: set[str]) -> str:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from . import ir
 from .analysis import Certificate, analyze
+from .analysis.model import ModelCertificate, analyze_model
 from .errors import Diagnostic, OptgenError, Severity
+from .models import lower_model, slot_mismatches
 from .parse import parse
 from .resolve import resolve
 from .source import SourceFile
@@ -35,6 +37,8 @@ class Result:
     certificates: tuple[Certificate, ...] = ()  # one per network (Stage.ANALYSIS and on)
     outputs: dict[str, str] = field(default_factory=dict)  # file name -> text (Stage.EMIT)
     diagnostics: tuple[Diagnostic, ...] = ()  # in source order within each stage
+    models: tuple[ir.Model, ...] = ()  # every model of the file (Stage.FRONTEND and on)
+    model_certificates: tuple[ModelCertificate, ...] = ()  # one per model (Stage.ANALYSIS)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -72,22 +76,43 @@ def compile(source: SourceFile, *, strict: bool = False, until: Stage = Stage.EM
     """Run the pipeline on one source as far as `until`; problems become diagnostics."""
     warnings: list[Diagnostic] = []
     try:
-        networks = tuple(resolve(parse(source), source, warnings))
+        program = resolve(parse(source), source, warnings)
+        networks, models = program.networks, program.models
     except OptgenError as err:
         return Result(source, diagnostics=tuple(warnings) + tuple(err.located))
     diagnostics = list(warnings)
-    if until < Stage.ANALYSIS:
-        return Result(source, networks, diagnostics=tuple(diagnostics))
+    by_name = {net.name: net for net in networks}
+    for model in models:
+        for span, message in slot_mismatches(model, by_name):
+            diagnostics.append(
+                Diagnostic(Severity.ERROR, span, message, "write carry output after the transition")
+            )
+    if until < Stage.ANALYSIS or any(d.severity is Severity.ERROR for d in diagnostics):
+        return Result(source, networks, diagnostics=tuple(diagnostics), models=models)
     certificates = tuple(analyze(net) for net in networks)
     for cert in certificates:
         diagnostics.extend(convergence_diagnostics(cert, strict))
-    result = Result(source, networks, certificates, diagnostics=tuple(diagnostics))
+    by_network = {net.name: cert for net, cert in zip(networks, certificates)}
+    model_certificates = tuple(analyze_model(model, by_network) for model in models)
+    result = Result(
+        source,
+        networks,
+        certificates,
+        diagnostics=tuple(diagnostics),
+        models=models,
+        model_certificates=model_certificates,
+    )
     if until < Stage.EMIT or not result.ok:
         return result
-    from .codegen import generate  # jinja2 and black load only when files are written
+    from .codegen import generate, render_model  # jinja2 and black load only to write files
 
     outputs: dict[str, str] = {}
     source_name = Path(source.path).name
     for net, cert in zip(networks, certificates):
         outputs.update(generate(net, cert, source_name, source.sha256))
-    return Result(source, networks, certificates, outputs, tuple(diagnostics))
+    for model, model_cert in zip(models, model_certificates):
+        plan = lower_model(model, by_name)
+        outputs.update(render_model(plan, by_network, model_cert, source_name, source.sha256))
+    return Result(
+        source, networks, certificates, outputs, tuple(diagnostics), models, model_certificates
+    )

@@ -275,6 +275,16 @@ class Stack(Op):
 
 
 @dataclass(frozen=True, slots=True)
+class Unpack(Op):
+    """`x, y, x_prev = slots`: a stage of a model takes over the slots of the one before."""
+
+    targets: tuple[str, ...]
+    source: str
+    USES: ClassVar[tuple[str, ...]] = ("source",)
+    DEFINES: ClassVar[tuple[str, ...]] = ("targets",)
+
+
+@dataclass(frozen=True, slots=True)
 class Unstack(Op):
     """`x, y = z.unbind(1)`."""
 

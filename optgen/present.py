@@ -201,3 +201,26 @@ def markdown_table(rows: list[tuple[str, str, str, Certificate]]) -> str:
         ]
         lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- models
+def model_stage_lines(cert) -> list[str]:
+    """A line per stage and the model's verdict (`optgen check`, the model's docstring).
+
+    `cert` is an `optgen.analysis.model.ModelCertificate`.
+    """
+    lines = []
+    for i, (network, stage) in enumerate(cert.stages):
+        lines.append(
+            f"stage {i} {network}: zero-stable {yes_no(stage.zero_stable)}, consistent "
+            f"{yes_no(stage.consistent)}, universal {verdict_word(stage.universal)}"
+        )
+    lines.append(f"universal approximation: {verdict_word(cert.universal)}")
+    lines.extend(f"  - {reason}" for reason in cert.reasons)
+    return lines
+
+
+def model_check_text(cert) -> str:
+    """What `optgen check` prints for a model."""
+    head = f"model {cert.name}: {len(cert.stages)} stage(s)"
+    return "\n".join([head, *(f"  {line}" for line in model_stage_lines(cert))])

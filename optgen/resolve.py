@@ -1242,6 +1242,568 @@ class Resolver:
             name, tuple((k, v) for k, v in options.items() if v is not None), d.span
         )
 
+    # ------------------------------------------------------------ models (docs/language.md, "Models")
+    def model(
+        self, node: ast.Model, networks: dict[str, ir.Network], declared: dict[str, set[str]]
+    ) -> ir.Model | None:
+        """The IR of one model, or None when it has errors (all recorded in `report`).
+
+        `networks` are the file's networks that resolved, `declared` the names of its
+        networks and of its models: a stage of a network that failed is not reported again.
+        """
+        errors_before = len(self.report.errors)
+        name = node.name.id
+        if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+            self.report.error(
+                node.name.span,
+                f"model name '{name}' is a Python keyword",
+                "pick a CamelCase class name such as OptResNet",
+            )
+        elif not name[0].isupper():
+            self.report.error(
+                node.name.span,
+                f"model name '{name}' is not a CamelCase class name",
+                f"write {name[0].upper() + name[1:]}",
+            )
+        decls: dict[type, list] = {}
+        for d in node.decls:
+            decls.setdefault(type(d), []).append(d)
+        for kind, label in (
+            (ast.InputDecl, "input"),
+            (ast.StemDecl, "stem"),
+            (ast.HeadDecl, "head"),
+        ):
+            for extra in decls.get(kind, [])[1:]:
+                self.report.error(
+                    extra.span,
+                    f"'{label}' is declared twice in model {name}",
+                    f"a model has one {label}",
+                )
+        for kind, message, hint in (
+            (ast.InputDecl, f"model {name} declares no input", "add a line: input [3, 32, 32]"),
+            (ast.StemDecl, f"model {name} has no stem", "add a line: stem conv(out=32)"),
+            (
+                ast.StageDecl,
+                f"model {name} has no stage",
+                "add a line: stage Net(dim=32, depth=4), Net a network of this file",
+            ),
+            (
+                ast.HeadDecl,
+                f"model {name} has no head",
+                "add a line: head classifier(classes=10), or head none to return features",
+            ),
+        ):
+            if kind not in decls:
+                self.report.error(node.name.span, message, hint)
+
+        size = None
+        if ast.InputDecl in decls:
+            size = self.attempt(self.model_input, decls[ast.InputDecl][0])
+        stem = None
+        if ast.StemDecl in decls:
+            stem = self.attempt(self.model_stem, decls[ast.StemDecl][0])
+        head = None
+        if ast.HeadDecl in decls:
+            head = self.attempt(self.model_head, decls[ast.HeadDecl][0])
+
+        stages, between = self.model_sequence(node, networks, declared)
+
+        layout = _STEM_LAYOUTS[stem.kind] if stem is not None else None
+        # What flows into the next stage: its channels (and what gives them, for messages)
+        # and the spatial size, (H, W) or (L,); None where an earlier error left it unknown.
+        channels: int | None = None
+        giver = ""
+        spatial: tuple[int, ...] | None = None
+        if stem is not None:
+            channels, giver = stem.out, f"stem {stem.kind} gives {stem.out} {_unit(layout)}"
+            if size is not None:
+                spatial = self.attempt(self.stem_shape, stem, size, decls[ast.StemDecl][0])
+        shapes: list[tuple[int, ...]] = []
+        transitions: list[ir.Transition] = []
+        for i, (d, stage, net) in enumerate(stages):
+            if i > 0:
+                written = between[i - 1]
+                prev_decl, _, prev_net = stages[i - 1]
+                transition = self.attempt(
+                    self.model_transition,
+                    written,
+                    d,
+                    layout,
+                    channels,
+                    prev_net,
+                    net,
+                )
+                if transition is None:
+                    channels = spatial = None
+                else:
+                    transitions.append(transition)
+                    channels = transition.out
+                    if written is not None and written[0].kind is not None:
+                        giver = f"{_transition_text(written[0])} gives {channels} {_unit(layout)}"
+                    elif written is not None:
+                        giver = (
+                            f"norm keeps the {channels} {_unit(layout)} of stage "
+                            f"{prev_decl.network.id}"
+                        )
+                    if spatial is not None:
+                        spatial = self.attempt(self.transition_shape, transition, written, spatial)
+            if stage is None:
+                channels = None
+                continue
+            if net is not None and layout is not None and net.layout != layout:
+                self.report.error(
+                    d.network.span,
+                    f"stage {net.name} {_blocks_text(net)}, but {_layout_giver(stem)}",
+                    _LAYOUT_HINTS[layout],
+                )
+            if channels is not None and stage.dim != channels:
+                self.report.error(
+                    _arg_span(d, "dim"),
+                    f"stage {stage.network} has dim={stage.dim}, but {giver}",
+                    f"write dim={channels}",
+                )
+            if net is not None:
+                self.attempt(self.stage_dim_checks, d, stage, net)
+            if spatial is not None:
+                shapes.append((stage.dim, *spatial) if layout == "image" else (*spatial, stage.dim))
+            channels = stage.dim
+            giver = f"stage {stage.network} before it gives {channels} {_unit(layout)}"
+
+        if len(self.report.errors) > errors_before:
+            return None
+        if any(stage is None or net is None for _, stage, net in stages):
+            return None  # a stage runs a network whose errors are already reported
+        output_shape = (channels, *spatial) if layout == "image" else (*spatial, channels)
+        model = ir.Model(
+            name=name,
+            input=size,
+            stem=stem,
+            stages=tuple(stage for _, stage, _ in stages),
+            transitions=tuple(transitions),
+            head=head,
+            layout=layout,
+            shapes=tuple(shapes),
+            output_shape=output_shape,
+            span=node.span,
+        )
+        assert len(model.transitions) == len(model.stages) - 1 == len(model.shapes) - 1
+        return model
+
+    def model_sequence(
+        self, node: ast.Model, networks: dict[str, ir.Network], declared: dict[str, set[str]]
+    ) -> tuple[list, list]:
+        """The stages in order, each `(decl, stage or None, network or None)`, and the
+        transition written before each stage but the first, `(decl, args or None)` or None
+        where two stages follow one another. A misplaced transition is reported here."""
+        name = node.name.id
+        stages: list[tuple[ast.StageDecl, ir.Stage | None, ir.Network | None]] = []
+        between: list[tuple[ast.TransitionDecl, dict | None] | None] = []
+        pending: tuple[ast.TransitionDecl, dict | None] | None = None
+        misplaced: list[tuple[ast.TransitionDecl, str, str]] = []
+        for d in node.decls:
+            if isinstance(d, ast.StageDecl):
+                checked = self.attempt(self.model_stage, d, networks, declared)
+                stage, net = checked if checked is not None else (None, None)
+                if stages:
+                    between.append(pending)
+                stages.append((d, stage, net))
+                pending = None
+            elif isinstance(d, ast.TransitionDecl):
+                args = self.attempt(self.model_transition_args, d)
+                what = _transition_text(d)
+                if not stages:
+                    misplaced.append(
+                        (
+                            d,
+                            f"{what} comes before the first stage of model {name}",
+                            "a transition sits between two stages; the stem feeds the first stage",
+                        )
+                    )
+                elif pending is not None:
+                    misplaced.append(
+                        (
+                            d,
+                            f"{what} is a second transition after stage {stages[-1][0].network.id}",
+                            "write one transition between two stages",
+                        )
+                    )
+                else:
+                    pending = (d, args)
+        if pending is not None:
+            d = pending[0]
+            misplaced.append(
+                (
+                    d,
+                    f"{_transition_text(d)} comes after the last stage of model {name}",
+                    "the last stage feeds the head: add a stage after it, or remove it",
+                )
+            )
+        if stages:
+            for d, message, hint in misplaced:
+                self.report.error(d.word.span, message, hint)
+        return stages, between
+
+    def model_args(
+        self, args: tuple[ast.Option, ...], spec: dict[str, int | None], what: str, at: Span
+    ) -> tuple[dict[str, int], dict[str, Span]]:
+        """The arguments of a stem, stage, transition or head: positive integers, every
+        unknown, repeated or bad one reported, defaults filled in; and the span of each."""
+        values: dict[str, int] = {}
+        spans: dict[str, Span] = {}
+        given: set[str] = set()
+        ok, misspelled = True, False
+        for a in args:
+            key = a.key.id
+            if key in given:
+                self.report.error(a.key.span, f"argument '{key}' is given twice")
+                ok = False
+                continue
+            given.add(key)
+            if key not in spec:
+                self.report.error(
+                    a.key.span,
+                    f"{what} has no argument '{key}'",
+                    _did_you_mean(key, spec)
+                    or (
+                        f"its arguments: {', '.join(spec)}"
+                        if spec
+                        else f"{what} takes no arguments"
+                    ),
+                )
+                ok, misspelled = False, True
+                continue
+            value = self.attempt(
+                self.positive_int, a.value, f"{key} of {what}", f"the argument {key}"
+            )
+            if value is None:
+                ok = False
+                continue
+            values[key], spans[key] = value, a.value.span
+        for key, default in spec.items():
+            if key in given:
+                continue
+            if default is not None:
+                values[key], spans[key] = default, at
+                continue
+            ok = False
+            if not misspelled:  # a misspelled key is likely the missing one: said once
+                self.report.error(
+                    at,
+                    f"{what} needs the argument {key}",
+                    f"write {key}=... between its parentheses",
+                )
+        if not ok:
+            self.report.abandon()
+        return values, spans
+
+    def positive_int(self, node, what: str, context: str) -> int:
+        value = self.scalar(node, {}, context)
+        if not (value.is_integer and value > 0):
+            self.fail(node.span, f"{what} must be a positive integer, got {self.text(node)}")
+        return int(value)
+
+    def odd_kernel(self, kernel: int, span: Span, what: str) -> None:
+        if kernel % 2 == 0:
+            self.fail(
+                span,
+                f"kernel of {what} must be odd, got {kernel}",
+                f"'same' padding keeps the size only for odd kernels: use {kernel + 1}",
+            )
+
+    def model_input(self, d: ast.InputDecl) -> tuple[int, int, int]:
+        if len(d.sizes) != 3:
+            self.fail(
+                d.span,
+                f"input takes three sizes [channels, height, width], got {len(d.sizes)}",
+                "write input [3, 32, 32]",
+            )
+        sizes = [
+            self.attempt(self.positive_int, node, f"{label} of the input", "an input size")
+            for node, label in zip(d.sizes, ("channels", "height", "width"))
+        ]
+        if None in sizes:
+            self.report.abandon()
+        return tuple(sizes)
+
+    def model_stem(self, d: ast.StemDecl) -> ir.Stem:
+        kind = d.kind.id
+        if kind not in _STEM_ARGS:
+            self.fail(
+                d.kind.span,
+                f"unknown stem '{kind}'",
+                _did_you_mean(kind, _STEM_ARGS) or f"known: {', '.join(_STEM_ARGS)}",
+            )
+        args, spans = self.model_args(d.args, _STEM_ARGS[kind], f"stem {kind}", d.kind.span)
+        if kind == "conv":
+            self.odd_kernel(args["kernel"], spans["kernel"], "stem conv")
+            return ir.Stem(ir.StemKind.CONV, args["out"], args["kernel"], args["stride"], d.span)
+        return ir.Stem(ir.StemKind(kind), args["out"], args["size"], args["size"], d.span)
+
+    def model_head(self, d: ast.HeadDecl) -> ir.Head:
+        kind = d.kind.id
+        if kind not in _HEAD_ARGS:
+            self.fail(
+                d.kind.span,
+                f"unknown head '{kind}'",
+                _did_you_mean(kind, _HEAD_ARGS) or f"known: {', '.join(_HEAD_ARGS)}",
+            )
+        args, _ = self.model_args(d.args, _HEAD_ARGS[kind], f"head {kind}", d.kind.span)
+        return ir.Head(args.get("classes"), d.span)
+
+    def model_stage(
+        self, d: ast.StageDecl, networks: dict[str, ir.Network], declared: dict[str, set[str]]
+    ) -> tuple[ir.Stage, ir.Network | None]:
+        """The stage and its network (None when the network has errors of its own)."""
+        name = d.network.id
+        unknown = None
+        if name in declared["network"]:
+            pass
+        elif name in declared["model"]:
+            unknown = (f"'{name}' is a model; a stage runs a network", None)
+        else:
+            names = sorted(declared["network"])
+            unknown = (
+                f"unknown network '{name}'",
+                _did_you_mean(name, names)
+                or (
+                    f"a stage runs a network of this file: {', '.join(names)}"
+                    if names
+                    else f"declare it in this file: network {name} {{ ... }}"
+                ),
+            )
+        if unknown is not None:
+            self.report.error(d.network.span, *unknown)
+        args, spans = self.model_args(d.args, _STAGE_ARGS, f"stage {name}", d.network.span)
+        if args["depth"] > MAX_DEPTH:
+            self.fail(
+                spans["depth"],
+                f"depth {args['depth']} of stage {name} is out of range",
+                f"use between 1 and {MAX_DEPTH} layers",
+            )
+        if unknown is not None:
+            self.report.abandon()
+        return ir.Stage(name, args["dim"], args["depth"], d.span), networks.get(name)
+
+    def stage_dim_checks(self, d: ast.StageDecl, stage: ir.Stage, net: ir.Network) -> None:
+        """The conditions the generated constructor puts on dim (fractional block
+        arguments, transformer heads), checked here for the stage's dim."""
+        for block in net.blocks:
+            kind = BLOCK_KINDS[block.kind]
+            for check in kind.dim_checks(block, kind):
+                if eval(check.condition, {"__builtins__": {}}, {"dim": stage.dim}):
+                    self.fail(
+                        _arg_span(d, "dim"),
+                        f"stage {net.name} with dim={stage.dim}: {check.message}",
+                        "choose a dim that the blocks of the network accept",
+                    )
+
+    def model_transition_args(self, d: ast.TransitionDecl) -> dict[str, int]:
+        word = d.word.id
+        if d.carry is not None and d.carry.id not in _CARRIES:
+            self.report.error(
+                d.carry.span,
+                f"unknown carry '{d.carry.id}'",
+                _did_you_mean(d.carry.id, _CARRIES) or "write carry states or carry output",
+            )
+        if d.kind is None:  # norm
+            if d.carry is not None and d.carry.id not in _CARRIES:
+                self.report.abandon()
+            return {}
+        kind = d.kind.id
+        if kind not in _TRANSITION_ARGS[word]:
+            match = difflib.get_close_matches(kind, sorted(_TRANSITION_ARGS[word]), n=1, cutoff=0.6)
+            known = [f"{w} {k}" for w, kinds in _TRANSITION_ARGS.items() for k in kinds]
+            self.fail(
+                d.kind.span,
+                f"unknown transition '{word} {kind}'",
+                (
+                    f"did you mean '{word} {match[0]}'?"
+                    if match
+                    else f"known: {', '.join(known)}, norm"
+                ),
+            )
+        args, _ = self.model_args(
+            d.args, _TRANSITION_ARGS[word][kind], f"{word} {kind}", d.kind.span
+        )
+        if "kernel" in args:
+            span = _arg_span(d, "kernel") or d.kind.span
+            self.odd_kernel(args["kernel"], span, f"{word} {kind}")
+        if d.carry is not None and d.carry.id not in _CARRIES:
+            self.report.abandon()
+        return args
+
+    def model_transition(
+        self,
+        written: tuple[ast.TransitionDecl, dict | None] | None,
+        next_decl: ast.StageDecl,
+        layout: str | None,
+        channels: int | None,
+        prev_net: ir.Network | None,
+        next_net: ir.Network | None,
+    ) -> ir.Transition:
+        """The transition before stage `next_decl` (IDENTITY when none is written)."""
+        same = prev_net is not None and next_net is not None and prev_net.name == next_net.name
+        default = ir.Carry.STATES if same else ir.Carry.OUTPUT
+        if written is None:
+            if channels is None:
+                self.report.abandon()
+            return ir.Transition(ir.TransitionKind.IDENTITY, channels, default, next_decl.span)
+        d, args = written
+        what = _transition_text(d)
+        if d.kind is not None and layout == "sequence":
+            self.report.error(
+                d.word.span,
+                f"{what} needs the image layout [N, C, H, W], but the tokens stem gives "
+                "the token layout [N, L, C]",
+                "between token stages write norm, or nothing",
+            )
+        carry = default
+        if prev_net is not None and next_net is not None:
+            differ = set(prev_net.states) != set(next_net.states)
+            pair = f"{_states_text(prev_net)} and {_states_text(next_net)}"
+            if d.carry is not None and d.carry.id == "states" and differ:
+                self.report.error(
+                    d.carry.span,
+                    f"carry states between {pair}, whose state sets differ",
+                    f"write carry output: stage {next_net.name} then starts from its init",
+                )
+            elif d.carry is None and differ:
+                self.report.error(
+                    d.word.span,
+                    f"{what} between {pair} must say carry output",
+                    "their state sets differ, so only the output state is handed over: "
+                    f"write {what}{'(...)' if d.kind else ''} carry output",
+                )
+        if d.carry is not None and d.carry.id in _CARRIES:
+            carry = ir.Carry(d.carry.id)
+        if args is None:
+            self.report.abandon()
+        if d.kind is None:
+            if channels is None:
+                self.report.abandon()
+            return ir.Transition(ir.TransitionKind.NORM, channels, carry, d.span)
+        kind = ir.TransitionKind(f"{d.word.id} {d.kind.id}")
+        return ir.Transition(
+            kind,
+            args["out"],
+            carry,
+            d.span,
+            stride=args.get("stride", 1),
+            kernel=args.get("kernel", 3),
+            scale=args.get("scale", 1),
+        )
+
+    def divides(self, step: int, span: Span, what: str, height: int, width: int) -> None:
+        bad = [(label, n) for label, n in (("height", height), ("width", width)) if n % step]
+        if not bad:
+            return
+        if len(bad) == 2 and height == width:
+            shown = f"height and width {height}"
+        else:
+            shown = " and ".join(f"{label} {n}" for label, n in bad)
+        self.fail(
+            span,
+            f"{what} does not divide its input's {shown}",
+            "use one that divides " + (f"{height}" if height == width else f"{height} and {width}"),
+        )
+
+    def stem_shape(
+        self, stem: ir.Stem, size: tuple[int, int, int], d: ast.StemDecl
+    ) -> tuple[int, ...]:
+        """The spatial size the stem gives the first stage: (H, W), or (L,) for tokens."""
+        _, height, width = size
+        key = "stride" if stem.kind is ir.StemKind.CONV else "size"
+        step = stem.stride
+        span = _arg_span(d, key) or d.kind.span
+        self.divides(step, span, f"{key}={step} of stem {stem.kind}", height, width)
+        if stem.kind is ir.StemKind.CONV:
+            return (-(-height // step), -(-width // step))
+        if stem.kind is ir.StemKind.PATCH:
+            return (height // step, width // step)
+        return ((height // step) * (width // step),)
+
+    def transition_shape(
+        self,
+        transition: ir.Transition,
+        written: tuple[ast.TransitionDecl, dict | None] | None,
+        spatial: tuple[int, ...],
+    ) -> tuple[int, ...]:
+        """The spatial size after a transition."""
+        kind = transition.kind
+        if kind in (ir.TransitionKind.IDENTITY, ir.TransitionKind.NORM):
+            return spatial
+        if len(spatial) != 2:
+            self.report.abandon()  # a down or up transition on tokens: reported already
+        height, width = spatial
+        if kind is ir.TransitionKind.UP_CONV:
+            return (height * transition.scale, width * transition.scale)
+        d = written[0]
+        step = transition.stride
+        span = _arg_span(d, "stride") or d.kind.span
+        self.divides(step, span, f"stride={step} of {kind}", height, width)
+        if kind is ir.TransitionKind.DOWN_CONV:
+            return (-(-height // step), -(-width // step))
+        return (height // step, width // step)
+
+
+# ---------------------------------------------------------------- models
+# The arguments of each stem, stage, transition and head; None marks a required one.
+_STEM_ARGS: dict[str, dict[str, int | None]] = {
+    "conv": {"out": None, "kernel": 3, "stride": 1},
+    "patch": {"out": None, "size": None},
+    "tokens": {"out": None, "size": None},
+}
+_STAGE_ARGS: dict[str, int | None] = {"dim": None, "depth": None}
+_TRANSITION_ARGS: dict[str, dict[str, dict[str, int | None]]] = {
+    "down": {
+        "conv": {"out": None, "stride": 2, "kernel": 3},
+        "pool": {"out": None, "stride": 2},
+    },
+    "up": {"conv": {"out": None, "scale": 2, "kernel": 3}},
+}
+_HEAD_ARGS: dict[str, dict[str, int | None]] = {"classifier": {"classes": None}, "none": {}}
+_CARRIES = ("states", "output")
+_STEM_LAYOUTS = {
+    ir.StemKind.CONV: Layout.IMAGE.value,
+    ir.StemKind.PATCH: Layout.IMAGE.value,
+    ir.StemKind.TOKENS: Layout.SEQUENCE.value,
+}
+_LAYOUT_NAMES = {
+    "vector": "the vector layout [..., dim]",
+    "image": "the image layout [N, dim, H, W]",
+    "sequence": "the token layout [N, L, dim]",
+}
+_LAYOUT_HINTS = {
+    "image": "after a conv or patch stem, a stage runs a network of conv or convnext blocks",
+    "sequence": "after a tokens stem, a stage runs a network of transformer blocks",
+}
+
+
+def _unit(layout: str | None) -> str:
+    return "features" if layout == "sequence" else "channels"
+
+
+def _arg_span(d, key: str) -> Span | None:
+    return next((a.value.span for a in d.args if a.key.id == key), None)
+
+
+def _transition_text(d: ast.TransitionDecl) -> str:
+    return d.word.id if d.kind is None else f"{d.word.id} {d.kind.id}"
+
+
+def _states_text(net: ir.Network) -> str:
+    return f"{net.name} (states {', '.join(net.states)})"
+
+
+def _blocks_text(net: ir.Network) -> str:
+    return f"has blocks of {_LAYOUT_NAMES[net.layout]}" if net.blocks else "has no blocks"
+
+
+def _layout_giver(stem: ir.Stem) -> str:
+    if stem.kind is ir.StemKind.TOKENS:
+        return "the tokens stem gives the token layout [N, L, C]"
+    return f"the {stem.kind} stem gives the image layout [N, C, H, W]"
+
 
 def _show(v: float) -> str:
     return f"{v:g}"
@@ -1268,32 +1830,51 @@ def _state_names(node, states: list[str]) -> set[str]:
     return found
 
 
-def resolve(
-    module: ast.Module, source: SourceFile, warnings: list | None = None
-) -> list[ir.Network]:
-    """Check every network of a parsed file and return their IR (warnings appended to `warnings`).
+def resolve(module: ast.Module, source: SourceFile, warnings: list | None = None) -> ir.Program:
+    """Check every network and model of a parsed file and return their IR (warnings
+    appended to `warnings`). The models are checked after every network.
 
     Raises one `OptgenError` holding every error of the file, in source order.
     """
     resolver = Resolver(source)
-    networks = []
-    seen: dict[str, ast.Network] = {}
-    for node in module.networks:
-        file_name = snake_case(node.name.id)
-        if file_name in seen:
-            other = seen[file_name].name.id
-            what = (
-                "is defined twice"
-                if other == node.name.id
-                else f"writes the same file as network {other} ({file_name}.py)"
-            )
-            resolver.report.error(node.name.span, f"network {node.name.id} {what}")
+    # Every item writes the file of its snake_case name: no two may share one.
+    items = sorted(
+        [("network", n) for n in module.networks] + [("model", m) for m in module.models],
+        key=lambda item: (item[1].span.line, item[1].span.col),
+    )
+    seen: dict[str, tuple[str, str]] = {}
+    names: dict[str, set[str]] = {"network": set(), "model": set()}
+    for what, node in items:
+        name = node.name.id
+        file_name = snake_case(name)
+        hint = None
+        if name in names[what]:
+            message = f"{what} {name} is defined twice"
+        elif name in names["model" if what == "network" else "network"]:
+            other_what = "model" if what == "network" else "network"
+            message = f"{what} {name} has the name of {other_what} {name}"
+            hint = "a model and a network of one file need different names"
+        elif file_name in seen:
+            other_what, other = seen[file_name]
+            message = f"{what} {name} writes the same file as {other_what} {other} ({file_name}.py)"
         else:
-            seen[file_name] = node
+            message = None
+        if message is not None:
+            resolver.report.error(node.name.span, message, hint)
+        seen.setdefault(file_name, (what, name))
+        names[what].add(name)
+    networks = []
+    for node in module.networks:
         net = resolver.attempt(resolver.network, node)  # checked even after an earlier failed
         if net is not None:
             networks.append(net)
-    if not module.networks:
+    by_name = {net.name: net for net in reversed(networks)}  # the first of a repeated name
+    models = []
+    for node in module.models:
+        model = resolver.attempt(resolver.model, node, by_name, names)
+        if model is not None:
+            models.append(model)
+    if not module.networks and not module.models:
         resolver.report.error(
             Span.point(1, 1),
             "no network in this file",
@@ -1302,4 +1883,4 @@ def resolve(
     resolver.report.raise_if_errors()
     if warnings is not None:
         warnings.extend(resolver.report.warnings)
-    return networks
+    return ir.Program(tuple(networks), tuple(models))

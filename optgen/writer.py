@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from . import plan
+from . import ir, plan
 
 
 def comment_text(text: str) -> str:
@@ -130,6 +130,10 @@ class ForwardWriter(CodeWriter):
     def visit_Stack(self, op: plan.Stack) -> None:
         self.writeline(f"{op.target} = torch.stack([{', '.join(op.sources)}], dim=1)")
 
+    def visit_Unpack(self, op: plan.Unpack) -> None:
+        targets = ", ".join(op.targets) + ("," if len(op.targets) == 1 else "")
+        self.writeline(f"{targets} = {op.source}")
+
     def visit_Unstack(self, op: plan.Unstack) -> None:
         self.writeline(f"{', '.join(op.targets)} = {op.source}.unbind(1)")
 
@@ -158,4 +162,38 @@ def forward_source(ops, output: str) -> str:
     writer = ForwardWriter()
     writer.write(ops)
     writer.writeline(f"return {output}")
+    return writer.getvalue()
+
+
+def model_features_source(model_plan) -> str:
+    """The statements of a model's `forward_features`: stem, stages and transitions."""
+    from .models import StageStep
+
+    model = model_plan.model
+    writer = CodeWriter()
+    writer.writeline("x = self.stem(x)")
+    for step in model_plan.steps:
+        if isinstance(step, StageStep):
+            stage = model.stages[step.index]
+            writer.writeline(f"# stage {step.index}: {stage.network}, {stage.depth} layers")
+            call = f"self.stages[{step.index}]"
+            if step.from_slots:
+                writer.writeline(f"slots = {call}.forward_slots(slots)")
+            elif step.to_slots:
+                writer.writeline(f"slots = {call}.forward_slots({call}.init_slots(x))")
+            else:
+                writer.writeline(f"x = {call}(x)")
+            if step.from_slots and not step.to_slots:
+                writer.writeline(f"x = slots[{step.output_slot}]")
+        else:
+            t = model.transitions[step.index]
+            if t.kind is ir.TransitionKind.IDENTITY and step.carry is ir.Carry.OUTPUT:
+                continue
+            module = f"self.transitions[{step.index}]"
+            writer.writeline(f"# {t.kind}, carry {step.carry}")
+            if step.carry is ir.Carry.STATES:
+                writer.writeline(f"slots = tuple({module}(slot) for slot in slots)")
+            else:
+                writer.writeline(f"x = {module}(x)")
+    writer.writeline("return x")
     return writer.getvalue()

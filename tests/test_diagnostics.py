@@ -157,3 +157,28 @@ def test_a_reader_that_stops_early_is_not_an_internal_error(opt_file):
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0, stderr
     assert "internal error" not in stderr
+
+
+def test_suggestions_come_from_the_subcommand_used():
+    result = run_optgen("compile", str(EXAMPLES / "gd.opt"), "--jsno")
+    assert result.stderr.splitlines()[0] == "optgen: error: unrecognized arguments: --jsno"
+    assert result.stderr.splitlines()[1].startswith("usage: optgen compile")
+    # --graph is an option of inspect, not of check: no suggestion of itself.
+    result = run_optgen("check", str(EXAMPLES / "gd.opt"), "--graph", "dot")
+    assert result.stderr.splitlines()[0] == "optgen: error: unrecognized arguments: --graph dot"
+
+
+def test_check_json_keeps_the_argument_order_and_names_unreadable_files(opt_file, tmp_path):
+    bad = opt_file(BAD, "bad.opt")
+    missing = tmp_path / "missing.opt"
+    args = [str(EXAMPLES / "gd.opt"), str(bad), str(missing), str(EXAMPLES / "heavy_ball.opt")]
+    result = run_optgen("check", *args, "--json")
+    assert result.returncode == 1
+    objects = json.loads(result.stdout)
+    assert [o.get("name", o.get("file")) for o in objects] == [
+        "GD",
+        str(bad),
+        str(missing),
+        "HeavyBall",
+    ]
+    assert objects[2]["diagnostics"][0]["message"] == "cannot read the file"

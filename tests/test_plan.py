@@ -39,7 +39,7 @@ def test_every_op_records_what_it_defines_and_uses():
     (loop,) = [op for op in p.forward if isinstance(op, plan.Loop)]
     lerp = next(op for op in loop.body if isinstance(op, plan.Lerp))
     assert lerp.defines == ("x_next",)
-    assert set(lerp.uses) == {"x", "T_x", "t"}
+    assert set(lerp.uses) == {"x", "x_prev", "beta"}
     rotate = next(op for op in loop.body if isinstance(op, plan.Rotate))
     assert rotate.defines == ("x_prev", "x") and rotate.uses == ("x", "x_next")
 
@@ -197,3 +197,11 @@ def test_a_sum_from_a_positive_lower_bound(tmp_path, lo):
             gs.append(module.blocks["T"][k](ref))
             ref = x - 0.5 * sum(gs[lo:], torch.zeros_like(x))
         torch.testing.assert_close(module(x), ref)
+
+
+def test_lerp_pairs_coefficients_that_sum_to_one_as_written():
+    # t = beta = 0.5: (1 + beta) and -t sum to 1 only by value; the code keeps the rule's
+    # reading, lerp(x, x_prev, -beta), not lerp(x, T_x, -t).
+    forward = forward_of((GENERATED / "heavy_ball.py").read_text())
+    assert "x_next = torch.lerp(x, x_prev, -beta)" in forward
+    assert "x_next.add_(T_x, alpha=-t)" in forward

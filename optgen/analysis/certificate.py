@@ -547,10 +547,12 @@ def _convergence_reason(net: ir.Network, rec: Recurrence, draft: _Draft) -> bool
                 )
             )
             continue
-        # A param in rho decides first (beta in heavy ball makes h negative, not t).
+        # A param in rho decides first (beta in heavy ball makes h negative, not t); the
+        # params of sigma decide only a failure of the step h itself.
+        about_step = "the step h" in message and "undefined" not in message
         span = (
             _deciding_param_span(net, rec.matrix.free_symbols)
-            or _deciding_param_span(net, symbols)
+            or (_deciding_param_span(net, symbols) if about_step else None)
             or statement
         )
         failed.append(message)

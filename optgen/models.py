@@ -1,0 +1,150 @@
+"""A model's IR to a ModelPlan: the stage classes, stem, transitions, head and the steps
+of `forward_features`, ready for `templates/model.py.j2`.
+
+A stage runs its network's class. Where a transition carries the states, the stages on
+both sides exchange every slot their layer loop carries (`init_slots` / `forward_slots`
+of the stage class) and the transition module maps each slot; where it carries the
+output, the next stage starts from its own init (`stage(x)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import ir
+from .lower import EmitPlan, lower
+from .resolve import snake_case
+
+
+@dataclass(frozen=True)
+class StageStep:
+    index: int
+    from_slots: bool  # the previous transition carries the states into this stage
+    to_slots: bool  # the next transition carries this stage's states on
+    output_slot: int  # where the output state sits among the slots
+
+
+@dataclass(frozen=True)
+class TransitionStep:
+    index: int
+    carry: ir.Carry
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    model: ir.Model
+    networks: tuple[ir.Network, ...]  # each network the stages run, once, in stage order
+    plans: dict[str, EmitPlan]  # network name -> its plan
+    stem: str  # constructor expression (uses in_chans)
+    stage_ctors: tuple[str, ...]
+    transition_ctors: tuple[str, ...]  # "" for an identity
+    head: str  # constructor expression (uses num_classes)
+    num_features: int
+    steps: tuple[StageStep | TransitionStep, ...]
+    sources: tuple[str, ...]  # templates/models/*.py the file copies
+
+    @property
+    def file_stem(self) -> str:
+        return snake_case(self.model.name)
+
+
+def _stem(stem: ir.Stem, model: ir.Model) -> tuple[str, str]:
+    if stem.kind is ir.StemKind.CONV:
+        return f"ConvStem(in_chans, {stem.out}, kernel={stem.kernel}, stride={stem.stride})", ""
+    if stem.kind is ir.StemKind.PATCH:
+        return f"PatchStem(in_chans, {stem.out}, size={stem.kernel})", ""
+    _, height, width = model.input
+    tokens = (height // stem.kernel) * (width // stem.kernel)
+    return f"TokenStem(in_chans, {stem.out}, size={stem.kernel}, tokens={tokens})", ""
+
+
+def _transition(t: ir.Transition, dim: int, tokens: bool) -> str:
+    kind = ir.TransitionKind
+    if t.kind is kind.DOWN_CONV:
+        return f"DownConv({dim}, {t.out}, stride={t.stride}, kernel={t.kernel})"
+    if t.kind is kind.DOWN_POOL:
+        return f"DownPool({dim}, {t.out}, stride={t.stride})"
+    if t.kind is kind.UP_CONV:
+        return f"UpConv({dim}, {t.out}, scale={t.scale}, kernel={t.kernel})"
+    if t.kind is kind.NORM:
+        return f"Norm({dim}, tokens={tokens})"
+    return "nn.Identity()"
+
+
+def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
+    used = tuple(dict.fromkeys(s.network for s in model.stages))
+    plans = {name: lower(networks[name]) for name in used}
+    tokens = model.layout == "sequence"
+    stem, _ = _stem(model.stem, model)
+    stage_ctors = tuple(f"{s.network}({s.dim}, depth={s.depth})" for s in model.stages)
+    transition_ctors = tuple(
+        _transition(t, model.stages[i].dim, tokens) for i, t in enumerate(model.transitions)
+    )
+    features = model.stages[-1].dim
+    if model.head.classes is None:
+        head = "FeatureHead()"
+    else:
+        head = f"ClassifierHead({features}, num_classes, tokens={tokens})"
+    steps: list[StageStep | TransitionStep] = []
+    for i, stage in enumerate(model.stages):
+        net = networks[stage.network]
+        before = model.transitions[i - 1].carry if i > 0 else ir.Carry.OUTPUT
+        after = model.transitions[i].carry if i < len(model.transitions) else ir.Carry.OUTPUT
+        p = plans[stage.network]
+        output_slot = p.slots.index(p.output_var) if p.slots else 0
+        steps.append(StageStep(i, before is ir.Carry.STATES, after is ir.Carry.STATES, output_slot))
+        assert net.kind != "equilibrium" or (before, after) == (ir.Carry.OUTPUT,) * 2
+        if i < len(model.transitions):
+            steps.append(TransitionStep(i, model.transitions[i].carry))
+    sources = ["stems.py"]
+    if any(t.kind is not ir.TransitionKind.IDENTITY for t in model.transitions):
+        sources.append("transitions.py")
+    sources.append("heads.py")
+    return ModelPlan(
+        model=model,
+        networks=tuple(networks[name] for name in used),
+        plans=plans,
+        stem=stem,
+        stage_ctors=stage_ctors,
+        transition_ctors=transition_ctors,
+        head=head,
+        num_features=features,
+        steps=tuple(steps),
+        sources=tuple(sources),
+    )
+
+
+def carried_slots(net: ir.Network) -> tuple:
+    """What a stage of `net` carries, by role: states, lags per state, x[0]s, sums, input."""
+    return lower(net).slots
+
+
+def slot_mismatches(model: ir.Model, networks: dict[str, ir.Network]) -> list[tuple]:
+    """`carry states` between two networks whose layer loops carry different slots."""
+    problems = []
+    for i, t in enumerate(model.transitions):
+        before, after = model.stages[i].network, model.stages[i + 1].network
+        if t.carry is not ir.Carry.STATES:
+            continue
+        solved = [n for n in (before, after) if networks[n].kind == "equilibrium"]
+        if solved:
+            problems.append(
+                (
+                    t.span,
+                    f"carry states into or out of the equilibrium network {solved[0]}: it is "
+                    "a fixed point, not a stack of layers",
+                )
+            )
+            continue
+        if before == after:
+            continue
+        a, b = carried_slots(networks[before]), carried_slots(networks[after])
+        if a != b:
+            problems.append(
+                (
+                    t.span,
+                    f"carry states from {before} to {after}: their layers carry different "
+                    f"values ({', '.join(a)}) and ({', '.join(b)})",
+                )
+            )
+    return problems

@@ -1,0 +1,129 @@
+"""`optgen inspect FILE --summary`: parameters, FLOPs and output shape of every part of a model.
+
+The figures are measured on the generated module itself at the declared input size (one
+image, eval mode), with `torch.utils.flop_counter`, so they are the figures users get.
+"""
+
+from __future__ import annotations
+
+from . import ir, present
+from .analysis.model import ModelCertificate
+
+
+def _module(source: str, class_name: str):
+    namespace: dict = {}
+    exec(compile(source, f"<optgen model {class_name}>", "exec"), namespace)
+    return namespace[class_name]
+
+
+def _flops_by_part(model, image) -> dict[str, int]:
+    """FLOPs per module path below the model (leaf modules summed up to each prefix)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(image)
+    counts = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
+    leaves = [k for k in counts if not any(other.startswith(k + ".") for other in counts)]
+    root = type(model).__name__
+
+    def total(prefix: str) -> int:
+        path = f"{root}.{prefix}"
+        return sum(counts[k] for k in leaves if k == path or k.startswith(path + "."))
+
+    parts = {"stem": total("stem"), "head": total("head")}
+    parts.update({f"stages.{i}": total(f"stages.{i}") for i in range(len(model.stages))})
+    parts.update(
+        {f"transitions.{i}": total(f"transitions.{i}") for i in range(len(model.transitions))}
+    )
+    parts["total"] = counts.get("Global", 0)
+    return parts
+
+
+def _params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def model_summary(model_ir: ir.Model, source: str, cert: ModelCertificate) -> str:
+    """The table of one model, from its generated source."""
+    import torch
+
+    cls = _module(source, model_ir.name)
+    torch.manual_seed(0)
+    model = cls().eval()
+    solves = any(hasattr(stage, "solver") for stage in model.stages)
+    flops = {} if solves else _flops_by_part(model, torch.zeros(1, *model_ir.input))
+    rows: list[tuple[str, int, int | None, str, str]] = []
+    stem = model_ir.stem
+    rows.append(
+        (
+            f"stem {stem.kind}({stem.out})",
+            _params(model.stem),
+            flops.get("stem"),
+            _shape(model_ir.shapes[0]),
+            "",
+        )
+    )
+    for i, stage in enumerate(model_ir.stages):
+        _, stage_cert = cert.stages[i]
+        rows.append(
+            (
+                f"stage {i} {stage.network}(dim={stage.dim}, depth={stage.depth})",
+                _params(model.stages[i]),
+                flops.get(f"stages.{i}"),
+                _shape(model_ir.shapes[i]),
+                present.verdict_word(stage_cert.universal),
+            )
+        )
+        if i < len(model_ir.transitions):
+            t = model_ir.transitions[i]
+            rows.append(
+                (
+                    f"{t.kind}({t.out}), carry {t.carry}",
+                    _params(model.transitions[i]),
+                    flops.get(f"transitions.{i}"),
+                    _shape(model_ir.shapes[i + 1]),
+                    "",
+                )
+            )
+    head = model_ir.head
+    out = _shape(model_ir.output_shape) if head.classes is None else f"[{head.classes}]"
+    rows.append(
+        (
+            "head " + ("none" if head.classes is None else f"classifier({head.classes})"),
+            _params(model.head),
+            flops.get("head"),
+            out,
+            "",
+        )
+    )
+    rows.append(
+        ("total", _params(model), flops.get("total"), out, present.verdict_word(cert.universal))
+    )
+
+    def count(value: int | None) -> str:
+        return "?" if value is None else f"{value:,}"
+
+    c, h, w = model_ir.input
+    header = ("part", "params", "FLOPs", "output", "universal")
+    table = [header] + [(name, count(p), count(f), shape, v) for name, p, f, shape, v in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = [f"model {model_ir.name}: input [{c}, {h}, {w}], one image"]
+    for row in table:
+        cells = [
+            row[0].ljust(widths[0]),
+            row[1].rjust(widths[1]),
+            row[2].rjust(widths[2]),
+            row[3].ljust(widths[3]),
+            row[4],
+        ]
+        lines.append("  " + "  ".join(cells).rstrip())
+    if solves:
+        lines.append(
+            "  (FLOPs unknown: a stage solves an implicit layer, whose work depends on the data)"
+        )
+    return "\n".join(lines)

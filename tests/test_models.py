@@ -1,0 +1,200 @@
+"""Models: the generated classifier, carrying the iterates across stages, certificates."""
+
+import json
+
+import pytest
+import torch
+from conftest import assert_generated_tests_pass, run_optgen
+from torch.utils.flop_counter import FlopCounterMode
+
+import optgen
+
+STAGES = """
+network HeavyBall {
+    state x
+    param t = 0.5
+    param beta = 0.5
+    block T = conv(hidden=dim)
+    layers 2
+    update { x+ = x - t*T(x) + beta*(x - x-) }
+}
+
+network Nesterov {
+    state x, y
+    init y = x
+    param t = 0.5
+    param beta = 0.9 in [0, 1)
+    block T = conv(hidden=dim)
+    layers 2
+    update {
+        x+ = y - t*T(y)
+        y = x+ + beta*(x+ - x)
+    }
+}
+
+network Gd {
+    state x
+    param t = 0.5
+    block T = conv(hidden=dim)
+    update { x+ = x - t*T(x) }
+}
+"""
+
+CLASSIFIER = STAGES + """
+model Staged {
+    input [3, 8, 8]
+    stem conv(out=4, kernel=3)
+    stage HeavyBall(dim=4, depth=2)
+    down conv(out=8, stride=2)
+    stage HeavyBall(dim=8, depth=2)
+    down pool(out=8) carry output
+    stage Gd(dim=8, depth=1)
+    head classifier(classes=5)
+}
+"""
+
+
+def load(text: str, name: str) -> dict:
+    namespace: dict = {}
+    source = optgen.compile_source(text, "models.opt")[name]
+    exec(compile(source, name, "exec"), namespace)
+    return namespace
+
+
+def test_the_classifier_follows_timm_conventions():
+    Staged = load(CLASSIFIER, "staged.py")["Staged"]
+    model = Staged()
+    assert model.num_classes == 5 and model.num_features == 8
+    assert isinstance(model.stages, torch.nn.ModuleList) and len(model.stages) == 3
+    x = torch.randn(2, 3, 8, 8)
+    assert model(x).shape == (2, 5)
+    assert model.forward_features(x).shape == (2, 8, 2, 2)
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 8)
+    model.reset_classifier(7)
+    assert model(x).shape == (2, 7)
+    assert Staged(num_classes=3, in_chans=1)(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    assert set(Staged.RULES) == {"HeavyBall", "Gd"}
+    assert Staged.CERTIFICATES["HeavyBall"]["name"] == "HeavyBall"
+    assert Staged.CERTIFICATE["universal"]["guaranteed"] is True
+
+
+def test_flops_and_params_are_measured_on_the_module():
+    Staged = load(CLASSIFIER, "staged.py")["Staged"]
+    torch.manual_seed(0)
+    model = Staged().eval()
+    assert Staged.PARAMS == sum(p.numel() for p in model.parameters())
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 8, 8))
+    assert Staged.FLOPS == counter.get_total_flops() > 0
+
+
+def carried(rule: str) -> str:
+    return STAGES + f"""
+model Carried {{
+    input [4, 6, 6]
+    stem conv(out=4)
+    stage {rule}(dim=4, depth=2)
+    stage {rule}(dim=4, depth=3)
+    head none
+}}
+"""
+
+
+@pytest.mark.parametrize("rule", ["HeavyBall", "Nesterov"])
+def test_carrying_the_states_through_identity_transitions_is_one_longer_network(rule):
+    namespace = load(carried(rule), "carried.py")
+    model = namespace["Carried"]().double().eval()
+    single = namespace[rule](4, depth=5).double()
+    for k in range(5):
+        stage, layer = (0, k) if k < 2 else (1, k - 2)
+        single.blocks["T"][k] = model.stages[stage].blocks["T"][layer]
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        expected = single(model.stem(x))
+        torch.testing.assert_close(model(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_carrying_the_output_equals_the_chained_modules():
+    text = carried("HeavyBall").replace(
+        "stage HeavyBall(dim=4, depth=3)", "norm carry output\n    stage HeavyBall(dim=4, depth=3)"
+    )
+    namespace = load(text, "carried.py")
+    model = namespace["Carried"]().double().eval()
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        chained = model.stages[1](model.transitions[0](model.stages[0](model.stem(x))))
+        torch.testing.assert_close(model(x), chained, rtol=1e-9, atol=1e-9)
+    # Carrying the states instead differs: x- goes through the transition too.
+    states = load(text.replace("carry output", "carry states"), "carried.py")["Carried"]
+    assert (
+        "slots = tuple(self.transitions[0](slot) for slot in slots)"
+        in optgen.compile_source(text.replace("carry output", "carry states"), "m.opt")[
+            "carried.py"
+        ]
+    )
+    assert states().double().eval()(x).shape == x.shape
+
+
+def test_the_generated_model_tests_pass(tmp_path):
+    for name, text in optgen.compile_source(CLASSIFIER, "models.opt").items():
+        if "staged" in name:
+            (tmp_path / name).write_text(text)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["staged.py", "test_staged.py"]
+    assert_generated_tests_pass(tmp_path, tmp_path)
+
+
+def test_the_model_certificate_names_the_deciding_stage(opt_file):
+    bad = CLASSIFIER.replace("param beta = 0.5\n", "param beta = 1.2\n", 1)
+    (cert,) = [c for c in optgen.check_source(bad, "m.opt") if c.get("kind") == "model"]
+    assert cert["universal"]["guaranteed"] is False
+    assert cert["universal"]["reasons"][0].startswith(
+        "stage 0 (HeavyBall) is not guaranteed: not zero-stable: root 1.2 of rho"
+    )
+    path = opt_file(bad, "m.opt")
+    result = run_optgen("check", str(path))
+    assert "model Staged: 3 stage(s)" in result.stdout
+    assert "  stage 0 HeavyBall: zero-stable no, consistent no, universal not guaranteed" in (
+        result.stdout
+    )
+    assert run_optgen("check", str(path), "--strict").returncode == 1
+    listing = json.loads(run_optgen("check", str(opt_file(CLASSIFIER, "ok.opt")), "--json").stdout)
+    assert [c["name"] for c in listing if c.get("kind") == "model"] == ["Staged"]
+
+
+def test_inspect_summary_lists_every_part_with_params_flops_and_shapes(opt_file):
+    path = opt_file(CLASSIFIER, "m.opt")
+    result = run_optgen("inspect", str(path), "--summary")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "model Staged: input [3, 8, 8], one image"
+    names = [line[2:].split("  ")[0] for line in lines[2:]]
+    assert names == [
+        "stem conv(4)",
+        "stage 0 HeavyBall(dim=4, depth=2)",
+        "down conv(8), carry states",
+        "stage 1 HeavyBall(dim=8, depth=2)",
+        "down pool(8), carry output",
+        "stage 2 Gd(dim=8, depth=1)",
+        "head classifier(5)",
+        "total",
+    ]
+    Staged = load(CLASSIFIER, "staged.py")["Staged"]
+    total = lines[-1].split()
+    assert total[1] == f"{Staged.PARAMS:,}" and total[2] == f"{Staged.FLOPS:,}"
+    assert "[8, 2, 2]" in lines[-3] and total[3] == "[5]"
+    only_networks = opt_file(STAGES, "n.opt")
+    refused = run_optgen("inspect", str(only_networks), "--summary")
+    assert refused.returncode == 1
+    assert (
+        refused.stderr
+        == f"optgen: error: --summary describes models, and {only_networks} has none\n"
+    )
+
+
+def test_the_catalog_models_are_compiled_fresh_into_generated():
+    from conftest import EXAMPLES, ROOT
+
+    files = sorted(str(p.relative_to(ROOT)) for p in (EXAMPLES / "models").glob("*.opt"))
+    assert files, "no catalog model"
+    result = run_optgen("compile", *files, "--check")
+    assert result.returncode == 0, result.stderr + "\nregenerate: optgen compile " + " ".join(files)
