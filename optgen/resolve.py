@@ -364,6 +364,7 @@ class Resolver:
                         extra.span, f"the extra arguments of {func} must be fixed, not learnable"
                     )
                 scalars.append(v.expr)
+            self.check_map_arguments(func, node, scalars, scope)
             return Tensor(ir.LinearForm.of(ir.MapOut(func, arg, tuple(scalars))), node.span)
         if func == "sum":
             self.fail(node.span, "sum over history is written sum(i = 0..k, expr)")
@@ -374,6 +375,34 @@ class Resolver:
             f"unknown function '{func}'",
             _did_you_mean(func, known) or f"known: {', '.join(sorted(known))}",
         )
+
+    def check_map_arguments(self, func: str, node: ast.Call, scalars: list, scope: _Scope) -> None:
+        """softshrink's threshold is >= 0 and clamp's bounds are ordered, at every layer."""
+        if func not in ("softshrink", "clamp"):
+            return
+        fixed = {p.symbol: p.value for p in scope.params.values() if not p.learnable}
+        values = [sympy.sympify(v).xreplace(fixed) for v in scalars]
+        layers = (
+            range(getattr(self, "depth", 1)) if any(ir.K in v.free_symbols for v in values) else [0]
+        )
+        for k in layers:
+            at = [v.xreplace({ir.K: k}) for v in values]
+            if any(v.free_symbols or not v.is_finite for v in at):
+                return  # not a number here: nothing to check
+            where = f" at layer k={k}" if len(layers) > 1 else ""
+            if func == "softshrink" and at[0] < 0:
+                self.fail(
+                    node.args[1].span,
+                    f"the threshold of softshrink is {float(at[0]):g}{where}; it must be >= 0",
+                    "softshrink(e, lam) shrinks e towards 0 by lam",
+                )
+            if func == "clamp" and at[0] > at[1]:
+                self.fail(
+                    node.span,
+                    f"clamp's lower bound {float(at[0]):g} is above its upper bound "
+                    f"{float(at[1]):g}{where}",
+                    "write clamp(e, lo, hi) with lo <= hi",
+                )
 
     def _learnable(self, symbol, scope: _Scope) -> bool:
         name = ir.symbol_param(symbol) if isinstance(symbol, sympy.Symbol) else None
@@ -573,6 +602,7 @@ class Resolver:
                         f"use between 1 and {MAX_DEPTH} layers",
                     )
                     depth = min(max(depth, 1), MAX_DEPTH)
+        self.depth = depth  # the layers the fixed arguments of maps are checked for
 
         blocks: dict[str, ir.Block] = {}
         block_names: set[str] = set()  # every block of the network, a failed one included

@@ -7,6 +7,19 @@ import optgen
 
 # name: (source, line, col, message)
 ERRORS = {
+    "softshrink_negative_threshold_at_a_layer": (
+        "network A {\n    state x\n    param lam = 0.1 - 0.1*k\n    block T = mlp()\n"
+        "    layers 4\n    update { x+ = softshrink(x - T(x), lam) }\n}\n",
+        6,
+        40,
+        "the threshold of softshrink is -0.1 at layer k=2; it must be >= 0",
+    ),
+    "clamp_bounds_out_of_order": (
+        "network A {\n    state x\n    block T = mlp()\n    update { x+ = clamp(x - T(x), 1, -1) }\n}\n",
+        4,
+        19,
+        "clamp's lower bound 1 is above its upper bound -1",
+    ),
     "init_uses_the_layer_index": (
         "network A {\n    state x, y\n    init y = k*x\n    block T = mlp()\n"
         "    update { x+ = x - T(x); y+ = y }\n}\n",
