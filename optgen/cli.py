@@ -115,7 +115,9 @@ def _summary(net, cert, path: str, out_dir: Path) -> str:
 
 
 def cmd_check(args) -> int:
-    results, failed = _compile_all(args.files, args.strict, Stage.ANALYSIS)
+    # The markdown table of models lists their FLOPS and PARAMS: measured on the files.
+    until = Stage.EMIT if args.markdown else Stage.ANALYSIS
+    results, failed = _compile_all(args.files, args.strict, until)
     good = [result for result in results if result.ok]
     if args.json:
         print(json.dumps(_json_objects(args.files, results), indent=2))
@@ -126,6 +128,13 @@ def cmd_check(args) -> int:
             for net, cert in zip(result.networks, result.certificates)
         ]
         sys.stdout.write(present.markdown_table(rows))
+        models = [
+            (Path(result.source.path).name, cert, flops, params)
+            for result in good
+            for cert, (flops, params) in zip(result.model_certificates, result.model_figures)
+        ]
+        if models:
+            sys.stdout.write(present.model_markdown_table(models))
     else:
         for result in good:
             for cert in result.certificates:

@@ -305,8 +305,8 @@ def _measure(source: str, class_name: str, input_size: tuple[int, ...]) -> tuple
 
 def render_model(
     model_plan, certificates: dict, mcert, source_name: str, sha256: str
-) -> dict[str, str]:
-    """The two files of one model: `<name>.py` and `test_<name>.py`."""
+) -> tuple[dict[str, str], int | None, int]:
+    """The two files of one model (`<name>.py`, `test_<name>.py`), its FLOPS and PARAMS."""
     env = _environment()
     model = model_plan.model
     plans = [model_plan.plans[net.name] for net in model_plan.networks]
@@ -358,4 +358,5 @@ def render_model(
             and model_plan.plans[s.network].kind == "explicit"
         ],
     )
-    return {f"{stem}.py": text, f"test_{stem}.py": black.format_str(test, mode=BLACK_MODE)}
+    files = {f"{stem}.py": text, f"test_{stem}.py": black.format_str(test, mode=BLACK_MODE)}
+    return files, context["flops"], context["params"]

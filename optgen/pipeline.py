@@ -39,6 +39,7 @@ class Result:
     diagnostics: tuple[Diagnostic, ...] = ()  # in source order within each stage
     models: tuple[ir.Model, ...] = ()  # every model of the file (Stage.FRONTEND and on)
     model_certificates: tuple[ModelCertificate, ...] = ()  # one per model (Stage.ANALYSIS)
+    model_figures: tuple[tuple[int | None, int], ...] = ()  # (FLOPS, PARAMS) per model (EMIT)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -110,9 +111,21 @@ def compile(source: SourceFile, *, strict: bool = False, until: Stage = Stage.EM
     source_name = Path(source.path).name
     for net, cert in zip(networks, certificates):
         outputs.update(generate(net, cert, source_name, source.sha256))
+    figures = []
     for model, model_cert in zip(models, model_certificates):
         plan = lower_model(model, by_name)
-        outputs.update(render_model(plan, by_network, model_cert, source_name, source.sha256))
+        files, flops, params = render_model(
+            plan, by_network, model_cert, source_name, source.sha256
+        )
+        outputs.update(files)
+        figures.append((flops, params))
     return Result(
-        source, networks, certificates, outputs, tuple(diagnostics), models, model_certificates
+        source,
+        networks,
+        certificates,
+        outputs,
+        tuple(diagnostics),
+        models,
+        model_certificates,
+        tuple(figures),
     )

@@ -224,3 +224,28 @@ def model_check_text(cert) -> str:
     """What `optgen check` prints for a model."""
     head = f"model {cert.name}: {len(cert.stages)} stage(s)"
     return "\n".join([head, *(f"  {line}" for line in model_stage_lines(cert))])
+
+
+MODEL_HEADER = ("model", "file", "stages", "params", "FLOPs", "universal")
+
+
+def model_markdown_table(rows) -> str:
+    """The models of `optgen check --markdown`: rows of (file name, ModelCertificate,
+    FLOPS or None, PARAMS), one image at the declared input size."""
+    lines = [
+        "",
+        "| " + " | ".join(MODEL_HEADER) + " |",
+        "|" + "---|" * len(MODEL_HEADER),
+    ]
+    for file_name, cert, flops, params in rows:
+        stages = ", ".join(network for network, _ in cert.stages)
+        cells = [
+            cert.name,
+            f"`{file_name}`",
+            stages,
+            f"{params:,}",
+            "?" if flops is None else f"{flops:,}",
+            verdict_word(cert.universal),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -246,11 +246,12 @@ def test_without_the_extra_the_command_says_how_to_install_it(tmp_path):
 
 def test_markdown_table_of_the_catalog_equals_docs_catalog():
     files = sorted(str(p.relative_to(ROOT)) for p in EXAMPLES.glob("*.opt"))
+    files += sorted(str(p.relative_to(ROOT)) for p in (EXAMPLES / "models").glob("*.opt"))
     result = run_optgen("check", *files, "--markdown")
     assert result.returncode == 0, result.stderr
     assert (
         result.stdout == (ROOT / "docs" / "catalog.md").read_text()
-    ), "regenerate: optgen check examples/*.opt --markdown > docs/catalog.md"
+    ), "regenerate: optgen check examples/*.opt examples/models/*.opt --markdown > docs/catalog.md"
 
 
 def test_check_plot_writes_roots_and_the_radius_over_beta(tmp_path):

@@ -198,3 +198,30 @@ def test_the_catalog_models_are_compiled_fresh_into_generated():
     assert files, "no catalog model"
     result = run_optgen("compile", *files, "--check")
     assert result.returncode == 0, result.stderr + "\nregenerate: optgen compile " + " ".join(files)
+
+
+def test_carry_states_between_stages_that_carry_different_values_is_an_error(opt_file, tmp_path):
+    text = STAGES + """
+model Mixed {
+    input [3, 8, 8]
+    stem conv(out=4)
+    stage HeavyBall(dim=4, depth=2)
+    norm carry states
+    stage Gd(dim=4, depth=2)
+    head none
+}
+"""
+    with pytest.raises(optgen.OptgenError) as err:
+        optgen.compile_source(text, "m.opt")
+    (diagnostic,) = err.value.diagnostics
+    assert (diagnostic["line"], diagnostic["col"]) == (35, 5)
+    assert diagnostic["message"] == (
+        "carry states from HeavyBall to Gd: their layers carry different values (x, x_prev) and (x)"
+    )
+    assert diagnostic["hint"] == "write carry output after the transition"
+    out = tmp_path / "out"
+    result = run_optgen("compile", str(opt_file(text, "m.opt")), "-o", str(out))
+    assert (
+        result.returncode == 1 and "m.opt:35:5: error: carry states from HeavyBall" in result.stderr
+    )
+    assert not out.exists()
