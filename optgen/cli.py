@@ -197,8 +197,9 @@ def cmd_inspect(args) -> int:
     if args.graph:
         from .graph import render_graph
 
-        for net in chosen:
-            print(render_graph(net, args.graph))
+        graphed = [m for m in result.models if args.network in (None, m.name)]
+        for item in (*chosen, *graphed):
+            print(render_graph(item, args.graph))
         return 0
     models = [m for m in result.models if args.network in (None, m.name)]
     for item in (*chosen, *models):

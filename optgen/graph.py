@@ -45,8 +45,37 @@ def _coef(coef) -> str:
     return "" if text == "1" else text
 
 
-def render_graph(net: ir.Network, kind: str) -> str:
-    nodes, edges = _edges(net)
+def _model_edges(model: ir.Model) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """Nodes and edges of a model: stem, stages, transitions, head; edges carry the shapes."""
+
+    def shape(dims) -> str:  # 16x32x32: no brackets, which mermaid edge labels cannot hold
+        return "x".join(str(d) for d in dims)
+
+    c, h, w = model.input
+    nodes = {"image": f"input [{c}, {h}, {w}]", "stem": f"stem {model.stem.kind}({model.stem.out})"}
+    edges = [("image", "stem", "")]
+    previous = "stem"
+    for i, stage in enumerate(model.stages):
+        key = f"stage{i}"
+        nodes[key] = f"stage {i}: {stage.network} x{stage.depth}"
+        edges.append((previous, key, shape(model.shapes[i])))
+        previous = key
+        if i < len(model.transitions):
+            t = model.transitions[i]
+            if t.kind is ir.TransitionKind.IDENTITY:
+                continue
+            key = f"transition{i}"
+            nodes[key] = f"{t.kind}({t.out})"
+            edges.append((previous, key, f"carry {t.carry}"))
+            previous = key
+    head = "none" if model.head.classes is None else f"classifier({model.head.classes})"
+    nodes["head"] = f"head {head}"
+    edges.append((previous, "head", shape(model.output_shape)))
+    return nodes, edges
+
+
+def render_graph(net: ir.Network | ir.Model, kind: str) -> str:
+    nodes, edges = _model_edges(net) if isinstance(net, ir.Model) else _edges(net)
     if kind == "dot":
         lines = [f"digraph {net.name} {{", "  rankdir=LR;"]
         lines += [f'  {key} [label="{label}"];' for key, label in nodes.items()]

@@ -225,3 +225,18 @@ model Mixed {
         result.returncode == 1 and "m.opt:35:5: error: carry states from HeavyBall" in result.stderr
     )
     assert not out.exists()
+
+
+def test_inspect_graph_draws_the_model(opt_file):
+    path = opt_file(CLASSIFIER, "m.opt")
+    mermaid = run_optgen("inspect", str(path), "--network", "Staged", "--graph", "mermaid")
+    assert mermaid.returncode == 0, mermaid.stderr
+    lines = mermaid.stdout.splitlines()
+    assert lines[0] == "flowchart LR"
+    assert '    stage0["stage 0: HeavyBall x2"]' in lines
+    assert "    stem -->|4x8x8| stage0" in lines
+    assert "    stage0 -->|carry states| transition0" in lines
+    assert "    transition1 -->|8x2x2| stage2" in lines
+    assert "    stage2 -->|8x2x2| head" in lines
+    dot = run_optgen("inspect", str(path), "--network", "Staged", "--graph", "dot")
+    assert dot.stdout.startswith("digraph Staged {") and "  stage1 -> transition1" in dot.stdout
