@@ -240,3 +240,16 @@ def test_inspect_graph_draws_the_model(opt_file):
     assert "    stage2 -->|8x2x2| head" in lines
     dot = run_optgen("inspect", str(path), "--network", "Staged", "--graph", "dot")
     assert dot.stdout.startswith("digraph Staged {") and "  stage1 -> transition1" in dot.stdout
+
+
+def test_the_training_example_of_docs_models_runs_and_lowers_the_loss(capsys, monkeypatch):
+    import re
+
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "models.md").read_text()
+    code = re.search(r"## A few training steps\n\n```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "docs/models.md", "exec"), {})
+    losses = [float(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
+    assert len(losses) == 5 and losses[-1] < losses[0]

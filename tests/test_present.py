@@ -183,7 +183,7 @@ def test_markdown_table_of_the_catalog_is_docs_catalog():
     ]
     catalog = (ROOT / "docs" / "catalog.md").read_text()
     assert catalog.startswith(present.markdown_table(rows))
-    assert "| StagedHeavyBall | `staged.opt` |" in catalog
+    assert "| DeepHeavyBall | `staged.opt` |" in catalog
 
 
 def test_markdown_row_outside_the_theory():
