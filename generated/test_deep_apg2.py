@@ -12,7 +12,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from deep_apg2 import DeepApg2
+# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+if __package__:
+    from .deep_apg2 import DeepApg2
+else:
+    from deep_apg2 import DeepApg2
 
 DEVICE = torch.device(os.environ.get("OPTGEN_TEST_DEVICE", "cpu"))
 INPUT_SIZE = tuple(DeepApg2.INPUT_SIZE)

@@ -12,7 +12,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from deep_gd import DeepGd
+# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+if __package__:
+    from .deep_gd import DeepGd
+else:
+    from deep_gd import DeepGd
 
 DEVICE = torch.device(os.environ.get("OPTGEN_TEST_DEVICE", "cpu"))
 INPUT_SIZE = tuple(DeepGd.INPUT_SIZE)

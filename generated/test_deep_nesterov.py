@@ -12,7 +12,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from deep_nesterov import DeepNesterov
+# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+if __package__:
+    from .deep_nesterov import DeepNesterov
+else:
+    from deep_nesterov import DeepNesterov
 
 DEVICE = torch.device(os.environ.get("OPTGEN_TEST_DEVICE", "cpu"))
 INPUT_SIZE = tuple(DeepNesterov.INPUT_SIZE)

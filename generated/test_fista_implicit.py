@@ -11,7 +11,11 @@ import os
 import torch
 from torch import Tensor, nn
 
-from fista_implicit import FistaImplicit
+# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+if __package__:
+    from .fista_implicit import FistaImplicit
+else:
+    from fista_implicit import FistaImplicit
 
 DEVICE = torch.device(os.environ.get("OPTGEN_TEST_DEVICE", "cpu"))
 DIM = 4

@@ -12,7 +12,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from iso_convnext_gd import IsoConvnextGd
+# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+if __package__:
+    from .iso_convnext_gd import IsoConvnextGd
+else:
+    from iso_convnext_gd import IsoConvnextGd
 
 DEVICE = torch.device(os.environ.get("OPTGEN_TEST_DEVICE", "cpu"))
 INPUT_SIZE = tuple(IsoConvnextGd.INPUT_SIZE)

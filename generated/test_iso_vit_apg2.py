@@ -12,7 +12,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from iso_vit_apg2 import IsoVitApg2
+# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+if __package__:
+    from .iso_vit_apg2 import IsoVitApg2
+else:
+    from iso_vit_apg2 import IsoVitApg2
 
 DEVICE = torch.device(os.environ.get("OPTGEN_TEST_DEVICE", "cpu"))
 INPUT_SIZE = tuple(IsoVitApg2.INPUT_SIZE)

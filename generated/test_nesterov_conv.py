@@ -11,7 +11,11 @@ import os
 import torch
 from torch import Tensor, nn
 
-from nesterov_conv import NesterovConv
+# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+if __package__:
+    from .nesterov_conv import NesterovConv
+else:
+    from nesterov_conv import NesterovConv
 
 DEVICE = torch.device(os.environ.get("OPTGEN_TEST_DEVICE", "cpu"))
 DIM = 4

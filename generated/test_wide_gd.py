@@ -12,7 +12,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from wide_gd import WideGd
+# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+if __package__:
+    from .wide_gd import WideGd
+else:
+    from wide_gd import WideGd
 
 DEVICE = torch.device(os.environ.get("OPTGEN_TEST_DEVICE", "cpu"))
 INPUT_SIZE = tuple(WideGd.INPUT_SIZE)

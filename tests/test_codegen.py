@@ -405,3 +405,31 @@ def test_gradient_test_exempts_exactly_what_cannot_reach_the_output(case, tmp_pa
     for name, source in optgen.compile_source(text, f"{case}.opt").items():
         (out / name).write_text(source)
     assert_generated_tests_pass(out, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["prepend", "importlib"])
+@pytest.mark.parametrize("package", [False, True])
+def test_generated_tests_pass_in_a_plain_folder_and_in_a_package(tmp_path, mode, package):
+    folder = tmp_path / "models" if package else tmp_path / "plain"
+    folder.mkdir()
+    if package:
+        (folder / "__init__.py").write_text("")
+    for name, text in optgen.compile_source((EXAMPLES / "gd.opt").read_text(), "gd.opt").items():
+        (folder / name).write_text(text)
+    tests = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--import-mode={mode}",
+            ".",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:]
