@@ -9,17 +9,26 @@ from __future__ import annotations
 import linecache
 import sys
 import types
+import warnings
 from pathlib import Path
 
 from . import pipeline
+from .errors import OptgenWarning
 from .pipeline import Result, Stage
 from .resolve import snake_case
 from .source import SourceFile
 
 
 def _compiled(text: str, filename: str, strict: bool = False, until: Stage = Stage.EMIT) -> Result:
+    if not isinstance(text, str):
+        raise TypeError(f"expected the text of a .opt file as str, got {type(text).__name__}")
+    if not isinstance(filename, str):
+        raise TypeError(f"expected the file name as str, got {type(filename).__name__}")
     result = pipeline.compile(SourceFile(filename, text), strict=strict, until=until)
     result.raise_for_errors()
+    for warning in result.warnings:
+        # The API warns where the CLI prints: a rule that fails its convergence conditions.
+        warnings.warn(warning.render(result.source), OptgenWarning, stacklevel=3)
     return result
 
 
@@ -43,6 +52,8 @@ def check_source(text: str, filename: str = "<string>") -> list[dict]:
 
 def load(path: str | Path) -> dict[str, type]:
     """Compile a `.opt` file in memory and return {network or model name: module class}."""
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"optgen.load expects a path to a .opt file, got {type(path).__name__}")
     path = Path(path)
     result = _compiled(path.read_text(encoding="utf-8"), str(path))
     classes = {}

@@ -45,6 +45,10 @@ class Diagnostic:
         return "\n".join(parts)
 
 
+class OptgenWarning(UserWarning):
+    """A warning of the compiler through the Python API (the CLI prints the same text)."""
+
+
 class OptgenError(Exception):
     """A user error in a `.opt` text. `diagnostics` lists every problem found."""
 

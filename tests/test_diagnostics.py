@@ -182,3 +182,24 @@ def test_check_json_keeps_the_argument_order_and_names_unreadable_files(opt_file
         "HeavyBall",
     ]
     assert objects[2]["diagnostics"][0]["message"] == "cannot read the file"
+
+
+def test_the_api_warns_where_the_cli_prints():
+    with pytest.warns(optgen.OptgenWarning) as record:
+        optgen.compile_source(LEARNABLE_BETA, "hb.opt")
+    heads = [str(w.message).splitlines()[0] for w in record]
+    assert heads == [
+        "hb.opt:8:9: warning: network Hb is not zero-stable: root 1.2 of rho lies outside the "
+        "unit circle at its initial values",
+        "hb.opt:8:9: warning: network Hb is not consistent: the step h = -2.5 of block T is not "
+        "positive: the rule integrates the ODE backward in time at its initial values",
+    ]
+
+
+def test_the_api_refuses_what_is_not_text_with_a_type_error():
+    with pytest.raises(TypeError, match=r"^expected the text of a .opt file as str, got bytes$"):
+        optgen.compile_source(b"network A {}", "a.opt")
+    with pytest.raises(TypeError, match=r"^expected the file name as str, got int$"):
+        optgen.check_source("network A {}", 3)
+    with pytest.raises(TypeError, match=r"^optgen.load expects a path to a .opt file, got int$"):
+        optgen.load(3)
