@@ -274,15 +274,9 @@ def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
 
 
 def _options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The option strings of the subcommand named in `argv` (of the parser itself else)."""
-    found = set()
-    for action in parser._actions:
-        found.update(action.option_strings)
-        if isinstance(action, argparse._SubParsersAction):
-            command = next((word for word in argv if word in action.choices), None)
-            if command is not None:
-                found |= _options(action.choices[command], argv)
-    return found
+    """The option strings of the parser and of the subcommand named in `argv`."""
+    parsers = {parser, _command_parser(parser, argv)}
+    return {option for p in parsers for action in p._actions for option in action.option_strings}
 
 
 def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:

@@ -285,15 +285,22 @@ def _model_doc(model_plan, mcert) -> str:
     return docstring_text("\n".join(lines)) + "\n"
 
 
+def build_model(source: str, class_name: str):
+    """The model class defined by a generated `source`, built at seed 0, in eval mode."""
+    import torch
+
+    namespace: dict = {}
+    exec(compile(source, f"<optgen model {class_name}>", "exec"), namespace)
+    torch.manual_seed(0)
+    return namespace[class_name]().eval()
+
+
 def _measure(source: str, class_name: str, input_size: tuple[int, ...]) -> tuple[int | None, int]:
     """FLOPs (torch.utils.flop_counter, one image) and parameters of the model in `source`."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    namespace: dict = {}
-    exec(compile(source, f"<optgen model {class_name}>", "exec"), namespace)
-    torch.manual_seed(0)
-    model = namespace[class_name]().eval()
+    model = build_model(source, class_name)
     params = sum(p.numel() for p in model.parameters())
     solves = any(hasattr(stage, "solver") for stage in model.stages)
     if solves:  # the iterations of a solve depend on the data

@@ -20,6 +20,7 @@ constant of the forward (`beta = 0.9`, then `torch.lerp(x_next, x, -beta)`), a
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -62,7 +63,7 @@ MODULE_ATTRS = frozenset(
         "extra_repr",
     }
 )
-ONE = sympy.Integer(1)
+ONE = ir.ONE
 
 
 class CoefKind(Enum):
@@ -821,5 +822,7 @@ def block_ctor(block: ir.Block) -> str:
     return kind.constructor(block, kind)
 
 
+@functools.cache
 def lower(net: ir.Network) -> EmitPlan:
+    """The plan of one network (cached: a model's checks and its files use it again)."""
     return Lowerer(net).lower()

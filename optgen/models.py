@@ -48,14 +48,14 @@ class ModelPlan:
         return snake_case(self.model.name)
 
 
-def _stem(stem: ir.Stem, model: ir.Model) -> tuple[str, str]:
+def _stem(stem: ir.Stem, model: ir.Model) -> str:
     if stem.kind is ir.StemKind.CONV:
-        return f"ConvStem(in_chans, {stem.out}, kernel={stem.kernel}, stride={stem.stride})", ""
+        return f"ConvStem(in_chans, {stem.out}, kernel={stem.kernel}, stride={stem.stride})"
     if stem.kind is ir.StemKind.PATCH:
-        return f"PatchStem(in_chans, {stem.out}, size={stem.kernel})", ""
+        return f"PatchStem(in_chans, {stem.out}, size={stem.kernel})"
     _, height, width = model.input
     tokens = (height // stem.kernel) * (width // stem.kernel)
-    return f"TokenStem(in_chans, {stem.out}, size={stem.kernel}, tokens={tokens})", ""
+    return f"TokenStem(in_chans, {stem.out}, size={stem.kernel}, tokens={tokens})"
 
 
 def _transition(t: ir.Transition, dim: int, tokens: bool) -> str:
@@ -75,7 +75,7 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
     used = tuple(dict.fromkeys(s.network for s in model.stages))
     plans = {name: lower(networks[name]) for name in used}
     tokens = model.layout == "sequence"
-    stem, _ = _stem(model.stem, model)
+    stem = _stem(model.stem, model)
     stage_ctors = tuple(f"{s.network}({s.dim}, depth={s.depth})" for s in model.stages)
     transition_ctors = tuple(
         _transition(t, model.stages[i].dim, tokens) for i, t in enumerate(model.transitions)

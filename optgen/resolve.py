@@ -514,23 +514,28 @@ class Resolver:
         return v.form
 
     # ------------------------------------------------------------ declarations
+    def check_class_name(self, ident: ast.Ident, what: str, example: str) -> None:
+        """A network or model name becomes a class name: CamelCase, not a keyword."""
+        name = ident.id
+        if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+            self.report.error(
+                ident.span,
+                f"{what} name '{name}' is a Python keyword",
+                f"pick a CamelCase class name such as {example}",
+            )
+        elif not name[0].isupper():
+            self.report.error(
+                ident.span,
+                f"{what} name '{name}' is not a CamelCase class name",
+                f"write {name[0].upper() + name[1:]}",
+            )
+
     def network(self, node: ast.Network) -> ir.Network | None:
         """The IR of one network, or None when it has errors (all recorded in `report`)."""
         errors_before = len(self.report.errors)
         self.poisoned = set()
         name = node.name.id
-        if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-            self.report.error(
-                node.name.span,
-                f"network name '{name}' is a Python keyword",
-                "pick a CamelCase class name such as Nesterov",
-            )
-        elif not name[0].isupper():
-            self.report.error(
-                node.name.span,
-                f"network name '{name}' is not a CamelCase class name",
-                f"write {name[0].upper() + name[1:]}",
-            )
+        self.check_class_name(node.name, "network", "Nesterov")
         decls: dict[type, list] = {}
         for d in node.decls:
             decls.setdefault(type(d), []).append(d)
@@ -1283,18 +1288,7 @@ class Resolver:
         """
         errors_before = len(self.report.errors)
         name = node.name.id
-        if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-            self.report.error(
-                node.name.span,
-                f"model name '{name}' is a Python keyword",
-                "pick a CamelCase class name such as OptResNet",
-            )
-        elif not name[0].isupper():
-            self.report.error(
-                node.name.span,
-                f"model name '{name}' is not a CamelCase class name",
-                f"write {name[0].upper() + name[1:]}",
-            )
+        self.check_class_name(node.name, "model", "OptResNet")
         decls: dict[type, list] = {}
         for d in node.decls:
             decls.setdefault(type(d), []).append(d)

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from . import ir, present
 from .analysis.model import ModelCertificate
-
-
-def _module(source: str, class_name: str):
-    namespace: dict = {}
-    exec(compile(source, f"<optgen model {class_name}>", "exec"), namespace)
-    return namespace[class_name]
+from .codegen import build_model
 
 
 def _flops_by_part(model, image) -> dict[str, int]:
@@ -52,9 +47,7 @@ def model_summary(model_ir: ir.Model, source: str, cert: ModelCertificate) -> st
     """The table of one model, from its generated source."""
     import torch
 
-    cls = _module(source, model_ir.name)
-    torch.manual_seed(0)
-    model = cls().eval()
+    model = build_model(source, model_ir.name)
     solves = any(hasattr(stage, "solver") for stage in model.stages)
     flops = {} if solves else _flops_by_part(model, torch.zeros(1, *model_ir.input))
     rows: list[tuple[str, int, int | None, str, str]] = []
