@@ -256,12 +256,17 @@ def test_the_wheel_ships_the_grammar_and_templates(tmp_path):
     assert result.returncode == 0, result.stderr
     wheel = next(tmp_path.glob("optgen-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {
-        "optgen/grammars/opt.lark",
-        "optgen/templates/module.py.j2",
-        "optgen/templates/test_module.py.j2",
-        "optgen/templates/blocks/mlp.py",
-    } <= names
+    # Every grammar, template, block source and example of the checkout, at any depth.
+    shipped = {
+        f"optgen/{path.relative_to(ROOT).as_posix()}"
+        for folder in ("grammars", "templates", "examples")
+        for path in (ROOT / folder).rglob("*")
+        if path.is_file()
+        and path.suffix in {".lark", ".j2", ".py", ".opt"}
+        and "__pycache__" not in path.parts
+    }
+    assert "optgen/templates/models/stems.py" in shipped
+    assert sorted(shipped - names) == []
 
 
 def test_version_flag():
