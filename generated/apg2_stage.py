@@ -97,7 +97,8 @@ class Apg2Stage(nn.Module):
         x+ = (1 - theta)*x + theta*z+
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     every gradient of a first-order algorithm is replaced by a learnable block.
     Input and output layout: [N, dim, H, W].
 
@@ -110,15 +111,18 @@ class Apg2Stage(nn.Module):
     Args:
         dim: feature size (channels for image layouts).
         depth: number of layers (default 3).
+        start: the layer index k of the first layer (default 0; a model's stage that
+            continues the recurrence of the stage before it starts further on).
     """
 
     RULE = "y = (1 - theta)*x + theta*z; z+ = z - (t/theta)*T(y); x+ = (1 - theta)*x + theta*z+"
     CERTIFICATE = APG2_STAGE_CERTIFICATE
 
-    def __init__(self, dim: int, depth: int = 3) -> None:
+    def __init__(self, dim: int, depth: int = 3, start: int = 0) -> None:
         super().__init__()
         self.dim = dim
         self.depth = depth
+        self.start = start
         self.blocks = nn.ModuleDict(
             {
                 "T": nn.ModuleList(
@@ -127,15 +131,14 @@ class Apg2Stage(nn.Module):
             }
         )
         # theta = 2/(2 + k) at each layer k
-        self.theta = [float(2 / (k + 2)) for k in range(depth)]
+        self.theta = [float(2 / (k + 2)) for k in range(start, start + depth)]
         # -t/theta = -1/2 - k/4 at each layer k
-        self.coef = [float(-k / 4 - 1 / 2) for k in range(depth)]
+        self.coef = [float(-k / 4 - 1 / 2) for k in range(start, start + depth)]
 
     def forward(self, x: Tensor) -> Tensor:
         z = x
         for k in range(self.depth):
             T = self.blocks["T"][k]
-            # y = (1 - theta)*x + theta*z
             # y = (1 - theta)*x + theta*z
             y = torch.lerp(x, z, self.theta[k])
             # z+ = z - (t/theta)*T(y)

@@ -235,7 +235,8 @@ class GdStage(nn.Module):
         x+ = x - t*T(x)
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     every gradient of a first-order algorithm is replaced by a learnable block.
     Input and output layout: [N, dim, H, W].
 
@@ -287,6 +288,84 @@ class GdStage(nn.Module):
         return (x,)
 
 
+# Stage 1's certificate: its network at the stage's depth and first layer.
+DEEP_GD_STAGE_1_CERTIFICATE = {
+    "name": "GdStage",
+    "kind": "explicit",
+    "explicit": True,
+    "states": ["x"],
+    "blocks": ["T"],
+    "depth": 3,
+    "start": 3,
+    "slots": ["x"],
+    "matrix": [["1"]],
+    "rho": [-1.0, 1.0],
+    "rho_text": "z - 1",
+    "sigma": {"T": [1.0, 0.0]},
+    "roots": [[1.0, 0.0]],
+    "spectral_radius": 1.0,
+    "zero_stable": True,
+    "zero_stability": "every root lies in the closed unit disc; those on the circle (1) are simple",
+    "consistent": True,
+    "consistency": "rho(1) = 0, rho'(1) != 0 and h = 1 > 0",
+    "step": 1.0,
+    "steps": {"T": 1.0},
+    "per_layer": None,
+    "per_layer_step": None,
+    "amplification": None,
+    "conditions": [],
+    "learnable": [],
+    "universal": {
+        "guaranteed": True,
+        "reasons": [
+            "block T: conv holds W2·σ(W1 z + b) with σ = relu",
+            "convergent: zero-stable and consistent (h = 1)",
+        ],
+    },
+    "notes": [],
+    "diagnostics": [],
+}
+
+
+# Stage 2's certificate: its network at the stage's depth and first layer.
+DEEP_GD_STAGE_2_CERTIFICATE = {
+    "name": "GdStage",
+    "kind": "explicit",
+    "explicit": True,
+    "states": ["x"],
+    "blocks": ["T"],
+    "depth": 3,
+    "start": 6,
+    "slots": ["x"],
+    "matrix": [["1"]],
+    "rho": [-1.0, 1.0],
+    "rho_text": "z - 1",
+    "sigma": {"T": [1.0, 0.0]},
+    "roots": [[1.0, 0.0]],
+    "spectral_radius": 1.0,
+    "zero_stable": True,
+    "zero_stability": "every root lies in the closed unit disc; those on the circle (1) are simple",
+    "consistent": True,
+    "consistency": "rho(1) = 0, rho'(1) != 0 and h = 1 > 0",
+    "step": 1.0,
+    "steps": {"T": 1.0},
+    "per_layer": None,
+    "per_layer_step": None,
+    "amplification": None,
+    "conditions": [],
+    "learnable": [],
+    "universal": {
+        "guaranteed": True,
+        "reasons": [
+            "block T: conv holds W2·σ(W1 z + b) with σ = relu",
+            "convergent: zero-stable and consistent (h = 1)",
+        ],
+    },
+    "notes": [],
+    "diagnostics": [],
+}
+
+
 # The model's verdict, from its stages' certificates (`optgen check --json`).
 DEEP_GD_CERTIFICATE = {
     "name": "DeepGd",
@@ -295,6 +374,8 @@ DEEP_GD_CERTIFICATE = {
         {
             "stage": 0,
             "network": "GdStage",
+            "depth": 3,
+            "start": 0,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -302,6 +383,8 @@ DEEP_GD_CERTIFICATE = {
         {
             "stage": 1,
             "network": "GdStage",
+            "depth": 3,
+            "start": 3,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -309,6 +392,8 @@ DEEP_GD_CERTIFICATE = {
         {
             "stage": 2,
             "network": "GdStage",
+            "depth": 3,
+            "start": 6,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -329,12 +414,13 @@ class DeepGd(nn.Module):
 
     Input [N, 3, 32, 32]; stem conv(16);
     stage 0: GdStage(dim=16, depth=3)
-    stage 1: GdStage(dim=32, depth=3)
-    stage 2: GdStage(dim=64, depth=3)
+    stage 1: GdStage(dim=32, depth=3), layers k = 3..5
+    stage 2: GdStage(dim=64, depth=3), layers k = 6..8
     head: classifier.
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     each stage is a network whose layers are the iterations of an algorithm.
 
     Certificate (see CERTIFICATE and CERTIFICATES):
@@ -351,11 +437,15 @@ class DeepGd(nn.Module):
     """
 
     RULES = {"GdStage": "x+ = x - t*T(x)"}
-    CERTIFICATES = {
-        "GdStage": GD_STAGE_CERTIFICATE,
-    }
+    # One per stage: its network at the stage's depth (and first layer when it continues).
+    CERTIFICATES = [
+        GD_STAGE_CERTIFICATE,
+        DEEP_GD_STAGE_1_CERTIFICATE,
+        DEEP_GD_STAGE_2_CERTIFICATE,
+    ]
     CERTIFICATE = DEEP_GD_CERTIFICATE
-    # At the declared input size, one image (torch.utils.flop_counter; None when a stage solves).
+    # At the declared input size, one image (torch.utils.flop_counter); a solving stage is
+    # counted at its whole iteration budget (max_iter).
     INPUT_SIZE = [3, 32, 32]
     FLOPS = 90539264
     PARAMS = 316122

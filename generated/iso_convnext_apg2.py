@@ -173,7 +173,8 @@ class Apg2Convnext(nn.Module):
         x+ = (1 - theta)*x + theta*z+
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     every gradient of a first-order algorithm is replaced by a learnable block.
     Input and output layout: [N, dim, H, W].
 
@@ -186,30 +187,32 @@ class Apg2Convnext(nn.Module):
     Args:
         dim: feature size (channels for image layouts).
         depth: number of layers (default 4).
+        start: the layer index k of the first layer (default 0; a model's stage that
+            continues the recurrence of the stage before it starts further on).
     """
 
     RULE = "y = (1 - theta)*x + theta*z; z+ = z - (t/theta)*T(y); x+ = (1 - theta)*x + theta*z+"
     CERTIFICATE = APG2_CONVNEXT_CERTIFICATE
 
-    def __init__(self, dim: int, depth: int = 4) -> None:
+    def __init__(self, dim: int, depth: int = 4, start: int = 0) -> None:
         super().__init__()
         self.dim = dim
         self.depth = depth
+        self.start = start
         self.blocks = nn.ModuleDict(
             {
                 "T": nn.ModuleList([ConvNeXtBlock(dim, kernel=7, expand=4) for _ in range(depth)]),
             }
         )
         # theta = 2/(2 + k) at each layer k
-        self.theta = [float(2 / (k + 2)) for k in range(depth)]
+        self.theta = [float(2 / (k + 2)) for k in range(start, start + depth)]
         # -t/theta = -1/2 - k/4 at each layer k
-        self.coef = [float(-k / 4 - 1 / 2) for k in range(depth)]
+        self.coef = [float(-k / 4 - 1 / 2) for k in range(start, start + depth)]
 
     def forward(self, x: Tensor) -> Tensor:
         z = x
         for k in range(self.depth):
             T = self.blocks["T"][k]
-            # y = (1 - theta)*x + theta*z
             # y = (1 - theta)*x + theta*z
             y = torch.lerp(x, z, self.theta[k])
             # z+ = z - (t/theta)*T(y)
@@ -231,7 +234,6 @@ class Apg2Convnext(nn.Module):
         for k in range(self.depth):
             T = self.blocks["T"][k]
             # y = (1 - theta)*x + theta*z
-            # y = (1 - theta)*x + theta*z
             y = torch.lerp(x, z, self.theta[k])
             # z+ = z - (t/theta)*T(y)
             T_y = T(y)
@@ -250,6 +252,8 @@ ISO_CONVNEXT_APG2_CERTIFICATE = {
         {
             "stage": 0,
             "network": "Apg2Convnext",
+            "depth": 4,
+            "start": 0,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -273,7 +277,8 @@ class IsoConvnextApg2(nn.Module):
     head: classifier.
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     each stage is a network whose layers are the iterations of an algorithm.
 
     Certificate (see CERTIFICATE and CERTIFICATES):
@@ -290,11 +295,13 @@ class IsoConvnextApg2(nn.Module):
     RULES = {
         "Apg2Convnext": "y = (1 - theta)*x + theta*z; z+ = z - (t/theta)*T(y); x+ = (1 - theta)*x + theta*z+"
     }
-    CERTIFICATES = {
-        "Apg2Convnext": APG2_CONVNEXT_CERTIFICATE,
-    }
+    # One per stage: its network at the stage's depth (and first layer when it continues).
+    CERTIFICATES = [
+        APG2_CONVNEXT_CERTIFICATE,
+    ]
     CERTIFICATE = ISO_CONVNEXT_APG2_CERTIFICATE
-    # At the declared input size, one image (torch.utils.flop_counter; None when a stage solves).
+    # At the declared input size, one image (torch.utils.flop_counter); a solving stage is
+    # counted at its whole iteration budget (max_iter).
     INPUT_SIZE = [3, 32, 32]
     FLOPS = 5194368
     PARAMS = 42090

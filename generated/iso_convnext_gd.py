@@ -169,7 +169,8 @@ class GdConvnext(nn.Module):
         x+ = x - t*T(x)
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     every gradient of a first-order algorithm is replaced by a learnable block.
     Input and output layout: [N, dim, H, W].
 
@@ -227,6 +228,8 @@ ISO_CONVNEXT_GD_CERTIFICATE = {
         {
             "stage": 0,
             "network": "GdConvnext",
+            "depth": 4,
+            "start": 0,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -250,7 +253,8 @@ class IsoConvnextGd(nn.Module):
     head: classifier.
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     each stage is a network whose layers are the iterations of an algorithm.
 
     Certificate (see CERTIFICATE and CERTIFICATES):
@@ -265,11 +269,13 @@ class IsoConvnextGd(nn.Module):
     """
 
     RULES = {"GdConvnext": "x+ = x - t*T(x)"}
-    CERTIFICATES = {
-        "GdConvnext": GD_CONVNEXT_CERTIFICATE,
-    }
+    # One per stage: its network at the stage's depth (and first layer when it continues).
+    CERTIFICATES = [
+        GD_CONVNEXT_CERTIFICATE,
+    ]
     CERTIFICATE = ISO_CONVNEXT_GD_CERTIFICATE
-    # At the declared input size, one image (torch.utils.flop_counter; None when a stage solves).
+    # At the declared input size, one image (torch.utils.flop_counter); a solving stage is
+    # counted at its whole iteration budget (max_iter).
     INPUT_SIZE = [3, 32, 32]
     FLOPS = 5194368
     PARAMS = 42090

@@ -185,7 +185,8 @@ class Apg2Transformer(nn.Module):
         x+ = (1 - theta)*x + theta*z+
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     every gradient of a first-order algorithm is replaced by a learnable block.
     Input and output layout: [N, L, dim].
 
@@ -198,12 +199,14 @@ class Apg2Transformer(nn.Module):
     Args:
         dim: feature size (channels for image layouts).
         depth: number of layers (default 4).
+        start: the layer index k of the first layer (default 0; a model's stage that
+            continues the recurrence of the stage before it starts further on).
     """
 
     RULE = "y = (1 - theta)*x + theta*z; z+ = z - (t/theta)*T(y); x+ = (1 - theta)*x + theta*z+"
     CERTIFICATE = APG2_TRANSFORMER_CERTIFICATE
 
-    def __init__(self, dim: int, depth: int = 4) -> None:
+    def __init__(self, dim: int, depth: int = 4, start: int = 0) -> None:
         super().__init__()
         if dim % 4:
             raise ValueError(
@@ -212,6 +215,7 @@ class Apg2Transformer(nn.Module):
             )
         self.dim = dim
         self.depth = depth
+        self.start = start
         self.blocks = nn.ModuleDict(
             {
                 "T": nn.ModuleList(
@@ -220,15 +224,14 @@ class Apg2Transformer(nn.Module):
             }
         )
         # theta = 2/(2 + k) at each layer k
-        self.theta = [float(2 / (k + 2)) for k in range(depth)]
+        self.theta = [float(2 / (k + 2)) for k in range(start, start + depth)]
         # -t/theta = -1/2 - k/4 at each layer k
-        self.coef = [float(-k / 4 - 1 / 2) for k in range(depth)]
+        self.coef = [float(-k / 4 - 1 / 2) for k in range(start, start + depth)]
 
     def forward(self, x: Tensor) -> Tensor:
         z = x
         for k in range(self.depth):
             T = self.blocks["T"][k]
-            # y = (1 - theta)*x + theta*z
             # y = (1 - theta)*x + theta*z
             y = torch.lerp(x, z, self.theta[k])
             # z+ = z - (t/theta)*T(y)
@@ -250,7 +253,6 @@ class Apg2Transformer(nn.Module):
         for k in range(self.depth):
             T = self.blocks["T"][k]
             # y = (1 - theta)*x + theta*z
-            # y = (1 - theta)*x + theta*z
             y = torch.lerp(x, z, self.theta[k])
             # z+ = z - (t/theta)*T(y)
             T_y = T(y)
@@ -269,6 +271,8 @@ ISO_VIT_APG2_CERTIFICATE = {
         {
             "stage": 0,
             "network": "Apg2Transformer",
+            "depth": 4,
+            "start": 0,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -292,7 +296,8 @@ class IsoVitApg2(nn.Module):
     head: classifier.
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     each stage is a network whose layers are the iterations of an algorithm.
 
     Certificate (see CERTIFICATE and CERTIFICATES):
@@ -309,11 +314,13 @@ class IsoVitApg2(nn.Module):
     RULES = {
         "Apg2Transformer": "y = (1 - theta)*x + theta*z; z+ = z - (t/theta)*T(y); x+ = (1 - theta)*x + theta*z+"
     }
-    CERTIFICATES = {
-        "Apg2Transformer": APG2_TRANSFORMER_CERTIFICATE,
-    }
+    # One per stage: its network at the stage's depth (and first layer when it continues).
+    CERTIFICATES = [
+        APG2_TRANSFORMER_CERTIFICATE,
+    ]
     CERTIFICATE = ISO_VIT_APG2_CERTIFICATE
-    # At the declared input size, one image (torch.utils.flop_counter; None when a stage solves).
+    # At the declared input size, one image (torch.utils.flop_counter); a solving stage is
+    # counted at its whole iteration budget (max_iter).
     INPUT_SIZE = [3, 32, 32]
     FLOPS = 6488704
     PARAMS = 54826

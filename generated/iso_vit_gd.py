@@ -181,7 +181,8 @@ class GdTransformer(nn.Module):
         x+ = x - t*T(x)
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     every gradient of a first-order algorithm is replaced by a learnable block.
     Input and output layout: [N, L, dim].
 
@@ -246,6 +247,8 @@ ISO_VIT_GD_CERTIFICATE = {
         {
             "stage": 0,
             "network": "GdTransformer",
+            "depth": 4,
+            "start": 0,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -269,7 +272,8 @@ class IsoVitGd(nn.Module):
     head: classifier.
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     each stage is a network whose layers are the iterations of an algorithm.
 
     Certificate (see CERTIFICATE and CERTIFICATES):
@@ -284,11 +288,13 @@ class IsoVitGd(nn.Module):
     """
 
     RULES = {"GdTransformer": "x+ = x - t*T(x)"}
-    CERTIFICATES = {
-        "GdTransformer": GD_TRANSFORMER_CERTIFICATE,
-    }
+    # One per stage: its network at the stage's depth (and first layer when it continues).
+    CERTIFICATES = [
+        GD_TRANSFORMER_CERTIFICATE,
+    ]
     CERTIFICATE = ISO_VIT_GD_CERTIFICATE
-    # At the declared input size, one image (torch.utils.flop_counter; None when a stage solves).
+    # At the declared input size, one image (torch.utils.flop_counter); a solving stage is
+    # counted at its whole iteration budget (max_iter).
     INPUT_SIZE = [3, 32, 32]
     FLOPS = 6488704
     PARAMS = 54826

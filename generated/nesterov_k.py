@@ -113,7 +113,8 @@ class NesterovK(nn.Module):
         y = x+ + beta*(x+ - x)
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     every gradient of a first-order algorithm is replaced by a learnable block.
     Input and output layout: [..., dim].
 
@@ -129,15 +130,18 @@ class NesterovK(nn.Module):
     Args:
         dim: feature size (channels for image layouts).
         depth: number of layers (default 16).
+        start: the layer index k of the first layer (default 0; a model's stage that
+            continues the recurrence of the stage before it starts further on).
     """
 
     RULE = "x+ = y - t*T(y); y = x+ + beta*(x+ - x)"
     CERTIFICATE = NESTEROV_K_CERTIFICATE
 
-    def __init__(self, dim: int, depth: int = 16) -> None:
+    def __init__(self, dim: int, depth: int = 16, start: int = 0) -> None:
         super().__init__()
         self.dim = dim
         self.depth = depth
+        self.start = start
         self.blocks = nn.ModuleDict(
             {
                 "T": nn.ModuleList(
@@ -148,7 +152,7 @@ class NesterovK(nn.Module):
         # t: learnable, 0 < t (softplus reparametrization), starts at 1
         self.t_raw = nn.Parameter(torch.tensor(0.541324854612918))
         # -beta = -k/(3 + k) at each layer k
-        self.neg_beta = [float(-k / (k + 3)) for k in range(depth)]
+        self.neg_beta = [float(-k / (k + 3)) for k in range(start, start + depth)]
 
     def forward(self, x: Tensor) -> Tensor:
         t = F.softplus(self.t_raw)

@@ -13,7 +13,7 @@ __all__ = ["PgdImplicit"]
 
 def _per_sample(z: Tensor) -> Tensor:
     """z as [batch, features]: the first dimension is the batch."""
-    return z.reshape(z.shape[0], -1) if z.dim() > 1 else z.reshape(1, -1)
+    return z.flatten(1) if z.dim() > 1 else z.reshape(1, -1)
 
 
 def _relative_residual(fz: Tensor, z: Tensor) -> Tensor:
@@ -46,18 +46,23 @@ def _anderson(
     `backward unroll` can differentiate through it.
     """
     shape = z.shape
+    # The small least-squares problem in float32 at least, outside autocast: LU has no
+    # float16/bfloat16 kernel, and the mixed iterate keeps the dtype of z.
+    work = torch.promote_types(z.dtype, torch.float32)
     xs = [_per_sample(z)]
     fs = [_per_sample(f(z))]
     residual = _relative_residual(fs[-1], xs[-1]).max().item()
     iterations = 1
     while residual > tol and residual == residual and iterations < max_iter:
-        x_hist, f_hist = torch.stack(xs, dim=1), torch.stack(fs, dim=1)
-        g = f_hist - x_hist
-        eye = torch.eye(g.shape[1], dtype=z.dtype, device=z.device)
-        gram = torch.bmm(g, g.transpose(1, 2)) + lam * eye
-        weights = torch.linalg.solve(gram, torch.ones_like(gram[..., :1]))[..., 0]
-        alpha = weights / weights.sum(dim=1, keepdim=True)
-        x_new = torch.bmm(alpha[:, None], f_hist)[:, 0]
+        with torch.autocast(z.device.type, enabled=False):
+            x_hist = torch.stack([v.to(work) for v in xs], dim=1)
+            f_hist = torch.stack([v.to(work) for v in fs], dim=1)
+            g = f_hist - x_hist
+            eye = torch.eye(g.shape[1], dtype=work, device=z.device)
+            gram = torch.bmm(g, g.transpose(1, 2)) + lam * eye
+            weights = torch.linalg.solve(gram, torch.ones_like(gram[..., :1]))[..., 0]
+            alpha = weights / weights.sum(dim=1, keepdim=True)
+            x_new = torch.bmm(alpha[:, None], f_hist)[:, 0].to(z.dtype)
         keep = len(xs) - max(m - 1, 0)
         xs, fs = xs[keep:] + [x_new], fs[keep:] + [_per_sample(f(x_new.reshape(shape)))]
         residual = _relative_residual(fs[-1], xs[-1]).max().item()
@@ -120,6 +125,16 @@ def _contraction(f, z: Tensor, iterations: int) -> float:
 
 def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
     """The fixed point z = f(z), differentiable as `module.backward` says."""
+    if z0.numel() == 0:  # an empty batch: nothing to solve, and no residual to take
+        return f(z0)
+    fixed = module.solver.get("iterations")
+    if fixed is not None:
+        # The exportable path: exactly `fixed` steps, differentiated through, with no
+        # data-dependent exit, no .item() and nothing recorded.
+        z = z0
+        for _ in range(fixed):
+            z = f(z)
+        return z
     options = dict(module.solver)
     solver = _SOLVERS[options.pop("name")]
     tol = options["tol"]
@@ -152,7 +167,10 @@ def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
     adjoint.pop("name")
     adjoint_tol = adjoint.get("tol", tol)
 
-    def adjoint_solve(grad: Tensor) -> Tensor:
+    def adjoint_solve(grad: Tensor | None) -> Tensor | None:
+        if grad is None:  # an undefined output gradient: nothing to solve for
+            return None
+
         def step(g: Tensor) -> Tensor:
             (vjp,) = torch.autograd.grad(f_star, z_star, g, retain_graph=True)
             return vjp + grad
@@ -249,7 +267,8 @@ class PgdImplicit(nn.Module):
         x+ = x - t*F(x) - t*G(x+)
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     every gradient of a first-order algorithm is replaced by a learnable block.
     Input and output layout: [..., dim].
 
@@ -292,6 +311,18 @@ class PgdImplicit(nn.Module):
                 ),
             }
         )
+
+    def fixed_iterations(self, iterations: int) -> "PgdImplicit":
+        """Solve with exactly `iterations` fixed-point steps, differentiated through.
+
+        No data-dependent exit, no `.item()`, no solver_stats: the path for
+        torch.compile(fullgraph=True), torch.export and ONNX. Returns the module; set
+        `module.solver` back to a tolerance solver to leave it.
+        """
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+        self.solver = {"name": "fixed_point", "iterations": iterations}
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         self.solver_stats = []

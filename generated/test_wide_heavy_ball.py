@@ -63,10 +63,9 @@ def test_gradcheck_float64():
 def test_flops_and_params_at_the_declared_input_size():
     model = make_model().eval()
     assert sum(p.numel() for p in model.parameters()) == model.PARAMS
-    if model.FLOPS is not None:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *INPUT_SIZE, device=DEVICE))
-        assert counter.get_total_flops() == model.FLOPS
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *INPUT_SIZE, device=DEVICE))
+    assert counter.get_total_flops() == model.FLOPS
 
 
 def test_reset_classifier():

@@ -239,7 +239,8 @@ class Apg2Stage(nn.Module):
         x+ = (1 - theta)*x + theta*z+
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     every gradient of a first-order algorithm is replaced by a learnable block.
     Input and output layout: [N, dim, H, W].
 
@@ -252,15 +253,18 @@ class Apg2Stage(nn.Module):
     Args:
         dim: feature size (channels for image layouts).
         depth: number of layers (default 3).
+        start: the layer index k of the first layer (default 0; a model's stage that
+            continues the recurrence of the stage before it starts further on).
     """
 
     RULE = "y = (1 - theta)*x + theta*z; z+ = z - (t/theta)*T(y); x+ = (1 - theta)*x + theta*z+"
     CERTIFICATE = APG2_STAGE_CERTIFICATE
 
-    def __init__(self, dim: int, depth: int = 3) -> None:
+    def __init__(self, dim: int, depth: int = 3, start: int = 0) -> None:
         super().__init__()
         self.dim = dim
         self.depth = depth
+        self.start = start
         self.blocks = nn.ModuleDict(
             {
                 "T": nn.ModuleList(
@@ -269,15 +273,14 @@ class Apg2Stage(nn.Module):
             }
         )
         # theta = 2/(2 + k) at each layer k
-        self.theta = [float(2 / (k + 2)) for k in range(depth)]
+        self.theta = [float(2 / (k + 2)) for k in range(start, start + depth)]
         # -t/theta = -1/2 - k/4 at each layer k
-        self.coef = [float(-k / 4 - 1 / 2) for k in range(depth)]
+        self.coef = [float(-k / 4 - 1 / 2) for k in range(start, start + depth)]
 
     def forward(self, x: Tensor) -> Tensor:
         z = x
         for k in range(self.depth):
             T = self.blocks["T"][k]
-            # y = (1 - theta)*x + theta*z
             # y = (1 - theta)*x + theta*z
             y = torch.lerp(x, z, self.theta[k])
             # z+ = z - (t/theta)*T(y)
@@ -299,7 +302,6 @@ class Apg2Stage(nn.Module):
         for k in range(self.depth):
             T = self.blocks["T"][k]
             # y = (1 - theta)*x + theta*z
-            # y = (1 - theta)*x + theta*z
             y = torch.lerp(x, z, self.theta[k])
             # z+ = z - (t/theta)*T(y)
             T_y = T(y)
@@ -310,6 +312,128 @@ class Apg2Stage(nn.Module):
         return (x, z)
 
 
+# Stage 0's certificate: its network at the stage's depth and first layer.
+WIDE_APG2_STAGE_0_CERTIFICATE = {
+    "name": "Apg2Stage",
+    "kind": "explicit",
+    "explicit": True,
+    "states": ["x", "z"],
+    "blocks": ["T"],
+    "depth": 1,
+    "slots": ["x", "z"],
+    "matrix": [["k/(k + 2)", "2/(k + 2)"], ["0", "1"]],
+    "rho": [0.0, -1.0, 1.0],
+    "rho_text": "z^2 - ((2*k + 2)/(k + 2))z + (k/(k + 2))",
+    "sigma": None,
+    "roots": [[1.0, 0.0], [0.0, 0.0]],
+    "spectral_radius": 1.0,
+    "zero_stable": True,
+    "zero_stability": "every layer k < 1 satisfies the root condition",
+    "consistent": True,
+    "consistency": "every layer k < 1 is consistent (h > 0); at k=0: rho(1) = 0, rho'(1) != 0 and h = 0.5 > 0",
+    "step": 0.5,
+    "steps": {"T": 0.5},
+    "per_layer": [1.0],
+    "per_layer_step": [0.5],
+    "amplification": 1.41421356237,
+    "conditions": ["0 < theta <= 2"],
+    "learnable": [],
+    "universal": {
+        "guaranteed": True,
+        "reasons": [
+            "block T: conv holds W2·σ(W1 z + b) with σ = relu",
+            "convergent: zero-stable and consistent (h = 0.5)",
+        ],
+    },
+    "notes": [
+        "as k -> infinity, rho -> z^2 - 2z + 1: a root other than 1 reaches the unit circle; the limit loses strict stability, so only the finite depth is covered (see amplification)"
+    ],
+    "diagnostics": [],
+}
+
+
+# Stage 1's certificate: its network at the stage's depth and first layer.
+WIDE_APG2_STAGE_1_CERTIFICATE = {
+    "name": "Apg2Stage",
+    "kind": "explicit",
+    "explicit": True,
+    "states": ["x", "z"],
+    "blocks": ["T"],
+    "depth": 1,
+    "start": 1,
+    "slots": ["x", "z"],
+    "matrix": [["k/(k + 2)", "2/(k + 2)"], ["0", "1"]],
+    "rho": [0.333333333333, -1.33333333333, 1.0],
+    "rho_text": "z^2 - ((2*k + 2)/(k + 2))z + (k/(k + 2))",
+    "sigma": None,
+    "roots": [[1.0, 0.0], [0.333333333333, 0.0]],
+    "spectral_radius": 1.0,
+    "zero_stable": True,
+    "zero_stability": "every layer 1 <= k < 2 satisfies the root condition",
+    "consistent": True,
+    "consistency": "every layer 1 <= k < 2 is consistent (h > 0); at k=1: rho(1) = 0, rho'(1) != 0 and h = 0.75 > 0",
+    "step": 0.75,
+    "steps": {"T": 0.75},
+    "per_layer": [1.0],
+    "per_layer_step": [0.75],
+    "amplification": 1.21676051329,
+    "conditions": ["0 < theta <= 2"],
+    "learnable": [],
+    "universal": {
+        "guaranteed": True,
+        "reasons": [
+            "block T: conv holds W2·σ(W1 z + b) with σ = relu",
+            "convergent: zero-stable and consistent (h = 0.75)",
+        ],
+    },
+    "notes": [
+        "as k -> infinity, rho -> z^2 - 2z + 1: a root other than 1 reaches the unit circle; the limit loses strict stability, so only the finite depth is covered (see amplification)"
+    ],
+    "diagnostics": [],
+}
+
+
+# Stage 2's certificate: its network at the stage's depth and first layer.
+WIDE_APG2_STAGE_2_CERTIFICATE = {
+    "name": "Apg2Stage",
+    "kind": "explicit",
+    "explicit": True,
+    "states": ["x", "z"],
+    "blocks": ["T"],
+    "depth": 1,
+    "start": 2,
+    "slots": ["x", "z"],
+    "matrix": [["k/(k + 2)", "2/(k + 2)"], ["0", "1"]],
+    "rho": [0.5, -1.5, 1.0],
+    "rho_text": "z^2 - ((2*k + 2)/(k + 2))z + (k/(k + 2))",
+    "sigma": None,
+    "roots": [[1.0, 0.0], [0.5, 0.0]],
+    "spectral_radius": 1.0,
+    "zero_stable": True,
+    "zero_stability": "every layer 2 <= k < 3 satisfies the root condition",
+    "consistent": True,
+    "consistency": "every layer 2 <= k < 3 is consistent (h > 0); at k=2: rho(1) = 0, rho'(1) != 0 and h = 1 > 0",
+    "step": 1.0,
+    "steps": {"T": 1.0},
+    "per_layer": [1.0],
+    "per_layer_step": [1.0],
+    "amplification": 1.14412280564,
+    "conditions": ["0 < theta <= 2"],
+    "learnable": [],
+    "universal": {
+        "guaranteed": True,
+        "reasons": [
+            "block T: conv holds W2·σ(W1 z + b) with σ = relu",
+            "convergent: zero-stable and consistent (h = 1)",
+        ],
+    },
+    "notes": [
+        "as k -> infinity, rho -> z^2 - 2z + 1: a root other than 1 reaches the unit circle; the limit loses strict stability, so only the finite depth is covered (see amplification)"
+    ],
+    "diagnostics": [],
+}
+
+
 # The model's verdict, from its stages' certificates (`optgen check --json`).
 WIDE_APG2_CERTIFICATE = {
     "name": "WideApg2",
@@ -318,6 +442,8 @@ WIDE_APG2_CERTIFICATE = {
         {
             "stage": 0,
             "network": "Apg2Stage",
+            "depth": 1,
+            "start": 0,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -325,6 +451,8 @@ WIDE_APG2_CERTIFICATE = {
         {
             "stage": 1,
             "network": "Apg2Stage",
+            "depth": 1,
+            "start": 1,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -332,6 +460,8 @@ WIDE_APG2_CERTIFICATE = {
         {
             "stage": 2,
             "network": "Apg2Stage",
+            "depth": 1,
+            "start": 2,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -352,12 +482,13 @@ class WideApg2(nn.Module):
 
     Input [N, 3, 32, 32]; stem conv(32);
     stage 0: Apg2Stage(dim=32, depth=1)
-    stage 1: Apg2Stage(dim=64, depth=1)
-    stage 2: Apg2Stage(dim=128, depth=1)
+    stage 1: Apg2Stage(dim=64, depth=1), layers k = 1..1
+    stage 2: Apg2Stage(dim=128, depth=1), layers k = 2..2
     head: classifier.
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     each stage is a network whose layers are the iterations of an algorithm.
 
     Certificate (see CERTIFICATE and CERTIFICATES):
@@ -376,11 +507,15 @@ class WideApg2(nn.Module):
     RULES = {
         "Apg2Stage": "y = (1 - theta)*x + theta*z; z+ = z - (t/theta)*T(y); x+ = (1 - theta)*x + theta*z+"
     }
-    CERTIFICATES = {
-        "Apg2Stage": APG2_STAGE_CERTIFICATE,
-    }
+    # One per stage: its network at the stage's depth (and first layer when it continues).
+    CERTIFICATES = [
+        WIDE_APG2_STAGE_0_CERTIFICATE,
+        WIDE_APG2_STAGE_1_CERTIFICATE,
+        WIDE_APG2_STAGE_2_CERTIFICATE,
+    ]
     CERTIFICATE = WIDE_APG2_CERTIFICATE
-    # At the declared input size, one image (torch.utils.flop_counter; None when a stage solves).
+    # At the declared input size, one image (torch.utils.flop_counter); a solving stage is
+    # counted at its whole iteration budget (max_iter).
     INPUT_SIZE = [3, 32, 32]
     FLOPS = 152766976
     PARAMS = 482986
@@ -392,8 +527,8 @@ class WideApg2(nn.Module):
         self.stages = nn.ModuleList(
             [
                 Apg2Stage(32, depth=1),
-                Apg2Stage(64, depth=1),
-                Apg2Stage(128, depth=1),
+                Apg2Stage(64, depth=1, start=1),
+                Apg2Stage(128, depth=1, start=2),
             ]
         )
         self.transitions = nn.ModuleList(

@@ -236,7 +236,8 @@ class NesterovStage(nn.Module):
         y = x+ + beta*(x+ - x)
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     every gradient of a first-order algorithm is replaced by a learnable block.
     Input and output layout: [N, dim, H, W].
 
@@ -303,6 +304,122 @@ class NesterovStage(nn.Module):
         return (x, y)
 
 
+# Stage 0's certificate: its network at the stage's depth and first layer.
+WIDE_NESTEROV_STAGE_0_CERTIFICATE = {
+    "name": "NesterovStage",
+    "kind": "explicit",
+    "explicit": True,
+    "states": ["x", "y"],
+    "blocks": ["T"],
+    "depth": 1,
+    "slots": ["x", "y"],
+    "matrix": [["0", "1"], ["-0.5", "1.5"]],
+    "rho": [0.5, -1.5, 1.0],
+    "rho_text": "z^2 - 1.5z + 0.5",
+    "sigma": None,
+    "roots": [[1.0, 0.0], [0.5, 0.0]],
+    "spectral_radius": 1.0,
+    "zero_stable": True,
+    "zero_stability": "every root lies in the closed unit disc; those on the circle (1) are simple",
+    "consistent": True,
+    "consistency": "rho(1) = 0, rho'(1) != 0 and h = 1 > 0",
+    "step": 1.0,
+    "steps": {"T": 1.0},
+    "per_layer": None,
+    "per_layer_step": None,
+    "amplification": None,
+    "conditions": ["-1 <= beta < 1"],
+    "learnable": [],
+    "universal": {
+        "guaranteed": True,
+        "reasons": [
+            "block T: conv holds W2·σ(W1 z + b) with σ = relu",
+            "convergent: zero-stable and consistent (h = 1)",
+        ],
+    },
+    "notes": [],
+    "diagnostics": [],
+}
+
+
+# Stage 1's certificate: its network at the stage's depth and first layer.
+WIDE_NESTEROV_STAGE_1_CERTIFICATE = {
+    "name": "NesterovStage",
+    "kind": "explicit",
+    "explicit": True,
+    "states": ["x", "y"],
+    "blocks": ["T"],
+    "depth": 1,
+    "start": 1,
+    "slots": ["x", "y"],
+    "matrix": [["0", "1"], ["-0.5", "1.5"]],
+    "rho": [0.5, -1.5, 1.0],
+    "rho_text": "z^2 - 1.5z + 0.5",
+    "sigma": None,
+    "roots": [[1.0, 0.0], [0.5, 0.0]],
+    "spectral_radius": 1.0,
+    "zero_stable": True,
+    "zero_stability": "every root lies in the closed unit disc; those on the circle (1) are simple",
+    "consistent": True,
+    "consistency": "rho(1) = 0, rho'(1) != 0 and h = 1 > 0",
+    "step": 1.0,
+    "steps": {"T": 1.0},
+    "per_layer": None,
+    "per_layer_step": None,
+    "amplification": None,
+    "conditions": ["-1 <= beta < 1"],
+    "learnable": [],
+    "universal": {
+        "guaranteed": True,
+        "reasons": [
+            "block T: conv holds W2·σ(W1 z + b) with σ = relu",
+            "convergent: zero-stable and consistent (h = 1)",
+        ],
+    },
+    "notes": [],
+    "diagnostics": [],
+}
+
+
+# Stage 2's certificate: its network at the stage's depth and first layer.
+WIDE_NESTEROV_STAGE_2_CERTIFICATE = {
+    "name": "NesterovStage",
+    "kind": "explicit",
+    "explicit": True,
+    "states": ["x", "y"],
+    "blocks": ["T"],
+    "depth": 1,
+    "start": 2,
+    "slots": ["x", "y"],
+    "matrix": [["0", "1"], ["-0.5", "1.5"]],
+    "rho": [0.5, -1.5, 1.0],
+    "rho_text": "z^2 - 1.5z + 0.5",
+    "sigma": None,
+    "roots": [[1.0, 0.0], [0.5, 0.0]],
+    "spectral_radius": 1.0,
+    "zero_stable": True,
+    "zero_stability": "every root lies in the closed unit disc; those on the circle (1) are simple",
+    "consistent": True,
+    "consistency": "rho(1) = 0, rho'(1) != 0 and h = 1 > 0",
+    "step": 1.0,
+    "steps": {"T": 1.0},
+    "per_layer": None,
+    "per_layer_step": None,
+    "amplification": None,
+    "conditions": ["-1 <= beta < 1"],
+    "learnable": [],
+    "universal": {
+        "guaranteed": True,
+        "reasons": [
+            "block T: conv holds W2·σ(W1 z + b) with σ = relu",
+            "convergent: zero-stable and consistent (h = 1)",
+        ],
+    },
+    "notes": [],
+    "diagnostics": [],
+}
+
+
 # The model's verdict, from its stages' certificates (`optgen check --json`).
 WIDE_NESTEROV_CERTIFICATE = {
     "name": "WideNesterov",
@@ -311,6 +428,8 @@ WIDE_NESTEROV_CERTIFICATE = {
         {
             "stage": 0,
             "network": "NesterovStage",
+            "depth": 1,
+            "start": 0,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -318,6 +437,8 @@ WIDE_NESTEROV_CERTIFICATE = {
         {
             "stage": 1,
             "network": "NesterovStage",
+            "depth": 1,
+            "start": 1,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -325,6 +446,8 @@ WIDE_NESTEROV_CERTIFICATE = {
         {
             "stage": 2,
             "network": "NesterovStage",
+            "depth": 1,
+            "start": 2,
             "zero_stable": True,
             "consistent": True,
             "universal": True,
@@ -345,12 +468,13 @@ class WideNesterov(nn.Module):
 
     Input [N, 3, 32, 32]; stem conv(32);
     stage 0: NesterovStage(dim=32, depth=1)
-    stage 1: NesterovStage(dim=64, depth=1)
-    stage 2: NesterovStage(dim=128, depth=1)
+    stage 1: NesterovStage(dim=64, depth=1), layers k = 1..1
+    stage 2: NesterovStage(dim=128, depth=1), layers k = 2..2
     head: classifier.
 
     Built by the method of
-    *Designing Universally-Approximating Deep Neural Networks: A First-Order Optimization Approach (TPAMI 2024)*:
+    *Designing Universally-Approximating Deep Neural Networks:
+    A First-Order Optimization Approach (TPAMI 2024)*:
     each stage is a network whose layers are the iterations of an algorithm.
 
     Certificate (see CERTIFICATE and CERTIFICATES):
@@ -367,11 +491,15 @@ class WideNesterov(nn.Module):
     """
 
     RULES = {"NesterovStage": "x+ = y - t*T(y); y = x+ + beta*(x+ - x)"}
-    CERTIFICATES = {
-        "NesterovStage": NESTEROV_STAGE_CERTIFICATE,
-    }
+    # One per stage: its network at the stage's depth (and first layer when it continues).
+    CERTIFICATES = [
+        WIDE_NESTEROV_STAGE_0_CERTIFICATE,
+        WIDE_NESTEROV_STAGE_1_CERTIFICATE,
+        WIDE_NESTEROV_STAGE_2_CERTIFICATE,
+    ]
     CERTIFICATE = WIDE_NESTEROV_CERTIFICATE
-    # At the declared input size, one image (torch.utils.flop_counter; None when a stage solves).
+    # At the declared input size, one image (torch.utils.flop_counter); a solving stage is
+    # counted at its whole iteration budget (max_iter).
     INPUT_SIZE = [3, 32, 32]
     FLOPS = 152766976
     PARAMS = 482986

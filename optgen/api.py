@@ -19,12 +19,26 @@ from .resolve import snake_case
 from .source import SourceFile
 
 
-def _compiled(text: str, filename: str, strict: bool = False, until: Stage = Stage.EMIT) -> Result:
+def _compiled(
+    text: str,
+    filename: str,
+    strict: bool = False,
+    until: Stage = Stage.EMIT,
+    line_length: int | None = None,
+) -> Result:
     if not isinstance(text, str):
         raise TypeError(f"expected the text of a .opt file as str, got {type(text).__name__}")
     if not isinstance(filename, str):
         raise TypeError(f"expected the file name as str, got {type(filename).__name__}")
-    result = pipeline.compile(SourceFile(filename, text), strict=strict, until=until)
+    formatting = None
+    if line_length is not None:
+        if not isinstance(line_length, int) or isinstance(line_length, bool) or line_length < 1:
+            raise ValueError(f"line_length must be a positive int, got {line_length!r}")
+        from .formatting import Formatting
+
+        formatting = Formatting(line_length=line_length)
+    source = SourceFile(filename, text)
+    result = pipeline.compile(source, strict=strict, until=until, formatting=formatting)
     result.raise_for_errors()
     for warning in result.warnings:
         # The API warns where the CLI prints: a rule that fails its convergence conditions.
@@ -37,9 +51,14 @@ def frontend(text: str, filename: str = "<string>") -> Result:
     return _compiled(text, filename, until=Stage.FRONTEND)
 
 
-def compile_source(text: str, filename: str = "<string>", strict: bool = False) -> dict[str, str]:
-    """Output file name (`nesterov.py`, `test_nesterov.py`, ...) to source text, every network."""
-    return _compiled(text, filename, strict).outputs
+def compile_source(
+    text: str, filename: str = "<string>", strict: bool = False, line_length: int | None = None
+) -> dict[str, str]:
+    """Output file name (`nesterov.py`, `test_nesterov.py`, ...) to source text, every network.
+
+    The files are formatted as black's defaults do (88 columns), or at `line_length`.
+    """
+    return _compiled(text, filename, strict, line_length=line_length).outputs
 
 
 def check_source(text: str, filename: str = "<string>") -> list[dict]:

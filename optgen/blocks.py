@@ -435,7 +435,8 @@ class BackwardKind:
 
 
 SOLVER_KINDS: dict[str, SolverKind] = {
-    "fixed_point": SolverKind("fixed_point", {"max_iter": 50, "tol": 1e-4}),
+    # `iterations=n`: exactly n steps, no tolerance test (the exportable path).
+    "fixed_point": SolverKind("fixed_point", {"max_iter": 50, "tol": 1e-4, "iterations": None}),
     "anderson": SolverKind("anderson", {"m": 5, "max_iter": 50, "tol": 1e-4}),
 }
 DEFAULT_SOLVER = "anderson"
@@ -445,7 +446,7 @@ BACKWARD_KINDS: dict[str, BackwardKind] = {
     "unroll": BackwardKind("unroll", {}),
 }
 DEFAULT_BACKWARD = "implicit"
-INTEGER_OPTIONS = frozenset({"max_iter", "m", "steps"})
+INTEGER_OPTIONS = frozenset({"max_iter", "m", "steps", "iterations"})
 
 
 def solver_config(spec) -> dict:

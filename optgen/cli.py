@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from . import __version__, pipeline, present
 from .errors import OptgenError
+from .formatting import for_directory
 from .pipeline import Result, Stage
 from .resolve import snake_case
 from .source import SourceFile
@@ -47,7 +48,9 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _compile_all(paths: list[str], strict: bool, until: Stage) -> tuple[list[Result], bool]:
+def _compile_all(
+    paths: list[str], strict: bool, until: Stage, formatting=None
+) -> tuple[list[Result], bool]:
     """Every file through the pipeline, its diagnostics printed; a bad file does not stop
     the others from being checked. Returns the result of every readable file and whether
     any file failed."""
@@ -59,7 +62,7 @@ def _compile_all(paths: list[str], strict: bool, until: Stage) -> tuple[list[Res
             print(f"optgen: error: {err}", file=sys.stderr)
             failed = True
             continue
-        result = pipeline.compile(source, strict=strict, until=until)
+        result = pipeline.compile(source, strict=strict, until=until, formatting=formatting)
         for diagnostic in result.diagnostics:
             print(diagnostic.render(source), file=sys.stderr)
         results.append(result)
@@ -70,7 +73,9 @@ def _compile_all(paths: list[str], strict: bool, until: Stage) -> tuple[list[Res
 def cmd_compile(args) -> int:
     out_dir = Path(args.output)
     # Compile everything first: a failure anywhere writes nothing.
-    results, failed = _compile_all(args.files, args.strict, Stage.EMIT)
+    # Formatted as black would format a file there: the destination's black settings.
+    formatting = for_directory(out_dir, args.line_length)
+    results, failed = _compile_all(args.files, args.strict, Stage.EMIT, formatting)
     if failed:
         print("optgen: nothing was written", file=sys.stderr)
         return 1
@@ -184,7 +189,8 @@ def _plot(results: list[Result], path: Path) -> None:
 
 def cmd_inspect(args) -> int:
     until = Stage.FRONTEND if args.graph and not args.summary else Stage.EMIT
-    results, failed = _compile_all([args.file], False, until)
+    formatting = for_directory(Path.cwd(), args.line_length)  # printed: black's view from here
+    results, failed = _compile_all([args.file], False, until, formatting)
     if failed:
         return 1
     (result,) = results
@@ -298,6 +304,23 @@ def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
     return ""
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _line_length_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--line-length",
+        type=_positive_int,
+        metavar="N",
+        help="format the files at N columns (default: the black settings of the output"
+        " folder's project, else black's 88)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="optgen", description="Compile optimization update rules into PyTorch modules."
@@ -324,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a rule failing its convergence conditions is an error",
     )
+    _line_length_option(p)
     p.set_defaults(run=cmd_compile)
 
     p = sub.add_parser("check", help="print the convergence and universality certificate")
@@ -370,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="each model's parts: parameters, FLOPs and output shape at the input size",
     )
+    _line_length_option(p)
     p.set_defaults(run=cmd_inspect)
     return parser
 

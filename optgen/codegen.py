@@ -11,23 +11,28 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
-import black
 import jinja2
 import sympy
 
 from . import __version__, ir, present
 from .analysis import Certificate
 from .blocks import BLOCK_KINDS, ArgKind
+from .formatting import BLACK_DEFAULTS, Formatting
 from .lower import EmitPlan, lower, reaching_output
+from .models import stage_starts
 from .plan import Import
 from .resolve import snake_case
 from .resources import resource_dir, resource_path
 from .writer import comment_text, docstring_text, forward_source, model_features_source
 
-BLACK_MODE = black.Mode(line_length=100, target_versions={black.TargetVersion.PY310})
 PAPER = (
     "Designing Universally-Approximating Deep Neural Networks: "
     "A First-Order Optimization Approach (TPAMI 2024)"
+)
+# The title in a docstring, on two lines that fit black's 88 columns.
+PAPER_LINES = (
+    "*Designing Universally-Approximating Deep Neural Networks:",
+    "A First-Order Optimization Approach (TPAMI 2024)*:",
 )
 
 
@@ -98,7 +103,7 @@ def _class_doc(net: ir.Network, plan: EmitPlan, certificate: Certificate) -> str
         *(f"    {comment(st.text)}" for st in net.statements),
         "",
         "Built by the method of",
-        f"*{PAPER}*:",
+        *PAPER_LINES,
         "every gradient of a first-order algorithm is replaced by a learnable block.",
         f"Input and output layout: {plan.layout.shape}.",
         "",
@@ -113,6 +118,11 @@ def _class_doc(net: ir.Network, plan: EmitPlan, certificate: Certificate) -> str
         "    dim: feature size (channels for image layouts).",
         f"    depth: number of layers (default {net.depth}).",
     ]
+    if plan.uses_k:
+        lines += [
+            "    start: the layer index k of the first layer (default 0; a model's stage that",
+            "        continues the recurrence of the stage before it starts further on).",
+        ]
     return docstring_text("\n".join(lines)) + "\n"
 
 
@@ -193,8 +203,7 @@ def render_module(
         net=network_view(net, plan, certificate),
         imports=_imports(plan.imports),
     )
-    text = env.get_template("module.py.j2").render(**context)
-    return black.format_str(text, mode=BLACK_MODE)
+    return env.get_template("module.py.j2").render(**context)
 
 
 TEST_DEPTH = 3  # layers of the module the generated tests build, at most
@@ -230,7 +239,7 @@ def render_test(
 ) -> str:
     env = _environment()
     stem = snake_case(net.name)
-    text = env.get_template("test_module.py.j2").render(
+    return env.get_template("test_module.py.j2").render(
         header=header(source_name, sha256),
         class_name=plan.class_name,
         stem=stem,
@@ -241,19 +250,25 @@ def render_test(
         unreached=unreached_parameters(net, plan),
         fixed_point=certificate.consistent is True,
         implicit=plan.kind != "explicit",
+        fixed_iterations=plan.solver.get("iterations") is not None,
     )
-    return black.format_str(text, mode=BLACK_MODE)
 
 
 def generate(
-    net: ir.Network, certificate: Certificate, source_name: str, sha256: str
+    net: ir.Network,
+    certificate: Certificate,
+    source_name: str,
+    sha256: str,
+    formatting: Formatting = BLACK_DEFAULTS,
 ) -> dict[str, str]:
-    """The two files of one network: `<name>.py` and `test_<name>.py`."""
+    """The two files of one network, `<name>.py` and `test_<name>.py`, formatted."""
     plan = lower(net)
     stem = snake_case(net.name)
     return {
-        f"{stem}.py": render_module(net, plan, certificate, source_name, sha256),
-        f"test_{stem}.py": render_test(net, plan, certificate, source_name, sha256),
+        f"{stem}.py": formatting.format(render_module(net, plan, certificate, source_name, sha256)),
+        f"test_{stem}.py": formatting.format(
+            render_test(net, plan, certificate, source_name, sha256)
+        ),
     }
 
 
@@ -267,12 +282,13 @@ def _model_doc(model_plan, mcert) -> str:
         f"Input [N, {c}, {h}, {w}]; stem {model.stem.kind}({model.stem.out});",
         *(
             f"stage {i}: {s.network}(dim={s.dim}, depth={s.depth})"
-            for i, s in enumerate(model.stages)
+            + (f", layers k = {start}..{start + s.depth - 1}" if start else "")
+            for i, (s, start) in enumerate(zip(model.stages, stage_starts(model)))
         ),
         f"head: {'none' if model.head.classes is None else 'classifier'}.",
         "",
         "Built by the method of",
-        f"*{PAPER}*:",
+        *PAPER_LINES,
         "each stage is a network whose layers are the iterations of an algorithm.",
         "",
         "Certificate (see CERTIFICATE and CERTIFICATES):",
@@ -295,24 +311,69 @@ def build_model(source: str, class_name: str):
     return namespace[class_name]().eval()
 
 
-def _measure(source: str, class_name: str, input_size: tuple[int, ...]) -> tuple[int | None, int]:
-    """FLOPs (torch.utils.flop_counter, one image) and parameters of the model in `source`."""
+def count_flops(model, input_size: tuple[int, ...]):
+    """A `FlopCounterMode` after one forward of one zero image through `model`.
+
+    The iterations of a solve depend on the data, so every solving stage is counted at its
+    whole iteration budget (a tolerance no residual meets runs `max_iter` iterations): an
+    upper bound that the generated test reproduces exactly.
+    """
+    import warnings
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    saved = {}
+    for i, stage in enumerate(model.stages):
+        if hasattr(stage, "solver"):
+            saved[i] = stage.solver
+            stage.solver = {**stage.solver, "tol": -1.0}
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), FlopCounterMode(display=False) as counter:
+            warnings.simplefilter("ignore")  # each budget-bound solve "misses" its tolerance
+            model(torch.zeros(1, *input_size))
+    finally:
+        for i, solver in saved.items():
+            model.stages[i].solver = solver
+    return counter
+
+
+def _measure(source: str, class_name: str, input_size: tuple[int, ...]) -> tuple[int, int]:
+    """FLOPs (torch.utils.flop_counter, one image) and parameters of the model in `source`."""
     model = build_model(source, class_name)
     params = sum(p.numel() for p in model.parameters())
-    solves = any(hasattr(stage, "solver") for stage in model.stages)
-    if solves:  # the iterations of a solve depend on the data
-        return None, params
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *input_size))
-    return counter.get_total_flops(), params
+    return count_flops(model, input_size).get_total_flops(), params
+
+
+def _stage_certificates(
+    model_name: str, mcert, certificates: dict, views
+) -> tuple[list[str], list[tuple[int, str, dict]]]:
+    """The constant naming each stage's certificate, and the constants to define.
+
+    A stage that runs its network's declared layers shares the network's constant; any
+    other (another depth, or a first layer k > 0 where it continues a recurrence) gets its
+    own, `<MODEL>_STAGE_<i>_CERTIFICATE`.
+    """
+    names, defined = [], []
+    constants = {v.class_name: v.certificate_name for v in views}
+    for i, (network, cert) in enumerate(mcert.stages):
+        if cert == certificates[network]:
+            names.append(constants[network])
+            continue
+        name = f"{snake_case(model_name).upper()}_STAGE_{i}_CERTIFICATE"
+        names.append(name)
+        defined.append((i, name, cert.as_dict()))
+    return names, defined
 
 
 def render_model(
-    model_plan, certificates: dict, mcert, source_name: str, sha256: str
-) -> tuple[dict[str, str], int | None, int]:
+    model_plan,
+    certificates: dict,
+    mcert,
+    source_name: str,
+    sha256: str,
+    formatting: Formatting = BLACK_DEFAULTS,
+) -> tuple[dict[str, str], int, int]:
     """The two files of one model (`<name>.py`, `test_<name>.py`), its FLOPS and PARAMS."""
     env = _environment()
     model = model_plan.model
@@ -326,6 +387,7 @@ def render_model(
         network_view(net, model_plan.plans[net.name], certificates[net.name], with_slots=True)
         for net in model_plan.networks
     ]
+    stage_names, stage_constants = _stage_certificates(model.name, mcert, certificates, views)
     context = dict(
         header=header(source_name, sha256),
         module_doc=docstring_text(f"{model.name}, compiled by optgen from {source_name}."),
@@ -337,7 +399,8 @@ def render_model(
         certificate=mcert.as_dict(),
         class_doc=_model_doc(model_plan, mcert),
         rules={net.name: net.rule for net in model_plan.networks},
-        stage_certificates=[(v.class_name, v.certificate_name) for v in views],
+        stage_certificates=stage_names,
+        stage_certificate_constants=stage_constants,
         input_size=list(model.input),
         num_classes=model.head.classes or 0,
         in_chans=model.input[0],
@@ -346,10 +409,10 @@ def render_model(
         flops=None,
         params=None,
     )
-    draft = black.format_str(env.get_template("model.py.j2").render(**context), mode=BLACK_MODE)
+    draft = env.get_template("model.py.j2").render(**context)
     # FLOPS and PARAMS are measured on the module itself, then written into it.
     context["flops"], context["params"] = _measure(draft, model.name, model.input)
-    text = black.format_str(env.get_template("model.py.j2").render(**context), mode=BLACK_MODE)
+    text = formatting.format(env.get_template("model.py.j2").render(**context))
     stem = model_plan.file_stem
     test = env.get_template("test_model.py.j2").render(
         header=header(source_name, sha256),
@@ -360,10 +423,10 @@ def render_model(
         explicit=all(p.kind == "explicit" for p in plans),
         consistent_stages=[
             i
-            for i, s in enumerate(model.stages)
-            if certificates[s.network].consistent is True
-            and model_plan.plans[s.network].kind == "explicit"
+            for i, (network, cert) in enumerate(mcert.stages)
+            if cert.consistent is True and model_plan.plans[network].kind == "explicit"
         ],
+        solves=any(p.kind != "explicit" for p in plans),
     )
-    files = {f"{stem}.py": text, f"test_{stem}.py": black.format_str(test, mode=BLACK_MODE)}
+    files = {f"{stem}.py": text, f"test_{stem}.py": formatting.format(test)}
     return files, context["flops"], context["params"]

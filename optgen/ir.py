@@ -295,6 +295,9 @@ class Network:
     source_text: str
     solver: SolverSpec | None = None
     backward: SolverSpec | None = None
+    # The layer index k of the first layer: 0, or more for a model's stage that carries the
+    # states of the stage before it and so continues its recurrence (schedules go on in k).
+    start: int = 0
     spans: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property

@@ -134,6 +134,9 @@ class EmitPlan:
     kind: str = "explicit"  # "explicit" | "implicit" | "equilibrium"
     solver: dict = field(default_factory=dict)
     backward: dict = field(default_factory=dict)
+    # The layer index k is read (schedules, k-dependent start values, sums from a layer on):
+    # the class takes `start`, the k of its first layer, to continue an earlier recurrence.
+    uses_k: bool = False
 
     @property
     def block_kinds(self) -> list[blocks.BlockKind]:
@@ -205,6 +208,8 @@ class Lowerer:
         self._schedule_of: dict[sympy.Expr, str] = {}
         self._call_tensor_of: dict[sympy.Expr, str] = {}
         self._layer_tensor_of: dict[sympy.Expr, str] = {}
+        self.reads_k = False  # a sum gains its first term at a layer after the first
+        self.block_outputs: set[str] = set()  # names bound to a block's output
 
     # ------------------------------------------------------------ names
     def allocate(self) -> None:
@@ -246,7 +251,8 @@ class Lowerer:
             attr = self.attrs.create(f"{p.name}_raw" if constrained else p.name)
             raw, needs_math = self._raw_code(p)
             if p.per_layer:
-                init = f"nn.Parameter(torch.tensor([{raw} for k in range(depth)]))"
+                layers = "range(start, start + depth)" if p.depends_on_k else "range(depth)"
+                init = f"nn.Parameter(torch.tensor([{raw} for k in {layers}]))"
             else:
                 init = f"nn.Parameter(torch.tensor({raw}))"
             plans.append(ParamPlan(p.name, attr, var, init, self._param_doc(p), needs_math))
@@ -410,7 +416,7 @@ class Lowerer:
                 (a, _), (b, cb) = pair
                 terms.remove(pair[0])
                 terms.remove(pair[1])
-                start = plan.Lerp(target, a, b, self.scalar(cb))
+                start = plan.Lerp(target, a, b, self.scalar(cb), self._cast(a, b))
             else:
                 var, c = terms.pop(0)
                 start = plan.Scale(target, var, self.scalar(c))
@@ -450,6 +456,11 @@ class Lowerer:
         text = " ".join(parts)
         text = text[2:] if text.startswith("+ ") else "-" + text[2:]
         return f"{target} = {text}"
+
+    def _cast(self, start: str, end: str) -> str | None:
+        """Which lerp operand is a block output, to take the other's dtype (plan.Lerp)."""
+        outputs = (start in self.block_outputs, end in self.block_outputs)
+        return {(True, False): "start", (False, True): "end"}.get(outputs)
 
     def _lerp_pair(self, terms):
         """Two terms whose coefficients sum to 1, the one with the simpler weight second."""
@@ -539,6 +550,7 @@ class Lowerer:
             kind=net.kind,
             solver=solver_config(net),
             backward=backward_config(net),
+            uses_k=bool(self.schedules) or self.reads_k or any(p.depends_on_k for p in net.params),
         )
 
     def _finish(self, ops: tuple[plan.Op, ...], live: set[str]) -> tuple[plan.Op, ...]:
@@ -683,6 +695,7 @@ class Lowerer:
             short = arg.isidentifier() and len(arg) < 12
             var = name or self.ns.create(f"{atom.block}_{arg}" if short else f"{atom.block}_out")
             ops.append(plan.BlockCall(var, self.block_var[atom.block], arg))
+            self.block_outputs.add(var)
         elif isinstance(atom, ir.MapOut):
             arg = self.operand(atom.arg, values, ops, f"{atom.fn}_in")
             var = name or self.ns.create(f"{atom.fn}_out")
@@ -702,7 +715,11 @@ class Lowerer:
                 )
                 accumulate.append(self.add(var, var, source, self.coef(coef.subs(atom.var, ir.K))))
             # sum(i = lo..k, ...) gains its first term at layer lo.
-            ops.extend(accumulate if atom.lo == 0 else [plan.FromLayer(atom.lo, tuple(accumulate))])
+            if atom.lo == 0:
+                ops.extend(accumulate)
+            else:
+                self.reads_k = True
+                ops.extend([plan.FromLayer(atom.lo, tuple(accumulate))])
         else:  # pragma: no cover - resolve only produces the atoms above
             raise AssertionError(f"cannot materialize {atom}")
         values[atom] = var

@@ -9,7 +9,7 @@ output, the next stage starts from its own init (`stage(x)`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import ir
 from .lower import EmitPlan, lower
@@ -71,12 +71,42 @@ def _transition(t: ir.Transition, dim: int, tokens: bool) -> str:
     return "nn.Identity()"
 
 
+def stage_starts(model: ir.Model) -> tuple[int, ...]:
+    """The layer index k of each stage's first layer.
+
+    A stage whose states are carried in continues the recurrence of the stage before it,
+    its layer count included (APG2's theta = 2/(k+2) goes on falling); a stage that starts
+    from its own init after `carry output` starts at k = 0.
+    """
+    starts = [0]
+    for i, t in enumerate(model.transitions):
+        carried = t.carry is ir.Carry.STATES
+        starts.append(starts[i] + model.stages[i].depth if carried else 0)
+    return tuple(starts)
+
+
+def stage_networks(model: ir.Model, networks: dict[str, ir.Network]) -> tuple[ir.Network, ...]:
+    """Each stage's network as the stage runs it: its depth and its first layer."""
+    return tuple(
+        replace(networks[s.network], depth=s.depth, start=start)
+        for s, start in zip(model.stages, stage_starts(model))
+    )
+
+
+def _stage_ctor(stage: ir.Stage, start: int, plan: EmitPlan) -> str:
+    start_arg = f", start={start}" if start and plan.uses_k else ""
+    return f"{stage.network}({stage.dim}, depth={stage.depth}{start_arg})"
+
+
 def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
     used = tuple(dict.fromkeys(s.network for s in model.stages))
     plans = {name: lower(networks[name]) for name in used}
     tokens = model.layout == "sequence"
     stem = _stem(model.stem, model)
-    stage_ctors = tuple(f"{s.network}({s.dim}, depth={s.depth})" for s in model.stages)
+    stage_ctors = tuple(
+        _stage_ctor(s, start, plans[s.network])
+        for s, start in zip(model.stages, stage_starts(model))
+    )
     transition_ctors = tuple(
         _transition(t, model.stages[i].dim, tokens) for i, t in enumerate(model.transitions)
     )

@@ -11,15 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import ir
 from .analysis import Certificate, analyze
 from .analysis.model import ModelCertificate, analyze_model
 from .errors import Diagnostic, OptgenError, Severity
-from .models import lower_model, slot_mismatches
+from .models import lower_model, slot_mismatches, stage_networks
 from .parse import parse
 from .resolve import resolve
 from .source import SourceFile
+
+if TYPE_CHECKING:  # black loads only to write files
+    from .formatting import Formatting
 
 
 class Stage(IntEnum):
@@ -73,8 +77,18 @@ def convergence_diagnostics(cert: Certificate, strict: bool) -> list[Diagnostic]
     return out
 
 
-def compile(source: SourceFile, *, strict: bool = False, until: Stage = Stage.EMIT) -> Result:
-    """Run the pipeline on one source as far as `until`; problems become diagnostics."""
+def compile(
+    source: SourceFile,
+    *,
+    strict: bool = False,
+    until: Stage = Stage.EMIT,
+    formatting: Formatting | None = None,
+) -> Result:
+    """Run the pipeline on one source as far as `until`; problems become diagnostics.
+
+    The files are formatted with `formatting` (`optgen.formatting.for_directory` of where
+    they go), black's defaults when None.
+    """
     warnings: list[Diagnostic] = []
     try:
         program = resolve(parse(source), source, warnings)
@@ -94,7 +108,20 @@ def compile(source: SourceFile, *, strict: bool = False, until: Stage = Stage.EM
     for cert in certificates:
         diagnostics.extend(convergence_diagnostics(cert, strict))
     by_network = {net.name: cert for net, cert in zip(networks, certificates)}
-    model_certificates = tuple(analyze_model(model, by_network) for model in models)
+    model_certificates = tuple(
+        analyze_model(model, tuple(analyze(n) for n in stage_networks(model, by_name)))
+        for model in models
+    )
+    # A stage runs its network at its own depth and first layer, where a schedule in k can
+    # fail its conditions though the declared layers pass: those warnings (errors with
+    # --strict) are the stage's, reported once.
+    seen = {(d.span, d.message) for d in diagnostics}
+    for model_cert in model_certificates:
+        for _, stage_cert in model_cert.stages:
+            for d in convergence_diagnostics(stage_cert, strict):
+                if (d.span, d.message) not in seen:
+                    seen.add((d.span, d.message))
+                    diagnostics.append(d)
     result = Result(
         source,
         networks,
@@ -106,16 +133,19 @@ def compile(source: SourceFile, *, strict: bool = False, until: Stage = Stage.EM
     if until < Stage.EMIT or not result.ok:
         return result
     from .codegen import generate, render_model  # jinja2 and black load only to write files
+    from .formatting import BLACK_DEFAULTS
+
+    formatting = formatting or BLACK_DEFAULTS
 
     outputs: dict[str, str] = {}
     source_name = Path(source.path).name
     for net, cert in zip(networks, certificates):
-        outputs.update(generate(net, cert, source_name, source.sha256))
+        outputs.update(generate(net, cert, source_name, source.sha256, formatting))
     figures = []
     for model, model_cert in zip(models, model_certificates):
         plan = lower_model(model, by_name)
         files, flops, params = render_model(
-            plan, by_network, model_cert, source_name, source.sha256
+            plan, by_network, model_cert, source_name, source.sha256, formatting
         )
         outputs.update(files)
         figures.append((flops, params))

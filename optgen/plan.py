@@ -179,6 +179,10 @@ class Lerp(Op):
     start: str
     end: str
     weight: Scalar
+    # A block's output under autocast is float16/bfloat16 while a state stays float32, and
+    # lerp, unlike add, does not promote: the block output (`start` or `end`, None when
+    # neither or both are one) takes the other operand's dtype (free when they agree).
+    cast: str | None = None
     USES: ClassVar[tuple[str, ...]] = ("start", "end")
     KERNELS: ClassVar[int] = 1
 

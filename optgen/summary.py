@@ -8,16 +8,12 @@ from __future__ import annotations
 
 from . import ir, present
 from .analysis.model import ModelCertificate
-from .codegen import build_model
+from .codegen import build_model, count_flops
 
 
-def _flops_by_part(model, image) -> dict[str, int]:
+def _flops_by_part(model, input_size: tuple[int, ...]) -> dict[str, int]:
     """FLOPs per module path below the model (leaf modules summed up to each prefix)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(image)
+    counter = count_flops(model, input_size)
     counts = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
     leaves = [k for k in counts if not any(other.startswith(k + ".") for other in counts)]
     root = type(model).__name__
@@ -45,11 +41,9 @@ def _shape(shape) -> str:
 
 def model_summary(model_ir: ir.Model, source: str, cert: ModelCertificate) -> str:
     """The table of one model, from its generated source."""
-    import torch
-
     model = build_model(source, model_ir.name)
     solves = any(hasattr(stage, "solver") for stage in model.stages)
-    flops = {} if solves else _flops_by_part(model, torch.zeros(1, *model_ir.input))
+    flops = _flops_by_part(model, model_ir.input)
     rows: list[tuple[str, int, int | None, str, str]] = []
     stem = model_ir.stem
     rows.append(
@@ -117,6 +111,7 @@ def model_summary(model_ir: ir.Model, source: str, cert: ModelCertificate) -> st
         lines.append("  " + "  ".join(cells).rstrip())
     if solves:
         lines.append(
-            "  (FLOPs unknown: a stage solves an implicit layer, whose work depends on the data)"
+            "  (a solving stage is counted at its whole iteration budget, max_iter: its work"
+            " depends on the data)"
         )
     return "\n".join(lines)

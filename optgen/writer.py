@@ -67,7 +67,10 @@ class ForwardWriter(CodeWriter):
 
     # ------------------------------------------------------------ straight-line ops
     def visit_Comment(self, op: plan.Comment) -> None:
-        self.writeline(f"# {comment_text(op.text)}")
+        line = f"# {comment_text(op.text)}"
+        # What a fused statement computes can read exactly as the rule's line above it.
+        if not self._lines or self._lines[-1] != self._unit * self._level + line:
+            self.writeline(line)
 
     def visit_Const(self, op: plan.Const) -> None:
         self.writeline(f"{op.target} = {float(op.value)!r}")
@@ -97,7 +100,12 @@ class ForwardWriter(CodeWriter):
         self.writeline(f"{op.target} = torch.zeros_like({op.like})")
 
     def visit_Lerp(self, op: plan.Lerp) -> None:
-        self.writeline(f"{op.target} = torch.lerp({op.start}, {op.end}, {op.weight.text})")
+        start, end = op.start, op.end
+        if op.cast == "start":
+            start = f"{op.start}.to({op.end}.dtype)"
+        elif op.cast == "end":
+            end = f"{op.end}.to({op.start}.dtype)"
+        self.writeline(f"{op.target} = torch.lerp({start}, {end}, {op.weight.text})")
 
     def visit_AddAlpha(self, op: plan.AddAlpha) -> None:
         name = "sub" if op.subtract else "add"
@@ -139,7 +147,8 @@ class ForwardWriter(CodeWriter):
 
     # ------------------------------------------------------------ ops with a body
     def visit_FromLayer(self, op: plan.FromLayer) -> None:
-        self.writeline(f"if k >= {op.start}:")
+        # k counts the layers of this module from `start` (a stage continuing a recurrence).
+        self.writeline(f"if self.start + k >= {op.start}:")
         self.write_block(op.body)
 
     def visit_Solve(self, op: plan.Solve) -> None:

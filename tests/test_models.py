@@ -38,6 +38,20 @@ network Gd {
     block T = conv(hidden=dim)
     update { x+ = x - t*T(x) }
 }
+
+network Apg2 {
+    state x, z
+    init z = x
+    param theta = 2/(k+2)
+    param t = 0.5
+    block T = conv(hidden=dim)
+    layers 2
+    update {
+        y = (1 - theta)*x + theta*z
+        z+ = z - (t/theta)*T(y)
+        x+ = (1 - theta)*x + theta*z+
+    }
+}
 """
 
 CLASSIFIER = STAGES + """
@@ -74,7 +88,13 @@ def test_the_classifier_follows_timm_conventions():
     assert model(x).shape == (2, 7)
     assert Staged(num_classes=3, in_chans=1)(torch.randn(2, 1, 8, 8)).shape == (2, 3)
     assert set(Staged.RULES) == {"HeavyBall", "Gd"}
-    assert Staged.CERTIFICATES["HeavyBall"]["name"] == "HeavyBall"
+    # One certificate per stage, in stage order, at the stage's depth and first layer.
+    assert [c["name"] for c in Staged.CERTIFICATES] == ["HeavyBall", "HeavyBall", "Gd"]
+    assert [(c["depth"], c.get("start", 0)) for c in Staged.CERTIFICATES] == [
+        (2, 0),
+        (2, 2),
+        (1, 0),
+    ]
     assert Staged.CERTIFICATE["universal"]["guaranteed"] is True
 
 
@@ -100,8 +120,9 @@ model Carried {{
 """
 
 
-@pytest.mark.parametrize("rule", ["HeavyBall", "Nesterov"])
+@pytest.mark.parametrize("rule", ["HeavyBall", "Nesterov", "Apg2"])
 def test_carrying_the_states_through_identity_transitions_is_one_longer_network(rule):
+    # Apg2's theta = 2/(k+2) depends on the layer: the second stage goes on at k = 2.
     namespace = load(carried(rule), "carried.py")
     model = namespace["Carried"]().double().eval()
     single = namespace[rule](4, depth=5).double()
@@ -214,7 +235,8 @@ model Mixed {
     with pytest.raises(optgen.OptgenError) as err:
         optgen.compile_source(text, "m.opt")
     (diagnostic,) = err.value.diagnostics
-    assert (diagnostic["line"], diagnostic["col"]) == (35, 5)
+    line = text.splitlines().index("    norm carry states") + 1
+    assert (diagnostic["line"], diagnostic["col"]) == (line, 5)
     assert diagnostic["message"] == (
         "carry states from HeavyBall to Gd: their layers carry different values (x, x_prev) and (x)"
     )
@@ -222,7 +244,8 @@ model Mixed {
     out = tmp_path / "out"
     result = run_optgen("compile", str(opt_file(text, "m.opt")), "-o", str(out))
     assert (
-        result.returncode == 1 and "m.opt:35:5: error: carry states from HeavyBall" in result.stderr
+        result.returncode == 1
+        and f"m.opt:{line}:5: error: carry states from HeavyBall" in result.stderr
     )
     assert not out.exists()
 
@@ -253,3 +276,94 @@ def test_the_training_example_of_docs_models_runs_and_lowers_the_loss(capsys, mo
     exec(compile(code, "docs/models.md", "exec"), {})
     losses = [float(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
     assert len(losses) == 5 and losses[-1] < losses[0]
+
+
+def test_a_stage_that_carries_the_states_in_continues_the_layer_index():
+    namespace = load(carried("Apg2"), "carried.py")
+    model = namespace["Carried"]()
+    assert [stage.start for stage in model.stages] == [0, 2]
+    assert model.stages[1].theta == [2 / 4, 2 / 5, 2 / 6]
+    text = optgen.compile_source(carried("Apg2"), "m.opt")["carried.py"]
+    assert "Apg2(4, depth=3, start=2)," in text and "layers k = 2..4" in text
+    # After `carry output` the stage starts from its own init, at k = 0.
+    restarted = carried("Apg2").replace(
+        "    stage Apg2(dim=4, depth=3)", "    norm carry output\n    stage Apg2(dim=4, depth=3)"
+    )
+    assert [s.start for s in load(restarted, "carried.py")["Carried"]().stages] == [0, 0]
+    # A rule whose coefficients do not depend on k takes no `start`.
+    assert "start" not in optgen.compile_source(carried("HeavyBall"), "m.opt")["heavy_ball.py"]
+
+
+SCHEDULED = STAGES + """
+network Growing {
+    state x
+    param t = 0.5
+    param beta = k/2
+    block T = conv(hidden=dim)
+    layers 2
+    update { x+ = x - t*T(x) + beta*(x - x-) }
+}
+
+model Long {
+    input [3, 8, 8]
+    stem conv(out=4)
+    stage Growing(dim=4, depth=4)
+    head classifier(classes=2)
+}
+"""
+
+
+def test_a_stage_is_certified_at_its_own_depth(opt_file):
+    """beta = k/2 passes over the declared 2 layers and fails at k = 2 of a 4-layer stage."""
+    certs = {c["name"]: c for c in optgen.check_source(SCHEDULED, "m.opt")}
+    assert certs["Growing"]["zero_stable"] is True and certs["Growing"]["depth"] == 2
+    model = certs["Long"]
+    assert model["stages"][0]["depth"] == 4 and model["stages"][0]["zero_stable"] is False
+    assert model["universal"]["guaranteed"] is False
+    assert model["universal"]["reasons"][0].startswith(
+        "stage 0 (Growing) is not guaranteed: not zero-stable"
+    )
+    Long = load(SCHEDULED, "long.py")["Long"]
+    assert Long.CERTIFICATES[0]["zero_stability"].startswith("at layer k=2:")
+    path = opt_file(SCHEDULED, "m.opt")
+    assert run_optgen("check", str(path)).returncode == 0
+    strict = run_optgen("check", str(path), "--strict")
+    assert strict.returncode == 1 and "m.opt:" in strict.stderr and "k=2" in strict.stderr
+
+
+IMPLICIT = STAGES + """
+network Prox {
+    state x
+    param t = 0.5
+    block T = conv(hidden=dim)
+    layers 1
+    solver anderson(m=3, max_iter=7, tol=1e-4)
+    update { x+ = x - t*T(x+) }
+}
+
+model Solving {
+    input [3, 8, 8]
+    stem conv(out=4)
+    stage Gd(dim=4, depth=1)
+    norm carry output
+    stage Prox(dim=4, depth=1)
+    head classifier(classes=3)
+}
+"""
+
+
+def test_a_solving_stage_is_counted_at_its_whole_iteration_budget(tmp_path):
+    Solving = load(IMPLICIT, "solving.py")["Solving"]
+    assert isinstance(Solving.FLOPS, int) and Solving.FLOPS > 0
+    torch.manual_seed(0)
+    model = Solving().eval()
+    solver = model.stages[1].solver
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 8, 8))
+    converged = counter.get_total_flops()
+    assert model.stages[1].solver == solver  # measuring leaves the module as it was
+    assert converged < Solving.FLOPS  # a converged solve stops before max_iter
+    for name, text in optgen.compile_source(IMPLICIT, "m.opt").items():
+        if "solving" in name:
+            (tmp_path / name).write_text(text)
+    assert_generated_tests_pass(tmp_path, tmp_path)

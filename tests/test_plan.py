@@ -100,7 +100,9 @@ def test_folded_constants_keep_the_rule_names():
     assert "x = torch.lerp(x, z, rho * t)" in ladmm
     assert "x.add_(F_x, alpha=-t)" in ladmm
     nesterov_k = (GENERATED / "nesterov_k.py").read_text()
-    assert "self.neg_beta = [float(-k / (k + 3)) for k in range(depth)]" in nesterov_k
+    assert (
+        "self.neg_beta = [float(-k / (k + 3)) for k in range(start, start + depth)]" in nesterov_k
+    )
     assert "coef1" not in nesterov_k
 
 
@@ -186,7 +188,8 @@ def test_a_sum_from_a_positive_lower_bound(tmp_path, lo):
 """
     source = module_of(text, "sum_from")
     assert "Piecewise" not in source
-    assert f"if k >= {lo}:" in source
+    # k counts from the module's first layer (`start`, for a stage continuing a recurrence).
+    assert f"if self.start + k >= {lo}:" in source
     namespace: dict = {}
     exec(compile(source, "sum_from.py", "exec"), namespace)
     module = namespace["SumFrom"](4)

@@ -34,6 +34,7 @@ class Certificate:
     span: Span
     universal: bool | None
     universal_reasons: tuple[str, ...]
+    start: int = 0  # k of the first layer (a model's stage that continues a recurrence)
     slots: tuple[str, ...] = ()
     matrix: tuple[tuple[str, ...], ...] = ()
     rho: tuple[float, ...] | None = None
@@ -72,6 +73,8 @@ class Certificate:
             "states": list(self.states),
             "blocks": list(self.blocks),
             "depth": self.depth,
+            # Only a stage that continues the recurrence of the stage before it has one.
+            **({"start": self.start} if self.start else {}),
             "slots": list(self.slots),
             "matrix": [list(row) for row in self.matrix] or None,
             "rho": None if self.rho is None else list(self.rho),
@@ -244,6 +247,7 @@ def analyze_network(net: ir.Network) -> Certificate:
         blocks=tuple(b.name for b in net.blocks),
         depth=net.depth,
         span=net.span,
+        start=net.start,
     )
     try:
         rec = reduce_rule(net)
@@ -308,13 +312,13 @@ def _fill_checks(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
         layer = stability.check_layer(rec, values, net.output, primal)
         _record_layer(rec, layer, draft, values)
         return
-    depth = net.depth
+    depth, start = net.depth, net.start
     exact = [
         stability.check_layer(rec, _at_layer(values, k), net.output, primal)
-        for k in range(min(depth, EXACT_LAYERS))
+        for k in range(start, start + min(depth, EXACT_LAYERS))
     ]
-    _record_layer(rec, exact[0], draft, _at_layer(values, 0))
-    mats = stability.layer_matrices(rec, values, ir.K, depth)
+    _record_layer(rec, exact[0], draft, _at_layer(values, start))
+    mats = stability.layer_matrices(rec, values, ir.K, depth, start)
     float_radii = stability.radii(mats[len(exact) :]) if depth > len(exact) else []
     draft.fields["per_layer"] = tuple(json_float(layer.radius) for layer in exact) + tuple(
         json_float(r) for r in float_radii
@@ -322,14 +326,14 @@ def _fill_checks(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     draft.fields["per_layer_step"] = tuple(_json_or_none(layer.consistency.step) for layer in exact)
     amp = stability.amplification(mats)
     draft.fields["amplification"] = None if amp is None else json_float(amp)
-    _record_k_verdicts(exact, draft)
+    _record_k_verdicts(exact, start, draft)
     if depth > len(exact):
         draft.notes.append(
-            f"layers k >= {len(exact)} are checked in floating point (spectral radius only)"
+            f"layers k >= {start + len(exact)} are checked in floating point (spectral radius only)"
         )
         outside = [i for i, r in enumerate(float_radii) if r > 1 + 1e-9]
         if outside and draft.fields["zero_stable"]:
-            first = len(exact) + outside[0]
+            first = start + len(exact) + outside[0]
             _set_zero_stability(
                 draft,
                 False,
@@ -377,24 +381,25 @@ def _set_zero_stability(draft: _Draft, ok: bool, message: str) -> None:
     draft.fields["zero_stability"] = message
 
 
-def _record_k_verdicts(layers: list[stability.LayerCheck], draft: _Draft) -> None:
-    bad_zero = next(((k, c) for k, c in enumerate(layers) if not c.zero_stability.ok), None)
+def _record_k_verdicts(layers: list[stability.LayerCheck], start: int, draft: _Draft) -> None:
+    """The verdicts of the layers k = start, start+1, ...: the first failing layer decides."""
+    which = f"k < {start + len(layers)}" if start == 0 else f"{start} <= k < {start + len(layers)}"
+    numbered = list(enumerate(layers, start=start))
+    bad_zero = next(((k, c) for k, c in numbered if not c.zero_stability.ok), None)
     if bad_zero is not None:
         _set_zero_stability(
             draft, False, f"at layer k={bad_zero[0]}: {bad_zero[1].zero_stability.message}"
         )
     else:
-        _set_zero_stability(
-            draft, True, f"every layer k < {len(layers)} satisfies the root condition"
-        )
-    bad_cons = next(((k, c) for k, c in enumerate(layers) if not c.consistency.ok), None)
+        _set_zero_stability(draft, True, f"every layer {which} satisfies the root condition")
+    bad_cons = next(((k, c) for k, c in numbered if not c.consistency.ok), None)
     if bad_cons is not None:
         draft.fields["consistent"] = False
         draft.fields["consistency"] = f"at layer k={bad_cons[0]}: {bad_cons[1].consistency.message}"
     else:
         draft.fields["consistent"] = True
         draft.fields["consistency"] = (
-            f"every layer k < {len(layers)} is consistent (h > 0); at k=0: {layers[0].consistency.message}"
+            f"every layer {which} is consistent (h > 0); at k={start}: {layers[0].consistency.message}"
         )
 
 

@@ -29,6 +29,8 @@ class ModelCertificate:
                 {
                     "stage": i,
                     "network": network,
+                    "depth": cert.depth,
+                    "start": cert.start,
                     "zero_stable": cert.zero_stable,
                     "consistent": cert.consistent,
                     "universal": cert.universal,
@@ -39,9 +41,13 @@ class ModelCertificate:
         }
 
 
-def analyze_model(model: ir.Model, certificates: dict[str, Certificate]) -> ModelCertificate:
-    """Guaranteed when every stage is; otherwise the first stage that decides is named."""
-    stages = tuple((s.network, certificates[s.network]) for s in model.stages)
+def analyze_model(model: ir.Model, stage_certificates: tuple[Certificate, ...]) -> ModelCertificate:
+    """Guaranteed when every stage is; otherwise the first stage that decides is named.
+
+    `stage_certificates` holds one certificate per stage, of the stage's network at the
+    stage's depth and first layer (`optgen.models.stage_networks`).
+    """
+    stages = tuple((s.network, c) for s, c in zip(model.stages, stage_certificates))
     failing = [(i, n, c) for i, (n, c) in enumerate(stages) if c.universal is False]
     unknown = [(i, n, c) for i, (n, c) in enumerate(stages) if c.universal is None]
     if failing:

@@ -297,12 +297,13 @@ def check_layer(rec: Recurrence, values: dict, output: str, primal: set[str]) ->
 
 # ---------------------------------------------------------------- many layers, in floating point
 def layer_matrices(
-    rec: Recurrence, values: dict, k_symbol: sympy.Symbol, depth: int
+    rec: Recurrence, values: dict, k_symbol: sympy.Symbol, depth: int, start: int = 0
 ) -> numpy.ndarray:
-    """M_k for k = 0..depth-1 as a float array of shape (depth, n, n)."""
+    """M_k for k = start..start+depth-1 as a float array of shape (depth, n, n)."""
     matrix = rec.matrix.xreplace({s: v for s, v in values.items() if s != k_symbol})
     fn = sympy.lambdify(k_symbol, matrix, "numpy")
-    return numpy.array([numpy.array(fn(k), dtype=float) for k in range(depth)], dtype=float)
+    layers = range(start, start + depth)
+    return numpy.array([numpy.array(fn(k), dtype=float) for k in layers], dtype=float)
 
 
 def radii(mats: numpy.ndarray) -> list[float]:
