@@ -2,6 +2,10 @@
 
     python bench/fuzz.py --cases 10000 [--seed 0] [--run-fraction 0.05]
 
+Three kinds of case in turn: generated programs, mutations of the catalog, and (issue 16)
+hostile shapes: separator runs, long sums, extreme numbers, reserved names, colliding
+names, a tenth of them written through a file system that fails part-way.
+
 Properties (issue 7): compile_source returns sources or raises OptgenError with a line
 and column inside the text, nothing else; every source is valid Python, black-clean and
 imports only torch and the standard library; a sample of the valid programs runs forward
@@ -15,13 +19,23 @@ import argparse
 import random
 import resource
 import sys
+import tempfile
 import time
 import traceback
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fuzzing import catalog_texts, check_compile, check_runs, generate_program, mutate  # noqa: E402
+from fuzzing import (  # noqa: E402
+    catalog_texts,
+    check_compile,
+    check_runs,
+    generate_program,
+    hostile_program,
+    mutate,
+    write_with_failures,
+)
 
 import optgen  # noqa: E402
 
@@ -40,6 +54,8 @@ def main(argv=None) -> int:
     counts = {
         "generated": 0,
         "mutated": 0,
+        "hostile": 0,
+        "written through failures": 0,
         "compiled": 0,
         "rejected": 0,
         "ran": 0,
@@ -47,16 +63,37 @@ def main(argv=None) -> int:
         "slow_rejections": 0,
     }
     slowest_rejection = 0.0
+    slowest_case = 0.0  # CPU seconds
+    largest_case = 0  # bytes, tracemalloc peak of one hostile case
     failures = []
     start = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="optgen-fuzz-"))
     for case in range(args.cases):
-        generated = case % 2 == 0
-        text = generate_program(rng) if generated else mutate(rng, rng.choice(texts))
-        counts["generated" if generated else "mutated"] += 1
+        kind = ("generated", "mutated", "hostile")[case % 3]
+        generated = kind == "generated"
+        if kind == "hostile":
+            text = hostile_program(rng)
+        else:
+            text = generate_program(rng) if generated else mutate(rng, rng.choice(texts))
+        counts[kind] += 1
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        measured = kind == "hostile"
+        if measured:
+            tracemalloc.start()
         try:
             outputs = check_compile(text)
             elapsed = time.perf_counter() - t0
+            slowest_case = max(slowest_case, time.process_time() - cpu0)
+            if measured:
+                largest_case = max(largest_case, tracemalloc.get_traced_memory()[1])
+                tracemalloc.stop()
+                measured = False
+            if kind == "hostile" and counts["hostile"] % 10 == 0:
+                folder = scratch / str(case)
+                folder.mkdir()
+                write_with_failures(rng, text, folder)
+                counts["written through failures"] += 1
             if outputs is None:
                 counts["rejected"] += 1
                 slowest_rejection = max(slowest_rejection, elapsed)
@@ -65,10 +102,12 @@ def main(argv=None) -> int:
                     failures.append(("slow rejection", f"{elapsed:.2f}s", text))
             else:
                 counts["compiled"] += 1
-                if generated and rng.random() < args.run_fraction:
+                if kind != "mutated" and rng.random() < args.run_fraction:
                     check_runs(outputs)
                     counts["ran"] += 1
         except Exception:  # noqa: BLE001 - every escape is a finding
+            if measured:
+                tracemalloc.stop()
             counts["crashes"] += 1
             failures.append(("crash", traceback.format_exc(limit=4), text))
         if (case + 1) % 1000 == 0:
@@ -82,6 +121,10 @@ def main(argv=None) -> int:
     for key, value in counts.items():
         print(f"  {key}: {value}")
     print(f"  slowest rejection: {slowest_rejection:.3f} s; peak resident memory: {peak:.0f} MiB")
+    print(
+        f"  slowest case: {slowest_case:.2f} s CPU; "
+        f"largest hostile case: {largest_case / 2**20:.1f} MiB traced"
+    )
     for kind, detail, text in failures[:10]:
         print(f"--- {kind}\n{detail}\n{text[:500]}")
     return 1 if failures else 0

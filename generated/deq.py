@@ -11,6 +11,112 @@ from torch import Tensor, nn
 __all__ = ["Deq"]
 
 
+class _Learnable:
+    """How the rule reads one learnable param from its raw `nn.Parameter`."""
+
+    def __init__(
+        self, attr: str, how: str, lo: float, hi: float | None, per_layer: bool, declared: str
+    ) -> None:
+        self.attr, self.how, self.lo, self.hi = attr, how, lo, hi
+        self.per_layer, self.declared = per_layer, declared
+
+    def value(self, raw: Tensor) -> Tensor:
+        """The constrained value (what `forward` computes from the raw parameter)."""
+        if self.how == "softplus":
+            return torch.nn.functional.softplus(raw)
+        if self.how == "sigmoid":
+            return torch.sigmoid(raw) * (self.hi - self.lo) + self.lo
+        return raw
+
+    def raw(self, name: str, value: Tensor) -> Tensor:
+        """The raw parameter giving `value` (float64), or ValueError outside the constraint."""
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} must be finite, got {value.tolist()}")
+        if self.how == "softplus":
+            if (value <= 0).any():
+                raise ValueError(f"{name} must be > 0 ({self.declared}), got {value.tolist()}")
+            # log(expm1(v)), written so that a large v does not overflow
+            return value + torch.log(-torch.expm1(-value))
+        if self.how == "sigmoid":
+            if ((value <= self.lo) | (value >= self.hi)).any():
+                interval = f"({self.lo:g}, {self.hi:g})"
+                raise ValueError(
+                    f"{name} must lie in {interval}, the values its sigmoid reaches"
+                    f" ({self.declared}), got {value.tolist()}"
+                )
+            return torch.logit((value - self.lo) / (self.hi - self.lo))
+        return value
+
+
+def _param_values(module: nn.Module) -> dict[str, Tensor]:
+    """`module.params()`: every param at the value the rule uses, detached."""
+    reference = next(module.parameters(), None)
+    dtype = reference.dtype if reference is not None else torch.get_default_dtype()
+    device = reference.device if reference is not None else None
+    values = {}
+    for name in module.PARAM_NAMES:
+        if name in module.LEARNABLE_PARAMS:
+            spec = module.LEARNABLE_PARAMS[name]
+            raw = getattr(module, spec.attr)
+            value = spec.value(raw if spec.per_layer else raw[0])
+            values[name] = value.detach().clone()
+        else:
+            values[name] = torch.tensor(module.fixed_params[name], dtype=dtype, device=device)
+    return values
+
+
+def _set_param_values(module: nn.Module, values: dict) -> None:
+    """`module.set_params(**values)`: the raw parameters that give `values`, computed in
+    float64 and cast to the module's dtype. Checks every value before it sets any."""
+    updates = []
+    for name, value in values.items():
+        if name not in module.PARAM_NAMES:
+            known = ", ".join(module.LEARNABLE_PARAMS) or "none"
+            raise ValueError(f"{type(module).__name__} has no param {name!r}; learnable: {known}")
+        if name not in module.LEARNABLE_PARAMS:
+            raise ValueError(
+                f"param {name} is fixed (a constant of the rule): change the .opt file"
+            )
+        spec = module.LEARNABLE_PARAMS[name]
+        parameter = getattr(module, spec.attr)
+        value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+        if value.dim() == 0:
+            value = value.expand(parameter.shape)
+        if value.shape != parameter.shape:
+            shape = list(value.shape)
+            raise ValueError(f"{name} takes {parameter.numel()} value(s), got shape {shape}")
+        updates.append((parameter, spec.raw(name, value)))
+    with torch.no_grad():
+        for parameter, raw in updates:
+            parameter.copy_(raw.to(device=parameter.device, dtype=parameter.dtype))
+
+
+def _start(module: nn.Module, attr: str, values: list[float]) -> nn.Parameter:
+    """A raw parameter at its start value, kept exactly in float64 for later dtype changes."""
+    start = torch.tensor(values, dtype=torch.float64)
+    module.__dict__.setdefault("_start_raw", {})[attr] = start
+    return nn.Parameter(start.to(torch.get_default_dtype()))
+
+
+def _params_at_start(module: nn.Module) -> list[str]:
+    """The raw parameters still holding their start value, bit for bit in their dtype."""
+    found = []
+    for attr, start in module.__dict__.get("_start_raw", {}).items():
+        p = getattr(module, attr)
+        plain = type(p.data) is torch.Tensor and p.device.type != "meta"
+        if plain and p.is_floating_point() and torch.equal(p.detach().cpu(), start.to(p.dtype)):
+            found.append(attr)
+    return found
+
+
+def _restore_starts(module: nn.Module, attrs: list[str]) -> None:
+    """After a dtype change: those parameters take their float64 start in the new dtype."""
+    with torch.no_grad():
+        for attr in attrs:
+            p = getattr(module, attr)
+            p.copy_(module._start_raw[attr].to(device=p.device, dtype=p.dtype))
+
+
 def _per_sample(z: Tensor) -> Tensor:
     """z as [batch, features]: the first dimension is the batch."""
     return z.flatten(1) if z.dim() > 1 else z.reshape(1, -1)
@@ -59,7 +165,12 @@ def _anderson(
             f_hist = torch.stack([v.to(work) for v in fs], dim=1)
             g = f_hist - x_hist
             eye = torch.eye(g.shape[1], dtype=work, device=z.device)
-            gram = torch.bmm(g, g.transpose(1, 2)) + lam * eye
+            gram = torch.bmm(g, g.transpose(1, 2))
+            # Regularized relative to the Gram matrix's own scale (its largest diagonal
+            # entry): an absolute lam takes over once the residuals are small and slows
+            # the last digits (57 iterations against 17 at tol 1e-13).
+            scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-30)
+            gram = gram + (lam * scale)[:, None, None] * eye
             weights = torch.linalg.solve(gram, torch.ones_like(gram[..., :1]))[..., 0]
             alpha = weights / weights.sum(dim=1, keepdim=True)
             x_new = torch.bmm(alpha[:, None], f_hist)[:, 0].to(z.dtype)
@@ -71,6 +182,36 @@ def _anderson(
 
 
 _SOLVERS = {"fixed_point": _fixed_point, "anderson": _anderson}
+# The options each solver and backward mode takes (optgen's registry, checked by its tests).
+_SOLVER_OPTIONS = {
+    "fixed_point": ("max_iter", "tol", "iterations"),
+    "anderson": ("m", "max_iter", "tol", "lam"),
+}
+_BACKWARD_OPTIONS = {"implicit": ("max_iter", "tol"), "phantom": ("steps",), "unroll": ()}
+_COUNTS = ("max_iter", "m", "steps", "iterations")
+
+
+def _check_choice(module: nn.Module, attr: str, table: dict) -> None:
+    """`module.solver` or `module.backward` names a known method with known options."""
+    owner = f"{type(module).__name__}.{attr}"
+    setting = getattr(module, attr)
+    name = setting.get("name") if isinstance(setting, dict) else None
+    if name not in table:
+        raise ValueError(f"{owner}: unknown name {name!r}; choose one of {', '.join(table)}")
+    for key, value in setting.items():
+        if key == "name":
+            continue
+        if key not in table[name]:
+            known = ", ".join(table[name]) or "none"
+            raise ValueError(f"{owner}: {name} has no option {key!r}; its options: {known}")
+        if key in _COUNTS:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            wanted = "a positive int"
+        else:  # tol = 0 runs max_iter iterations
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            wanted = "a number >= 0"
+        if not ok:
+            raise ValueError(f"{owner}: option {key} must be {wanted}, got {value!r}")
 
 
 def _record(
@@ -125,6 +266,8 @@ def _contraction(f, z: Tensor, iterations: int) -> float:
 
 def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
     """The fixed point z = f(z), differentiable as `module.backward` says."""
+    _check_choice(module, "solver", _SOLVER_OPTIONS)
+    _check_choice(module, "backward", _BACKWARD_OPTIONS)
     if z0.numel() == 0:  # an empty batch: nothing to solve, and no residual to take
         return f(z0)
     fixed = module.solver.get("iterations")
@@ -288,6 +431,9 @@ class Deq(nn.Module):
 
     RULE = "x+ = x - t*T(x) + t*(input - x)"
     CERTIFICATE = DEQ_CERTIFICATE
+    # The params of the rule, and how the learnable ones are stored (params()).
+    PARAM_NAMES = ("t",)
+    LEARNABLE_PARAMS = {}
 
     def __init__(self, dim: int, depth: int = 1, on_failure: str = "warn") -> None:
         super().__init__()
@@ -303,6 +449,8 @@ class Deq(nn.Module):
         # layer map's Jacobian at each solution ("contraction") to solver_stats.
         self.contraction_iterations = 0
         self._warned = False
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive int, got {depth!r}")
         self.dim = dim
         self.depth = depth
         self.blocks = nn.ModuleDict(
@@ -310,6 +458,31 @@ class Deq(nn.Module):
                 "T": nn.ModuleList([MLP(dim, hidden=2 * dim, act="relu", norm="none")]),
             }
         )
+        self.fixed_params = {
+            "t": 0.5,
+        }
+
+    def params(self) -> dict[str, Tensor]:
+        """Every param at the value the rule uses (learnable ones constrained), detached."""
+        return _param_values(self)
+
+    def set_params(self, **values) -> None:
+        """Set learnable params to these values (inverting their reparametrization).
+
+        A value outside the declared constraint, a fixed param or an unknown name is
+        a ValueError, and then nothing is set. A per-layer param takes one value or
+        one per layer. The raw values are computed in float64, then cast to the
+        module's dtype.
+        """
+        _set_param_values(self, values)
+
+    def _apply(self, fn, recurse=True):
+        # A learnable param still at its start value keeps it exactly in a new dtype
+        # (.double() holds the declared value, not its float32 rounding).
+        at_start = _params_at_start(self)
+        super()._apply(fn, recurse)
+        _restore_starts(self, at_start)
+        return self
 
     def fixed_iterations(self, iterations: int) -> "Deq":
         """Solve with exactly `iterations` fixed-point steps, differentiated through.

@@ -2,7 +2,15 @@
 
 __version__ = "0.1.0"
 
-from .api import check_source, compile_source, load  # noqa: E402
+from .api import check_source, compile_source, load, loads  # noqa: E402
 from .errors import OptgenError, OptgenWarning  # noqa: E402
 
-__all__ = ["OptgenError", "OptgenWarning", "check_source", "compile_source", "load", "__version__"]
+__all__ = [
+    "OptgenError",
+    "OptgenWarning",
+    "check_source",
+    "compile_source",
+    "load",
+    "loads",
+    "__version__",
+]

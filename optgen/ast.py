@@ -91,6 +91,55 @@ class Neg:
 Expr = Number | Name | NextName | PrevName | Indexed | Call | HistorySum | Binary | Neg
 
 
+def sub_expressions(node) -> tuple:
+    """The expressions directly inside `node` (operands, index, arguments, sum parts)."""
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    if isinstance(node, Neg):
+        return (node.operand,)
+    if isinstance(node, Indexed):
+        return (node.index,)
+    if isinstance(node, Call):
+        return node.args
+    if isinstance(node, HistorySum):
+        return (node.lo, node.hi, node.body)
+    return ()
+
+
+def walk(node):
+    """`node` and every expression inside it, without recursion (a sum of 10,000 terms is a
+    tree 10,000 deep), parents before children, left before right."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(sub_expressions(current)))
+
+
+def fold(node, leaf, negate, combine):
+    """Evaluate the sums, products and signs of `node` bottom-up without recursion, in the
+    order a recursive evaluation would (the left operand wholly before the right):
+    `leaf(n)` for any other node, `negate(neg, value)`, `combine(binary, left, right)`."""
+    stack: list[tuple[object, bool]] = [(node, False)]
+    values: list = []
+    while stack:
+        current, operands_done = stack.pop()
+        if isinstance(current, Binary):
+            if operands_done:
+                right = values.pop()
+                values.append(combine(current, values.pop(), right))
+            else:
+                stack += [(current, True), (current.right, False), (current.left, False)]
+        elif isinstance(current, Neg):
+            if operands_done:
+                values.append(negate(current, values.pop()))
+            else:
+                stack += [(current, True), (current.operand, False)]
+        else:
+            values.append(leaf(current))
+    return values[0]
+
+
 # ---------------------------------------------------------------- declarations
 @dataclass(frozen=True, slots=True)
 class Ident:

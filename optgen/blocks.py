@@ -449,6 +449,27 @@ DEFAULT_BACKWARD = "implicit"
 INTEGER_OPTIONS = frozenset({"max_iter", "m", "steps", "iterations"})
 
 
+# The smallest relative residual a float32 solve reaches reliably (float32 resolves about
+# 1.2e-7 relative, and a residual is a ratio of norms of differences): tolerances below it
+# are met in float64 only.
+FLOAT32_TOLERANCE_FLOOR = 1e-6
+
+
+def tolerances_below_float32(net) -> list[tuple[str, float, object]]:
+    """(role, tol, span) of each solve of `net` that asks more than float32 can give."""
+    found = []
+    solver = solver_config(net.solver)
+    backward = backward_config(net.backward, solver)
+    for role, options, spec in (
+        ("solver", solver, net.solver),
+        ("backward", backward, net.backward),
+    ):
+        tol = options.get("tol")
+        if tol is not None and tol < FLOAT32_TOLERANCE_FLOOR:
+            found.append((role, tol, spec.span if spec is not None else net.span))
+    return found
+
+
 def solver_config(spec) -> dict:
     """The solver of an implicit network as the generated module's `solver` dict."""
     if spec is None:

@@ -16,7 +16,7 @@ import sympy
 
 from . import __version__, ir, present
 from .analysis import Certificate
-from .blocks import BLOCK_KINDS, ArgKind
+from .blocks import BLOCK_KINDS, ArgKind, tolerances_below_float32
 from .formatting import BLACK_DEFAULTS, Formatting
 from .lower import EmitPlan, lower, reaching_output
 from .models import stage_starts
@@ -172,7 +172,7 @@ def network_view(
         class_doc=_class_doc(net, plan, certificate),
         rule=net.rule,
         certificate_name=f"{snake_case(net.name).upper()}_CERTIFICATE",
-        certificate=certificate.as_dict(),
+        certificate=module_certificate(certificate),
         plan=plan,
         forward=forward_source(plan.forward, plan.output_var),
         dim_checks=[(c.condition, f"{net.name}: {c.message}") for c in plan.dim_checks],
@@ -182,12 +182,44 @@ def network_view(
     )
 
 
+MODULE_PER_LAYER_LIMIT = 64  # per-layer lists longer than this are summarised in the file
+
+
+def _finite(values) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def module_certificate(certificate: Certificate) -> dict:
+    """The certificate as the generated file holds it: `check --json`'s object, with the
+    per-layer lists of a deep k-dependent rule summarised (their range and worst layer),
+    so that a 100,000-layer network does not write 100,000 numbers into its module."""
+    data = certificate.as_dict()
+    radii = data.get("per_layer")
+    if radii is None or len(radii) <= MODULE_PER_LAYER_LIMIT:
+        return data
+    steps = _finite(data.get("per_layer_step") or [])
+    worst = max(range(len(radii)), key=lambda k: radii[k])
+    data["per_layer"] = None
+    data["per_layer_step"] = None
+    data["per_layer_summary"] = {
+        "layers": len(radii),
+        "start": certificate.start,
+        "spectral_radius": [min(radii), max(radii)],
+        "worst_layer": certificate.start + worst,
+        "step": [min(steps), max(steps)] if steps else None,
+        "whole": "optgen check --json",
+    }
+    return data
+
+
 def runtime_sources(plans: list[EmitPlan]) -> list[str]:
     """The block sources of some networks, each once, the solver runtime first if needed."""
     sources = list(dict.fromkeys(text for p in plans for text in p.sources))
     if any(p.kind != "explicit" for p in plans):
         solvers = resource_path("templates/runtime", "solvers.py").read_text("utf-8").strip()
         sources.insert(0, solvers)
+    # params() and set_params() of every module, and exact float64 start values.
+    sources.insert(0, resource_path("templates/runtime", "params.py").read_text("utf-8").strip())
     return sources
 
 
@@ -251,6 +283,7 @@ def render_test(
         fixed_point=certificate.consistent is True,
         implicit=plan.kind != "explicit",
         fixed_iterations=plan.solver.get("iterations") is not None,
+        float64_solves=bool(tolerances_below_float32(net)) if plan.kind != "explicit" else False,
     )
 
 
@@ -315,11 +348,9 @@ def count_flops(model, input_size: tuple[int, ...]):
     """A `FlopCounterMode` after one forward of one zero image through `model`.
 
     The iterations of a solve depend on the data, so every solving stage is counted at its
-    whole iteration budget (a tolerance no residual meets runs `max_iter` iterations): an
-    upper bound that the generated test reproduces exactly.
+    whole iteration budget: `max_iter` evaluations of its layer map (the fixed-iteration
+    path), the count the generated test reproduces.
     """
-    import warnings
-
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -327,10 +358,9 @@ def count_flops(model, input_size: tuple[int, ...]):
     for i, stage in enumerate(model.stages):
         if hasattr(stage, "solver"):
             saved[i] = stage.solver
-            stage.solver = {**stage.solver, "tol": -1.0}
+            stage.fixed_iterations(stage.solver["max_iter"])
     try:
-        with torch.no_grad(), warnings.catch_warnings(), FlopCounterMode(display=False) as counter:
-            warnings.simplefilter("ignore")  # each budget-bound solve "misses" its tolerance
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, *input_size))
     finally:
         for i, solver in saved.items():
@@ -362,7 +392,7 @@ def _stage_certificates(
             continue
         name = f"{snake_case(model_name).upper()}_STAGE_{i}_CERTIFICATE"
         names.append(name)
-        defined.append((i, name, cert.as_dict()))
+        defined.append((i, name, module_certificate(cert)))
     return names, defined
 
 

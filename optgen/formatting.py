@@ -1,10 +1,9 @@
 """How generated files are formatted: by the rules black would apply where they land.
 
 A generated file must pass the destination repository's own `black --check`, so it is
-formatted with the configuration black would use for a file in the output directory: the
-`[tool.black]` table of the project's `pyproject.toml` (black's own search: the nearest
-folder above holding `.git`, `.hg` or `pyproject.toml`, then the user's configuration),
-and black's defaults where there is none. `--line-length` overrides the line length.
+formatted with the configuration black would use for it: the `[tool.black]` table of the
+nearest `pyproject.toml` above the output directory that has one, and black's defaults
+(88 columns) where none has. `--line-length` overrides the line length.
 """
 
 from __future__ import annotations
@@ -13,6 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import black
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: black's own dependency
+    import tomli as tomllib
 
 DEFAULT_LINE_LENGTH = black.DEFAULT_LINE_LENGTH  # 88
 
@@ -53,16 +57,28 @@ def _existing(directory: Path) -> Path:
     return directory
 
 
+def _black_settings(directory: Path) -> tuple[str | None, dict]:
+    """The nearest `pyproject.toml` at or above `directory` with a `[tool.black]` table,
+    and that table (keys as black's options: `line_length`, ...)."""
+    for folder in (directory, *directory.parents):
+        candidate = folder / "pyproject.toml"
+        if not candidate.is_file():
+            continue
+        try:
+            with candidate.open("rb") as handle:
+                has_table = "black" in tomllib.load(handle).get("tool", {})
+            # black's reading: option names as its own, a target inferred from the project.
+            settings = black.parse_pyproject_toml(str(candidate)) if has_table else {}
+        except (OSError, ValueError):  # unreadable or invalid TOML: not a configuration
+            continue
+        if has_table:
+            return str(candidate), settings
+    return None, {}
+
+
 def for_directory(directory: Path, line_length: int | None = None) -> Formatting:
     """The formatting black would apply to a new file in `directory`."""
-    probe = _existing(directory) / "__optgen_probe__.py"
-    config_path = black.find_pyproject_toml((str(probe),))
-    settings: dict = {}
-    if config_path is not None:
-        try:
-            settings = black.parse_pyproject_toml(config_path)
-        except (OSError, ValueError):  # unreadable or invalid TOML: black would stop too
-            settings = {}
+    config_path, settings = _black_settings(_existing(directory))
     versions = settings.get("target_version") or ()
     if isinstance(versions, str):
         versions = (versions,)
@@ -72,7 +88,7 @@ def for_directory(directory: Path, line_length: int | None = None) -> Formatting
         skip_string_normalization=bool(settings.get("skip_string_normalization", False)),
         skip_magic_trailing_comma=bool(settings.get("skip_magic_trailing_comma", False)),
         preview=bool(settings.get("preview", False)),
-        config=config_path if settings else None,
+        config=config_path,
     )
 
 

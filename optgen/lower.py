@@ -29,40 +29,8 @@ import sympy
 
 from . import blocks, ir, plan
 from .blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
-from .naming import Namespace
+from .naming import Namespace, module_attributes
 
-# Attributes an nn.Module (and the generated class) already has.
-MODULE_ATTRS = frozenset(
-    {
-        "training",
-        "forward",
-        "blocks",
-        "depth",
-        "dim",
-        "solver_stats",
-        "RULE",
-        "CERTIFICATE",
-        "parameters",
-        "buffers",
-        "children",
-        "modules",
-        "state_dict",
-        "train",
-        "eval",
-        "to",
-        "cuda",
-        "cpu",
-        "double",
-        "float",
-        "half",
-        "type",
-        "apply",
-        "zero_grad",
-        "register_buffer",
-        "register_parameter",
-        "extra_repr",
-    }
-)
 ONE = ir.ONE
 
 
@@ -94,6 +62,7 @@ class ParamPlan:
     init_code: str  # python expression building the raw initial tensor in __init__
     doc: str
     needs_math: bool = False
+    spec: str = ""  # the `_Learnable(...)` of params() and set_params()
 
 
 @dataclass
@@ -137,6 +106,8 @@ class EmitPlan:
     # The layer index k is read (schedules, k-dependent start values, sums from a layer on):
     # the class takes `start`, the k of its first layer, to continue an earlier recurrence.
     uses_k: bool = False
+    param_names: tuple[str, ...] = ()  # every param, in declaration order (params())
+    fixed_params: list[tuple[str, str]] = field(default_factory=list)  # (name, expression)
 
     @property
     def block_kinds(self) -> list[blocks.BlockKind]:
@@ -197,7 +168,9 @@ class Lowerer:
     def __init__(self, net: ir.Network):
         self.net = net
         self.ns = Namespace()
-        self.attrs = Namespace(reserved=MODULE_ATTRS)
+        # Attributes the module already has (nn.Module's and the generated class's, read
+        # from torch and the templates): a schedule named `params` must not shadow a method.
+        self.attrs = Namespace(reserved=module_attributes())
         self.fixed = {p.symbol: p.value for p in net.params if not p.learnable}
         self.learnable = {p.symbol: p for p in net.params if p.learnable}
         # Fixed params with one value for every layer: named constants of the forward.
@@ -250,15 +223,49 @@ class Lowerer:
             constrained = p.bound is not None
             attr = self.attrs.create(f"{p.name}_raw" if constrained else p.name)
             raw, needs_math = self._raw_code(p)
+            # The start in float64 (exact after .double()); a scalar with shape [1], not
+            # 0-dim: FSDP2's fully_shard shards 1-D parameters only.
             if p.per_layer:
                 layers = "range(start, start + depth)" if p.depends_on_k else "range(depth)"
-                init = f"nn.Parameter(torch.tensor([{raw} for k in {layers}]))"
+                init = f"_start(self, {attr!r}, [{raw} for k in {layers}])"
             else:
-                init = f"nn.Parameter(torch.tensor({raw}))"
-            plans.append(ParamPlan(p.name, attr, var, init, self._param_doc(p), needs_math))
+                init = f"_start(self, {attr!r}, [{raw}])"
             how, lo, hi = self._reparametrization(p)
+            spec = self._learnable_spec(p, attr, how, lo, hi)
+            plans.append(ParamPlan(p.name, attr, var, init, self._param_doc(p), needs_math, spec))
             self.prologue.append(plan.ParamValue(var, attr, how, lo, hi))
         return plans
+
+    @staticmethod
+    def _learnable_spec(p: ir.Param, attr: str, how, lo: float, hi: float) -> str:
+        """The `_Learnable(...)` describing the param to `params()` and `set_params()`."""
+        kind = {
+            plan.Reparametrization.IDENTITY: "identity",
+            plan.Reparametrization.SOFTPLUS: "softplus",
+        }.get(how, "sigmoid")
+        upper = None if kind != "sigmoid" else hi
+        declared = p.bound.show(p.name) if p.bound else "unconstrained"
+        return f"_Learnable({attr!r}, {kind!r}, {lo!r}, {upper!r}, {p.per_layer!r}, {declared!r})"
+
+    def fixed_param_values(self) -> list[tuple[str, str]]:
+        """(name, Python expression) of each fixed param: a float, or a list over the layers."""
+        found = []
+        for p in self.net.params:
+            if p.learnable:
+                continue
+            value = sympy.sympify(p.value)
+            if value.free_symbols - {ir.K}:
+                continue  # given by other params: params() lists the ones the rule names
+            if p.depends_on_k:
+                found.append(
+                    (
+                        p.name,
+                        f"[float({_pyexpr(value, {ir.K: 'k'})}) for k in range(start, start + depth)]",
+                    )
+                )
+            else:
+                found.append((p.name, _float(value)))
+        return found
 
     def _raw_code(self, p: ir.Param) -> tuple[str, bool]:
         """The raw parameter's start value (the inverse of its reparametrization)."""
@@ -539,6 +546,8 @@ class Lowerer:
             params=params,
             blocks=blocks_,
             schedules=self.schedules,
+            param_names=tuple(p.name for p in net.params),
+            fixed_params=self.fixed_param_values(),
             forward=forward,
             output_var=output,
             kinds=kinds,

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import functools
+import re
+import sys
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, v_args
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
+from lark.visitors import Transformer_NonRecursive
 
 from . import ast
 from .errors import Diagnostic, OptgenError, Severity
@@ -38,6 +47,18 @@ EXPECTED_NAMES = {
     "$END": "the end of the file",
 }
 
+# Limits on the size of a text (docs/robustness.md, "Limits"): the compiler's work grows
+# with both, so past them a text is refused with a located error, in bounded time.
+# The characters that are not comments, blanks or separators: 100 times the largest file
+# of the catalog and its models.
+MAX_SIGNIFICANT_CHARS = 100_000
+# How deeply calls, indexes and history sums nest inside one another (`T(T(T(x)))`): the
+# analyses below the parser recurse into each. Sums, products and minus signs are not
+# nesting: a sum of 10,000 terms is flat.
+MAX_NESTING = 48
+# Chunks of a text that count toward MAX_SIGNIFICANT_CHARS (a comment matches, unmeasured).
+_SIGNIFICANT = re.compile(r"#[^\n]*|[^\s;#]+")
+
 # Parser states recognised from examples (lark's match_examples), each with a hint.
 SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "a statement must end before the next one starts; put it on its own line or after ';'": [
@@ -64,6 +85,8 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
 @functools.cache
 def _parser() -> Lark:
     grammar = Path(resource_path("grammars", "opt.lark")).read_text(encoding="utf-8")
+    if sys.version_info < (3, 11):  # no possessive quantifiers before 3.11: the plain form
+        grammar = grammar.replace(")*+/", ")*/")
     return Lark(
         grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, strict=True
     )
@@ -77,12 +100,37 @@ def _tok(token: Token) -> ast.Ident:
     return ast.Ident(str(token), Span.of(token))
 
 
-class _ToAst(Transformer):
-    """Builds AST nodes only; meaning is checked later (lark wraps callback errors)."""
+class TooDeep(Exception):
+    """Raised inside the transformer (lark wraps it in a VisitError) at MAX_NESTING."""
+
+    def __init__(self, span: Span):
+        super().__init__(span)
+        self.span = span
+
+
+class _ToAst(Transformer_NonRecursive):
+    """Builds AST nodes only; meaning is checked later (lark wraps callback errors).
+
+    Non-recursive: a sum of 10,000 terms is a tree 10,000 deep. `_depth` keeps, for each
+    expression built, how deeply calls, indexes and history sums nest in it."""
 
     def __init__(self, text: str):
         super().__init__()
         self._text = text
+        self._depth: dict[int, int] = {}
+
+    def _nested(self, node, children, span: Span):
+        """`node`, one level deeper than the deepest of its sub-expressions."""
+        depth = 1 + max((self._depth.get(id(c), 0) for c in children), default=0)
+        if depth > MAX_NESTING:
+            raise TooDeep(span)
+        self._depth[id(node)] = depth
+        return node
+
+    def _flat(self, node, children):
+        """`node` (a sum, product or sign), as deep as its deepest operand."""
+        self._depth[id(node)] = max((self._depth.get(id(c), 0) for c in children), default=0)
+        return node
 
     def _slice(self, meta) -> str:
         return self._text[meta.start_pos : meta.end_pos]
@@ -107,12 +155,13 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def indexed(self, meta, children):
         tok, index = children
-        return ast.Indexed(str(tok), index, _span(meta))
+        return self._nested(ast.Indexed(str(tok), index, _span(meta)), [index], _span(meta))
 
     @v_args(meta=True)
     def call(self, meta, children):
         tok, args = children
-        return ast.Call(str(tok), tuple(args or ()), _span(meta), Span.of(tok))
+        node = ast.Call(str(tok), tuple(args or ()), _span(meta), Span.of(tok))
+        return self._nested(node, args or (), _span(meta))
 
     def arguments(self, children):
         return list(children)
@@ -120,13 +169,14 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def history_sum(self, meta, children):
         func, var, lo, _range, hi, body = children
-        return ast.HistorySum(str(func), str(var), lo, hi, body, _span(meta))
+        node = ast.HistorySum(str(func), str(var), lo, hi, body, _span(meta))
+        return self._nested(node, (lo, hi, body), _span(meta))
 
     def _binary(op):
         @v_args(meta=True)
         def build(self, meta, children):
             left, right = children
-            return ast.Binary(op, left, right, _span(meta))
+            return self._flat(ast.Binary(op, left, right, _span(meta)), children)
 
         return build
 
@@ -137,7 +187,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def neg(self, meta, children):
-        return ast.Neg(children[0], _span(meta))
+        return self._flat(ast.Neg(children[0], _span(meta)), children)
 
     # declarations
     @v_args(meta=True)
@@ -366,19 +416,40 @@ def _eof_hint(source: SourceFile) -> str | None:
     return None
 
 
+def _position(text: str, pos: int) -> Span:
+    """The span of the character at offset `pos` (lines counted at '\\n', as lark does)."""
+    line = text.count("\n", 0, pos) + 1
+    return Span.point(line, pos - (text.rfind("\n", 0, pos) + 1) + 1)
+
+
+def check_size(source: SourceFile) -> None:
+    """Refuse, before parsing, a text whose significant characters exceed the limit: the
+    scan is one regex pass, so a 10 MB text is refused in a fraction of a second."""
+    total = 0
+    for chunk in _SIGNIFICANT.finditer(source.text):
+        if source.text[chunk.start()] == "#":
+            continue
+        total += chunk.end() - chunk.start()
+        if total > MAX_SIGNIFICANT_CHARS:
+            at = _position(source.text, chunk.end() - (total - MAX_SIGNIFICANT_CHARS))
+            message = f"the file is too large: over {MAX_SIGNIFICANT_CHARS:,} characters of code"
+            hint = "split it into several .opt files (comments and blank lines do not count)"
+            raise OptgenError([Diagnostic(Severity.ERROR, at, message, hint)], source)
+
+
 def parse(source: SourceFile) -> ast.Module:
     """Parse a whole `.opt` text into its AST, or raise `OptgenError` at the first syntax error."""
+    check_size(source)
     try:
         tree = _parser().parse(source.text)
     except UnexpectedInput as err:
         raise OptgenError([_syntax_diagnostic(err, source)], source) from None
-    except RecursionError:
-        raise OptgenError(
-            [
-                Diagnostic(
-                    Severity.ERROR, Span.point(1, 1), "the text is nested too deeply to parse"
-                )
-            ],
-            source,
-        ) from None
-    return _ToAst(source.text).transform(tree)
+    try:
+        return _ToAst(source.text).transform(tree)
+    except VisitError as err:
+        if not isinstance(err.orig_exc, TooDeep):
+            raise
+        message = f"calls, indexes and sums nest more than {MAX_NESTING} deep here"
+        hint = "name the inner values as locals of the update (g = T(x))"
+        diagnostic = Diagnostic(Severity.ERROR, err.orig_exc.span, message, hint)
+        raise OptgenError([diagnostic], source) from None

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 from . import ir
 from .analysis import Certificate, analyze
 from .analysis.model import ModelCertificate, analyze_model
+from .blocks import FLOAT32_TOLERANCE_FLOOR, tolerances_below_float32
 from .errors import Diagnostic, OptgenError, Severity
+from .lower import reaching_output
 from .models import lower_model, slot_mismatches, stage_networks
 from .parse import parse
 from .resolve import resolve
@@ -65,6 +67,77 @@ class Result:
         return self.certificates[self.networks.index(net)]
 
 
+REACH_CHECKED_LAYERS = 256  # deeper networks are not walked (the walk grows with depth)
+
+
+def _layers_text(layers: list[int]) -> str:
+    shown = ", ".join(f"k={k}" for k in layers[:3])
+    return shown + (f" and {len(layers) - 3} more" if len(layers) > 3 else "")
+
+
+def unreached_warnings(networks) -> list[Diagnostic]:
+    """Blocks and learnable params that never reach the output get no gradient, and DDP
+    stops at its second step unless `find_unused_parameters=True`: name them."""
+    found = []
+    for net in networks:
+        if net.depth > REACH_CHECKED_LAYERS:
+            continue
+        reach = reaching_output(net, net.depth)
+        layers = 1 if net.equilibrium else net.depth
+        for block in net.blocks:
+            reached = {k for name, k in reach.blocks if name == block.name}
+            missed = (
+                []
+                if (block.shared and reached)
+                else [k for k in range(1 if block.shared else layers) if k not in reached]
+            )
+            if missed:
+                where = (
+                    "" if block.shared or net.equilibrium else f" at layer {_layers_text(missed)}"
+                )
+                found.append(
+                    Diagnostic(
+                        Severity.WARNING,
+                        block.span,
+                        f"block {block.name} of network {net.name}{where} never reaches the"
+                        " output: its parameters get no gradient",
+                        "DistributedDataParallel needs find_unused_parameters=True for it",
+                    )
+                )
+        for p in net.params:
+            if p.learnable and p.name not in reach.params:
+                found.append(
+                    Diagnostic(
+                        Severity.WARNING,
+                        p.span,
+                        f"learnable param {p.name} of network {net.name} never reaches the"
+                        " output: it gets no gradient",
+                        "DistributedDataParallel needs find_unused_parameters=True for it",
+                    )
+                )
+    return found
+
+
+def precision_warnings(networks) -> list[Diagnostic]:
+    """A solve tolerance float32 cannot reach: the module's own default dtype misses it."""
+    found = []
+    for net in networks:
+        if net.kind == "explicit":
+            continue
+        for role, tol, span in tolerances_below_float32(net):
+            found.append(
+                Diagnostic(
+                    Severity.WARNING,
+                    span,
+                    f"{role} tol={tol:g} of network {net.name} is below what float32 resolves"
+                    f" (about {FLOAT32_TOLERANCE_FLOOR:g}): a float32 module misses it",
+                    "run the module in float64 (module.double()), or raise tol;"
+                    " the generated tests solve in float64",
+                )
+            )
+    return found
+
+
 def convergence_diagnostics(cert: Certificate, strict: bool) -> list[Diagnostic]:
     """The analysis' warnings; with `strict`, the failed convergence conditions are errors."""
     failures = set(cert.failures())
@@ -104,6 +177,8 @@ def compile(
             )
     if until < Stage.ANALYSIS or any(d.severity is Severity.ERROR for d in diagnostics):
         return Result(source, networks, diagnostics=tuple(diagnostics), models=models)
+    diagnostics.extend(precision_warnings(networks))
+    diagnostics.extend(unreached_warnings(networks))
     certificates = tuple(analyze(net) for net in networks)
     for cert in certificates:
         diagnostics.extend(convergence_diagnostics(cert, strict))

@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import sympy
 
-from . import ast, ir
+from . import ast, ir, naming
 from .blocks import (
     BACKWARD_KINDS,
     BLOCK_KINDS,
@@ -40,6 +40,17 @@ RESERVED = {"input": "the network input", "k": "the layer index", "dim": "the fe
 DEFAULT_DEPTH = 8
 MAX_DEPTH = 100_000
 MAX_EXPONENT = 400
+# Limits on the size of one file's items (docs/robustness.md, "Limits"): the analysis and
+# the generated code grow faster than linearly past them, so a larger input is refused
+# with a located error instead of taking minutes and gigabytes.
+MAX_ITEMS = 64  # networks and models of one file
+MAX_STATES = 512  # states of one network
+MAX_STATEMENTS = 2048  # statements of one update
+MAX_COEFFICIENT_PARAMS = 32  # params and k in one coefficient: (p0 + ... + p31)*T(x)
+# A coefficient must be a normal float64 number: the module computes in floating point.
+MAX_EXPONENT_FLOAT = 307
+MAX_FLOAT = sympy.Rational(10) ** MAX_EXPONENT_FLOAT
+MIN_FLOAT = sympy.Rational(1, 10**MAX_EXPONENT_FLOAT)
 # Options and defaults of each solver and backward mode, from the registry.
 SOLVERS = {name: dict(kind.options) for name, kind in SOLVER_KINDS.items()}
 BACKWARDS = {name: dict(kind.options) for name, kind in BACKWARD_KINDS.items()}
@@ -136,9 +147,9 @@ class Resolver:
             self.fail(
                 node.span,
                 f"the number {node.text} is out of range",
-                f"use a magnitude between 1e-{MAX_EXPONENT} and 1e{MAX_EXPONENT}",
+                f"use a magnitude between 1e-{MAX_EXPONENT_FLOAT} and 1e{MAX_EXPONENT_FLOAT}",
             )
-        return sympy.Rational(Fraction(dec))
+        return self.finite(sympy.Rational(Fraction(dec)), node)
 
     def text(self, node) -> str:
         span = node.span
@@ -149,6 +160,15 @@ class Resolver:
     # ------------------------------------------------------------ scalar expressions (params, bounds, block args)
     def scalar(self, node, allowed: dict[str, sympy.Expr], what: str) -> sympy.Expr:
         """A scalar expression whose names must be keys of `allowed`."""
+        value = ast.fold(
+            node,
+            lambda leaf: self.scalar_leaf(leaf, allowed, what),
+            lambda neg, operand: -operand,
+            self.scalar_binary,
+        )
+        return self.finite(value, node)
+
+    def scalar_leaf(self, node, allowed: dict[str, sympy.Expr], what: str) -> sympy.Expr:
         if isinstance(node, ast.Number):
             return self.number(node)
         if isinstance(node, ast.Name):
@@ -160,24 +180,46 @@ class Resolver:
                 _did_you_mean(node.id, allowed)
                 or f"{what} may use numbers{''.join(', ' + n for n in sorted(allowed))}",
             )
-        if isinstance(node, ast.Neg):
-            return -self.scalar(node.operand, allowed, what)
-        if isinstance(node, ast.Binary):
-            left = self.scalar(node.left, allowed, what)
-            right = self.scalar(node.right, allowed, what)
-            if node.op == "/":
-                if right == 0:
-                    self.fail(node.right.span, "division by zero")
-                return left / right
-            return {"+": left + right, "-": left - right, "*": left * right}[node.op]
         self.fail(
             node.span,
             f"'{self.text(node)}' cannot be used in {what}",
             f"{what} may use numbers{''.join(', ' + n for n in sorted(allowed))}",
         )
 
+    def scalar_binary(self, node: ast.Binary, left: sympy.Expr, right: sympy.Expr) -> sympy.Expr:
+        if node.op == "/":
+            if right == 0:
+                self.fail(node.right.span, "division by zero")
+            return self.finite(left / right, node)
+        return self.finite({"+": left + right, "-": left - right, "*": left * right}[node.op], node)
+
+    def finite(self, value: sympy.Expr, node) -> sympy.Expr:
+        """`value`, when it is a float64 number (or holds symbols); an error otherwise.
+
+        Numbers are exact rationals here, but the module computes in floating point: a
+        coefficient past float64 (1e200*1e200) would be written as inf, and the
+        certificate would reason about a rule the module does not run. A number below the
+        smallest float64 (1e-200*1e-200) is zero there; it is refused alike."""
+        numbers = value.atoms(sympy.Number) if value.free_symbols else {value}
+        for number in numbers:
+            magnitude = abs(number)
+            if number == 0 or MIN_FLOAT <= magnitude <= MAX_FLOAT:
+                continue
+            # math.log10 of the exact integers: sympy's log of a 400-digit number is slow.
+            shown = math.floor(math.log10(magnitude.p) - math.log10(magnitude.q))
+            self.fail(
+                node.span,
+                f"'{_clip(self.text(node))}' is about 1e{shown}, outside the range of a float64",
+                f"keep every number and product of numbers between 1e-{MAX_EXPONENT_FLOAT} "
+                f"and 1e{MAX_EXPONENT_FLOAT} in magnitude",
+            )
+        return value
+
     # ------------------------------------------------------------ tensor/scalar expressions in update and init
     def value(self, node, scope: _Scope) -> Value:
+        return ast.fold(node, lambda leaf: self.value_leaf(leaf, scope), self.negate, self.combine)
+
+    def value_leaf(self, node, scope: _Scope) -> Value:
         if (getattr(node, "id", None) or getattr(node, "func", None)) in self.poisoned:
             self.report.abandon()
         method = getattr(self, f"_value_{type(node).__name__}")
@@ -451,29 +493,18 @@ class Resolver:
             node.span,
         )
 
-    def _value_Neg(self, node: ast.Neg, scope: _Scope) -> Value:
-        v = self.value(node.operand, scope)
+    def negate(self, node: ast.Neg, v: Value) -> Value:
         if isinstance(v, Scalar):
             return Scalar(-v.expr, node.span)
         return Tensor(v.form.scale(sympy.Integer(-1)), node.span)
 
-    def _value_Binary(self, node: ast.Binary, scope: _Scope) -> Value:
-        left = self.value(node.left, scope)
-        right = self.value(node.right, scope)
+    def combine(self, node: ast.Binary, left: Value, right: Value) -> Value:
+        """`left op right`, each operand already evaluated."""
         op = node.op
         if isinstance(left, Scalar) and isinstance(right, Scalar):
-            if op == "/":
-                if right.expr == 0:
-                    self.fail(node.right.span, "division by zero")
-                return Scalar(left.expr / right.expr, node.span)
-            return Scalar(
-                {
-                    "+": left.expr + right.expr,
-                    "-": left.expr - right.expr,
-                    "*": left.expr * right.expr,
-                }[op],
-                node.span,
-            )
+            value = self.scalar_binary(node, left.expr, right.expr)
+            self.check_symbol_count(value.free_symbols, node)
+            return Scalar(value, node.span)
         if op in "+-":
             if isinstance(left, Scalar) or isinstance(right, Scalar):
                 scalar = left if isinstance(left, Scalar) else right
@@ -483,6 +514,7 @@ class Resolver:
                     "an update is a linear combination of tensors; scale a tensor instead (t*x)",
                 )
             other = right.form if op == "+" else right.form.scale(sympy.Integer(-1))
+            self.check_coefficient_size(left.form, other, node)
             return Tensor(left.form + other, node.span)
         if op == "*":
             if isinstance(left, Tensor) and isinstance(right, Tensor):
@@ -492,7 +524,7 @@ class Resolver:
                     "coefficients must be scalars (numbers, params, k); a product of tensors is not a linear combination",
                 )
             scalar, tensor = (left, right) if isinstance(left, Scalar) else (right, left)
-            return Tensor(tensor.form.scale(scalar.expr), node.span)
+            return Tensor(self.finite_form(tensor.form.scale(scalar.expr), node), node.span)
         # division
         if isinstance(right, Tensor):
             self.fail(
@@ -502,7 +534,30 @@ class Resolver:
             )
         if right.expr == 0:
             self.fail(node.right.span, "division by zero")
-        return Tensor(left.form.scale(1 / right.expr), node.span)
+        return Tensor(self.finite_form(left.form.scale(1 / right.expr), node), node.span)
+
+    def check_coefficient_size(self, left: ir.LinearForm, right: ir.LinearForm, node) -> None:
+        """The coefficients of a sum of two forms hold at most MAX_COEFFICIENT_PARAMS
+        symbols: each is simplified exactly, at a cost that grows faster than its size."""
+        mine = dict(left.terms)
+        for atom, coef in right.terms:
+            symbols = coef.free_symbols | (mine[atom].free_symbols if atom in mine else set())
+            self.check_symbol_count(symbols, node)
+
+    def check_symbol_count(self, symbols, node) -> None:
+        if len(symbols) > MAX_COEFFICIENT_PARAMS:
+            self.fail(
+                node.span,
+                f"a coefficient of '{_clip(self.text(node))}' holds more than "
+                f"{MAX_COEFFICIENT_PARAMS} params",
+                "combine them into fewer params",
+            )
+
+    def finite_form(self, form: ir.LinearForm, node) -> ir.LinearForm:
+        """`form`, when each of its coefficients is a float64 number (see `finite`)."""
+        for _, coef in form.terms:
+            self.finite(coef, node)
+        return form
 
     def tensor(self, node, scope: _Scope, what: str) -> ir.LinearForm:
         v = self.value(node, scope)
@@ -529,6 +584,45 @@ class Resolver:
                 f"{what} name '{name}' is not a CamelCase class name",
                 f"write {name[0].upper() + name[1:]}",
             )
+        elif name in naming.generated_names() or name == _certificate_constant(name):
+            self.report.error(
+                ident.span,
+                f"{what} name '{name}' is a name the generated code already uses",
+                f"the generated module and its tests define or import {name}; "
+                f"pick another name, such as {name}Rule",
+            )
+        else:
+            self.check_file_names(ident, what)
+
+    def check_file_names(self, ident: ast.Ident, what: str) -> None:
+        """The files `<stem>.py` and `test_<stem>.py` must be importable, shadow no module
+        and fit in a file name."""
+        stem = snake_case(ident.id)
+        test_file = f"test_{stem}.py"
+        if len(test_file.encode("utf-8")) > naming.MAX_FILE_NAME_BYTES:
+            self.report.error(
+                ident.span,
+                f"{what} name '{ident.id[:40]}...' is too long: its test file name would be "
+                f"{len(test_file.encode('utf-8'))} bytes",
+                f"file names hold at most {naming.MAX_FILE_NAME_BYTES} bytes; "
+                f"use a name of at most {naming.MAX_FILE_NAME_BYTES - len('test_.py')} characters",
+            )
+            return
+        for module in (stem, f"test_{stem}"):
+            if keyword.iskeyword(module):
+                self.report.error(
+                    ident.span,
+                    f"{what} {ident.id} would write {module}.py, and '{module}' is a Python "
+                    "keyword: its test could not import it",
+                    f"pick another name, such as {ident.id}Rule",
+                )
+            elif module in naming.module_names():
+                self.report.error(
+                    ident.span,
+                    f"{what} {ident.id} would write {module}.py, which shadows the module "
+                    f"'{module}' for code beside it (the generated tests import torch, os, ...)",
+                    f"pick another name, such as {ident.id}Rule",
+                )
 
     def network(self, node: ast.Network) -> ir.Network | None:
         """The IR of one network, or None when it has errors (all recorded in `report`)."""
@@ -588,6 +682,13 @@ class Resolver:
             taken[word] = what
             return True
 
+        if has_states and len(decls[ast.StateDecl][0].names) > MAX_STATES:
+            extra = decls[ast.StateDecl][0].names[MAX_STATES]
+            self.report.error(
+                extra.span,
+                f"network {name} declares more than {MAX_STATES} states",
+                "the analysis and the generated layers grow with the square of the states",
+            )
         states = []
         for ident in decls[ast.StateDecl][0].names if has_states else ():
             if claim(ident, "state"):
@@ -645,6 +746,7 @@ class Resolver:
             param = self.attempt(self.param, d, params, declared, depth, unknown)
             if not owned:
                 continue
+            self.check_param_attribute(d)
             if param is None:
                 unknown.add(d.name.id)
                 param = ir.Param(
@@ -785,6 +887,13 @@ class Resolver:
             if key in args:
                 self.fail(a.key.span, f"argument '{key}' is given twice")
             if key not in spec:
+                if kind.takes_target and keyword.iskeyword(key):
+                    self.fail(
+                        a.key.span,
+                        f"'{key}' is a Python keyword: the class of {kind_name} block "
+                        f"{d.name.id} cannot take it as a keyword argument",
+                        "rename the argument of the class",
+                    )
                 if kind.takes_target:  # the user's class takes every other keyword
                     args[key] = self.custom_arg(a)
                     continue
@@ -956,6 +1065,22 @@ class Resolver:
         if bound is not None:
             self.check_bound(param, d, values)
         return param
+
+    def check_param_attribute(self, d: ast.ParamDecl) -> None:
+        """A learnable param is the attribute `module.<name>` (`<name>_raw` when it is
+        constrained); a k-dependent one the table `module.<name>`. Neither may be an
+        attribute the module has already (`named_parameters`, `_modules`, `solver`, ...)."""
+        if not (d.learnable or _mentions(d.value, "k")):
+            return  # a fixed number: a local of forward, named freely
+        constrained = d.learnable and (d.positive or d.interval is not None)
+        attribute = f"{d.name.id}_raw" if constrained else d.name.id
+        if attribute in naming.module_attributes():
+            self.report.error(
+                d.name.span,
+                f"param {d.name.id} would be the attribute module.{attribute}, which the "
+                "generated module already has (from nn.Module or its solver settings)",
+                f"rename the param, such as {d.name.id.strip('_')}_value",
+            )
 
     def param_options(self, d: ast.ParamDecl) -> None:
         """Each option at most once, and at most one constraint (`positive` or an interval)."""
@@ -1141,6 +1266,13 @@ class Resolver:
         scope = _Scope(tuple(states), params, blocks)
         self._local_names = set()
         statements = []
+        if len(d.statements) > MAX_STATEMENTS:
+            self.report.error(
+                d.statements[MAX_STATEMENTS].span,
+                f"the update has more than {MAX_STATEMENTS} statements",
+                "split the rule into several networks (stages of a model)",
+            )
+            return [], [], False
         for stmt in d.statements:
             assign = self.attempt(self.statement, stmt, scope, taken)
             if assign is not None:
@@ -1829,28 +1961,32 @@ def _layout_giver(stem: ir.Stem) -> str:
     return f"the {stem.kind} stem gives the image layout [N, C, H, W]"
 
 
+def _clip(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _certificate_constant(name: str) -> str:
+    """The module constant that holds a network's certificate (codegen.network_view)."""
+    return f"{snake_case(name).upper()}_CERTIFICATE"
+
+
 def _show(v: float) -> str:
     return f"{v:g}"
 
 
 def _mentions(node, name: str) -> bool:
-    if isinstance(node, ast.Name):
-        return node.id == name
-    for child in ("left", "right", "operand", "index", "body", "lo", "hi"):
-        sub = getattr(node, child, None)
-        if sub is not None and _mentions(sub, name):
-            return True
-    return any(_mentions(a, name) for a in getattr(node, "args", ()) or ())
+    return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(node))
 
 
 def _state_names(node, states: list[str]) -> set[str]:
-    found = set()
-    if isinstance(node, ast.Name) and node.id in states:
-        found.add(node.id)
-    for child in ("left", "right", "operand"):
-        sub = getattr(node, child, None)
-        if sub is not None:
-            found |= _state_names(sub, states)
+    """The states an init reads through sums, products and signs (not inside calls)."""
+    found, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ast.Name) and current.id in states:
+            found.add(current.id)
+        if isinstance(current, (ast.Binary, ast.Neg)):
+            stack.extend(ast.sub_expressions(current))
     return found
 
 
@@ -1866,11 +2002,22 @@ def resolve(module: ast.Module, source: SourceFile, warnings: list | None = None
         [("network", n) for n in module.networks] + [("model", m) for m in module.models],
         key=lambda item: (item[1].span.line, item[1].span.col),
     )
+    if len(items) > MAX_ITEMS:
+        what, node = items[MAX_ITEMS]
+        resolver.report.error(
+            node.name.span,
+            f"this file holds more than {MAX_ITEMS} networks and models",
+            "split it into several .opt files",
+        )
+        resolver.report.raise_if_errors()
     seen: dict[str, tuple[str, str]] = {}
     names: dict[str, set[str]] = {"network": set(), "model": set()}
+    written: dict[str, tuple[str, str]] = {}  # every output file: the item that writes it
     for what, node in items:
         name = node.name.id
         file_name = snake_case(name)
+        files = (f"{file_name}.py", f"test_{file_name}.py")
+        clash = next((written[f] for f in files if f in written), None)
         hint = None
         if name in names[what]:
             message = f"{what} {name} is defined twice"
@@ -1881,10 +2028,16 @@ def resolve(module: ast.Module, source: SourceFile, warnings: list | None = None
         elif file_name in seen:
             other_what, other = seen[file_name]
             message = f"{what} {name} writes the same file as {other_what} {other} ({file_name}.py)"
+        elif clash is not None:
+            shared = next(f for f in files if f in written)
+            message = f"{what} {name} writes the same file as {clash[0]} {clash[1]} ({shared})"
+            hint = "a network Foo writes foo.py and test_foo.py: rename one of the two"
         else:
             message = None
         if message is not None:
             resolver.report.error(node.name.span, message, hint)
+        for f in files:
+            written.setdefault(f, (what, name))
         seen.setdefault(file_name, (what, name))
         names[what].add(name)
     networks = []

@@ -37,12 +37,24 @@ class Span:
 NO_SPAN = Span(1, 1, 1, 2)
 
 
+BYTE_ORDER_MARK = "\ufeff"
+
+
 @dataclass(frozen=True, slots=True)
 class SourceFile:
-    """The text of one `.opt` file and the name it is reported under."""
+    """The text of one `.opt` file and the name it is reported under.
+
+    Lines end at '\\n' only (a '\\r' before it is dropped), as the parser counts them: a
+    form feed, U+0085 or U+2028 in a comment does not start a line, so the line numbers of
+    the errors after it match the excerpts shown. A leading UTF-8 byte-order mark, which
+    some editors write, is not part of the text."""
 
     path: str
     text: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.text, str) and self.text.startswith(BYTE_ORDER_MARK):
+            object.__setattr__(self, "text", self.text[len(BYTE_ORDER_MARK) :])
 
     @property
     def sha256(self) -> str:
@@ -50,7 +62,10 @@ class SourceFile:
 
     @property
     def lines(self) -> list[str]:
-        return self.text.splitlines() or [""]
+        lines = self.text.split("\n")
+        if len(lines) > 1 and lines[-1] == "":
+            lines.pop()
+        return [line.removesuffix("\r") for line in lines]
 
     def line_text(self, line: int) -> str:
         lines = self.lines

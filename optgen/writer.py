@@ -8,18 +8,33 @@ method that writes it. Nothing downstream edits the text.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from . import ir, plan
 
 
+def visible_text(text: str, keep: str = "\t") -> str:
+    """Control and format characters (bidi overrides, zero-width marks, line and
+    paragraph separators) as `\\uXXXX`: what the file says is what an editor shows."""
+    return "".join(
+        (
+            f"\\u{ord(c):04x}"
+            if c not in keep and unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
+            else c
+        )
+        for c in text
+    )
+
+
 def comment_text(text: str) -> str:
     """User text made safe for a one-line comment (newlines and continuations folded)."""
-    return re.sub(r"\s+", " ", str(text).replace("\\\n", " ")).strip()
+    return visible_text(re.sub(r"\s+", " ", str(text).replace("\\\n", " ")).strip())
 
 
 def docstring_text(text: str) -> str:
     """User text made safe inside a triple-quoted docstring."""
-    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    text = visible_text(text.replace("\\", "\\\\"), keep="\t\n")
+    text = text.replace('"""', '\\"\\"\\"')
     return text.rstrip('"') if text.endswith('"') else text
 
 
@@ -76,6 +91,8 @@ class ForwardWriter(CodeWriter):
         self.writeline(f"{op.target} = {float(op.value)!r}")
 
     def visit_ParamValue(self, op: plan.ParamValue) -> None:
+        # A learnable scalar has shape [1] (FSDP2's fully_shard refuses 0-dim parameters):
+        # it broadcasts like a 0-dim one, and indexing it would cost an op per call.
         raw = f"self.{op.attr}"
         how = plan.Reparametrization
         value = {
@@ -199,10 +216,16 @@ def model_features_source(model_plan) -> str:
             if t.kind is ir.TransitionKind.IDENTITY and step.carry is ir.Carry.OUTPUT:
                 continue
             module = f"self.transitions[{step.index}]"
-            writer.writeline(f"# {t.kind}, carry {step.carry}")
             if step.carry is ir.Carry.STATES:
-                writer.writeline(f"slots = tuple({module}(slot) for slot in slots)")
+                if t.kind is ir.TransitionKind.IDENTITY:
+                    continue  # two stages one after the other: the slots pass as they are
+                # One batch of every slot: its BatchNorm takes one statistic and applies one
+                # affine map to all of them, in training and eval alike, so that x - x-
+                # keeps its meaning; slot by slot, each call normalized on its own.
+                writer.writeline(f"# {t.kind}, carry states: every slot in one batch")
+                writer.writeline(f"slots = {module}(torch.cat(slots)).chunk(len(slots))")
             else:
+                writer.writeline(f"# {t.kind}, carry {step.carry}")
                 writer.writeline(f"x = {module}(x)")
     writer.writeline("return x")
     return writer.getvalue()

@@ -174,6 +174,7 @@ def catalog_texts() -> list[str]:
 def check_compile(text: str) -> dict[str, str] | None:
     """The fuzzing property: sources that are valid, black-clean and import only torch and
     the standard library, or an OptgenError located inside the text; nothing else."""
+    text = text.removeprefix("\ufeff")  # not part of the text (optgen.source)
     try:
         with warnings.catch_warnings():
             # Random rules often fail their convergence conditions: a warning, not a finding.
@@ -240,3 +241,102 @@ def check_runs(outputs: dict[str, str]) -> None:
             test_namespace["test_every_parameter_gets_a_gradient"]()
         finally:
             del sys.modules[stem]
+
+
+# ---------------------------------------------------------------- issue 16: shapes of input
+# Separator runs, long sums, extreme numbers, names from the reserved sets, colliding
+# names: each a valid program but for the one hostile part.
+# Extreme in form, and either refused or tame in value: a coefficient such as 1e307 is a
+# valid float64 whose products overflow the forward (docs/robustness.md, "Open").
+EXTREME_NUMBERS = [
+    "1e309",
+    "1e200*1e200",
+    "1e-200*1e-200",
+    "1e300*1e-300",
+    "1e-307",
+    "0.0",
+    "0." + "0" * 300 + "5",
+    "9" * 400,
+]
+
+
+def _reserved_words(rng: random.Random, count: int) -> list[str]:
+    from optgen import naming
+
+    pools = [
+        sorted(naming.generated_names()),
+        sorted(naming.module_attributes()),
+        sorted(naming.module_names()),
+    ]
+    return [rng.choice(rng.choice(pools)) for _ in range(count)]
+
+
+def _camel(word: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in word.split("_")) or "A"
+
+
+def hostile_program(rng: random.Random) -> str:
+    """A network with one shape that broke the compiler or its outputs (issue 16)."""
+    kind = rng.choice(["separators", "long_sum", "number", "reserved", "collision"])
+    name, param, sep = "Hostile", "t = 0.5", "\n"
+    update = "x+ = x - t*T(x)"
+    if kind == "separators":
+        sep = rng.choice(["\n", ";", "#\n", " \n", "\r\n"]) * rng.randint(1, 20_000)
+    elif kind == "long_sum":
+        n = rng.randint(50, 800)
+        term = rng.choice([" + 0.001*T(x)", " - 0.5*(x - x-)", " + t*T(x)"])
+        update = rng.choice([f"x+ = x{term * n}", f"x+ = {'-' * (2 * n)}x - t*T(x)"])
+    elif kind == "number":
+        param = f"t = {rng.choice(EXTREME_NUMBERS)}"
+        if rng.random() < 0.5:
+            update = f"x+ = x - {rng.choice(EXTREME_NUMBERS)}*T(x)"
+    elif kind == "reserved":
+        word = _reserved_words(rng, 1)[0]
+        if rng.random() < 0.5:
+            name = _camel(word) if rng.random() < 0.7 else word
+        else:
+            param = f"{word} = 0.5 learnable"
+            update = f"x+ = x - {word}*T(x)"
+    body = f"network {name} {{{sep}state x{sep}param {param}{sep}block T = mlp(){sep}"
+    text = body + f"update {{{sep}{update}{sep}}}{sep}}}\n"
+    if kind == "collision":
+        base = f"Net{rng.randint(0, 99)}"
+        other = rng.choice([f"Test{base}", base, f"{base[:3]}_{base[3:]}"])
+        text += text.replace("Hostile", other)
+        text = text.replace("Hostile", base, 1)
+    return text
+
+
+def write_with_failures(rng: random.Random, text: str, folder: Path) -> None:
+    """`optgen compile` of `text` into `folder`, with a file-system refusal injected after
+    a random number of files (a full disk, a folder made read-only part-way): exit 0 or 1,
+    never 2, and after exit 1 the folder holds exactly what it held before."""
+    import errno
+    import os
+
+    from optgen import cli
+
+    source = folder / "hostile.opt"
+    source.write_text(text)
+    out = folder / "out"
+    before = {p.name: p.read_bytes() for p in out.iterdir()} if out.is_dir() else {}
+    budget = rng.randint(0, 3)
+    code = rng.choice([errno.ENOSPC, errno.EROFS, errno.EACCES])
+    real = cli._write_temporary
+
+    def failing(output, mode):
+        nonlocal budget
+        if budget == 0:
+            raise OSError(code, os.strerror(code), str(output.path))
+        budget -= 1
+        return real(output, mode)
+
+    cli._write_temporary = failing
+    try:
+        status = cli.main(["compile", str(source), "-o", str(out)])
+    finally:
+        cli._write_temporary = real
+    assert status in (0, 1), status
+    if status == 1:
+        after = {p.name: p.read_bytes() for p in out.iterdir()} if out.is_dir() else {}
+        assert after == before, (sorted(before), sorted(after))

@@ -5,7 +5,15 @@ import time
 
 import pytest
 from conftest import assert_generated_tests_pass
-from fuzzing import catalog_texts, check_compile, check_runs, generate_program, mutate
+from fuzzing import (
+    catalog_texts,
+    check_compile,
+    check_runs,
+    generate_program,
+    hostile_program,
+    mutate,
+    write_with_failures,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -75,3 +83,20 @@ def test_generated_tests_of_random_valid_programs_pass(tmp_path):
         for name, source in outputs.items():
             (folder / name).write_text(source)
     assert_generated_tests_pass(tmp_path, tmp_path, timeout=600)
+
+
+def test_hostile_shapes_compile_cleanly_or_are_located(tmp_path):
+    # Issue 16's shapes: separator runs, long sums, extreme numbers, reserved names,
+    # colliding names, some written through a failing file system.
+    rng = random.Random(16)
+    for case in range(60):
+        text = hostile_program(rng)
+        start = time.process_time()
+        outputs = check_compile(text)
+        assert time.process_time() - start < 60, text[:300]
+        if outputs is not None and case % 4 == 0:
+            check_runs(outputs)
+        if case % 3 == 0:
+            folder = tmp_path / str(case)
+            folder.mkdir()
+            write_with_failures(rng, text, folder)

@@ -19,11 +19,6 @@ HEAVY_BALL = (EXAMPLES / "heavy_ball.opt").read_text()
 
 
 # ---------------------------------------------------------------- formatting
-def _longest_code_line(text: str) -> int:
-    """The longest line but a string literal's (black leaves those as they are)."""
-    return max(len(line) for line in text.splitlines() if not line.lstrip().startswith('"'))
-
-
 def test_a_destination_without_black_settings_gets_blacks_defaults(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -34,7 +29,11 @@ def test_a_destination_without_black_settings_gets_blacks_defaults(tmp_path):
     result = run_optgen("compile", str(rule), "-o", str(repo / "models"))
     assert result.returncode == 0, result.stderr
     module = (repo / "models" / "heavy_ball.py").read_text()
-    assert _longest_code_line(module) <= 88
+    import black
+
+    # Formatted at 88 columns, not at this repository's 100.
+    assert black.format_str(module, mode=black.Mode()) == module
+    assert black.format_str(module, mode=black.Mode(line_length=100)) != module
     check = subprocess.run(
         [sys.executable, "-m", "black", "--check", "-q", "models"],
         cwd=repo,
@@ -54,6 +53,12 @@ def test_the_destinations_black_section_and_line_length_override(tmp_path):
     assert found.line_length == 120 and found.skip_magic_trailing_comma
     assert found.config == str(repo / "pyproject.toml")
     assert for_directory(repo / "src", line_length=70).line_length == 70
+    # The nearest pyproject.toml *with a [tool.black] table* decides: an inner project
+    # without one (a requires-python only) does not reset the line length.
+    inner = repo / "src" / "inner"
+    inner.mkdir()
+    (inner / "pyproject.toml").write_text('[project]\nname = "inner"\nrequires-python = ">=3.10"\n')
+    assert for_directory(inner / "out").line_length == 120
     rule = tmp_path / "heavy_ball.opt"
     rule.write_text(HEAVY_BALL)
     for args, columns in (((), 120), (("--line-length", "60"), 60)):
@@ -148,6 +153,8 @@ def test_every_catalog_network_and_model_runs_under_bfloat16_autocast():
     """The catalog's Deq crashed here (Anderson's mixed iterate left in bfloat16)."""
     ran = []
     for stem, cls in _catalog_modules():
+        if hasattr(cls, "INPUT_SIZE") and stem not in ("deep_apg2", "iso_vit_apg2"):
+            continue  # the models repeat their stage networks: two of them cover the parts
         source = (EXAMPLES.parent / "generated" / f"{stem}.py").read_text()
         module, x = _instance_and_input(cls, source)
         _forward_backward_under_autocast(module, x, torch.bfloat16)
@@ -324,3 +331,151 @@ def test_onnx_is_part_of_the_test_extra():
     text = (EXAMPLES.parent / "pyproject.toml").read_text()
     test_extra = next(line for line in text.splitlines() if line.startswith("test = ["))
     assert all(name in test_extra for name in ("onnx", "onnxscript", "onnxruntime"))
+
+
+# ---------------------------------------------------------------- precision-aware solves
+def test_a_tolerance_below_float32_is_a_located_warning_and_its_tests_pass(tmp_path, opt_file):
+    text = (EXAMPLES / "ppm.opt").read_text().replace("tol=1e-4", "tol=1e-8")
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "solver" in s)
+    with pytest.warns(optgen.OptgenWarning, match="solver tol=1e-08 of network Ppm is below"):
+        outputs = optgen.compile_source(text, "ppm.opt")
+    assert "module = make_module(torch.float64)" in outputs["test_ppm.py"]
+    for name, source in outputs.items():
+        (tmp_path / name).write_text(source)
+    assert_generated_tests_pass(tmp_path, tmp_path)
+    result = run_optgen("check", str(opt_file(text, "ppm.opt")))
+    assert result.returncode == 0
+    assert f"ppm.opt:{line}:5: warning: solver tol=1e-08" in result.stderr
+    # The catalog's tolerances (1e-4) are within float32's reach: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", optgen.OptgenWarning)
+        optgen.compile_source((EXAMPLES / "ppm.opt").read_text(), "ppm.opt")
+
+
+# ---------------------------------------------------------------- optgen.load and pickling
+def test_loaded_classes_pickle_and_torch_save_across_processes(tmp_path, monkeypatch):
+    import io
+    import pickle
+
+    monkeypatch.setenv("OPTGEN_CACHE", str(tmp_path / "cache"))
+    HeavyBall = optgen.load(EXAMPLES / "heavy_ball.opt")["HeavyBall"]
+    torch.manual_seed(0)
+    module = HeavyBall(8, depth=2)
+    x = torch.randn(3, 8)
+    clone = pickle.loads(pickle.dumps(module))
+    torch.testing.assert_close(clone(x), module(x))
+    saved = tmp_path / "model.pt"
+    torch.save(module, saved)
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    assert type(torch.load(buffer, weights_only=False)) is HeavyBall
+    # A fresh process loads the same source, then the saved module.
+    script = (
+        "import sys, torch, optgen\n"
+        f"optgen.load({str(EXAMPLES / 'heavy_ball.opt')!r})\n"
+        f"m = torch.load({str(saved)!r}, weights_only=False)\n"
+        "print(type(m).__name__, m.depth)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "HeavyBall 2", out.stderr
+
+
+def test_loads_takes_the_text_and_reuses_the_package_of_the_same_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPTGEN_CACHE", str(tmp_path / "cache"))
+    first = optgen.loads(HEAVY_BALL, "heavy_ball.opt")["HeavyBall"]
+    again = optgen.loads(HEAVY_BALL, "heavy_ball.opt")["HeavyBall"]
+    assert first is again
+    changed = optgen.loads(HEAVY_BALL.replace("layers 16", "layers 5"), "heavy_ball.opt")
+    assert changed["HeavyBall"] is not first and changed["HeavyBall"](4).depth == 5
+    packages = sorted(p.name for p in (tmp_path / "cache").glob("modules-*/optgen_*"))
+    assert len(packages) == 2 and not any(p.startswith(".") for p in packages)
+    with pytest.raises(TypeError):
+        optgen.loads(b"network A {}")
+
+
+# ---------------------------------------------------------------- run-time settings
+def _ppm():
+    module = load_generated("ppm")
+    torch.manual_seed(0)
+    return getattr(module, module.__all__[0])(4, depth=2)
+
+
+@pytest.mark.parametrize(
+    "attr, value, message",
+    [
+        ("solver", {"name": "anderzon", "tol": 1e-4}, "unknown name 'anderzon'; choose one of"),
+        (
+            "solver",
+            {"name": "anderson", "max_iter": 0, "tol": 1e-4},
+            "option max_iter must be a positive int",
+        ),
+        ("solver", {"name": "fixed_point", "tolerance": 1e-4}, "has no option 'tolerance'"),
+        ("backward", {"name": "phantm"}, "unknown name 'phantm'"),
+    ],
+)
+def test_a_misspelled_run_time_setting_is_a_clear_error(attr, value, message):
+    module = _ppm()
+    setattr(module, attr, value)
+    with pytest.raises(ValueError, match=message):
+        module(torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("depth", [0, -1, 2.0, True])
+def test_a_depth_that_is_not_a_positive_int_is_refused(depth):
+    module = load_generated("heavy_ball")
+    with pytest.raises(ValueError, match="depth must be a positive int"):
+        getattr(module, module.__all__[0])(4, depth=depth)
+
+
+def test_implicit_modules_take_an_empty_batch_and_half_precision():
+    module = _ppm()
+    assert module(torch.randn(0, 4)).shape == (0, 4)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = module(torch.randn(3, 4))
+    assert torch.isfinite(out.float()).all()
+
+
+def test_the_runtime_knows_every_option_of_the_registry():
+    from optgen.blocks import BACKWARD_KINDS, SOLVER_KINDS
+
+    namespace: dict = {"nn": torch.nn, "torch": torch}
+    runtime = (EXAMPLES.parent / "templates" / "runtime" / "solvers.py").read_text()
+    exec(
+        compile("from torch import Tensor\nimport warnings\n" + runtime, "solvers", "exec"),
+        namespace,
+    )
+    for name, kind in SOLVER_KINDS.items():
+        assert set(kind.options) <= set(namespace["_SOLVER_OPTIONS"][name])
+    for name, kind in BACKWARD_KINDS.items():
+        assert set(kind.options) <= set(namespace["_BACKWARD_OPTIONS"][name])
+
+
+def test_a_custom_block_must_name_an_nn_module_subclass():
+    text = """
+network Risky {
+    state x
+    param t = 0.5
+    block T = custom("pydoc:pipepager", universal=no)
+    update { x+ = x - t*T(x) }
+}
+"""
+    namespace: dict = {}
+    source = optgen.compile_source(text, "risky.opt")["risky.py"]
+    exec(compile(source, "risky.py", "exec"), namespace)
+    with pytest.raises(TypeError, match="must name an nn.Module subclass, got function"):
+        namespace["Risky"](4)
+    fine = text.replace("pydoc:pipepager", "torch.nn:Identity")
+    exec(compile(optgen.compile_source(fine, "r.opt")["risky.py"], "r", "exec"), namespace)
+    assert namespace["Risky"](4)(torch.ones(2, 4)).shape == (2, 4)
+
+
+def test_bidi_controls_in_a_file_name_are_escaped_in_the_header_and_docstring(tmp_path):
+    name = "evil\u202egnp.opt"
+    source = optgen.compile_source(HEAVY_BALL, name)["heavy_ball.py"]
+    assert "\u202e" not in source
+    assert "from evil\\u202egnp.opt. Do not edit" in source
+    namespace: dict = {}
+    exec(compile(source, "heavy_ball.py", "exec"), namespace)  # still valid Python

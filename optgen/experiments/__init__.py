@@ -1,4 +1,5 @@
-"""The paper's small experiments: rings, parity and Telgarsky's sawtooth.
+"""The paper's experiments: the small synthetic ones (rings, parity, Telgarsky's sawtooth)
+here, the image classification on real digits (mnist, digits) in `images`.
 
 Every network is a generated module of the catalog (compiled by optgen into the output
 folder and imported from there, unchanged) inside the same thin wrapper: a linear lift
@@ -19,18 +20,29 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .data import digest, make_data
+from .image_models import IMAGE_NETWORKS, QUICK_NETWORKS
+from .images import ImageExperimentError, run_image_command, run_images
 from .networks import UnsupportedLayout, import_class, prepare, write_modules
 from .plots import plot
-from .settings import Settings, settings_for
+from .settings import IMAGE_EXPERIMENTS, ImageSettings, Settings, image_settings_for, settings_for
 from .train import train_network
 
 __all__ = [
     "DEFAULT_NETWORKS",
     "EXPERIMENTS",
+    "IMAGE_EXPERIMENTS",
+    "IMAGE_NETWORKS",
+    "QUICK_NETWORKS",
+    "ImageExperimentError",
+    "ImageSettings",
     "MissingExtra",
     "Settings",
     "UnsupportedLayout",
+    "image_settings_for",
+    "require_extras",
     "run",
+    "run_image_command",
+    "run_images",
 ]
 
 DEFAULT_NETWORKS = ("gd", "heavy_ball", "nesterov", "nesterov_k", "dense", "ladmm")
@@ -39,6 +51,18 @@ EXPERIMENTS = ("rings", "parity", "telgarsky")
 
 class MissingExtra(Exception):
     """matplotlib or tqdm is not installed."""
+
+
+def require_extras() -> None:
+    """Raise MissingExtra unless matplotlib and tqdm are installed."""
+    try:
+        import matplotlib  # noqa: F401
+        import tqdm  # noqa: F401
+    except ImportError:
+        raise MissingExtra(
+            "optgen experiment needs matplotlib and tqdm: pip install 'optgen[experiments]'"
+            " (or pip install matplotlib tqdm)"
+        ) from None
 
 
 def run(
@@ -57,15 +81,9 @@ def run(
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"no experiment {name!r}: choose one of {', '.join(EXPERIMENTS)}")
-    try:
-        import matplotlib  # noqa: F401
-        import tqdm
-    except ImportError:
-        raise MissingExtra(
-            "optgen experiment needs matplotlib and tqdm: pip install 'optgen[experiments]'"
-            " (or pip install matplotlib tqdm)"
-        ) from None
+    require_extras()
     import torch
+    import tqdm
 
     # Small models: one thread is fastest and does not fight other processes for the cores.
     torch.set_num_threads(1)

@@ -46,7 +46,12 @@ def _anderson(
             f_hist = torch.stack([v.to(work) for v in fs], dim=1)
             g = f_hist - x_hist
             eye = torch.eye(g.shape[1], dtype=work, device=z.device)
-            gram = torch.bmm(g, g.transpose(1, 2)) + lam * eye
+            gram = torch.bmm(g, g.transpose(1, 2))
+            # Regularized relative to the Gram matrix's own scale (its largest diagonal
+            # entry): an absolute lam takes over once the residuals are small and slows
+            # the last digits (57 iterations against 17 at tol 1e-13).
+            scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-30)
+            gram = gram + (lam * scale)[:, None, None] * eye
             weights = torch.linalg.solve(gram, torch.ones_like(gram[..., :1]))[..., 0]
             alpha = weights / weights.sum(dim=1, keepdim=True)
             x_new = torch.bmm(alpha[:, None], f_hist)[:, 0].to(z.dtype)
@@ -58,6 +63,36 @@ def _anderson(
 
 
 _SOLVERS = {"fixed_point": _fixed_point, "anderson": _anderson}
+# The options each solver and backward mode takes (optgen's registry, checked by its tests).
+_SOLVER_OPTIONS = {
+    "fixed_point": ("max_iter", "tol", "iterations"),
+    "anderson": ("m", "max_iter", "tol", "lam"),
+}
+_BACKWARD_OPTIONS = {"implicit": ("max_iter", "tol"), "phantom": ("steps",), "unroll": ()}
+_COUNTS = ("max_iter", "m", "steps", "iterations")
+
+
+def _check_choice(module: nn.Module, attr: str, table: dict) -> None:
+    """`module.solver` or `module.backward` names a known method with known options."""
+    owner = f"{type(module).__name__}.{attr}"
+    setting = getattr(module, attr)
+    name = setting.get("name") if isinstance(setting, dict) else None
+    if name not in table:
+        raise ValueError(f"{owner}: unknown name {name!r}; choose one of {', '.join(table)}")
+    for key, value in setting.items():
+        if key == "name":
+            continue
+        if key not in table[name]:
+            known = ", ".join(table[name]) or "none"
+            raise ValueError(f"{owner}: {name} has no option {key!r}; its options: {known}")
+        if key in _COUNTS:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            wanted = "a positive int"
+        else:  # tol = 0 runs max_iter iterations
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            wanted = "a number >= 0"
+        if not ok:
+            raise ValueError(f"{owner}: option {key} must be {wanted}, got {value!r}")
 
 
 def _record(
@@ -112,6 +147,8 @@ def _contraction(f, z: Tensor, iterations: int) -> float:
 
 def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
     """The fixed point z = f(z), differentiable as `module.backward` says."""
+    _check_choice(module, "solver", _SOLVER_OPTIONS)
+    _check_choice(module, "backward", _BACKWARD_OPTIONS)
     if z0.numel() == 0:  # an empty batch: nothing to solve, and no residual to take
         return f(z0)
     fixed = module.solver.get("iterations")

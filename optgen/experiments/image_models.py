@@ -1,0 +1,158 @@
+"""The image classifiers of a run, compiled through optgen's public API only.
+
+A network of `--networks` is a catalog model by the name of its generated file
+(`wide_gd`, `deep_apg2`, `iso_vit_apg2`, ...) or a `.opt` file, which gives every model it
+declares. `prepare_models` compiles and checks each file in memory (`compile_source`,
+`check_source`) and refuses an unknown name before anything is trained or written; the
+class is executed from the very text that is written to OUT/modules, so that every rank,
+on every node, trains the file `optgen compile` writes without reading it back from a
+disk it may not share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+from optgen import check_source, compile_source
+from optgen.resources import resource_dir
+
+MODELS = resource_dir("examples") / "models"
+
+# The catalog's comparison: per family, the gradient-descent model (the ResNet-like, or
+# plain isotropic, baseline) and the models built from the other rules, at equal widths,
+# depths, stem, transitions and head.
+FAMILIES = {
+    "wide": ("staged.opt", "wide-shallow (widths 32/64/128, depth 1 a stage)"),
+    "deep": ("staged.opt", "narrow-deep (widths 16/32/64, depth 3 a stage)"),
+    "iso_convnext": ("isotropic.opt", "isotropic ConvNeXt (width 32, depth 4)"),
+    "iso_vit": ("isotropic.opt", "isotropic ViT (width 32, depth 4)"),
+}
+RULES = ("gd", "heavy_ball", "nesterov", "apg2")
+IMAGE_NETWORKS = (
+    *(f"{family}_{rule}" for family in ("wide", "deep") for rule in RULES),
+    *(f"{family}_{rule}" for family in ("iso_convnext", "iso_vit") for rule in ("gd", "apg2")),
+)
+# --quick: one model of each family, baselines and APG2 both present.
+QUICK_NETWORKS = ("wide_gd", "deep_apg2", "iso_convnext_gd", "iso_vit_apg2")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    label: str  # its key in the report
+    path: Path  # the .opt file
+    class_name: str
+    file_name: str  # the generated module
+    code: str  # its text, as written to OUT/modules
+    certificate: dict  # the model's certificate, from check_source
+    family: str  # a key of FAMILIES, or "custom"
+    rule: str  # a name of RULES, or "custom"
+
+    @property
+    def baseline(self) -> bool:
+        return self.rule == "gd"
+
+    @property
+    def code_digest(self) -> str:
+        return hashlib.sha256(self.code.encode("utf-8")).hexdigest()
+
+
+def prepare_models(names: list[str]) -> tuple[list[ModelSource], dict[str, str]]:
+    """Compile the files of every named model in memory; write nothing.
+
+    Returns the models in order and every output file (name to text). Raises
+    `FileNotFoundError` for an unknown name or a `.opt` file without a model, and
+    `optgen.OptgenError` for a file that does not compile.
+    """
+    compiled: dict[Path, tuple[dict[str, str], dict[str, dict]]] = {}
+    sources: list[ModelSource] = []
+    files: dict[str, str] = {}
+    for name in names:
+        path, wanted = _locate(name)
+        if path not in compiled:
+            text = path.read_text(encoding="utf-8")
+            models = {c["name"]: c for c in check_source(text, str(path)) if c["kind"] == "model"}
+            compiled[path] = (compile_source(text, str(path)), models)
+        outputs, models = compiled[path]
+        found = [_source(name, path, cert, outputs) for cert in models.values()]
+        found = [s for s in found if wanted is None or s.file_name == f"{wanted}.py"]
+        if not found:
+            raise FileNotFoundError(f"{path} declares no model: it has networks only")
+        for source in found:
+            sources.append(source)
+            files[source.file_name] = source.code
+            files[f"test_{source.file_name}"] = outputs[f"test_{source.file_name}"]
+    labels = [s.label for s in sources]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise FileNotFoundError(f"network {', '.join(twice)} is given twice")
+    return sources, files
+
+
+def _locate(name: str) -> tuple[Path, str | None]:
+    """The .opt file of a catalog model name (and the name) or of a path (None: all)."""
+    if name.endswith(".opt"):
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"no network {name!r}: the file does not exist")
+        return path, None
+    family = next((f for f in sorted(FAMILIES, key=len, reverse=True) if name.startswith(f)), None)
+    if name not in IMAGE_NETWORKS or family is None:
+        raise FileNotFoundError(
+            f"no network {name!r}: give a catalog model ({', '.join(IMAGE_NETWORKS)})"
+            " or a .opt file with models"
+        )
+    return MODELS / FAMILIES[family][0], name
+
+
+def _source(given: str, path: Path, certificate: dict, outputs: dict[str, str]) -> ModelSource:
+    class_name = certificate["name"]
+    file_name = next(
+        f for f, code in outputs.items() if f"\nclass {class_name}(nn.Module):" in code
+    )
+    stem = Path(file_name).stem
+    in_catalog = stem in IMAGE_NETWORKS and path.resolve().parent == MODELS.resolve()
+    label = stem if in_catalog or not given.endswith(".opt") else f"{given}:{class_name}"
+    family, rule = "custom", "custom"
+    if in_catalog:
+        family = next(f for f in sorted(FAMILIES, key=len, reverse=True) if stem.startswith(f))
+        rule = stem[len(family) + 1 :]
+    return ModelSource(
+        label, path, class_name, file_name, outputs[file_name], certificate, family, rule
+    )
+
+
+def model_class(source: ModelSource) -> type:
+    """The model class, executed from the generated text."""
+    module = types.ModuleType(f"optgen_image_{Path(source.file_name).stem}")
+    exec(compile(source.code, source.file_name, "exec"), module.__dict__)
+    return getattr(module, source.class_name)
+
+
+def check_input(source: ModelSource, cls: type, size: int) -> None:
+    """Refuse a model that cannot take one-channel size x size images."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            cls(num_classes=10, in_chans=1).eval()(torch.zeros(1, 1, size, size))
+    except Exception as err:  # any failure: the model and the experiment do not fit
+        raise ValueError(
+            f"network {source.label} ({source.class_name}, declared input"
+            f" {list(cls.INPUT_SIZE)}) does not take the [1, {size}, {size}] images of the"
+            f" experiment: {type(err).__name__}: {err}"
+        ) from None
+
+
+def cost(cls: type, size: int) -> tuple[int, int]:
+    """(parameters, FLOPs of one image) of the model as the experiment builds and feeds it:
+    10 classes, one channel, size x size; counted as the class's FLOPS is."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = cls(num_classes=10, in_chans=1).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, size, size))
+    return sum(p.numel() for p in model.parameters()), int(counter.get_total_flops())

@@ -1,0 +1,299 @@
+"""The paper's image-classification comparison on real digits: `optgen experiment mnist`
+and `optgen experiment digits`.
+
+Every network is a catalog model (or a model of the user's `.opt` file) compiled by
+optgen's public API, built with 10 classes and one input channel and fed 32x32 images.
+All networks of a run see the same split (its digest is in the report), the same
+optimizer (AdamW), schedule (warm-up, cosine), augmentation (random shift) and seeds
+(0, 1, ...: initialisation, data order, augmentation). The run is data-parallel under
+`torchrun` (see `distributed`), rank 0 writes OUT/NAME.json after every finished seed
+(atomically), and `--resume` continues a killed run from its last finished network and
+seed, refusing a file written with other settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from .distributed import World, broadcast, join, leave
+from .image_data import ImageData, load_images
+from .image_models import (
+    FAMILIES,
+    ModelSource,
+    check_input,
+    cost,
+    model_class,
+    prepare_models,
+)
+from .image_plots import plot_images
+from .image_train import train_seed
+from .networks import write_modules
+from .settings import ImageSettings
+from .train import summarize, thin
+
+FORMAT = 1  # of the report; a change of layout is a change of settings
+
+
+class ResumeRefused(Exception):
+    """--resume against a file that is not a run of the same settings."""
+
+
+def settings_digest(s: ImageSettings) -> str:
+    """The sha256 of everything that decides the numbers of a run, the report's format
+    included; the data's own digest is checked beside it."""
+    text = json.dumps({"format": FORMAT, **asdict(s)}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def run_images(
+    s: ImageSettings,
+    out: Path,
+    networks: list[str],
+    resume: bool = False,
+    progress_bar: bool = True,
+) -> dict | None:
+    """Train every network for every seed of `s`; rank 0 writes out/NAME.json and
+    out/NAME.png. Every check (names, compilation, input, world size, the resumed file)
+    is done before the first network is trained or anything is written. Returns the
+    report on rank 0, None on the other ranks."""
+    import torch
+
+    torch.set_num_threads(1)  # one thread a rank: scale out with ranks, not threads
+    sources, files = prepare_models(networks)
+    classes = {source.label: model_class(source) for source in sources}
+    for source in sources:
+        check_input(source, classes[source.label], s.size)
+    data = load_images(s)
+    world = join()
+    try:
+        if s.batch % world.size:
+            raise ValueError(
+                f"the global batch {s.batch} does not split evenly over {world.size} ranks"
+            )
+        report = broadcast(world, _start(s, out, sources, classes, data, resume, world))
+        if isinstance(report, Exception):
+            raise report
+        if world.is_main:
+            write_modules(files, out / "modules")
+        _train_all(s, out, sources, classes, data, report, world, progress_bar)
+        if not world.is_main:
+            return None
+        report["complete"] = True
+        _write(out, report)
+        plot_images(report, out / f"{s.experiment}.png")
+        return report
+    finally:
+        leave(world)
+
+
+def _start(s, out, sources, classes, data, resume, world) -> dict | Exception:
+    """On rank 0: the report to fill, new or read back for --resume (an exception to raise
+    on every rank when it cannot be resumed). Elsewhere: None, rank 0's comes by broadcast."""
+    if not world.is_main:
+        return None
+    fresh = _fresh_report(s, sources, classes, data)
+    path = out / f"{s.experiment}.json"
+    if not resume or not path.exists():
+        return fresh
+    try:
+        return _resumed(path, fresh, sources)
+    except ResumeRefused as err:
+        return err
+
+
+def _fresh_report(s, sources, classes, data: ImageData) -> dict:
+    report = {
+        "experiment": s.experiment,
+        "format": FORMAT,
+        "settings": {**asdict(s), "steps": s.steps},
+        "settings_digest": settings_digest(s),
+        "data": data.record,
+        "data_digest": data.record["digest"],
+        "complete": False,
+        "networks": {},
+    }
+    for source in sources:
+        report["networks"][source.label] = _network_entry(source, classes[source.label], s)
+    return report
+
+
+def _network_entry(source: ModelSource, cls: type, s: ImageSettings) -> dict:
+    params, flops = cost(cls, s.size)
+    universal = source.certificate.get("universal") or {}
+    return {
+        "class": source.class_name,
+        "source": str(source.path),
+        "module": source.file_name,
+        "module_sha256": source.code_digest,
+        "family": source.family,
+        "family_description": FAMILIES.get(source.family, (None, "a model of the user's"))[1],
+        "rule": source.rule,
+        "baseline": source.baseline,
+        "params": params,
+        "flops": flops,
+        "certificate": {
+            "universal": universal.get("guaranteed"),
+            "reasons": universal.get("reasons", []),
+            "stages": source.certificate.get("stages", []),
+        },
+        "runs": {},
+        "metrics": {},
+        "wall_time_s": 0.0,
+    }
+
+
+def _resumed(path: Path, fresh: dict, sources: list[ModelSource]) -> dict:
+    """The report in `path`, checked against the run about to start; raise ResumeRefused
+    when it is not a run of the same settings, data and networks."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        old_digest, old_settings = old["settings_digest"], old["settings"]
+        old_networks = old["networks"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ResumeRefused(
+            f"cannot resume from {path}: it is not the report of an image experiment"
+            f" ({type(err).__name__}: {err})"
+        ) from None
+    if old_digest != fresh["settings_digest"]:
+        changed = [
+            f"{key} {old_settings.get(key)!r} there, {value!r} now"
+            for key, value in fresh["settings"].items()
+            if old_settings.get(key) != value
+        ]
+        raise ResumeRefused(
+            f"cannot resume from {path}: it was written with other settings"
+            f" ({'; '.join(changed) or 'another report format'}); give another --out, or"
+            " leave out --resume to start again"
+        )
+    if old.get("data_digest") != fresh["data_digest"]:
+        raise ResumeRefused(
+            f"cannot resume from {path}: its data digest differs from this machine's"
+            f" {fresh['experiment']} data (another version of the data set's package?)"
+        )
+    for source in sources:
+        entry = old_networks.get(source.label)
+        if entry is not None and entry.get("module_sha256") != source.code_digest:
+            raise ResumeRefused(
+                f"cannot resume from {path}: network {source.label} has changed since it"
+                " was trained (its generated module differs); give another --out"
+            )
+    # The networks asked for now, in their order, with what is done; then the rest of the
+    # file's networks (same settings, same data), so that nothing in it is lost.
+    merged = dict(fresh, networks={})
+    for label, entry in fresh["networks"].items():
+        merged["networks"][label] = old_networks.get(label, entry)
+    for label, entry in old_networks.items():
+        merged["networks"].setdefault(label, entry)
+    merged["complete"] = False
+    return merged
+
+
+def _train_all(s, out, sources, classes, data, report, world: World, progress_bar) -> None:
+    import tqdm
+
+    todo = [
+        (source, seed)
+        for source in sources
+        for seed in range(s.seeds)
+        if str(seed) not in report["networks"][source.label]["runs"]
+    ]
+    with tqdm.tqdm(
+        total=len(todo) * s.steps,
+        desc=s.experiment,
+        unit="step",
+        disable=not (progress_bar and world.is_main),
+        leave=False,
+    ) as bar:
+        for source, seed in todo:
+            bar.set_postfix_str(f"{source.label} seed {seed}")
+            result = train_seed(classes[source.label], s, data, seed, world, bar)
+            if world.is_main:
+                _record(report["networks"][source.label], seed, result)
+                _write(out, report)
+
+
+def _record(entry: dict, seed: int, result: dict) -> None:
+    """Add one finished seed to a network's entry and recompute its summary."""
+    result = dict(result, curve=thin(result["curve"]))
+    entry["runs"][str(seed)] = _finite_or_none(result)
+    runs = [entry["runs"][k] for k in sorted(entry["runs"], key=int)]
+    entry["metrics"] = {
+        key: summarize([math.nan if r[key] is None else r[key] for r in runs])
+        for key in ("test_error", "test_loss", "final_train_loss")
+    }
+    entry["wall_time_s"] = sum(r["wall_time_s"] for r in runs)
+
+
+def _finite_or_none(value):
+    """The value with every NaN or infinity (a diverged run) as None, which JSON can hold."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    return value
+
+
+def _write(out: Path, report: dict) -> None:
+    """Write the report atomically: a run killed while writing keeps the previous file."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{report['experiment']}.json"
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    partial.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+class ImageExperimentError(Exception):
+    """A bad input of `optgen experiment mnist|digits`: the CLI prints it and exits 1."""
+
+
+def run_image_command(args, progress_bar: bool = True) -> list[str]:
+    """`optgen experiment mnist|digits` from its parsed arguments: run, and return the lines
+    to print (none on ranks other than 0). Raises `ImageExperimentError` for a bad input."""
+    from . import MissingExtra, require_extras
+    from .image_data import MissingData
+    from .image_models import IMAGE_NETWORKS, QUICK_NETWORKS
+    from .settings import image_settings_for
+
+    networks = (
+        [n.strip() for n in args.networks.split(",") if n.strip()]
+        if args.networks
+        else list(QUICK_NETWORKS if args.quick else IMAGE_NETWORKS)
+    )
+    try:
+        require_extras()
+        s = image_settings_for(
+            args.name, args.quick, args.seeds, args.epochs, args.batch, args.train_size
+        )
+        report = run_images(s, Path(args.out), networks, args.resume, progress_bar)
+    except (MissingExtra, MissingData, ResumeRefused, ValueError, FileNotFoundError) as err:
+        raise ImageExperimentError(str(err)) from None
+    if report is None:
+        return []
+    lines = []
+    for label, entry in report["networks"].items():
+        error, loss = entry["metrics"]["test_error"], entry["metrics"]["test_loss"]
+        lines.append(
+            f"{args.name} {label}: test error {_percent(error)}, test loss"
+            f" {_plain(loss['mean'])}, {entry['params']} params,"
+            f" {entry['flops'] / 1e6:.1f} MFLOPs, {entry['wall_time_s']:.0f} s"
+        )
+    out = Path(args.out)
+    lines.append(f"optgen: wrote {out / (args.name + '.json')} and {out / (args.name + '.png')}")
+    return lines
+
+
+def _percent(summary: dict) -> str:
+    if summary["mean"] is None:
+        return "diverged"
+    return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f} %"
+
+
+def _plain(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
