@@ -452,6 +452,11 @@ def _plot(results: list[Result], path: Path) -> None:
     print(f"optgen: wrote {path}", file=sys.stderr)
 
 
+def _named(files: list[str]) -> str:
+    """The inputs in a message: the file, or "these files"."""
+    return files[0] if len(files) == 1 else "these files"
+
+
 def cmd_inspect(args) -> int:
     until = Stage.FRONTEND if args.graph and not args.summary else Stage.EMIT
     formatting = for_directory(Path.cwd(), args.line_length)  # printed: black's view from here
@@ -461,8 +466,9 @@ def cmd_inspect(args) -> int:
         return 1
     names = [item.name for r in results for item in (*r.networks, *r.models)]
     if args.network is not None and args.network not in names:
-        where = files[0] if len(files) == 1 else "these files"
-        raise UsageError(f"{where} has no network {args.network!r}; it has: {', '.join(names)}")
+        raise UsageError(
+            f"{_named(files)} has no network {args.network!r}; it has: {', '.join(names)}"
+        )
     if args.summary:
         return _summaries(args, results, files)
     for result in results:
@@ -489,9 +495,8 @@ def _summaries(args, results: list[Result], files: list[str]) -> int:
         if args.network in (None, model.name)
     ]
     if not chosen:
-        where = files[0] if len(files) == 1 else "these files"
         have = "has" if len(files) == 1 else "have"
-        raise UsageError(f"--summary describes models, and {where} {have} none")
+        raise UsageError(f"--summary describes models, and {_named(files)} {have} none")
     for result, model, cert in chosen:
         source = result.outputs[f"{snake_case(model.name)}.py"]
         print(model_summary(model, source, cert))
