@@ -177,7 +177,7 @@ class Interval:
 
 @dataclass(frozen=True, slots=True)
 class ParamFlag:
-    """A word option of a param: `learnable`, `per_layer` or `positive`."""
+    """A word option of a param: `learnable`, `per_layer`, `per_channel` or `positive`."""
 
     word: str
     span: Span
@@ -206,6 +206,10 @@ class ParamDecl:
     @property
     def per_layer(self) -> bool:
         return self._has("per_layer")
+
+    @property
+    def per_channel(self) -> bool:
+        return self._has("per_channel")
 
     @property
     def positive(self) -> bool:

@@ -228,6 +228,8 @@ class Param:
     bound: Bound | None  # `positive` is (0, inf)
     positive: bool
     span: Span
+    # One value per channel (the channel axis of the block layout), broadcast along the rest.
+    per_channel: bool = False
 
     @property
     def symbol(self) -> sympy.Symbol:

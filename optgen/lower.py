@@ -225,16 +225,25 @@ class Lowerer:
             raw, needs_math = self._raw_code(p)
             # The start in float64 (exact after .double()); a scalar with shape [1], not
             # 0-dim: FSDP2's fully_shard shards 1-D parameters only.
+            # A per-channel param starts with the same value in each of the `dim` channels.
+            start = f"[{raw}] * dim" if p.per_channel else f"[{raw}]"
             if p.per_layer:
                 layers = "range(start, start + depth)" if p.depends_on_k else "range(depth)"
-                init = f"_start(self, {attr!r}, [{raw} for k in {layers}])"
+                each = start if p.per_channel else raw
+                init = f"_start(self, {attr!r}, [{each} for k in {layers}])"
             else:
-                init = f"_start(self, {attr!r}, [{raw}])"
+                init = f"_start(self, {attr!r}, {start})"
             how, lo, hi = self._reparametrization(p)
             spec = self._learnable_spec(p, attr, how, lo, hi)
             plans.append(ParamPlan(p.name, attr, var, init, self._param_doc(p), needs_math, spec))
-            self.prologue.append(plan.ParamValue(var, attr, how, lo, hi))
+            spatial = self._spatial_axes() if p.per_channel else 0
+            self.prologue.append(plan.ParamValue(var, attr, how, lo, hi, spatial))
         return plans
+
+    def _spatial_axes(self) -> int:
+        """The axes after the channel axis of the layout, which a per-channel value
+        broadcasts along: H and W of [N, dim, H, W]; none where channels come last."""
+        return 2 if Layout(self.net.layout) is Layout.IMAGE else 0
 
     @staticmethod
     def _learnable_spec(p: ir.Param, attr: str, how, lo: float, hi: float) -> str:
@@ -245,7 +254,11 @@ class Lowerer:
         }.get(how, "sigmoid")
         upper = None if kind != "sigmoid" else hi
         declared = p.bound.show(p.name) if p.bound else "unconstrained"
-        return f"_Learnable({attr!r}, {kind!r}, {lo!r}, {upper!r}, {p.per_layer!r}, {declared!r})"
+        per_channel = ", per_channel=True" if p.per_channel else ""
+        return (
+            f"_Learnable({attr!r}, {kind!r}, {lo!r}, {upper!r}, {p.per_layer!r}, {declared!r}"
+            f"{per_channel})"
+        )
 
     def fixed_param_values(self) -> list[tuple[str, str]]:
         """(name, Python expression) of each fixed param: a float, or a list over the layers."""
@@ -303,6 +316,7 @@ class Lowerer:
         where = p.bound.show(p.name) if p.bound else "unconstrained"
         how = "softplus" if p.positive else ("scaled sigmoid" if p.bound else "identity")
         per = ", one per layer" if p.per_layer else ""
+        per += ", one per channel" if p.per_channel else ""
         return f"{p.name}: learnable{per}, {where} ({how} reparametrization), starts at {p.value}"
 
     # ------------------------------------------------------------ coefficients

@@ -127,6 +127,9 @@ class ParamValue(Op):
     how: Reparametrization
     lo: float = 0.0
     hi: float = 1.0
+    # A per-channel param on a layout whose channels are not last ([N, dim, H, W]): the
+    # number of trailing axes of size 1 it takes, to broadcast along H and W.
+    spatial_axes: int = 0
 
     @property
     def imports(self) -> frozenset[Import]:

@@ -753,6 +753,7 @@ class Resolver:
                     d.name.id, sympy.Integer(0), d.learnable, d.per_layer, None, d.positive, d.span
                 )
             params[d.name.id] = param
+        self.check_channel_axis(param_decls, decls.get(ast.BlockDecl, []), blocks)
 
         init: list[ir.InitAssign] = []
         statements: list[ir.Assign] = []
@@ -1060,11 +1061,41 @@ class Resolver:
                 f"learnable param '{d.name.id}' depends on k but is shared by all layers",
                 "add 'per_layer'",
             )
-        param = ir.Param(d.name.id, value, d.learnable, d.per_layer, bound, d.positive, d.span)
+        if d.per_channel and not d.learnable:
+            self.fail(
+                _flag_span(d, "per_channel"),
+                f"per_channel only applies to learnable params; '{d.name.id}' is fixed",
+                "a fixed param has one value for every channel: add 'learnable', or drop "
+                "'per_channel'",
+            )
+        param = ir.Param(
+            d.name.id, value, d.learnable, d.per_layer, bound, d.positive, d.span, d.per_channel
+        )
         values = self.layer_values(param, d, depth)
         if bound is not None:
             self.check_bound(param, d, values)
         return param
+
+    def check_channel_axis(
+        self, param_decls: list, block_decls: list, blocks: dict[str, ir.Block]
+    ) -> None:
+        """A per-channel param needs to know which axis holds the channels: a custom block
+        that does not declare its layout leaves it unknown."""
+        per_channel = next((d for d in param_decls if d.per_channel), None)
+        if per_channel is None:
+            return
+        for d in block_decls:
+            block = blocks.get(d.name.id)
+            declared = any(a.key is not None and a.key.id == "layout" for a in d.args)
+            if block is not None and block.kind == "custom" and not declared:
+                self.report.error(
+                    _flag_span(per_channel, "per_channel"),
+                    f"per_channel param {per_channel.name.id}: the channel axis of custom "
+                    f"block {d.name.id} is unknown, since it declares no layout",
+                    f"add layout=vector (channels last), layout=sequence ([N, L, dim]) or "
+                    f"layout=image ([N, dim, H, W]) to block {d.name.id}",
+                )
+                return
 
     def check_param_attribute(self, d: ast.ParamDecl) -> None:
         """A learnable param is the attribute `module.<name>` (`<name>_raw` when it is
@@ -1937,6 +1968,10 @@ _LAYOUT_HINTS = {
 
 def _unit(layout: str | None) -> str:
     return "features" if layout == "sequence" else "channels"
+
+
+def _flag_span(d: ast.ParamDecl, word: str) -> Span:
+    return next(o.span for o in d.options if isinstance(o, ast.ParamFlag) and o.word == word)
 
 
 def _arg_span(d, key: str) -> Span | None:

@@ -94,6 +94,9 @@ class ForwardWriter(CodeWriter):
         # A learnable scalar has shape [1] (FSDP2's fully_shard refuses 0-dim parameters):
         # it broadcasts like a 0-dim one, and indexing it would cost an op per call.
         raw = f"self.{op.attr}"
+        if op.spatial_axes:
+            # One value per channel, viewed as [dim, 1, 1] (the map is elementwise).
+            raw += "[..., " + ", ".join(["None"] * op.spatial_axes) + "]"
         how = plan.Reparametrization
         value = {
             how.IDENTITY: raw,

@@ -448,6 +448,13 @@ def _fill_learnable(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     draft.notes.append(
         f"learnable {names}: checked at the initial values; the theorem's condition is waived for learnable steps"
     )
+    per_channel = [p.name for p in learnable if p.per_channel]
+    if per_channel:
+        # Every figure is per feature: channel c follows the same rule with its own value.
+        draft.notes.append(
+            f"per-channel {', '.join(per_channel)}: the rule is read channel by channel; the "
+            "conditions must hold for every entry, and every channel starts at the value checked"
+        )
     in_rho = [p for p in learnable if p.symbol in rec.matrix.free_symbols]
     if not in_rho:
         if draft.fields.get("zero_stable"):
