@@ -392,16 +392,43 @@ class ElementwiseMap:
     scalar_args: tuple[str, ...]
     emit: str  # format string over {x} and the scalar argument names
     imports: tuple[Import, ...] = ()
+    # With learnable params in scalar arguments (LISTA's thresholds), those arguments are
+    # tensors: (the tensor arguments, the format string, the kernels it launches).
+    tensor_emits: tuple[tuple[frozenset[str], str, int], ...] = ()
+
+    def emit_for(self, tensors: frozenset[str]) -> tuple[str, tuple[Import, ...], int]:
+        """The format string, its imports and its kernels when `tensors` are tensors."""
+        if not tensors:
+            return self.emit, self.imports, 1
+        template, kernels = next((t, n) for args, t, n in self.tensor_emits if args == tensors)
+        return template, (), kernels
 
 
 ELEMENTWISE_MAPS: dict[str, ElementwiseMap] = {
     "relu": ElementwiseMap("relu", (), "torch.relu({x})"),
     "sigmoid": ElementwiseMap("sigmoid", (), "torch.sigmoid({x})"),
     "tanh": ElementwiseMap("tanh", (), "torch.tanh({x})"),
+    # F.softshrink takes a float threshold only: a tensor one shrinks by subtracting the
+    # clamped value (e - clamp(e, -lam, lam) is e - lam, 0 or e + lam).
     "softshrink": ElementwiseMap(
-        "softshrink", ("lam",), "F.softshrink({x}, {lam})", (Import.FUNCTIONAL,)
+        "softshrink",
+        ("lam",),
+        "F.softshrink({x}, {lam})",
+        (Import.FUNCTIONAL,),
+        ((frozenset({"lam"}), "{x} - torch.clamp({x}, -{lam}, {lam})", 2),),
     ),
-    "clamp": ElementwiseMap("clamp", ("lo", "hi"), "torch.clamp({x}, {lo}, {hi})"),
+    # torch.clamp takes two numbers or two tensors, not one of each.
+    "clamp": ElementwiseMap(
+        "clamp",
+        ("lo", "hi"),
+        "torch.clamp({x}, {lo}, {hi})",
+        (),
+        (
+            (frozenset({"lo", "hi"}), "torch.clamp({x}, {lo}, {hi})", 1),
+            (frozenset({"lo"}), "torch.clamp({x}, min={lo}).clamp(max={hi})", 2),
+            (frozenset({"hi"}), "torch.clamp({x}, min={lo}).clamp(max={hi})", 2),
+        ),
+    ),
 }
 
 

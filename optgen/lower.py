@@ -723,10 +723,11 @@ class Lowerer:
             arg = self.operand(atom.arg, values, ops, f"{atom.fn}_in")
             var = name or self.ns.create(f"{atom.fn}_out")
             spec = ELEMENTWISE_MAPS[atom.fn]
-            scalars = tuple(
-                (key, self.scalar(self.coef(v))) for key, v in zip(spec.scalar_args, atom.scalars)
-            )
-            ops.append(plan.MapCall(var, spec.emit, arg, scalars, spec.imports))
+            coefs = [(key, self.coef(v)) for key, v in zip(spec.scalar_args, atom.scalars)]
+            tensors = frozenset(key for key, c in coefs if c.kind is CoefKind.TENSOR)
+            template, imports, kernels = spec.emit_for(tensors)
+            scalars = tuple((key, self.scalar(c)) for key, c in coefs)
+            ops.append(plan.MapCall(var, template, arg, scalars, imports, kernels))
         elif isinstance(atom, ir.HistorySum):
             var = self.accumulators[atom]
             accumulate: list[plan.Op] = []
@@ -827,6 +828,10 @@ def reaching_output(net: ir.Network, depth: int) -> Reach:
                 blocks.add((atom.block, layer))
                 visit(atom.arg, layer, history_index)
             elif isinstance(atom, ir.MapOut):
+                # A learnable threshold or bound reaches the output through the map.
+                for scalar in atom.scalars:
+                    free = sympy.sympify(scalar).free_symbols
+                    params.update(symbols[s] for s in free if s in symbols)
                 visit(atom.arg, layer, history_index)
             elif isinstance(atom, ir.HistorySum):
                 for i in range(atom.lo, layer + 1):

@@ -84,6 +84,10 @@ class Op:
     def imports(self) -> frozenset[Import]:
         return frozenset()
 
+    @property
+    def kernel_count(self) -> int:
+        return self.KERNELS
+
     def retargeted(self, target: str) -> Op:
         """The same op writing its result to another name."""
         return dataclasses.replace(self, target=target)
@@ -250,8 +254,12 @@ class MapCall(Op):
     arg: str
     scalars: tuple[tuple[str, Scalar], ...] = ()
     needs: tuple[Import, ...] = ()
+    launches: int = 1  # `e - torch.clamp(e, -lam, lam)`, softshrink by a tensor, is two
     USES: ClassVar[tuple[str, ...]] = ("arg",)
-    KERNELS: ClassVar[int] = 1
+
+    @property
+    def kernel_count(self) -> int:
+        return self.launches
 
     @property
     def uses(self) -> tuple[str, ...]:
@@ -348,7 +356,7 @@ def walk(ops: tuple[Op, ...] | list[Op]):
 
 
 def kernels(ops) -> int:
-    return sum(op.KERNELS for op in walk(ops))
+    return sum(op.kernel_count for op in walk(ops))
 
 
 def imports(ops) -> frozenset[Import]:

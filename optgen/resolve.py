@@ -400,10 +400,10 @@ class Resolver:
             for extra in node.args[1:]:
                 v = self.value(extra, scope)
                 if not isinstance(v, Scalar):
-                    self.fail(extra.span, f"the extra arguments of {func} must be scalars")
-                if any(self._learnable(s, scope) for s in v.expr.free_symbols):
                     self.fail(
-                        extra.span, f"the extra arguments of {func} must be fixed, not learnable"
+                        extra.span,
+                        f"the extra arguments of {func} must be scalars, not a tensor expression",
+                        "use numbers, params and k, e.g. softshrink(e, t*lam)",
                     )
                 scalars.append(v.expr)
             self.check_map_arguments(func, node, scalars, scope)
@@ -422,8 +422,11 @@ class Resolver:
         """softshrink's threshold is >= 0 and clamp's bounds are ordered, at every layer."""
         if func not in ("softshrink", "clamp"):
             return
-        fixed = {p.symbol: p.value for p in scope.params.values() if not p.learnable}
-        values = [sympy.sympify(v).xreplace(fixed) for v in scalars]
+        if func == "softshrink":
+            self.check_trained_threshold(node.args[1], sympy.sympify(scalars[0]), scope)
+        # Learnable params are checked at their start values.
+        start = {p.symbol: p.value for p in scope.params.values()}
+        values = [sympy.sympify(v).xreplace(start) for v in scalars]
         layers = (
             range(getattr(self, "depth", 1)) if any(ir.K in v.free_symbols for v in values) else [0]
         )
@@ -445,6 +448,36 @@ class Resolver:
                     f"{float(at[1]):g}{where}",
                     "write clamp(e, lo, hi) with lo <= hi",
                 )
+
+    def check_trained_threshold(self, node, threshold: sympy.Expr, scope: _Scope) -> None:
+        """A threshold holding learnable params should stay >= 0 whatever training does:
+        each param is replaced by the values its constraint lets it reach."""
+        learnable = [p for p in scope.params.values() if p.learnable]
+        held = [p for p in learnable if p.symbol in threshold.free_symbols]
+        if not held:
+            return
+        fixed = {p.symbol: p.value for p in scope.params.values() if not p.learnable}
+        reachable = {}
+        for p in held:
+            lo = p.bound.lo if p.bound is not None else None
+            if lo is None or lo < 0:
+                reachable = None
+                break
+            reachable[p.symbol] = lo + sympy.Symbol(f"trained_{p.name}", positive=True)
+        value = None if reachable is None else threshold.xreplace(fixed).xreplace(reachable)
+        depends_on_k = value is not None and ir.K in value.free_symbols
+        layers = range(getattr(self, "depth", 1)) if depends_on_k else [0]
+        if value is not None and all(
+            sympy.simplify(value.xreplace({ir.K: k})).is_nonnegative for k in layers
+        ):
+            return
+        names = ", ".join(p.name for p in held)
+        self.report.warn(
+            node.span,
+            f"the threshold of softshrink holds the learnable {names}; training may make "
+            "it negative",
+            "constrain the param, e.g. param lam = 0.1 learnable positive",
+        )
 
     def _learnable(self, symbol, scope: _Scope) -> bool:
         name = ir.symbol_param(symbol) if isinstance(symbol, sympy.Symbol) else None
