@@ -66,6 +66,24 @@ def ladmm(m, x):
     return x
 
 
+def heavy_ball_channel(m, x):
+    t, beta = F.softplus(m.t_raw), 0.5  # t: one step per channel, shape [dim]
+    x_prev = x
+    for k in range(m.depth):
+        x_next = x - t * m.blocks["T"][k](x) + beta * (x - x_prev)
+        x_prev, x = x, x_next
+    return x
+
+
+def lista(m, x):
+    t = 0.1
+    lam = F.softplus(m.lam_raw)  # [depth, dim]: a threshold per layer and channel
+    for k in range(m.depth):
+        z = x - t * m.blocks["T"][k](x)
+        x = torch.sign(z) * torch.clamp(z.abs() - t * lam[k], min=0)
+    return x
+
+
 CASES = {
     "gd": ("GD", gd, vector_input),
     "heavy_ball": ("HeavyBall", heavy_ball, vector_input),
@@ -73,6 +91,8 @@ CASES = {
     "nesterov_k": ("NesterovK", nesterov_with(lambda k: k / (k + 3)), vector_input),
     "dense": ("Dense", dense, vector_input),
     "ladmm": ("LADMM", ladmm, vector_input),
+    "heavy_ball_channel": ("HeavyBallChannel", heavy_ball_channel, vector_input),
+    "lista": ("Lista", lista, vector_input),
     "nesterov_conv": (
         "NesterovConv",
         nesterov_with(lambda k: 0.9),

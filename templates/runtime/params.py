@@ -12,7 +12,8 @@ class _Learnable:
         per_channel: bool = False,
     ) -> None:
         self.attr, self.how, self.lo, self.hi = attr, how, lo, hi
-        self.per_layer, self.declared, self.per_channel = per_layer, declared, per_channel
+        self.per_layer, self.per_channel = per_layer, per_channel
+        self.declared = declared
 
     def value(self, raw: Tensor) -> Tensor:
         """The constrained value (what `forward` computes from the raw parameter)."""
