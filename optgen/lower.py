@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 
 import sympy
 
-from . import blocks, ir, plan
+from . import blocks, ir, plan, schedules
 from .blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
 from .naming import Namespace, module_attributes
 
@@ -82,6 +83,21 @@ class Schedule:
     shown: str
 
 
+@dataclass(frozen=True)
+class RecurrencePlan:
+    """A recursive schedule: optgen's values for the declared depth, continued by the
+    module-level `function` in float64 for a deeper module (`name = function(count)`)."""
+
+    name: str
+    function: str  # the module-level function computing the values
+    table: str  # the module-level tuple of optgen's values
+    values: tuple[float, ...]
+    previous: str  # the name of the previous value inside `function`
+    step: str  # Python expression of the next value in `previous` and k
+    shown: str  # the two equations as the rule writes them
+    count: str  # how many values __init__ needs: "start + depth + 1"
+
+
 @dataclass
 class EmitPlan:
     class_name: str
@@ -108,6 +124,7 @@ class EmitPlan:
     uses_k: bool = False
     param_names: tuple[str, ...] = ()  # every param, in declaration order (params())
     fixed_params: list[tuple[str, str]] = field(default_factory=list)  # (name, expression)
+    recurrences: tuple[RecurrencePlan, ...] = ()
 
     @property
     def block_kinds(self) -> list[blocks.BlockKind]:
@@ -125,6 +142,10 @@ class EmitPlan:
         found = set(plan.imports(self.forward))
         if any(p.needs_math for p in self.params):
             found.add(plan.Import.MATH)
+        texts = [s.expr for s in self.schedules] + [code for _, code in self.fixed_params]
+        texts += [r.step for r in self.recurrences]
+        if any("math." in text for text in texts):
+            found.add(plan.Import.MATH)
         for kind in self.block_kinds:
             found |= kind.imports
         if self.kind != "explicit":
@@ -141,7 +162,7 @@ def _pyexpr(expr: sympy.Expr, names: dict[sympy.Symbol, str]) -> str:
     if not expr.free_symbols:
         return _float(expr)
     renamed = expr.subs({s: sympy.Symbol(n) for s, n in names.items()}, simultaneous=True)
-    return sympy.sstr(renamed)
+    return schedules.python_code(renamed)
 
 
 def _user_text(expr: sympy.Expr) -> str:
@@ -162,6 +183,10 @@ def coef_name(expr: sympy.Expr) -> str:
         if factor == 1 and all(a.is_Symbol for a in expr.args):
             return "_".join(coef_name(a) for a in sorted(expr.args, key=str))
     return "coef"
+
+
+# Names of the function that continues a recursive schedule in the module.
+_HELPER_NAMES = frozenset({"values", "count", "k", "math", "float", "list", "len", "range"})
 
 
 class Lowerer:
@@ -560,7 +585,46 @@ class Lowerer:
             solver=solver_config(net),
             backward=backward_config(net),
             uses_k=bool(self.schedules) or self.reads_k or any(p.depends_on_k for p in net.params),
+            recurrences=self.recurrence_plans(),
         )
+
+    def recurrence_plans(self) -> tuple[RecurrencePlan, ...]:
+        """The recursive schedules the module computes, each read up to tk[k + ahead]."""
+        functions = {f for p in self.net.params for f in schedules.schedule_functions(p.value)}
+        reads = [a for p in self.net.params for a in sympy.sympify(p.value).atoms(schedules.RecursiveSchedule)]
+        for st in self.net.statements:
+            for _, coef in st.form.terms:
+                reads += sympy.sympify(coef).atoms(schedules.RecursiveSchedule)
+        plans = []
+        prefix = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", self.net.name).lower()
+        for function in sorted(functions, key=lambda f: f.__name__):
+            name = function.__name__
+            rule = function.rule
+            ahead = max(
+                (int(a.args[0] - ir.K) for a in reads if a.func is function and ir.K in a.args[0].free_symbols),
+                default=0,
+            )
+            fixed_reads = [int(a.args[0]) for a in reads if a.func is function and a.args[0].is_Integer]
+            count = self.net.depth + self.net.start + ahead
+            count = max(count, *(n + 1 for n in fixed_reads)) if fixed_reads else count
+            previous = name if name not in _HELPER_NAMES else "previous"
+            step = rule.step.xreplace({schedules.PREVIOUS: sympy.Symbol(previous)})
+            need = "start + depth" + (f" + {ahead}" if ahead else "")
+            if fixed_reads:
+                need = f"max({need}, {max(fixed_reads) + 1})"
+            plans.append(
+                RecurrencePlan(
+                    name=name,
+                    function=f"_{prefix}_{name}",
+                    table=f"_{prefix}_{name}_values".upper(),
+                    values=tuple(rule.float_values(count)),
+                    previous=previous,
+                    step=schedules.python_code(step),
+                    shown=rule.text,
+                    count=need,
+                )
+            )
+        return tuple(plans)
 
     def _finish(self, ops: tuple[plan.Op, ...], live: set[str]) -> tuple[plan.Op, ...]:
         if self.alias_input:
