@@ -236,6 +236,20 @@ class Lowerer:
             for s in net.states
         }
         self.initial_var = {s: self.ns.create(f"{s}0") for s in sorted(self.needs_initial)}
+        # The history of locals (`g-`, `g[k-2]`): g_prev, g_prev2, ... rotated like a state's.
+        local_lag: dict[str, int] = {}
+        for st in net.statements:
+            for atom in st.form.walk():
+                if isinstance(atom, ir.Local) and atom.lag < 0:
+                    local_lag[atom.name] = max(local_lag.get(atom.name, 0), -atom.lag)
+        self.local_lag_var = {
+            name: [
+                self.ns.create(f"{name}_prev" if j == 1 else f"{name}_prev{j}")
+                for j in range(1, local_lag[name] + 1)
+            ]
+            for name in self.local_var
+            if name in local_lag
+        }
         self.constant_var = {s: self.ns.create(p.name) for s, p in self.constants.items()}
 
     # ------------------------------------------------------------ params
@@ -537,12 +551,16 @@ class Lowerer:
         ]
         self.init_states()
         self.accumulators: dict[ir.HistorySum, str] = {}
+        self.windows: dict[ir.HistorySum, str] = {}
         for st in net.statements:
             for atom in st.form.walk():
                 if isinstance(atom, ir.HistorySum) and atom not in self.accumulators:
                     var = self.ns.create("history_sum")
                     self.accumulators[atom] = var
                     self.init.append(plan.Zeros(var, self.input_var))
+                    if atom.window is not None:
+                        self.windows[atom] = self.ns.create("window")
+                        self.init.append(plan.EmptyWindow(self.windows[atom]))
         for b in blocks_:
             fetch = plan.FetchBlock(b.var, b.name, b.shared)
             (self.prologue if b.shared else self.layer_setup).append(fetch)
@@ -713,7 +731,16 @@ class Lowerer:
                 values[ir.Local(st.target)] = target
             terms = [(values[a], self.coef(c)) for a, c in st.form.terms]
             ops.extend(self.combine(target, terms, self.input_var))
+            if not st.is_state and st.target in self.local_lag_var:
+                ops.extend(self.local_history(st.target, target, values))
         return ops
+
+    def local_history(self, name: str, value: str, values: dict) -> list[plan.Op]:
+        """Before layer 0 a local's history equals its value at layer 0."""
+        lags = self.local_lag_var[name]
+        for j, var in enumerate(lags, start=1):
+            values[ir.Local(name, -j)] = var
+        return [plan.FirstLayer((plan.Rotate(tuple(lags), (value,) * len(lags)),))]
 
     @staticmethod
     def self_referencing(st: ir.Assign) -> bool:
@@ -787,8 +814,10 @@ class Lowerer:
                     else values[ir.StateAt(inner.name, 0)]
                 )
                 accumulate.append(self.add(var, var, source, self.coef(coef.subs(atom.var, ir.K))))
+            if atom.window is not None:
+                ops.extend(self.window_sum(atom, var, values))
             # sum(i = lo..k, ...) gains its first term at layer lo.
-            if atom.lo == 0:
+            elif atom.lo == 0:
                 ops.extend(accumulate)
             else:
                 self.reads_k = True
@@ -796,6 +825,22 @@ class Lowerer:
         else:  # pragma: no cover - resolve only produces the atoms above
             raise AssertionError(f"cannot materialize {atom}")
         values[atom] = var
+        return ops
+
+    def window_sum(self, total: ir.HistorySum, var: str, values: dict) -> list[plan.Op]:
+        """sum(i = k-m..k, ...): a running sum, less the term that leaves the window."""
+        terms = []
+        for inner, coef in total.body.terms:
+            atom = ir.Local(inner.name) if not inner.is_state else ir.StateAt(inner.name, 0)
+            terms.append((values[atom], self.coef(coef.subs(total.var, ir.K))))
+        ops: list[plan.Op] = []
+        if len(terms) == 1 and terms[0][1].value == 1:
+            term = terms[0][0]
+        else:
+            term = self.ns.create("term")
+            ops.extend(self.combine(term, terms, self.input_var))
+        ops.append(plan.AddAlpha(var, var, term, None))
+        ops.append(plan.SlideWindow(self.windows[total], term, var, total.window + 1))
         return ops
 
     def operand(self, form: ir.LinearForm, values: dict, ops: list[plan.Op], name: str) -> str:
@@ -819,6 +864,11 @@ class Lowerer:
                 continue
             targets.extend(chain)
             sources.extend(shifted)
+        for name, lags in self.local_lag_var.items():
+            # g_prev2, g_prev = g_prev, g
+            chain = list(reversed(lags))
+            targets.extend(chain)
+            sources.extend(chain[1:] + [self.local_var[name]])
         if not targets:
             return []
         return [plan.Rotate(tuple(targets), tuple(sources))]
@@ -870,7 +920,7 @@ def reaching_output(net: ir.Network, depth: int) -> Reach:
             elif isinstance(atom, ir.Initial):
                 need(atom.name, True, 0)
             elif isinstance(atom, ir.Local):
-                need(atom.name, False, layer)
+                need(atom.name, False, max(layer + atom.lag, 0))
             elif isinstance(atom, ir.History):
                 need(atom.name, atom.is_state, history_index + atom.offset)
             elif isinstance(atom, ir.BlockOut):
@@ -879,7 +929,7 @@ def reaching_output(net: ir.Network, depth: int) -> Reach:
             elif isinstance(atom, ir.MapOut):
                 visit(atom.arg, layer, history_index)
             elif isinstance(atom, ir.HistorySum):
-                for i in range(atom.lo, layer + 1):
+                for i in range(atom.first_term(layer), layer + 1):
                     visit(atom.body, layer, i)
 
     need(net.output, True, depth)

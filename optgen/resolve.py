@@ -378,11 +378,15 @@ class Resolver:
         return self._next_state(node.id, node.span, scope)
 
     def _value_PrevName(self, node: ast.PrevName, scope: _Scope) -> Value:
+        if node.id not in scope.states and (
+            node.id in scope.locals_ or node.id == scope.current_target
+        ):
+            return self.local_history(node.id, -1, node, scope)
         if node.id not in scope.states:
             if node.id in (*scope.locals_, *scope.params, *scope.blocks):
                 self.fail(
                     node.span,
-                    f"'{node.id}-' : only states have a previous iterate, and '{node.id}' is not a state",
+                    f"'{node.id}-' : only states and locals have a previous value, and '{node.id}' is neither",
                 )
             self.undefined(
                 node.id,
@@ -395,6 +399,8 @@ class Resolver:
     def _value_Indexed(self, node: ast.Indexed, scope: _Scope) -> Value:
         name = node.id
         is_state = name in scope.states
+        if name == scope.current_target and not is_state and name not in scope.params:
+            self.fail(node.span, f"local '{name}' is used in its own definition")
         if (
             not is_state
             and name not in scope.locals_
@@ -441,11 +447,17 @@ class Resolver:
             if not is_state:
                 if lag == 0:
                     return self._value_Name(ast.Name(name, node.span), scope)
-                self.fail(
-                    node.span,
-                    f"local '{name}' has no history outside a sum",
-                    f"use sum(i = 0..k, {name}[i]), or make it a state",
-                )
+                if lag > 0:
+                    self.fail(
+                        node.index.span,
+                        f"'{name}[k{lag:+d}]' lies in the future: a local has no next value",
+                        f"read {name}, {name}- or {name}[k-2], ...",
+                    )
+                if lag < -64:
+                    self.fail(
+                        node.index.span, f"lag {lag} is too deep", "read at most 64 layers back"
+                    )
+                return self.local_history(name, lag, node, scope)
             if lag == 1:
                 return self._next_state(name, node.span, scope)
             if lag > 1:
@@ -468,6 +480,12 @@ class Resolver:
             f"unsupported index '{self.text(node.index)}'",
             "write x[k+1], x[k], x[k-1], ..., or x[0]",
         )
+
+    def local_history(self, name: str, lag: int, node, scope: _Scope) -> Value:
+        """`g-`, `g[k-2]`: local g of an earlier layer (its value at layer 0 before that)."""
+        if name == scope.current_target:
+            self.fail(node.span, f"local '{name}' is used in its own definition")
+        return Tensor(ir.LinearForm.of(ir.Local(name, lag)), node.span)
 
     def _value_Call(self, node: ast.Call, scope: _Scope) -> Value:
         func = node.func
@@ -588,9 +606,21 @@ class Resolver:
                 node.span,
                 f"the summation index '{var}' hides another name; pick a fresh one (i, j)",
             )
-        lo = self.scalar(node.lo, {}, "the lower bound of a sum")
-        if not lo.is_integer or lo < 0:
-            self.fail(node.lo.span, "the lower bound of a sum must be a non-negative integer")
+        lo = self.scalar(node.lo, {"k": ir.K}, "the lower bound of a sum")
+        window = None
+        if ir.K in lo.free_symbols:
+            width = sympy.expand(ir.K - lo)
+            if not (width.is_Integer and width >= 0):
+                self.fail(
+                    node.lo.span,
+                    f"the lower bound '{self.text(node.lo)}' of a sum must be an integer or k - m",
+                    "write sum(i = 0..k, ...) over every layer, or sum(i = k-2..k, ...) over the last three",
+                )
+            if width > 64:
+                self.fail(node.lo.span, f"a window of {width + 1} terms is too wide", "sum at most 65 terms")
+            window, lo = int(width), sympy.Integer(0)
+        elif not lo.is_integer or lo < 0:
+            self.fail(node.lo.span, "the lower bound of a sum must be a non-negative integer or k - m")
         hi = self.scalar(node.hi, {"k": ir.K}, "the upper bound of a sum")
         if hi != ir.K:
             self.fail(node.hi.span, "a sum runs up to k: sum(i = 0..k, ...)")
@@ -612,10 +642,8 @@ class Resolver:
                 self.fail(
                     node.body.span, "the coefficients inside a sum must be fixed, not learnable"
                 )
-        return Tensor(
-            ir.LinearForm.of(ir.HistorySum(sympy.Symbol(var, integer=True), int(lo), body)),
-            node.span,
-        )
+        total = ir.HistorySum(sympy.Symbol(var, integer=True), int(lo), body, window)
+        return Tensor(ir.LinearForm.of(total), node.span)
 
     def negate(self, node: ast.Neg, v: Value) -> Value:
         if isinstance(v, Scalar):
@@ -986,7 +1014,9 @@ class Resolver:
 
     def check_equilibrium_statement(self, st: ir.Assign) -> None:
         for atom in st.form.walk():
-            if isinstance(atom, (ir.HistorySum, ir.Initial)):
+            if isinstance(atom, (ir.HistorySum, ir.Initial)) or (
+                isinstance(atom, ir.Local) and atom.lag < 0
+            ):
                 self.fail(
                     st.span,
                     f"'{atom.show()}' has no meaning in an equilibrium network",
