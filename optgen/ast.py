@@ -76,7 +76,7 @@ class HistorySum:
 
 @dataclass(frozen=True, slots=True)
 class Binary:
-    op: str  # one of + - * /
+    op: str  # one of + - * / ^
     left: Expr
     right: Expr
     span: Span
@@ -189,12 +189,14 @@ ParamOption = ParamFlag | Interval
 @dataclass(frozen=True, slots=True)
 class ParamDecl:
     """`param name = value option*`; the options are kept as written, repeats included,
-    so that `resolve.py` can point at a repeated or conflicting one."""
+    so that `resolve.py` can point at a repeated or conflicting one. `index` is the
+    `[0]` or `[k+1]` of one equation of a recursive schedule (`param tk[k+1] = ...`)."""
 
     name: Ident
     value: Expr
     options: tuple[ParamOption, ...]
     span: Span
+    index: Expr | None = None
 
     def _has(self, word: str) -> bool:
         return any(isinstance(o, ParamFlag) and o.word == word for o in self.options)

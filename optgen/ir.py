@@ -55,10 +55,14 @@ class Initial:
 
 @dataclass(frozen=True, slots=True)
 class Local:
+    """Local `name` of layer k + lag: lag 0 is this layer's value, -1 the previous layer's
+    (`g-`), ...; before layer 0 a local's history equals its value at layer 0."""
+
     name: str
+    lag: int = 0
 
     def show(self) -> str:
-        return self.name
+        return {0: self.name, -1: f"{self.name}-"}.get(self.lag, f"{self.name}[k{self.lag:+d}]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +105,23 @@ class MapOut:
 
 @dataclass(frozen=True, slots=True)
 class HistorySum:
-    """`sum(i = lo..k, body)` with body a linear form over `History` atoms, coefficients in `var`."""
+    """`sum(i = lo..k, body)` with body a linear form over `History` atoms, coefficients in `var`.
+
+    With `window` m the lower bound is k - m (a sliding window of m + 1 terms; the terms
+    with i < 0 are absent, so the first layers sum fewer), and `lo` is 0."""
 
     var: sympy.Symbol
     lo: int
     body: LinearForm
+    window: int | None = None
 
     def show(self) -> str:
-        return f"sum({self.var} = {self.lo}..k, {self.body.show()})"
+        lo = self.lo if self.window is None else f"k-{self.window}"
+        return f"sum({self.var} = {lo}..k, {self.body.show()})"
+
+    def first_term(self, layer: int) -> int:
+        """The smallest i summed at `layer`."""
+        return self.lo if self.window is None else max(0, layer - self.window)
 
 
 Atom = StateAt | Initial | Local | InputValue | History | BlockOut | MapOut | HistorySum
@@ -328,6 +341,7 @@ def validate(net: Network) -> None:
         for atom in stmt.form.walk():
             if isinstance(atom, Local):
                 assert atom.name in locals_, f"local {atom.name} used before definition"
+                assert atom.lag <= 0, f"local {atom.name} read ahead"
             if isinstance(atom, StateAt):
                 assert atom.name in states, f"unknown state {atom.name}"
         if stmt.is_state:

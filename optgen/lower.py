@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 
 import sympy
 
-from . import blocks, ir, plan
+from . import blocks, ir, plan, schedules
 from .blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
 from .naming import Namespace, module_attributes
 
@@ -82,6 +83,21 @@ class Schedule:
     shown: str
 
 
+@dataclass(frozen=True)
+class RecurrencePlan:
+    """A recursive schedule: optgen's values for the declared depth, continued by the
+    module-level `function` in float64 for a deeper module (`name = function(count)`)."""
+
+    name: str
+    function: str  # the module-level function computing the values
+    table: str  # the module-level tuple of optgen's values
+    values: tuple[float, ...]
+    previous: str  # the name of the previous value inside `function`
+    step: str  # Python expression of the next value in `previous` and k
+    shown: str  # the two equations as the rule writes them
+    count: str  # how many values __init__ needs: "start + depth + 1"
+
+
 @dataclass
 class EmitPlan:
     class_name: str
@@ -108,6 +124,7 @@ class EmitPlan:
     uses_k: bool = False
     param_names: tuple[str, ...] = ()  # every param, in declaration order (params())
     fixed_params: list[tuple[str, str]] = field(default_factory=list)  # (name, expression)
+    recurrences: tuple[RecurrencePlan, ...] = ()
 
     @property
     def block_kinds(self) -> list[blocks.BlockKind]:
@@ -125,6 +142,10 @@ class EmitPlan:
         found = set(plan.imports(self.forward))
         if any(p.needs_math for p in self.params):
             found.add(plan.Import.MATH)
+        texts = [s.expr for s in self.schedules] + [code for _, code in self.fixed_params]
+        texts += [r.step for r in self.recurrences]
+        if any("math." in text for text in texts):
+            found.add(plan.Import.MATH)
         for kind in self.block_kinds:
             found |= kind.imports
         if self.kind != "explicit":
@@ -141,7 +162,7 @@ def _pyexpr(expr: sympy.Expr, names: dict[sympy.Symbol, str]) -> str:
     if not expr.free_symbols:
         return _float(expr)
     renamed = expr.subs({s: sympy.Symbol(n) for s, n in names.items()}, simultaneous=True)
-    return sympy.sstr(renamed)
+    return schedules.python_code(renamed)
 
 
 def _user_text(expr: sympy.Expr) -> str:
@@ -162,6 +183,10 @@ def coef_name(expr: sympy.Expr) -> str:
         if factor == 1 and all(a.is_Symbol for a in expr.args):
             return "_".join(coef_name(a) for a in sorted(expr.args, key=str))
     return "coef"
+
+
+# Names of the function that continues a recursive schedule in the module.
+_HELPER_NAMES = frozenset({"values", "count", "k", "math", "float", "list", "len", "range"})
 
 
 class Lowerer:
@@ -211,6 +236,20 @@ class Lowerer:
             for s in net.states
         }
         self.initial_var = {s: self.ns.create(f"{s}0") for s in sorted(self.needs_initial)}
+        # The history of locals (`g-`, `g[k-2]`): g_prev, g_prev2, ... rotated like a state's.
+        local_lag: dict[str, int] = {}
+        for st in net.statements:
+            for atom in st.form.walk():
+                if isinstance(atom, ir.Local) and atom.lag < 0:
+                    local_lag[atom.name] = max(local_lag.get(atom.name, 0), -atom.lag)
+        self.local_lag_var = {
+            name: [
+                self.ns.create(f"{name}_prev" if j == 1 else f"{name}_prev{j}")
+                for j in range(1, local_lag[name] + 1)
+            ]
+            for name in self.local_var
+            if name in local_lag
+        }
         self.constant_var = {s: self.ns.create(p.name) for s, p in self.constants.items()}
 
     # ------------------------------------------------------------ params
@@ -526,12 +565,16 @@ class Lowerer:
         ]
         self.init_states()
         self.accumulators: dict[ir.HistorySum, str] = {}
+        self.windows: dict[ir.HistorySum, str] = {}
         for st in net.statements:
             for atom in st.form.walk():
                 if isinstance(atom, ir.HistorySum) and atom not in self.accumulators:
                     var = self.ns.create("history_sum")
                     self.accumulators[atom] = var
                     self.init.append(plan.Zeros(var, self.input_var))
+                    if atom.window is not None:
+                        self.windows[atom] = self.ns.create("window")
+                        self.init.append(plan.EmptyWindow(self.windows[atom]))
         for b in blocks_:
             fetch = plan.FetchBlock(b.var, b.name, b.shared)
             (self.prologue if b.shared else self.layer_setup).append(fetch)
@@ -574,7 +617,46 @@ class Lowerer:
             solver=solver_config(net),
             backward=backward_config(net),
             uses_k=bool(self.schedules) or self.reads_k or any(p.depends_on_k for p in net.params),
+            recurrences=self.recurrence_plans(),
         )
+
+    def recurrence_plans(self) -> tuple[RecurrencePlan, ...]:
+        """The recursive schedules the module computes, each read up to tk[k + ahead]."""
+        functions = {f for p in self.net.params for f in schedules.schedule_functions(p.value)}
+        reads = [a for p in self.net.params for a in sympy.sympify(p.value).atoms(schedules.RecursiveSchedule)]
+        for st in self.net.statements:
+            for _, coef in st.form.terms:
+                reads += sympy.sympify(coef).atoms(schedules.RecursiveSchedule)
+        plans = []
+        prefix = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", self.net.name).lower()
+        for function in sorted(functions, key=lambda f: f.__name__):
+            name = function.__name__
+            rule = function.rule
+            ahead = max(
+                (int(a.args[0] - ir.K) for a in reads if a.func is function and ir.K in a.args[0].free_symbols),
+                default=0,
+            )
+            fixed_reads = [int(a.args[0]) for a in reads if a.func is function and a.args[0].is_Integer]
+            count = self.net.depth + self.net.start + ahead
+            count = max(count, *(n + 1 for n in fixed_reads)) if fixed_reads else count
+            previous = name if name not in _HELPER_NAMES else "previous"
+            step = rule.step.xreplace({schedules.PREVIOUS: sympy.Symbol(previous)})
+            need = "start + depth" + (f" + {ahead}" if ahead else "")
+            if fixed_reads:
+                need = f"max({need}, {max(fixed_reads) + 1})"
+            plans.append(
+                RecurrencePlan(
+                    name=name,
+                    function=f"_{prefix}_{name}",
+                    table=f"_{prefix}_{name}_values".upper(),
+                    values=tuple(rule.float_values(count)),
+                    previous=previous,
+                    step=schedules.python_code(step),
+                    shown=rule.text,
+                    count=need,
+                )
+            )
+        return tuple(plans)
 
     def _finish(self, ops: tuple[plan.Op, ...], live: set[str]) -> tuple[plan.Op, ...]:
         if self.alias_input:
@@ -663,7 +745,16 @@ class Lowerer:
                 values[ir.Local(st.target)] = target
             terms = [(values[a], self.coef(c)) for a, c in st.form.terms]
             ops.extend(self.combine(target, terms, self.input_var))
+            if not st.is_state and st.target in self.local_lag_var:
+                ops.extend(self.local_history(st.target, target, values))
         return ops
+
+    def local_history(self, name: str, value: str, values: dict) -> list[plan.Op]:
+        """Before layer 0 a local's history equals its value at layer 0."""
+        lags = self.local_lag_var[name]
+        for j, var in enumerate(lags, start=1):
+            values[ir.Local(name, -j)] = var
+        return [plan.FirstLayer((plan.Rotate(tuple(lags), (value,) * len(lags)),))]
 
     @staticmethod
     def self_referencing(st: ir.Assign) -> bool:
@@ -738,8 +829,10 @@ class Lowerer:
                     else values[ir.StateAt(inner.name, 0)]
                 )
                 accumulate.append(self.add(var, var, source, self.coef(coef.subs(atom.var, ir.K))))
+            if atom.window is not None:
+                ops.extend(self.window_sum(atom, var, values))
             # sum(i = lo..k, ...) gains its first term at layer lo.
-            if atom.lo == 0:
+            elif atom.lo == 0:
                 ops.extend(accumulate)
             else:
                 self.reads_k = True
@@ -747,6 +840,22 @@ class Lowerer:
         else:  # pragma: no cover - resolve only produces the atoms above
             raise AssertionError(f"cannot materialize {atom}")
         values[atom] = var
+        return ops
+
+    def window_sum(self, total: ir.HistorySum, var: str, values: dict) -> list[plan.Op]:
+        """sum(i = k-m..k, ...): a running sum, less the term that leaves the window."""
+        terms = []
+        for inner, coef in total.body.terms:
+            atom = ir.Local(inner.name) if not inner.is_state else ir.StateAt(inner.name, 0)
+            terms.append((values[atom], self.coef(coef.subs(total.var, ir.K))))
+        ops: list[plan.Op] = []
+        if len(terms) == 1 and terms[0][1].value == 1:
+            term = terms[0][0]
+        else:
+            term = self.ns.create("term")
+            ops.extend(self.combine(term, terms, self.input_var))
+        ops.append(plan.AddAlpha(var, var, term, None))
+        ops.append(plan.SlideWindow(self.windows[total], term, var, total.window + 1))
         return ops
 
     def operand(self, form: ir.LinearForm, values: dict, ops: list[plan.Op], name: str) -> str:
@@ -770,6 +879,11 @@ class Lowerer:
                 continue
             targets.extend(chain)
             sources.extend(shifted)
+        for name, lags in self.local_lag_var.items():
+            # g_prev2, g_prev = g_prev, g
+            chain = list(reversed(lags))
+            targets.extend(chain)
+            sources.extend(chain[1:] + [self.local_var[name]])
         if not targets:
             return []
         return [plan.Rotate(tuple(targets), tuple(sources))]
@@ -821,7 +935,7 @@ def reaching_output(net: ir.Network, depth: int) -> Reach:
             elif isinstance(atom, ir.Initial):
                 need(atom.name, True, 0)
             elif isinstance(atom, ir.Local):
-                need(atom.name, False, layer)
+                need(atom.name, False, max(layer + atom.lag, 0))
             elif isinstance(atom, ir.History):
                 need(atom.name, atom.is_state, history_index + atom.offset)
             elif isinstance(atom, ir.BlockOut):
@@ -834,7 +948,7 @@ def reaching_output(net: ir.Network, depth: int) -> Reach:
                     params.update(symbols[s] for s in free if s in symbols)
                 visit(atom.arg, layer, history_index)
             elif isinstance(atom, ir.HistorySum):
-                for i in range(atom.lo, layer + 1):
+                for i in range(atom.first_term(layer), layer + 1):
                     visit(atom.body, layer, i)
 
     need(net.output, True, depth)

@@ -184,6 +184,7 @@ class _ToAst(Transformer_NonRecursive):
     sub = _binary("-")
     mul = _binary("*")
     div = _binary("/")
+    pow = _binary("^")
 
     @v_args(meta=True)
     def neg(self, meta, children):
@@ -215,9 +216,10 @@ class _ToAst(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def param_decl(self, meta, children):
-        name, value, *options = children
+        name, index, value, *options = children
         return ast.ParamDecl(
             name=_tok(name),
+            index=index,
             value=value,
             options=tuple(
                 ast.ParamFlag(str(o), Span.of(o)) if isinstance(o, Token) else o for o in options

@@ -309,7 +309,42 @@ class Unstack(Op):
     DEFINES: ClassVar[tuple[str, ...]] = ("targets",)
 
 
+@dataclass(frozen=True, slots=True)
+class EmptyWindow(Op):
+    """`g_window = []`: the terms of a sliding-window sum `sum(i = k-m..k, ...)`."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlideWindow(Op):
+    """The window takes this layer's term and the running sum drops the term that left it:
+
+        g_window.append(term)
+        if len(g_window) > size:
+            history_sum = history_sum - g_window.pop(0)
+    """
+
+    window: str
+    term: str
+    total: str
+    size: int
+    USES: ClassVar[tuple[str, ...]] = ("window", "term", "total")
+    DEFINES: ClassVar[tuple[str, ...]] = ()
+    KERNELS: ClassVar[int] = 1
+    PURE: ClassVar[bool] = False
+
+
 # ---------------------------------------------------------------- ops with a body
+@dataclass(frozen=True, slots=True)
+class FirstLayer(Op):
+    """`if k == 0:` body: the history of a local starts as its value at the first layer."""
+
+    body: tuple[Op, ...]
+    DEFINES: ClassVar[tuple[str, ...]] = ()
+    PURE: ClassVar[bool] = False
+
+
 @dataclass(frozen=True, slots=True)
 class FromLayer(Op):
     """`if k >= start:` body: a sum whose lower bound is above 0 starts at that layer."""
@@ -344,7 +379,7 @@ class Loop(Op):
     PURE: ClassVar[bool] = False
 
 
-BODY_OPS = (FromLayer, Solve, Loop)
+BODY_OPS = (FromLayer, FirstLayer, Solve, Loop)
 
 
 def walk(ops: tuple[Op, ...] | list[Op]):

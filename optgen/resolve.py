@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import sympy
 
-from . import ast, ir, naming
+from . import ast, ir, naming, schedules
 from .blocks import (
     BACKWARD_KINDS,
     BLOCK_KINDS,
@@ -121,6 +121,10 @@ class Resolver:
         self.report = Reporter(source)
         self.poisoned: set[str] = set()
         self._local_names: set[str] = set()
+        # Recursive schedules of the network being checked (`param tk[k+1] = ...`), and
+        # while the recursion of one is read: its name and start value.
+        self._schedules: dict[str, type] = {}
+        self._recursion: tuple[str, sympy.Expr] | None = None
 
     # ------------------------------------------------------------ helpers
     def fail(self, span: Span, message: str, hint: str | None = None) -> NoReturn:
@@ -171,6 +175,11 @@ class Resolver:
     def scalar_leaf(self, node, allowed: dict[str, sympy.Expr], what: str) -> sympy.Expr:
         if isinstance(node, ast.Number):
             return self.number(node)
+        if isinstance(node, ast.Call) and node.func in schedules.SCALAR_FUNCTIONS:
+            args = [self.scalar(a, allowed, what) for a in node.args]
+            return self.scalar_function(node, args)
+        if isinstance(node, ast.Indexed) and node.id in allowed and node.id != "k":
+            return self.schedule_read(node, allowed[node.id])
         if isinstance(node, ast.Name):
             if node.id in allowed:
                 return allowed[node.id]
@@ -187,11 +196,82 @@ class Resolver:
         )
 
     def scalar_binary(self, node: ast.Binary, left: sympy.Expr, right: sympy.Expr) -> sympy.Expr:
+        if node.op == "^":
+            return self.power(node, left, right)
         if node.op == "/":
             if right == 0:
                 self.fail(node.right.span, "division by zero")
             return self.finite(left / right, node)
         return self.finite({"+": left + right, "-": left - right, "*": left * right}[node.op], node)
+
+    def scalar_function(self, node: ast.Call, args: list[sympy.Expr]) -> sympy.Expr:
+        """`sqrt(a)`, `exp(a)`, `log(a)`, `min(a, b, ...)`, `max(a, b, ...)` of scalars."""
+        spec = schedules.SCALAR_FUNCTIONS[node.func]
+        fewest, most = spec.arity
+        if len(args) < fewest or (most is not None and len(args) > most):
+            count = f"{fewest}" if fewest == most else f"at least {fewest}"
+            self.fail(
+                node.span,
+                f"{node.func} takes {count} argument{'s' if fewest > 1 else ''}, got {len(args)}",
+                f"write {spec.signature}",
+            )
+        if node.func == "exp" and not args[0].free_symbols and args[0] > 710:
+            self.fail(node.span, f"'{_clip(self.text(node))}' overflows a float64")
+        return self.finite(spec.build(*args), node)
+
+    def power(self, node: ast.Binary, base: sympy.Expr, exponent: sympy.Expr) -> sympy.Expr:
+        """`base ^ exponent`, refused before sympy computes a number past float64."""
+        if not exponent.free_symbols and abs(exponent) > MAX_EXPONENT and base.free_symbols:
+            self.fail(node.right.span, f"the exponent {exponent} is too large")
+        if not (base.free_symbols or exponent.free_symbols) and base != 0:
+            size = float(exponent) * math.log10(abs(float(base))) if abs(base) != 1 else 0.0
+            if abs(size) > MAX_EXPONENT_FLOAT:
+                self.fail(
+                    node.span,
+                    f"'{_clip(self.text(node))}' is about 1e{math.floor(size)}, outside the range of a float64",
+                )
+        if base == 0 and not exponent.free_symbols and exponent < 0:
+            self.fail(node.span, "division by zero: 0 raised to a negative power")
+        return self.finite(sympy.Pow(base, exponent), node)
+
+    def schedule_read(self, node: ast.Indexed, value: sympy.Expr) -> sympy.Expr:
+        """`tk[k+1]`, `tk[k]`, `tk[3]`: a schedule at another layer.
+
+        Inside the recursion of tk, `tk` and `tk[k]` are the previous value, `tk[0]` its
+        start; `tk[k+1]` and later lie ahead of the value being defined."""
+        index = self.scalar(node.index, {"k": ir.K}, "an index")
+        offset = sympy.expand(index - ir.K) if ir.K in index.free_symbols else None
+        shape_ok = (offset is not None and offset.is_Integer and offset >= 0) or (
+            offset is None and index.is_Integer and index >= 0
+        )
+        if not shape_ok:
+            self.fail(
+                node.index.span,
+                f"unsupported index '{self.text(node.index)}' of schedule '{node.id}'",
+                f"read {node.id}[k], {node.id}[k+1], ... or a fixed layer such as {node.id}[0]",
+            )
+        if self._recursion is not None and self._recursion[0] == node.id:
+            if offset is not None and offset > 0:
+                self.fail(
+                    node.span,
+                    f"the recursion of {node.id} refers forward: '{self.text(node)}' is not known "
+                    f"when {node.id}[k+1] is computed",
+                    f"write {node.id}[k+1] in terms of {node.id} (= {node.id}[k]), k and fixed params",
+                )
+            if offset == 0:
+                return schedules.PREVIOUS
+            if index == 0:
+                return self._recursion[1]
+            self.fail(
+                node.index.span,
+                f"the recursion of {node.id} can only read {node.id}[k] and {node.id}[0]",
+            )
+        if ir.K not in value.free_symbols:
+            self.fail(
+                node.span,
+                f"param '{node.id}' does not depend on k; it has one value, write {node.id}",
+            )
+        return value.xreplace({ir.K: index})
 
     def finite(self, value: sympy.Expr, node) -> sympy.Expr:
         """`value`, when it is a float64 number (or holds symbols); an error otherwise.
@@ -200,7 +280,9 @@ class Resolver:
         coefficient past float64 (1e200*1e200) would be written as inf, and the
         certificate would reason about a rule the module does not run. A number below the
         smallest float64 (1e-200*1e-200) is zero there; it is refused alike."""
-        numbers = value.atoms(sympy.Number) if value.free_symbols else {value}
+        if not value.free_symbols and not value.is_Rational:
+            return self.finite_number(value, node)
+        numbers = value.atoms(sympy.Rational) if value.free_symbols else {value}
         for number in numbers:
             magnitude = abs(number)
             if number == 0 or MIN_FLOAT <= magnitude <= MAX_FLOAT:
@@ -215,8 +297,24 @@ class Resolver:
             )
         return value
 
+    def finite_number(self, value: sympy.Expr, node) -> sympy.Expr:
+        """A constant holding sqrt, exp, log, min, max or a rational power (`finite`)."""
+        if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) or not value.is_finite:
+            self.fail(node.span, f"'{_clip(self.text(node))}' is not a finite number")
+        if value.is_real is False or (value.is_real is None and sympy.im(value.evalf()) != 0):
+            self.fail(node.span, f"'{_clip(self.text(node))}' is not a real number")
+        magnitude = abs(value.evalf(30))
+        if magnitude != 0 and not (MIN_FLOAT <= magnitude <= MAX_FLOAT):
+            shown = math.floor(float(sympy.log(magnitude, 10)))
+            self.fail(
+                node.span,
+                f"'{_clip(self.text(node))}' is about 1e{shown}, outside the range of a float64",
+            )
+        return value
+
     # ------------------------------------------------------------ tensor/scalar expressions in update and init
     def value(self, node, scope: _Scope) -> Value:
+        self._scope = scope
         return ast.fold(node, lambda leaf: self.value_leaf(leaf, scope), self.negate, self.combine)
 
     def value_leaf(self, node, scope: _Scope) -> Value:
@@ -280,11 +378,15 @@ class Resolver:
         return self._next_state(node.id, node.span, scope)
 
     def _value_PrevName(self, node: ast.PrevName, scope: _Scope) -> Value:
+        if node.id not in scope.states and (
+            node.id in scope.locals_ or node.id == scope.current_target
+        ):
+            return self.local_history(node.id, -1, node, scope)
         if node.id not in scope.states:
             if node.id in (*scope.locals_, *scope.params, *scope.blocks):
                 self.fail(
                     node.span,
-                    f"'{node.id}-' : only states have a previous iterate, and '{node.id}' is not a state",
+                    f"'{node.id}-' : only states and locals have a previous value, and '{node.id}' is neither",
                 )
             self.undefined(
                 node.id,
@@ -297,11 +399,16 @@ class Resolver:
     def _value_Indexed(self, node: ast.Indexed, scope: _Scope) -> Value:
         name = node.id
         is_state = name in scope.states
+        if name == scope.current_target and not is_state and name not in scope.params:
+            self.fail(node.span, f"local '{name}' is used in its own definition")
         if (
             not is_state
             and name not in scope.locals_
             and not (scope.sum_var and name != scope.sum_var and name in self._local_names)
         ):
+            param = scope.params.get(name)
+            if param is not None and not param.learnable and param.depends_on_k:
+                return Scalar(self.schedule_read(node, param.value), node.span)
             if name in scope.params:
                 self.fail(
                     node.span,
@@ -340,11 +447,17 @@ class Resolver:
             if not is_state:
                 if lag == 0:
                     return self._value_Name(ast.Name(name, node.span), scope)
-                self.fail(
-                    node.span,
-                    f"local '{name}' has no history outside a sum",
-                    f"use sum(i = 0..k, {name}[i]), or make it a state",
-                )
+                if lag > 0:
+                    self.fail(
+                        node.index.span,
+                        f"'{name}[k{lag:+d}]' lies in the future: a local has no next value",
+                        f"read {name}, {name}- or {name}[k-2], ...",
+                    )
+                if lag < -64:
+                    self.fail(
+                        node.index.span, f"lag {lag} is too deep", "read at most 64 layers back"
+                    )
+                return self.local_history(name, lag, node, scope)
             if lag == 1:
                 return self._next_state(name, node.span, scope)
             if lag > 1:
@@ -367,6 +480,12 @@ class Resolver:
             f"unsupported index '{self.text(node.index)}'",
             "write x[k+1], x[k], x[k-1], ..., or x[0]",
         )
+
+    def local_history(self, name: str, lag: int, node, scope: _Scope) -> Value:
+        """`g-`, `g[k-2]`: local g of an earlier layer (its value at layer 0 before that)."""
+        if name == scope.current_target:
+            self.fail(node.span, f"local '{name}' is used in its own definition")
+        return Tensor(ir.LinearForm.of(ir.Local(name, lag)), node.span)
 
     def _value_Call(self, node: ast.Call, scope: _Scope) -> Value:
         func = node.func
@@ -408,15 +527,38 @@ class Resolver:
                 scalars.append(v.expr)
             self.check_map_arguments(func, node, scalars, scope)
             return Tensor(ir.LinearForm.of(ir.MapOut(func, arg, tuple(scalars))), node.span)
+        if func in schedules.SCALAR_FUNCTIONS:
+            return self.scalar_call(node, scope)
         if func == "sum":
             self.fail(node.span, "sum over history is written sum(i = 0..k, expr)")
-        known = set(scope.blocks) | set(ELEMENTWISE_MAPS)
+        known = set(scope.blocks) | set(ELEMENTWISE_MAPS) | set(schedules.SCALAR_FUNCTIONS)
         self.undefined(
             func,
             node.func_span,
             f"unknown function '{func}'",
             _did_you_mean(func, known) or f"known: {', '.join(sorted(known))}",
         )
+
+    def scalar_call(self, node: ast.Call, scope: _Scope) -> Value:
+        """sqrt, exp, log, min, max in an update: functions of fixed scalars only."""
+        args = []
+        for arg in node.args:
+            v = self.value(arg, scope)
+            if isinstance(v, Tensor):
+                self.fail(
+                    arg.span,
+                    f"{node.func} takes scalars, but '{_clip(self.text(arg))}' is a tensor",
+                    f"{node.func} is for coefficients (numbers, fixed params, k); "
+                    "an update is linear in the tensors",
+                )
+            if any(self._learnable(s, scope) for s in v.expr.free_symbols):
+                self.fail(
+                    arg.span,
+                    f"{node.func} of a learnable param is not supported: its argument must be fixed",
+                    "declare the coefficient as a learnable param of its own",
+                )
+            args.append(v.expr)
+        return Scalar(self.scalar_function(node, args), node.span)
 
     def check_map_arguments(self, func: str, node: ast.Call, scalars: list, scope: _Scope) -> None:
         """softshrink's threshold is >= 0 and clamp's bounds are ordered, at every layer."""
@@ -497,9 +639,21 @@ class Resolver:
                 node.span,
                 f"the summation index '{var}' hides another name; pick a fresh one (i, j)",
             )
-        lo = self.scalar(node.lo, {}, "the lower bound of a sum")
-        if not lo.is_integer or lo < 0:
-            self.fail(node.lo.span, "the lower bound of a sum must be a non-negative integer")
+        lo = self.scalar(node.lo, {"k": ir.K}, "the lower bound of a sum")
+        window = None
+        if ir.K in lo.free_symbols:
+            width = sympy.expand(ir.K - lo)
+            if not (width.is_Integer and width >= 0):
+                self.fail(
+                    node.lo.span,
+                    f"the lower bound '{self.text(node.lo)}' of a sum must be an integer or k - m",
+                    "write sum(i = 0..k, ...) over every layer, or sum(i = k-2..k, ...) over the last three",
+                )
+            if width > 64:
+                self.fail(node.lo.span, f"a window of {width + 1} terms is too wide", "sum at most 65 terms")
+            window, lo = int(width), sympy.Integer(0)
+        elif not lo.is_integer or lo < 0:
+            self.fail(node.lo.span, "the lower bound of a sum must be a non-negative integer or k - m")
         hi = self.scalar(node.hi, {"k": ir.K}, "the upper bound of a sum")
         if hi != ir.K:
             self.fail(node.hi.span, "a sum runs up to k: sum(i = 0..k, ...)")
@@ -521,10 +675,8 @@ class Resolver:
                 self.fail(
                     node.body.span, "the coefficients inside a sum must be fixed, not learnable"
                 )
-        return Tensor(
-            ir.LinearForm.of(ir.HistorySum(sympy.Symbol(var, integer=True), int(lo), body)),
-            node.span,
-        )
+        total = ir.HistorySum(sympy.Symbol(var, integer=True), int(lo), body, window)
+        return Tensor(ir.LinearForm.of(total), node.span)
 
     def negate(self, node: ast.Neg, v: Value) -> Value:
         if isinstance(v, Scalar):
@@ -535,9 +687,18 @@ class Resolver:
         """`left op right`, each operand already evaluated."""
         op = node.op
         if isinstance(left, Scalar) and isinstance(right, Scalar):
+            if op == "^" and any(self._learnable(s, self._scope) for s in right.expr.free_symbols):
+                self.fail(node.right.span, "an exponent must be fixed, not learnable")
             value = self.scalar_binary(node, left.expr, right.expr)
             self.check_symbol_count(value.free_symbols, node)
             return Scalar(value, node.span)
+        if op == "^":
+            which = "base" if isinstance(left, Tensor) else "exponent"
+            self.fail(
+                node.span,
+                f"'^' takes scalars, but the {which} of '{_clip(self.text(node))}' is a tensor",
+                "powers are for coefficients (t^2, k^(1/2)); an update is linear in the tensors",
+            )
         if op in "+-":
             if isinstance(left, Scalar) or isinstance(right, Scalar):
                 scalar = left if isinstance(left, Scalar) else right
@@ -772,14 +933,24 @@ class Resolver:
         # with its name and declared options but an unknown value.
         params: dict[str, ir.Param] = {}
         unknown: set[str] = set()
+        self._schedules = {}
         param_decls = decls.get(ast.ParamDecl, [])
-        owned_params = [claim(d.name, "param") for d in param_decls]
+        units = self.param_units(param_decls)
+        owned_params = [claim(d.name, "param") for d, _ in units]
         declared = {d.name.id for d in param_decls}
-        for d, owned in zip(param_decls, owned_params):
-            param = self.attempt(self.param, d, params, declared, depth, unknown)
+        for (d, equations), owned in zip(units, owned_params):
+            if equations is None:
+                param = self.attempt(self.param, d, params, declared, depth, unknown)
+            elif equations:
+                param = self.attempt(
+                    self.recursive_param, *equations, params, declared, depth, unknown
+                )
+            else:
+                param = None  # a broken recursive schedule, already reported
             if not owned:
                 continue
-            self.check_param_attribute(d)
+            if equations is None:
+                self.check_param_attribute(d)
             if param is None:
                 unknown.add(d.name.id)
                 param = ir.Param(
@@ -877,7 +1048,9 @@ class Resolver:
 
     def check_equilibrium_statement(self, st: ir.Assign) -> None:
         for atom in st.form.walk():
-            if isinstance(atom, (ir.HistorySum, ir.Initial)):
+            if isinstance(atom, (ir.HistorySum, ir.Initial)) or (
+                isinstance(atom, ir.Local) and atom.lag < 0
+            ):
                 self.fail(
                     st.span,
                     f"'{atom.show()}' has no meaning in an equilibrium network",
@@ -1129,6 +1302,172 @@ class Resolver:
                     f"layout=image ([N, dim, H, W]) to block {d.name.id}",
                 )
                 return
+
+    def param_units(self, param_decls: list[ast.ParamDecl]) -> list[tuple]:
+        """The params declared: (decl, None) for `param p = ...`, (decl, (start, step))
+        for the two equations `param tk[0] = ...` and `param tk[k+1] = ...` of a recursive
+        schedule, (decl, ()) for a recursive schedule with an error (reported here)."""
+        units: list[tuple] = []
+        groups: dict[str, dict[str, ast.ParamDecl]] = {}
+        for d in param_decls:
+            if d.index is None:
+                units.append((d, None))
+                continue
+            role = self.attempt(self.equation_role, d)
+            group = groups.get(d.name.id)
+            if group is None:
+                group = groups[d.name.id] = {}
+                units.append((d, group))
+            if role is None:
+                group["error"] = d
+            elif role in group:
+                what = "start value" if role == "start" else "recursion"
+                self.report.error(
+                    d.span,
+                    f"the {what} of schedule {d.name.id} is given twice",
+                    f"keep one 'param {self.text(d.name)}[{'0' if role == 'start' else 'k+1'}] = ...'",
+                )
+                group["error"] = d
+            else:
+                group[role] = d
+        resolved = []
+        for d, group in units:
+            if group is None:
+                resolved.append((d, None))
+                continue
+            resolved.append((d, self.equations(d.name.id, group)))
+        return resolved
+
+    def equation_role(self, d: ast.ParamDecl) -> str:
+        """'start' for `param tk[0] = ...`, 'step' for `param tk[k+1] = ...`."""
+        index = self.scalar(d.index, {"k": ir.K}, "the index of a schedule")
+        if index == 0:
+            role = "start"
+        elif index == ir.K + 1:
+            role = "step"
+        else:
+            self.fail(
+                d.index.span,
+                f"a schedule is defined by {d.name.id}[0] = ... and {d.name.id}[k+1] = ..., "
+                f"not {d.name.id}[{self.text(d.index)}]",
+                "write param tk[0] = 1 and param tk[k+1] = (1 + sqrt(1 + 4*tk^2))/2",
+            )
+        for option in d.options:
+            if isinstance(option, ast.ParamFlag) and option.word in ("learnable", "per_layer"):
+                self.fail(
+                    option.span,
+                    f"schedule {d.name.id} is defined by a recursion, so it is fixed: "
+                    f"'{option.word}' does not apply",
+                    "declare a learnable per_layer param for coefficients learned per layer",
+                )
+            if role == "start":
+                self.fail(
+                    option.span,
+                    f"put the options of schedule {d.name.id} on its recursion {d.name.id}[k+1]",
+                )
+        return role
+
+    def equations(self, name: str, group: dict) -> tuple:
+        if "error" in group:
+            return ()
+        if "start" not in group:
+            self.report.error(
+                group["step"].span,
+                f"schedule {name} has a recursion but no start value",
+                f"add: param {name}[0] = ...",
+            )
+            return ()
+        if "step" not in group:
+            self.report.error(
+                group["start"].span,
+                f"schedule {name} has a start value but no recursion",
+                f"add: param {name}[k+1] = ... (or write param {name} = ... for a constant)",
+            )
+            return ()
+        return (group["start"], group["step"])
+
+    def recursive_param(
+        self,
+        start: ast.ParamDecl,
+        step: ast.ParamDecl,
+        fixed: dict[str, ir.Param],
+        declared: set[str],
+        depth: int,
+        unknown: Collection[str] = (),
+    ) -> ir.Param:
+        """`param tk[0] = a` and `param tk[k+1] = f(tk, k)`: the sympy function tk(k)."""
+        name = step.name.id
+        self.param_options(step)
+        allowed: dict[str, sympy.Expr] = {"k": ir.K}
+        for p in fixed.values():
+            if not p.learnable and p.name not in unknown:
+                allowed[p.name] = p.value
+        for d in (start, step):
+            for other in declared - set(fixed) - {name}:
+                if _mentions(d.value, other):
+                    self.fail(
+                        d.value.span,
+                        f"schedule {name} uses '{other}', which is declared after it",
+                        "declare params before they are used",
+                    )
+            for p in fixed.values():
+                if p.learnable and _mentions(d.value, p.name):
+                    self.fail(
+                        d.value.span,
+                        f"schedule {name} uses the learnable param '{p.name}'",
+                        "a schedule may only use numbers, k and fixed params",
+                    )
+            if any(_mentions(d.value, other) for other in (*unknown, *self.poisoned)):
+                self.report.abandon()
+        if _mentions(start.value, name):
+            self.fail(start.value.span, f"the start value of {name} cannot use {name} itself")
+        first = self.scalar(start.value, allowed, f"the start value of {name}")
+        if first.free_symbols:
+            self.fail(
+                start.value.span,
+                f"the start value of {name} must be a number, not depend on k",
+            )
+        for other in self._schedules:
+            if _mentions(step.value, other):
+                self.fail(
+                    step.value.span,
+                    f"the recursion of {name} reads the recursive schedule '{other}'",
+                    "a recursion may use its own previous value, k, numbers and fixed params",
+                )
+        self._recursion = (name, first)
+        try:
+            inside = {**allowed, name: schedules.PREVIOUS}
+            rule = self.scalar(step.value, inside, f"the recursion of {name}")
+        finally:
+            self._recursion = None
+        text = f"{name}[0] = {self.text(start.value)}; {name}[k+1] = {self.text(step.value)}"
+        recurrence = schedules.Recurrence(name, first, sympy.simplify(rule), text)
+        for n in range(min(depth, MAX_DEPTH) + 1):
+            try:
+                recurrence.value(n)
+            except ValueError as err:
+                self.fail(
+                    step.value.span,
+                    f"schedule {err} within the declared depth ({depth} layers)",
+                    "keep the recursion finite at every layer",
+                )
+        function = recurrence.function()
+        self._schedules[name] = function
+        bound = None
+        if step.positive:
+            bound = ir.Bound(sympy.Integer(0), None, False, False)
+        if step.interval is not None:
+            iv = step.interval
+            lo = self.scalar(iv.lo, {}, "an interval bound")
+            hi = self.scalar(iv.hi, {}, "an interval bound")
+            if lo >= hi:
+                self.fail(iv.span, f"empty interval: {lo} is not below {hi}")
+            bound = ir.Bound(lo, hi, iv.lo_closed, iv.hi_closed)
+        param = ir.Param(name, function(ir.K), False, False, bound, step.positive, step.span)
+        if bound is not None:
+            values = [(n, float(recurrence.value(n))) for n in range(min(depth, MAX_DEPTH))]
+            self.check_bound(param, step, values)
+        return param
 
     def check_param_attribute(self, d: ast.ParamDecl) -> None:
         """A learnable param is the attribute `module.<name>` (`<name>_raw` when it is

@@ -165,7 +165,21 @@ class ForwardWriter(CodeWriter):
     def visit_Unstack(self, op: plan.Unstack) -> None:
         self.writeline(f"{', '.join(op.targets)} = {op.source}.unbind(1)")
 
+    def visit_EmptyWindow(self, op: plan.EmptyWindow) -> None:
+        self.writeline(f"{op.target}: list[Tensor] = []")
+
+    def visit_SlideWindow(self, op: plan.SlideWindow) -> None:
+        self.writeline(f"{op.window}.append({op.term})")
+        self.writeline(f"if len({op.window}) > {op.size}:")
+        self.indent()
+        self.writeline(f"{op.total} = {op.total} - {op.window}.pop(0)")
+        self.outdent()
+
     # ------------------------------------------------------------ ops with a body
+    def visit_FirstLayer(self, op: plan.FirstLayer) -> None:
+        self.writeline("if k == 0:")
+        self.write_block(op.body)
+
     def visit_FromLayer(self, op: plan.FromLayer) -> None:
         # k counts the layers of this module from `start` (a stage continuing a recurrence).
         self.writeline(f"if self.start + k >= {op.start}:")

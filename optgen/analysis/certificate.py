@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from .. import ir, present
+from .. import ir, present, schedules
 from ..blocks import BLOCK_KINDS, two_layer_fact
 from ..errors import Diagnostic, Severity
 from ..present import number
@@ -406,6 +406,12 @@ def _record_k_verdicts(layers: list[stability.LayerCheck], start: int, draft: _D
 def _note_limit(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     """Say when the limit k -> infinity loses strict stability (Nesterov's beta_k -> 1 does)."""
     values = param_values(net)
+    if schedules.schedule_functions(rec.matrix.xreplace(values)):
+        draft.notes.append(
+            "a recursive schedule has no closed form: the limit k -> infinity is not derived, "
+            "only the finite depth is covered (see amplification)"
+        )
+        return
     try:
         limit = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(
             lambda e: sympy.limit(e, ir.K, sympy.oo)

@@ -106,7 +106,8 @@ class _Substituter:
 
     def atom(self, atom, in_block: str | None) -> Form:
         if isinstance(atom, ir.Local):
-            return self._local(atom.name, in_block)
+            value = self._local(atom.name, in_block)
+            return value if atom.lag == 0 else _earlier(atom, value)
         if isinstance(atom, ir.StateAt) and atom.lag == 1 and in_block is None:
             return self.next_values[atom.name]
         if isinstance(atom, ir.MapOut):
@@ -140,6 +141,22 @@ class _Substituter:
         return value
 
 
+def _earlier(local: ir.Local, value: Form) -> Form:
+    """`g-`, `g[k-2]`: the value of g = F(s_k) at an earlier layer, F(s_{k+lag}); with
+    x_{-1} = x_0 this matches the language (before layer 0, g is its layer-0 value)."""
+    out: Form = {}
+    for atom, coef in value.items():
+        if isinstance(atom, ir.HistorySum):
+            raise OutsideTheory(
+                f"{local.show()} reads an earlier value of {local.name}, which holds "
+                f"{atom.show()}: this lies outside the theory"
+            )
+        for _ in range(-local.lag):
+            atom = _shift_atom(atom)
+        _add(out, atom, coef.subs(ir.K, ir.K + local.lag))
+    return _clean(out)
+
+
 def substituted_updates(net: ir.Network) -> tuple[dict[str, Form], dict[str, Form]]:
     """Next value of every state and value of every local, over base atoms."""
     sub = _Substituter()
@@ -164,22 +181,30 @@ def _shift_atom(atom):
 
 
 def _sum_at_k(total: ir.HistorySum, locals_: dict[str, Form]) -> Form:
-    """The last term of sum(i = lo..k, body): the body at i = k."""
-    if total.lo != 0:
-        raise OutsideTheory(
-            f"{total.show()} starts at i = {total.lo}: only sums from i = 0 can be differenced"
-        )
+    """S_k - S_{k-1} for S_k = sum(i = lo..k, body): the body at i = k from layer lo on
+    (a step function of k); with a window k - m, less the body at i = k - m - 1 from
+    layer m + 1 on (the term that leaves the window)."""
     out: Form = {}
     for atom, coef in total.body.terms:
         if atom.offset != 0:
             raise OutsideTheory(
                 f"{total.show()} reads {atom.show()}: only terms at i can be differenced"
             )
-        coef = coef.subs(total.var, ir.K)
         value = {ir.StateAt(atom.name, 0): ONE} if atom.is_state else locals_[atom.name]
+        enters = coef.subs(total.var, ir.K) * _from_layer(total.lo)
         for base, c in value.items():
-            _add(out, base, coef * c)
+            _add(out, base, enters * c)
+        if total.window is not None:
+            lag = total.window + 1
+            leaves = coef.subs(total.var, ir.K - lag) * _from_layer(lag)
+            for base, c in _earlier(ir.Local(atom.name, -lag), value).items():
+                _add(out, base, -leaves * c)
     return out
+
+
+def _from_layer(lo: int) -> sympy.Expr:
+    """1 at the layers k >= lo, else 0."""
+    return ONE if lo == 0 else sympy.Piecewise((ONE, ir.K >= lo), (ZERO, True))
 
 
 def needs_differencing(form: Form) -> bool:

@@ -1,0 +1,189 @@
+"""Scalar functions of schedules and recursive schedules (`param tk[k+1] = ...`).
+
+A param value may use `sqrt`, `exp`, `log`, `min`, `max` and `^`; these are sympy
+functions of the params and `k`, so the analysis reads them exactly. A recursive schedule
+
+    param tk[0] = 1
+    param tk[k+1] = (1 + sqrt(1 + 4*tk^2))/2
+
+has no closed form: it is the sympy function `tk(k)` of the layer index (a subclass of
+`RecursiveSchedule`) whose value at an integer is computed on demand, with exact rationals
+while the recursion stays rational, and with `DIGITS` significant digits (mpmath) once a
+`sqrt`, `exp` or `log` makes it irrational (the value is then the exact rational of that
+approximation, so that the analysis keeps computing with rationals). The generated module
+holds these values, rounded to float64, for the declared depth, and computes the entries
+of a deeper constructor depth itself, in float64 (`recurrence_function`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mpmath
+import sympy
+from sympy.printing.str import StrPrinter
+
+from . import ir
+
+# Significant digits of an irrational schedule value (float64 needs 17).
+DIGITS = 50
+# Digits of the numerator and denominator of an exact value before it is approximated:
+# `tk[k+1] = tk^2 + 1/3` doubles them at every layer.
+MAX_EXACT_DIGITS = 60
+MAX_EXPONENT = 307
+MAX_FLOAT = sympy.Integer(10) ** MAX_EXPONENT
+# The value of the previous layer inside the recursion (`tk` in `tk[k+1] = ...tk...`).
+PREVIOUS = sympy.Symbol("_previous", real=True)
+
+
+@dataclass(frozen=True)
+class ScalarFunction:
+    name: str
+    arity: tuple[int, int | None]  # fewest and most arguments (None: any number)
+    build: object  # sympy constructor
+    signature: str
+
+
+SCALAR_FUNCTIONS = {
+    f.name: f
+    for f in (
+        ScalarFunction("sqrt", (1, 1), sympy.sqrt, "sqrt(a)"),
+        ScalarFunction("exp", (1, 1), sympy.exp, "exp(a)"),
+        ScalarFunction("log", (1, 1), sympy.log, "log(a)"),
+        ScalarFunction("min", (2, None), sympy.Min, "min(a, b, ...)"),
+        ScalarFunction("max", (2, None), sympy.Max, "max(a, b, ...)"),
+    )
+}
+
+
+class RecursiveSchedule(sympy.Function):
+    """`name(n)`: the recursive schedule at layer n; a subclass per schedule holds its rule.
+
+    Printed `tk[k + 1]` (the generated module keeps a list `tk` of its values)."""
+
+    nargs = 1
+    rule: Recurrence
+
+    @classmethod
+    def eval(cls, n):
+        if n.is_Integer and n >= 0:
+            return cls.rule.value(int(n))
+        return None
+
+    def _sympystr(self, printer) -> str:
+        return f"{self.func.__name__}[{printer._print(self.args[0])}]"
+
+    _modulecode = _sympystr
+
+    def _call_code(self, printer) -> str:
+        # lambdify calls the schedule (its `_imp_`) rather than indexing a list.
+        return f"{self.func.__name__}({printer._print(self.args[0])})"
+
+    _pythoncode = _lambdacode = _numpycode = _mpmathcode = _call_code
+
+    def _eval_is_real(self):
+        return True
+
+
+class Recurrence:
+    """`name[0] = start; name[k+1] = step` with `step` in PREVIOUS (name[k]) and k."""
+
+    def __init__(self, name: str, start: sympy.Expr, step: sympy.Expr, text: str = ""):
+        self.name, self.start, self.step = name, start, step
+        self.text = text or f"{name}[0] = {start}; {name}[k+1] = {step}"  # as the rule writes it
+        self._values: list[sympy.Rational] = [sympy.Rational(start)]
+        self._numeric = None  # the step as an mpmath function once a value is approximate
+
+    def function(self) -> type[RecursiveSchedule]:
+        def numeric(n) -> float:
+            return float(self.value(int(n)))
+
+        return type(self.name, (RecursiveSchedule,), {"rule": self, "_imp_": staticmethod(numeric)})
+
+    def value(self, n: int) -> sympy.Rational:
+        """name[n], exact or to DIGITS significant digits; ValueError when not finite."""
+        while len(self._values) <= n:
+            k = len(self._values) - 1
+            self._values.append(self._next(self._values[k], k))
+        return self._values[n]
+
+    def _next(self, previous: sympy.Rational, k: int) -> sympy.Rational:
+        if self._numeric is None:
+            exact = self.step.xreplace({PREVIOUS: previous, ir.K: sympy.Integer(k)})
+            if exact.is_Rational and _small(exact):
+                return self._in_range(exact, k)
+            if exact.is_Rational or not exact.is_finite or exact.is_real is False:
+                if not exact.is_finite or exact.is_real is False:
+                    raise ValueError(f"{self.name}[{k + 1}] is not a finite real number")
+            self._numeric = sympy.lambdify((PREVIOUS, ir.K), self.step, "mpmath")
+        with mpmath.workdps(DIGITS):
+            try:
+                value = self._numeric(mpmath.mpf(previous.p) / previous.q, k)
+            except (ZeroDivisionError, OverflowError, ValueError) as err:
+                raise ValueError(f"{self.name}[{k + 1}] is not a finite real number") from err
+            if isinstance(value, mpmath.mpc) or not mpmath.isfinite(value):
+                raise ValueError(f"{self.name}[{k + 1}] is not a finite real number")
+            man, exp = mpmath.mpf(value).man_exp
+            return self._in_range(sympy.Integer(man) * sympy.Integer(2) ** exp, k)
+
+    def _in_range(self, value: sympy.Rational, k: int) -> sympy.Rational:
+        """`value`, when a float64 holds it (the module computes in float64)."""
+        if abs(value) > MAX_FLOAT:
+            raise ValueError(f"{self.name}[{k + 1}] overflows a float64 (above 1e{MAX_EXPONENT})")
+        return value
+
+    def float_values(self, count: int) -> list[float]:
+        return [float(self.value(n)) for n in range(count)]
+
+
+def _small(value: sympy.Rational) -> bool:
+    return len(str(abs(value.p))) + len(str(value.q)) <= MAX_EXACT_DIGITS
+
+
+def schedule_functions(expr) -> set[type[RecursiveSchedule]]:
+    """The recursive schedules `expr` reads."""
+    return {a.func for a in sympy.sympify(expr).atoms(RecursiveSchedule)}
+
+
+class _ModulePrinter(StrPrinter):
+    """Python for the generated module: sympy's text with `math.sqrt`, `math.exp`,
+    `math.log`, `min`, `max` and `tk[k + 1]` (a list of the module)."""
+
+    printmethod = "_modulecode"
+
+    def _print_Pow(self, expr, rational=False) -> str:
+        if expr.exp == sympy.S.Half:
+            return f"math.sqrt({self._print(expr.base)})"
+        if expr.exp == -sympy.S.Half:
+            return f"1/math.sqrt({self._print(expr.base)})"
+        return super()._print_Pow(expr, rational)
+
+    def _print_exp(self, expr) -> str:
+        return f"math.exp({self._print(expr.args[0])})"
+
+    def _print_log(self, expr) -> str:
+        return f"math.log({self._print(expr.args[0])})"
+
+    def _print_Exp1(self, expr) -> str:
+        return "math.e"
+
+    def _print_Min(self, expr) -> str:
+        return f"min({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Max(self, expr) -> str:
+        return f"max({', '.join(self._print(a) for a in expr.args)})"
+
+
+def needs_math(expr) -> bool:
+    """Whether the module text of `expr` calls a function of `math`."""
+    return "math." in python_code(expr)
+
+
+def python_code(expr) -> str:
+    return _ModulePrinter().doprint(expr)
+
+
+def recurrence_code(rule: Recurrence) -> str:
+    """The step of `rule` as a Python expression in `name` (the previous value) and k."""
+    step = rule.step.xreplace({PREVIOUS: sympy.Symbol(rule.name)})
+    return python_code(step)
