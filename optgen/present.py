@@ -86,6 +86,8 @@ def check_text(cert: Certificate) -> str:
         if c.conditions is not None:
             shown = "; ".join(c.conditions) if c.conditions else "none (no fixed param enters rho)"
             lines.append(f"  conditions: {shown}")
+        if c.runge_kutta is not None:
+            lines.extend(runge_kutta_lines(c.runge_kutta))
         if c.per_layer is not None:
             lines.append(f"  per-layer spectral radius: {_layer_list(c.per_layer)}")
             lines.append(
@@ -96,6 +98,21 @@ def check_text(cert: Certificate) -> str:
     lines.extend(f"    - {r}" for r in c.universal_reasons)
     lines.extend(f"  note: {n}" for n in c.notes)
     return "\n".join(lines)
+
+
+def runge_kutta_lines(rk) -> list[str]:
+    """The Butcher tableau of a multistage rule (`optgen.analysis.runge_kutta.Summary`)."""
+    order = "inconsistent" if rk.order is None else f"order {rk.order}"
+    if rk.order == rk.max_order_checked:
+        order = f"order >= {rk.order} (checked up to {rk.max_order_checked})"
+    lines = [f"  one-step Runge-Kutta method, {len(rk.stages)} stage(s), {order}"]
+    lines.extend(f"    K{i + 1} = {text}" for i, text in enumerate(rk.stages))
+    if rk.A is not None:
+        rows = "; ".join(", ".join(number(a) for a in row) for row in rk.A)
+        lines.append(f"    A = [{rows}]")
+        lines.append(f"    b = [{', '.join(number(x) for x in rk.b)}]")
+        lines.append(f"    c = [{', '.join(number(x) for x in rk.c)}]")
+    return lines
 
 
 def _layer_list(values: tuple[float, ...]) -> str:
@@ -153,6 +170,10 @@ def docstring_lines(cert: Certificate) -> list[str]:
     ]
     if cert.conditions:
         out.append(f"stable for: {'; '.join(cert.conditions)}")
+    if cert.runge_kutta is not None:
+        rk = cert.runge_kutta
+        order = "inconsistent" if rk.order is None else f"order {rk.order}"
+        out.append(f"one-step Runge-Kutta method: {len(rk.stages)} stages, {order}")
     out.append(f"universal approximation: {verdict_word(cert.universal)}")
     return [" ".join(line.split()) for line in out]
 

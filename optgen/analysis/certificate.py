@@ -16,7 +16,7 @@ from ..blocks import BLOCK_KINDS, two_layer_fact
 from ..errors import Diagnostic, Severity
 from ..present import number
 from ..source import Span
-from . import stability, symbolic
+from . import runge_kutta, stability, symbolic
 from .recurrence import OutsideTheory, Recurrence, reduce_rule, user_names
 from .stability import json_float
 
@@ -58,6 +58,7 @@ class Certificate:
     diagnostics: tuple[Diagnostic, ...] = ()
     failure_list: tuple[tuple[Span, str], ...] = ()
     outside_theory: str | None = None
+    runge_kutta: runge_kutta.Summary | None = None  # the tableau of a multistage one-step rule
 
     @property
     def explicit(self) -> bool:
@@ -93,6 +94,7 @@ class Certificate:
             "amplification": self.amplification,
             "conditions": None if self.conditions is None else list(self.conditions),
             "learnable": list(self.learnable),
+            "runge_kutta": None if self.runge_kutta is None else self.runge_kutta.as_dict(),
             "universal": {"guaranteed": self.universal, "reasons": list(self.universal_reasons)},
             "notes": list(self.notes),
             "diagnostics": [_diagnostic_dict(d) for d in self.diagnostics],
@@ -252,6 +254,8 @@ def analyze_network(net: ir.Network) -> Certificate:
     try:
         rec = reduce_rule(net)
     except OutsideTheory as why:
+        if runge_kutta.is_multistage(net):
+            return _runge_kutta_certificate(net, base, why)
         reasons = (f"outside the theory: {why}",) + tuple(_block_reasons(net))
         return Certificate(
             **base, universal=None, universal_reasons=reasons, outside_theory=str(why)
@@ -585,3 +589,176 @@ def _convergence_reason(net: ir.Network, rec: Recurrence, draft: _Draft) -> bool
         )
         draft.failures.append((span, f"network {net.name} is {message}"))
     return not failed
+
+
+# ---------------------------------------------------------------- multistage rules: one-step Runge-Kutta methods
+def _runge_kutta_certificate(net: ir.Network, base: dict, lmm_why: OutsideTheory) -> Certificate:
+    """A rule whose block reads a block output, read as a one-step Runge-Kutta method.
+
+    Null verdicts with both reasons when it has no such reading (a lag or a second state
+    mixed with stages); otherwise the tableau, its order, and the convergence of a
+    consistent one-step method (zero-stable: rho(z) = z - 1).
+    """
+    try:
+        reading = runge_kutta.read(net)
+    except OutsideTheory as why:
+        text = f"{lmm_why}; and it is not a one-step Runge-Kutta method: {why}"
+        reasons = (f"outside the theory: {text}",) + tuple(_block_reasons(net))
+        return Certificate(**base, universal=None, universal_reasons=reasons, outside_theory=text)
+    draft = _Draft()
+    values = param_values(net)
+    layers = _runge_kutta_layers(net, reading, values)
+    first = layers[0]
+    _fill_runge_kutta(net, reading, first, draft)
+    if len(layers) > 1:
+        _record_runge_kutta_layers(layers, net.start, draft)
+    _fill_runge_kutta_conditions(net, reading, draft)
+    learnable = [p.name for p in net.params if p.learnable and p.symbol in reading.symbols()]
+    if learnable:
+        draft.notes.append(
+            f"learnable {', '.join(learnable)}: checked at the initial values; the theorem's "
+            "condition is waived for learnable steps"
+        )
+    universal = _runge_kutta_universality(net, reading, layers, draft)
+    return Certificate(
+        **base,
+        universal=universal,
+        universal_reasons=tuple(draft.reasons),
+        notes=tuple(dict.fromkeys(draft.notes)),
+        diagnostics=tuple(draft.diagnostics),
+        failure_list=tuple(draft.failures),
+        **draft.fields,
+    )
+
+
+def _runge_kutta_layers(
+    net: ir.Network, reading: runge_kutta.Reading, values: dict
+) -> list[runge_kutta.Tableau]:
+    """The tableau of the first layer, or of every exactly checked layer when it uses k."""
+    symbols = set()
+    for e in (reading.keep, *reading.b_raw, *(x for row in reading.a_raw for x in row)):
+        symbols |= sympy.sympify(e).xreplace(values).free_symbols
+    start = net.start
+    count = min(net.depth, EXACT_LAYERS) if ir.K in symbols else 1
+    return [runge_kutta.tableau(reading, _at_layer(values, k)) for k in range(start, start + count)]
+
+
+def _fill_runge_kutta(
+    net: ir.Network, reading: runge_kutta.Reading, tab: runge_kutta.Tableau, draft: _Draft
+) -> None:
+    f = draft.fields
+    rho = (-tab.keep, sympy.Integer(1))
+    roots = stability.exact_roots(rho)
+    zero = stability.root_condition(roots)
+    f["slots"] = (reading.state,)
+    f["matrix"] = ((expr_text(tab.keep),),)
+    f["rho"] = tuple(json_float(c) for c in rho)
+    f["rho_text"] = poly_text(rho)
+    f["roots"] = tuple((json_float(r.re), json_float(r.im)) for r in roots)
+    f["root_multiplicities"] = tuple(r.multiplicity for r in roots)
+    f["spectral_radius"] = json_float(stability.spectral_radius(roots))
+    f["zero_stable"] = zero.ok
+    f["zero_stability"] = f"one-step method: {zero.message}"
+    f["consistent"] = tab.consistent
+    f["consistency"] = tab.consistency()
+    f["step"] = _json_or_none(tab.step)
+    f["steps"] = tuple((b, json_float(h)) for b, h in tab.steps)
+    f["learnable"] = tuple(p.name for p in net.params if p.learnable)
+    order = tab.order() if tab.consistent else None
+    f["runge_kutta"] = runge_kutta.summary(tab, order, json_float)
+    draft.notes.append(
+        f"a block reads a block output: read as a one-step Runge-Kutta method with "
+        f"{len(tab.blocks)} stage(s) ({', '.join(tab.texts)}), not as a linear multistep method"
+    )
+    if len(tab.steps) > 1 and tab.step is None:
+        draft.notes.append("the blocks have different steps h; `step` is null, `steps` lists them")
+
+
+def _record_runge_kutta_layers(
+    layers: list[runge_kutta.Tableau], start: int, draft: _Draft
+) -> None:
+    """k-dependent coefficients: every layer is checked; the first failing one decides."""
+    f = draft.fields
+    f["per_layer"] = tuple(json_float(abs(tab.keep)) for tab in layers)
+    f["per_layer_step"] = tuple(_json_or_none(tab.step) for tab in layers)
+    f["amplification"] = json_float(max(abs(sympy.Mul(*(t.keep for t in layers[: i + 1]))) for i in range(len(layers))))
+    bad = next(((k, t) for k, t in enumerate(layers, start=start) if not t.consistent), None)
+    if bad is not None:
+        f["consistent"] = False
+        f["consistency"] = f"at layer k={bad[0]}: {bad[1].consistency()}"
+    else:
+        orders = [t.order() for t in layers]
+        summary = f["runge_kutta"]
+        f["runge_kutta"] = runge_kutta.Summary(
+            summary.stages, summary.blocks, summary.A, summary.b, summary.c, min(orders)
+        )
+    if len(layers) > 1 and draft.notes is not None:
+        draft.notes.append(
+            f"the tableau depends on k: layers {start} <= k < {start + len(layers)} are checked; "
+            "`runge_kutta` shows the first layer and the least order"
+        )
+
+
+def _fill_runge_kutta_conditions(
+    net: ir.Network, reading: runge_kutta.Reading, draft: _Draft
+) -> None:
+    keep = sympy.sympify(reading.keep).xreplace(param_values(net, keep_fixed_symbolic=True))
+    conditions, why = symbolic.stability_conditions((-keep, sympy.Integer(1)))
+    draft.fields["conditions"] = None if conditions is None else tuple(conditions)
+    if why:
+        draft.notes.append(why)
+
+
+def _runge_kutta_universality(
+    net: ir.Network,
+    reading: runge_kutta.Reading,
+    layers: list[runge_kutta.Tableau],
+    draft: _Draft,
+) -> bool | None:
+    facts = [fact for fact, _ in _block_facts(net)]
+    draft.reasons.extend(_block_reasons(net))
+    f = draft.fields
+    order = f["runge_kutta"].order
+    if f["consistent"] and f["zero_stable"]:
+        h = f"h = {number(f['step'])}" if f.get("step") is not None else "h > 0"
+        draft.reasons.append(
+            f"convergent: one-step Runge-Kutta method, consistent (order {order}), "
+            f"zero-stable (rho(z) = z - 1), {h}"
+        )
+        convergent = True
+    else:
+        convergent = _runge_kutta_failure(net, reading, draft)
+    verdicts = facts + [convergent]
+    if False in verdicts:
+        return False
+    return None if None in verdicts else True
+
+
+def _runge_kutta_failure(net: ir.Network, reading: runge_kutta.Reading, draft: _Draft) -> bool | None:
+    """Waived when a learnable param enters the weights; otherwise no argument applies."""
+    f = draft.fields
+    message = f"not consistent: {f['consistency']}"
+    learnable = sorted(p.name for p in net.params if p.learnable and p.symbol in reading.symbols())
+    statement = _statement_span(net)
+    if learnable:
+        draft.reasons.append(
+            f"one-step Runge-Kutta method, {message}; waived: the learnable "
+            f"{', '.join(learnable)} can be trained to convergent values"
+        )
+        draft.diagnostics.append(
+            Diagnostic(
+                Severity.WARNING, statement, f"network {net.name} is {message} at its initial values"
+            )
+        )
+        return True
+    draft.reasons.append(
+        f"one-step Runge-Kutta method, {message}: no convergence argument applies"
+    )
+    span = _deciding_param_span(net, reading.symbols()) or statement
+    draft.diagnostics.append(
+        Diagnostic(
+            Severity.WARNING, span, f"network {net.name} is {message}", "--strict makes this an error"
+        )
+    )
+    draft.failures.append((span, f"network {net.name} is {message}"))
+    return None
