@@ -28,6 +28,7 @@ from enum import Enum
 import sympy
 
 from . import blocks, ir, plan
+from .analysis import reversible
 from .blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
 from .naming import Namespace, module_attributes
 
@@ -108,6 +109,14 @@ class EmitPlan:
     uses_k: bool = False
     param_names: tuple[str, ...] = ()  # every param, in declaration order (params())
     fixed_params: list[tuple[str, str]] = field(default_factory=list)  # (name, expression)
+    # Memory in backward (language.md section 15): who runs the layer loop, the declared
+    # `checkpoint N`, the ops of `_layer(k, slots)` and of `_inverse_layer(k, slots)`
+    # (backward reversible), and the names the latter returns.
+    runtime: plan.LayerRuntime | None = None
+    checkpoint: int | None = None
+    layer: tuple[plan.Op, ...] = ()
+    inverse: tuple[plan.Op, ...] = ()
+    inverse_result: tuple[str, ...] = ()
 
     @property
     def block_kinds(self) -> list[blocks.BlockKind]:
@@ -122,7 +131,7 @@ class EmitPlan:
 
     @property
     def imports(self) -> frozenset[plan.Import]:
-        found = set(plan.imports(self.forward))
+        found = set(plan.imports((*self.forward, *self.layer, *self.inverse)))
         if any(p.needs_math for p in self.params):
             found.add(plan.Import.MATH)
         for kind in self.block_kinds:
@@ -525,16 +534,26 @@ class Lowerer:
         rotation = self.rotation()
         layer = tuple(self.layer_setup + body + rotation)
         output = self.state_var[net.output]
+        runtime = None
+        layer_method, inverse_method, inverse_result = (), (), ()
         if net.equilibrium:
             forward = self._finish((*self.prologue, *self.init, *self.equilibrium(layer)), {output})
             slots, init_slots, forward_slots = (), (), ()
         else:
             loop = plan.Loop(layer)
-            forward = self._finish((*self.prologue, *self.init, loop), {output})
             slots = self.slots(loop)
-            init_slots = self._finish((*self.prologue, *self.init), set(slots))
             unpack = plan.Unpack(slots, "slots")
-            forward_slots = plan.remove_dead((*self.prologue, unpack, loop), set(slots))
+            runtime = self.layer_runtime()
+            # A module saving memory in backward runs its layers through the runtime, one
+            # `_layer(k, slots)` call at a time (language.md section 15).
+            run = loop if runtime is None else plan.RunLayers(slots, slots, runtime)
+            forward = self._finish((*self.prologue, *self.init, run), {output})
+            init_slots = self._finish((*self.prologue, *self.init), set(slots))
+            forward_slots = plan.remove_dead((*self.prologue, unpack, run), set(slots))
+            if runtime is not None:
+                layer_method = plan.remove_dead((*self.prologue, unpack, *layer), set(slots))
+            if runtime is plan.LayerRuntime.REVERSIBLE:
+                inverse_method, inverse_result = self.inverse_layer(slots)
         kinds = tuple(sorted({b.kind for b in net.blocks}))
         checks = tuple(
             c for b in net.blocks for c in BLOCK_KINDS[b.kind].dim_checks(b, BLOCK_KINDS[b.kind])
@@ -560,7 +579,49 @@ class Lowerer:
             solver=solver_config(net),
             backward=backward_config(net),
             uses_k=bool(self.schedules) or self.reads_k or any(p.depends_on_k for p in net.params),
+            runtime=runtime,
+            checkpoint=net.checkpoint,
+            layer=layer_method,
+            inverse=inverse_method,
+            inverse_result=inverse_result,
         )
+
+    def layer_runtime(self) -> plan.LayerRuntime | None:
+        if self.net.reversible:
+            return plan.LayerRuntime.REVERSIBLE
+        if self.net.checkpoint is not None:
+            return plan.LayerRuntime.CHECKPOINT
+        return None
+
+    def inverse_layer(self, slots: tuple[str, ...]) -> tuple[tuple[plan.Op, ...], tuple[str, ...]]:
+        """`_inverse_layer(k, slots)`: each slot before layer k from the slots after it
+        (`analysis.reversible`); returns its ops and the names it returns, in slot order."""
+        inverse = reversible.invert(self.net)
+        var = {}
+        for s in self.net.states:
+            var[(s, 0)] = self.state_var[s]
+            for j, lag in enumerate(self.lag_var[s], start=1):
+                var[(s, -j)] = lag
+        values: dict[ir.Atom, str] = {
+            reversible.after_atom(slot): name for slot, name in var.items()
+        }
+        values[ir.InputValue()] = self.input_var
+        ops: list[plan.Op] = []
+        before: dict[str, str] = {}
+        for slot, form in inverse.before:
+            single = form.terms[0] if len(form.terms) == 1 else None
+            if single is not None and single[1] == 1 and single[0] in values:
+                before[var[slot]] = values[single[0]]  # a lag: the slot one layer on
+                continue
+            for atom in form.atoms():
+                ops.extend(self.materialize(atom, values))
+            target = self.ns.create(f"{var[slot]}_before")
+            terms = [(values[a], self.coef(c)) for a, c in form.terms]
+            ops.extend(self.combine(target, terms, self.input_var))
+            before[var[slot]] = target
+        result = tuple(before.get(name, name) for name in slots)
+        body = (*self.prologue, plan.Unpack(slots, "slots"), *self.layer_setup, *ops)
+        return plan.remove_dead(body, set(result)), result
 
     def _finish(self, ops: tuple[plan.Op, ...], live: set[str]) -> tuple[plan.Op, ...]:
         if self.alias_input:

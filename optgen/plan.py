@@ -298,6 +298,27 @@ class Unstack(Op):
     DEFINES: ClassVar[tuple[str, ...]] = ("targets",)
 
 
+class LayerRuntime(Enum):
+    """Who runs the layer loop of a module that saves memory in backward (language.md
+    section 15): the runtime function the generated forward calls."""
+
+    CHECKPOINT = "_checkpointed_layers"  # `checkpoint N`
+    REVERSIBLE = "_reversible_layers"  # `backward reversible`
+
+
+@dataclass(frozen=True, slots=True)
+class RunLayers(Op):
+    """`x, x_prev = _reversible_layers(self, (x, x_prev))`: the layer loop, one
+    `self._layer(k, slots)` at a time, run by the memory runtime."""
+
+    targets: tuple[str, ...]
+    sources: tuple[str, ...]
+    runtime: LayerRuntime
+    USES: ClassVar[tuple[str, ...]] = ("sources",)
+    DEFINES: ClassVar[tuple[str, ...]] = ("targets",)
+    PURE: ClassVar[bool] = False
+
+
 # ---------------------------------------------------------------- ops with a body
 @dataclass(frozen=True, slots=True)
 class FromLayer(Op):

@@ -162,6 +162,11 @@ class ForwardWriter(CodeWriter):
     def visit_Unstack(self, op: plan.Unstack) -> None:
         self.writeline(f"{', '.join(op.targets)} = {op.source}.unbind(1)")
 
+    def visit_RunLayers(self, op: plan.RunLayers) -> None:
+        one = "," if len(op.targets) == 1 else ""
+        targets, sources = ", ".join(op.targets) + one, ", ".join(op.sources) + one
+        self.writeline(f"{targets} = {op.runtime.value}(self, ({sources}))")
+
     # ------------------------------------------------------------ ops with a body
     def visit_FromLayer(self, op: plan.FromLayer) -> None:
         # k counts the layers of this module from `start` (a stage continuing a recurrence).

@@ -16,7 +16,7 @@ from ..blocks import BLOCK_KINDS, two_layer_fact
 from ..errors import Diagnostic, Severity
 from ..present import number
 from ..source import Span
-from . import stability, symbolic
+from . import reversible, stability, symbolic
 from .recurrence import OutsideTheory, Recurrence, reduce_rule, user_names
 from .stability import json_float
 
@@ -58,6 +58,7 @@ class Certificate:
     diagnostics: tuple[Diagnostic, ...] = ()
     failure_list: tuple[tuple[Span, str], ...] = ()
     outside_theory: str | None = None
+    reversible: dict | None = None  # `backward reversible`: amplification and note
 
     @property
     def explicit(self) -> bool:
@@ -96,6 +97,8 @@ class Certificate:
             "universal": {"guaranteed": self.universal, "reasons": list(self.universal_reasons)},
             "notes": list(self.notes),
             "diagnostics": [_diagnostic_dict(d) for d in self.diagnostics],
+            # Only a network declaring `backward reversible` has one.
+            **({"reversible": self.reversible} if self.reversible is not None else {}),
         }
 
     def failures(self) -> list[tuple[Span, str]]:
@@ -265,6 +268,8 @@ def analyze_network(net: ir.Network) -> Certificate:
             outside_theory=why,
         )
     draft = _Draft()
+    if net.reversible:
+        _fill_reversible(net, draft)
     draft.notes.extend(rec.notes)
     _fill_recurrence(net, rec, draft)
     _fill_checks(net, rec, draft)
@@ -281,6 +286,29 @@ def analyze_network(net: ir.Network) -> Certificate:
         diagnostics=tuple(draft.diagnostics),
         failure_list=tuple(draft.failures),
         **draft.fields,
+    )
+
+
+def _fill_reversible(net: ir.Network, draft: _Draft) -> None:
+    """The growth of a rounding error through backward's reconstruction, and a warning
+    when float32 cannot carry it."""
+    summary = reversible.summary(net)
+    ok = summary.pop("float32_ok")
+    draft.fields["reversible"] = summary
+    if ok:
+        return
+    amp = summary["amplification"]
+    grown = "overflows" if amp is None else f"is {number(amp)}"
+    draft.diagnostics.append(
+        Diagnostic(
+            Severity.WARNING,
+            net.spans.get("reversible", net.span),
+            f"backward reversible: the rounding error of network {net.name}'s reconstructed"
+            f" states grows by a factor that {grown} over {net.depth} layers, more than float32"
+            f" carries (eps {number(reversible.FLOAT32_EPS)}): its gradients would be wrong",
+            "train it in float64 (module.double()), use fewer layers or a momentum closer to 1,"
+            " or drop backward reversible",
+        )
     )
 
 
