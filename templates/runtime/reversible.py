@@ -22,10 +22,10 @@ class _ReversibleLayers(torch.autograd.Function):
         param_grads: list[Tensor | None] = [None] * len(params)
         after = ctx.saved_tensors
         for k in reversed(range(module.depth)):
-            with torch.no_grad():
-                before = module._inverse_layer(k, after)
             blocks = _layer_blocks(module, k, k + 1)
             used = [p for p in _layer_parameters(module, blocks) if id(p) in index]
+            with torch.no_grad(), _KeptNormStatistics(blocks):
+                before = module._inverse_layer(k, after)
             with torch.enable_grad(), _KeptNormStatistics(blocks):
                 inputs = tuple(s.detach().requires_grad_() for s in before)
                 outputs = module._layer(k, inputs)
