@@ -107,12 +107,13 @@ def cache_folder() -> Path:
 def _cached_package(result: Result, filename: str) -> str:
     """The package holding the generated modules of `result`, written once per source.
 
-    Its name is a digest of the source text, its file name and optgen's version: the same
-    source always imports the same package, and a changed one never meets a stale file.
+    Its name is a digest of the source's file name and of the generated files: the same
+    source always imports the same package, and a changed one (or a change of optgen that
+    changes the code, within one version) never meets a stale file.
     """
-    digest = hashlib.sha256(
-        "\0".join((__version__, Path(filename).name, result.source.text)).encode("utf-8")
-    ).hexdigest()[:20]
+    parts = [__version__, Path(filename).name]
+    parts += [f"{name}\0{code}" for name, code in sorted(result.outputs.items())]
+    digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:20]
     package = f"optgen_{digest}"
     root = _writable_cache()
     folder = root / package

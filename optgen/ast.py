@@ -289,8 +289,24 @@ class SolverDecl:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class CheckpointDecl:
+    """`checkpoint N`: the layers recomputed in groups of N in backward."""
+
+    value: Expr
+    span: Span
+
+
 Decl = (
-    StateDecl | InitDecl | ParamDecl | BlockDecl | LayersDecl | UpdateDecl | OutputDecl | SolverDecl
+    StateDecl
+    | InitDecl
+    | ParamDecl
+    | BlockDecl
+    | LayersDecl
+    | UpdateDecl
+    | OutputDecl
+    | SolverDecl
+    | CheckpointDecl
 )
 
 

@@ -471,7 +471,11 @@ BACKWARD_KINDS: dict[str, BackwardKind] = {
     "implicit": BackwardKind("implicit", {"max_iter": None, "tol": None}, ("max_iter", "tol")),
     "phantom": BackwardKind("phantom", {"steps": 5}),
     "unroll": BackwardKind("unroll", {}),
+    # Explicit rules only: layers undone in backward from the next layer's slots
+    # (optgen.analysis.reversible), so that a training step's memory does not grow with depth.
+    "reversible": BackwardKind("reversible", {}),
 }
+REVERSIBLE = "reversible"
 DEFAULT_BACKWARD = "implicit"
 INTEGER_OPTIONS = frozenset({"max_iter", "m", "steps", "iterations"})
 

@@ -20,7 +20,7 @@ from .blocks import BLOCK_KINDS, ArgKind, tolerances_below_float32
 from .formatting import BLACK_DEFAULTS, Formatting
 from .lower import EmitPlan, lower, reaching_output
 from .models import stage_starts
-from .plan import Import
+from .plan import Import, LayerRuntime
 from .resolve import snake_case
 from .resources import resource_dir, resource_path
 from .writer import comment_text, docstring_text, forward_source, model_features_source
@@ -160,13 +160,17 @@ class NetworkView:
     slots: tuple[str, ...] = ()  # a model's stage: init_slots / forward_slots
     init_slots: str = ""
     forward_slots: str = ""
+    # checkpoint and backward reversible: the bodies of `_layer` and `_inverse_layer`.
+    layer_slots: tuple[str, ...] = ()
+    layer: str = ""
+    inverse: str = ""
 
 
 def network_view(
     net: ir.Network, plan: EmitPlan, certificate: Certificate, with_slots: bool = False
 ) -> NetworkView:
     slots = plan.slots if with_slots else ()
-    carried = "(" + ", ".join(slots) + ("," if len(slots) == 1 else "") + ")"
+    carried = _tuple_text(slots)
     return NetworkView(
         class_name=plan.class_name,
         class_doc=_class_doc(net, plan, certificate),
@@ -179,7 +183,16 @@ def network_view(
         slots=slots,
         init_slots=forward_source(plan.init_slots, carried) if slots else "",
         forward_slots=forward_source(plan.forward_slots, carried) if slots else "",
+        layer_slots=plan.slots if plan.runtime else (),
+        layer=forward_source(plan.layer, _tuple_text(plan.slots)) if plan.runtime else "",
+        inverse=(
+            forward_source(plan.inverse, _tuple_text(plan.inverse_result)) if plan.inverse else ""
+        ),
     )
+
+
+def _tuple_text(names: tuple[str, ...]) -> str:
+    return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
 
 
 MODULE_PER_LAYER_LIMIT = 64  # per-layer lists longer than this are summarised in the file
@@ -220,6 +233,18 @@ def runtime_sources(plans: list[EmitPlan]) -> list[str]:
         sources.insert(0, solvers)
     # params() and set_params() of every module, and exact float64 start values.
     sources.insert(0, resource_path("templates/runtime", "params.py").read_text("utf-8").strip())
+    runtimes = {p.runtime for p in plans if p.runtime is not None}
+    memory = ["layers.py"] if runtimes else []
+    memory += [
+        name
+        for runtime, name in (
+            (LayerRuntime.CHECKPOINT, "checkpoint.py"),
+            (LayerRuntime.REVERSIBLE, "reversible.py"),
+        )
+        if runtime in runtimes
+    ]
+    for name in memory:
+        sources.append(resource_path("templates/runtime", name).read_text("utf-8").strip())
     return sources
 
 

@@ -313,7 +313,14 @@ class Network:
     # The layer index k of the first layer: 0, or more for a model's stage that carries the
     # states of the stage before it and so continues its recurrence (schedules go on in k).
     start: int = 0
+    # `checkpoint N`: the layers recomputed in groups of N in backward (None: off).
+    checkpoint: int | None = None
     spans: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def reversible(self) -> bool:
+        """`backward reversible`: layers undone in backward instead of kept (explicit rules)."""
+        return self.backward is not None and self.backward.name == "reversible"
 
     @property
     def layout(self) -> str:

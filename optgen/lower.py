@@ -29,6 +29,7 @@ from enum import Enum
 import sympy
 
 from . import blocks, ir, plan, schedules
+from .analysis import reversible
 from .blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
 from .naming import Namespace, module_attributes
 
@@ -125,6 +126,14 @@ class EmitPlan:
     param_names: tuple[str, ...] = ()  # every param, in declaration order (params())
     fixed_params: list[tuple[str, str]] = field(default_factory=list)  # (name, expression)
     recurrences: tuple[RecurrencePlan, ...] = ()
+    # Memory in backward (language.md section 15): who runs the layer loop, the declared
+    # `checkpoint N`, the ops of `_layer(k, slots)` and of `_inverse_layer(k, slots)`
+    # (backward reversible), and the names the latter returns.
+    runtime: plan.LayerRuntime | None = None
+    checkpoint: int | None = None
+    layer: tuple[plan.Op, ...] = ()
+    inverse: tuple[plan.Op, ...] = ()
+    inverse_result: tuple[str, ...] = ()
 
     @property
     def block_kinds(self) -> list[blocks.BlockKind]:
@@ -139,7 +148,7 @@ class EmitPlan:
 
     @property
     def imports(self) -> frozenset[plan.Import]:
-        found = set(plan.imports(self.forward))
+        found = set(plan.imports((*self.forward, *self.layer, *self.inverse)))
         if any(p.needs_math for p in self.params):
             found.add(plan.Import.MATH)
         texts = [s.expr for s in self.schedules] + [code for _, code in self.fixed_params]
@@ -582,16 +591,26 @@ class Lowerer:
         rotation = self.rotation()
         layer = tuple(self.layer_setup + body + rotation)
         output = self.state_var[net.output]
+        runtime = None
+        layer_method, inverse_method, inverse_result = (), (), ()
         if net.equilibrium:
             forward = self._finish((*self.prologue, *self.init, *self.equilibrium(layer)), {output})
             slots, init_slots, forward_slots = (), (), ()
         else:
             loop = plan.Loop(layer)
-            forward = self._finish((*self.prologue, *self.init, loop), {output})
             slots = self.slots(loop)
-            init_slots = self._finish((*self.prologue, *self.init), set(slots))
             unpack = plan.Unpack(slots, "slots")
-            forward_slots = plan.remove_dead((*self.prologue, unpack, loop), set(slots))
+            runtime = self.layer_runtime()
+            # A module saving memory in backward runs its layers through the runtime, one
+            # `_layer(k, slots)` call at a time (language.md section 15).
+            run = loop if runtime is None else plan.RunLayers(slots, slots, runtime)
+            forward = self._finish((*self.prologue, *self.init, run), {output})
+            init_slots = self._finish((*self.prologue, *self.init), set(slots))
+            forward_slots = plan.remove_dead((*self.prologue, unpack, run), set(slots))
+            if runtime is not None:
+                layer_method = plan.remove_dead((*self.prologue, unpack, *layer), set(slots))
+            if runtime is plan.LayerRuntime.REVERSIBLE:
+                inverse_method, inverse_result = self.inverse_layer(slots)
         kinds = tuple(sorted({b.kind for b in net.blocks}))
         checks = tuple(
             c for b in net.blocks for c in BLOCK_KINDS[b.kind].dim_checks(b, BLOCK_KINDS[b.kind])
@@ -618,12 +637,21 @@ class Lowerer:
             backward=backward_config(net),
             uses_k=bool(self.schedules) or self.reads_k or any(p.depends_on_k for p in net.params),
             recurrences=self.recurrence_plans(),
+            runtime=runtime,
+            checkpoint=net.checkpoint,
+            layer=layer_method,
+            inverse=inverse_method,
+            inverse_result=inverse_result,
         )
 
     def recurrence_plans(self) -> tuple[RecurrencePlan, ...]:
         """The recursive schedules the module computes, each read up to tk[k + ahead]."""
         functions = {f for p in self.net.params for f in schedules.schedule_functions(p.value)}
-        reads = [a for p in self.net.params for a in sympy.sympify(p.value).atoms(schedules.RecursiveSchedule)]
+        reads = [
+            a
+            for p in self.net.params
+            for a in sympy.sympify(p.value).atoms(schedules.RecursiveSchedule)
+        ]
         for st in self.net.statements:
             for _, coef in st.form.terms:
                 reads += sympy.sympify(coef).atoms(schedules.RecursiveSchedule)
@@ -633,10 +661,16 @@ class Lowerer:
             name = function.__name__
             rule = function.rule
             ahead = max(
-                (int(a.args[0] - ir.K) for a in reads if a.func is function and ir.K in a.args[0].free_symbols),
+                (
+                    int(a.args[0] - ir.K)
+                    for a in reads
+                    if a.func is function and ir.K in a.args[0].free_symbols
+                ),
                 default=0,
             )
-            fixed_reads = [int(a.args[0]) for a in reads if a.func is function and a.args[0].is_Integer]
+            fixed_reads = [
+                int(a.args[0]) for a in reads if a.func is function and a.args[0].is_Integer
+            ]
             count = self.net.depth + self.net.start + ahead
             count = max(count, *(n + 1 for n in fixed_reads)) if fixed_reads else count
             previous = name if name not in _HELPER_NAMES else "previous"
@@ -657,6 +691,43 @@ class Lowerer:
                 )
             )
         return tuple(plans)
+
+    def layer_runtime(self) -> plan.LayerRuntime | None:
+        if self.net.reversible:
+            return plan.LayerRuntime.REVERSIBLE
+        if self.net.checkpoint is not None:
+            return plan.LayerRuntime.CHECKPOINT
+        return None
+
+    def inverse_layer(self, slots: tuple[str, ...]) -> tuple[tuple[plan.Op, ...], tuple[str, ...]]:
+        """`_inverse_layer(k, slots)`: each slot before layer k from the slots after it
+        (`analysis.reversible`); returns its ops and the names it returns, in slot order."""
+        inverse = reversible.invert(self.net)
+        var = {}
+        for s in self.net.states:
+            var[(s, 0)] = self.state_var[s]
+            for j, lag in enumerate(self.lag_var[s], start=1):
+                var[(s, -j)] = lag
+        values: dict[ir.Atom, str] = {
+            reversible.after_atom(slot): name for slot, name in var.items()
+        }
+        values[ir.InputValue()] = self.input_var
+        ops: list[plan.Op] = []
+        before: dict[str, str] = {}
+        for slot, form in inverse.before:
+            single = form.terms[0] if len(form.terms) == 1 else None
+            if single is not None and single[1] == 1 and single[0] in values:
+                before[var[slot]] = values[single[0]]  # a lag: the slot one layer on
+                continue
+            for atom in form.atoms():
+                ops.extend(self.materialize(atom, values))
+            target = self.ns.create(f"{var[slot]}_before")
+            terms = [(values[a], self.coef(c)) for a, c in form.terms]
+            ops.extend(self.combine(target, terms, self.input_var))
+            before[var[slot]] = target
+        result = tuple(before.get(name, name) for name in slots)
+        body = (*self.prologue, plan.Unpack(slots, "slots"), *self.layer_setup, *ops)
+        return plan.remove_dead(body, set(result)), result
 
     def _finish(self, ops: tuple[plan.Op, ...], live: set[str]) -> tuple[plan.Op, ...]:
         if self.alias_input:

@@ -288,6 +288,10 @@ class _ToAst(Transformer_NonRecursive):
         return ast.SolverDecl("backward", _tok(name), tuple(options or ()), _span(meta))
 
     @v_args(meta=True)
+    def checkpoint_decl(self, meta, children):
+        return ast.CheckpointDecl(children[0], _span(meta))
+
+    @v_args(meta=True)
     def network(self, meta, children):
         name, *decls = children
         return ast.Network(_tok(name), tuple(decls), _span(meta), self._slice(meta))

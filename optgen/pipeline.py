@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from . import ir
 from .analysis import Certificate, analyze
 from .analysis.model import ModelCertificate, analyze_model
+from .analysis.reversible import NotReversible, invert
 from .blocks import FLOAT32_TOLERANCE_FLOOR, tolerances_below_float32
 from .errors import Diagnostic, OptgenError, Severity
 from .lower import reaching_output
@@ -138,6 +139,19 @@ def precision_warnings(networks) -> list[Diagnostic]:
     return found
 
 
+def reversible_errors(networks) -> list[Diagnostic]:
+    """`backward reversible` on a rule whose layers cannot be undone: a located error."""
+    found = []
+    for net in networks:
+        if not net.reversible:
+            continue
+        try:
+            invert(net)
+        except NotReversible as why:
+            found.append(Diagnostic(Severity.ERROR, net.spans["reversible"], str(why), why.hint))
+    return found
+
+
 def convergence_diagnostics(cert: Certificate, strict: bool) -> list[Diagnostic]:
     """The analysis' warnings; with `strict`, the failed convergence conditions are errors."""
     failures = set(cert.failures())
@@ -175,6 +189,7 @@ def compile(
             diagnostics.append(
                 Diagnostic(Severity.ERROR, span, message, "write carry output after the transition")
             )
+    diagnostics.extend(reversible_errors(networks))
     if until < Stage.ANALYSIS or any(d.severity is Severity.ERROR for d in diagnostics):
         return Result(source, networks, diagnostics=tuple(diagnostics), models=models)
     diagnostics.extend(precision_warnings(networks))

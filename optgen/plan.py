@@ -320,9 +320,9 @@ class EmptyWindow(Op):
 class SlideWindow(Op):
     """The window takes this layer's term and the running sum drops the term that left it:
 
-        g_window.append(term)
-        if len(g_window) > size:
-            history_sum = history_sum - g_window.pop(0)
+    g_window.append(term)
+    if len(g_window) > size:
+        history_sum = history_sum - g_window.pop(0)
     """
 
     window: str
@@ -332,6 +332,26 @@ class SlideWindow(Op):
     USES: ClassVar[tuple[str, ...]] = ("window", "term", "total")
     DEFINES: ClassVar[tuple[str, ...]] = ()
     KERNELS: ClassVar[int] = 1
+
+
+class LayerRuntime(Enum):
+    """Who runs the layer loop of a module that saves memory in backward (language.md
+    section 15): the runtime function the generated forward calls."""
+
+    CHECKPOINT = "_checkpointed_layers"  # `checkpoint N`
+    REVERSIBLE = "_reversible_layers"  # `backward reversible`
+
+
+@dataclass(frozen=True, slots=True)
+class RunLayers(Op):
+    """`x, x_prev = _reversible_layers(self, (x, x_prev))`: the layer loop, one
+    `self._layer(k, slots)` at a time, run by the memory runtime."""
+
+    targets: tuple[str, ...]
+    sources: tuple[str, ...]
+    runtime: LayerRuntime
+    USES: ClassVar[tuple[str, ...]] = ("sources",)
+    DEFINES: ClassVar[tuple[str, ...]] = ("targets",)
     PURE: ClassVar[bool] = False
 
 

@@ -94,6 +94,12 @@ def check_text(cert: Certificate) -> str:
                 "  amplification max_k ||M_k ... M_0||: "
                 + _optional(c.amplification, unknown="overflows")
             )
+    if c.reversible is not None:
+        lines.append(
+            "  backward reversible: rounding errors grow by at most "
+            + _optional(c.reversible["amplification"], unknown="a factor that overflows")
+            + " through the reconstruction (blocks neglected)"
+        )
     lines.append(f"  universal: {verdict_word(c.universal)}")
     lines.extend(f"    - {r}" for r in c.universal_reasons)
     lines.extend(f"  note: {n}" for n in c.notes)

@@ -28,6 +28,7 @@ from .blocks import (
     INTEGER_OPTIONS,
     LAYOUTS,
     MODULE_DICT_ATTRIBUTES,
+    REVERSIBLE,
     SOLVER_KINDS,
     ArgKind,
     Layout,
@@ -650,10 +651,16 @@ class Resolver:
                     "write sum(i = 0..k, ...) over every layer, or sum(i = k-2..k, ...) over the last three",
                 )
             if width > 64:
-                self.fail(node.lo.span, f"a window of {width + 1} terms is too wide", "sum at most 65 terms")
+                self.fail(
+                    node.lo.span,
+                    f"a window of {width + 1} terms is too wide",
+                    "sum at most 65 terms",
+                )
             window, lo = int(width), sympy.Integer(0)
         elif not lo.is_integer or lo < 0:
-            self.fail(node.lo.span, "the lower bound of a sum must be a non-negative integer or k - m")
+            self.fail(
+                node.lo.span, "the lower bound of a sum must be a non-negative integer or k - m"
+            )
         hi = self.scalar(node.hi, {"k": ir.K}, "the upper bound of a sum")
         if hi != ir.K:
             self.fail(node.hi.span, "a sum runs up to k: sum(i = 0..k, ...)")
@@ -832,6 +839,7 @@ class Resolver:
             (ast.LayersDecl, "layers"),
             (ast.UpdateDecl, "update"),
             (ast.OutputDecl, "output"),
+            (ast.CheckpointDecl, "checkpoint"),
         ):
             for extra in decls.get(kind, [])[1:]:
                 self.report.error(
@@ -993,11 +1001,19 @@ class Resolver:
         if equilibrium:
             known = {n: p for n, p in params.items() if n not in unknown}
             self.check_equilibrium(node, statements, known, implicit)
+        reversible = backward is not None and backward.name == REVERSIBLE
+        checkpoint = None
+        if ast.CheckpointDecl in decls:
+            checkpoint = self.attempt(self.checkpoint, decls[ast.CheckpointDecl][0])
+        self.check_memory_modes(
+            name, decls, implicit or equilibrium, "an equilibrium" if equilibrium else "implicit"
+        )
         if len(self.report.errors) > errors_before:
             return None
-        if (solver or backward) and not (implicit or equilibrium):
-            d = decls[ast.SolverDecl][0]
-            self.report.warn(d.span, f"'{d.role}' has no effect: network {name} is explicit")
+        for d in decls.get(ast.SolverDecl, []):
+            if not (implicit or equilibrium) and not (reversible and d.role == "backward"):
+                self.report.warn(d.span, f"'{d.role}' has no effect: network {name} is explicit")
+                break
         if equilibrium and not uses_input:
             self.report.warn(
                 node.name.span,
@@ -1023,10 +1039,63 @@ class Resolver:
             source_text=node.text,
             solver=solver,
             backward=backward,
-            spans={"name": node.name.span},
+            checkpoint=checkpoint,
+            spans={"name": node.name.span, **self.memory_spans(decls)},
         )
         ir.validate(net)
         return net
+
+    def checkpoint(self, d: ast.CheckpointDecl) -> int:
+        """`checkpoint N`: a positive whole number of layers per recomputed group."""
+        value = self.scalar(d.value, {}, "checkpoint")
+        if not value.is_integer:
+            self.fail(
+                d.value.span,
+                f"checkpoint takes a whole number of layers, not {_show(float(value))}",
+                "e.g. checkpoint 2: the layers are recomputed in groups of 2 in backward",
+            )
+        if value <= 0:
+            self.fail(
+                d.value.span,
+                f"checkpoint {int(value)} must be a positive number of layers",
+                "write checkpoint 1 to recompute every layer, or drop the line to keep them all",
+            )
+        return int(min(value, MAX_DEPTH))
+
+    def check_memory_modes(self, name: str, decls: dict, solves: bool, kind: str) -> None:
+        """`backward reversible` and `checkpoint` are for explicit rules, one at a time."""
+        backwards = [d for d in decls.get(ast.SolverDecl, []) if d.role == "backward"]
+        reversible = next((d for d in backwards if d.name.id == REVERSIBLE), None)
+        checkpoint = next(iter(decls.get(ast.CheckpointDecl, [])), None)
+        if reversible is not None and solves:
+            self.report.error(
+                reversible.span,
+                f"backward reversible is for explicit rules: network {name} is {kind}",
+                "an implicit layer has no update to undo; use backward implicit, whose memory"
+                " does not grow with the solver's iterations",
+            )
+        if checkpoint is not None and solves:
+            self.report.error(
+                checkpoint.span,
+                f"checkpoint is for explicit rules: network {name} is {kind}",
+                "backward implicit already keeps no solver iteration for backward",
+            )
+        if reversible is not None and checkpoint is not None and not solves:
+            self.report.error(
+                checkpoint.span,
+                f"network {name} declares both checkpoint and backward reversible",
+                "backward reversible keeps no layer for backward already: drop checkpoint",
+            )
+
+    @staticmethod
+    def memory_spans(decls: dict) -> dict:
+        spans = {}
+        for d in decls.get(ast.SolverDecl, []):
+            if d.role == "backward" and d.name.id == REVERSIBLE:
+                spans["reversible"] = d.span
+        for d in decls.get(ast.CheckpointDecl, []):
+            spans["checkpoint"] = d.span
+        return spans
 
     def check_equilibrium(self, node: ast.Network, statements, params, implicit: bool) -> None:
         """An equilibrium iterates one shared update to its fixed point: no layer index, no history sums."""

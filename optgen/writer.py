@@ -175,6 +175,11 @@ class ForwardWriter(CodeWriter):
         self.writeline(f"{op.total} = {op.total} - {op.window}.pop(0)")
         self.outdent()
 
+    def visit_RunLayers(self, op: plan.RunLayers) -> None:
+        one = "," if len(op.targets) == 1 else ""
+        targets, sources = ", ".join(op.targets) + one, ", ".join(op.sources) + one
+        self.writeline(f"{targets} = {op.runtime.value}(self, ({sources}))")
+
     # ------------------------------------------------------------ ops with a body
     def visit_FirstLayer(self, op: plan.FirstLayer) -> None:
         self.writeline("if k == 0:")

@@ -16,7 +16,7 @@ from ..blocks import BLOCK_KINDS, two_layer_fact
 from ..errors import Diagnostic, Severity
 from ..present import number
 from ..source import Span
-from . import runge_kutta, stability, symbolic
+from . import reversible, runge_kutta, stability, symbolic
 from .recurrence import OutsideTheory, Recurrence, reduce_rule, user_names
 from .stability import json_float
 
@@ -59,6 +59,7 @@ class Certificate:
     failure_list: tuple[tuple[Span, str], ...] = ()
     outside_theory: str | None = None
     runge_kutta: runge_kutta.Summary | None = None  # the tableau of a multistage one-step rule
+    reversible: dict | None = None  # `backward reversible`: amplification and note
 
     @property
     def explicit(self) -> bool:
@@ -98,6 +99,8 @@ class Certificate:
             "universal": {"guaranteed": self.universal, "reasons": list(self.universal_reasons)},
             "notes": list(self.notes),
             "diagnostics": [_diagnostic_dict(d) for d in self.diagnostics],
+            # Only a network declaring `backward reversible` has one.
+            **({"reversible": self.reversible} if self.reversible is not None else {}),
         }
 
     def failures(self) -> list[tuple[Span, str]]:
@@ -269,6 +272,8 @@ def analyze_network(net: ir.Network) -> Certificate:
             outside_theory=why,
         )
     draft = _Draft()
+    if net.reversible:
+        _fill_reversible(net, draft)
     draft.notes.extend(rec.notes)
     _fill_recurrence(net, rec, draft)
     _fill_checks(net, rec, draft)
@@ -285,6 +290,29 @@ def analyze_network(net: ir.Network) -> Certificate:
         diagnostics=tuple(draft.diagnostics),
         failure_list=tuple(draft.failures),
         **draft.fields,
+    )
+
+
+def _fill_reversible(net: ir.Network, draft: _Draft) -> None:
+    """The growth of a rounding error through backward's reconstruction, and a warning
+    when float32 cannot carry it."""
+    summary = reversible.summary(net)
+    ok = summary.pop("float32_ok")
+    draft.fields["reversible"] = summary
+    if ok:
+        return
+    amp = summary["amplification"]
+    grown = "overflows" if amp is None else f"is {number(amp)}"
+    draft.diagnostics.append(
+        Diagnostic(
+            Severity.WARNING,
+            net.spans.get("reversible", net.span),
+            f"backward reversible: the rounding error of network {net.name}'s reconstructed"
+            f" states grows by a factor that {grown} over {net.depth} layers, more than float32"
+            f" carries (eps {number(reversible.FLOAT32_EPS)}): its gradients would be wrong",
+            "train it in float64 (module.double()), use fewer layers or a momentum closer to 1,"
+            " or drop backward reversible",
+        )
     )
 
 
@@ -681,7 +709,9 @@ def _record_runge_kutta_layers(
     f = draft.fields
     f["per_layer"] = tuple(json_float(abs(tab.keep)) for tab in layers)
     f["per_layer_step"] = tuple(_json_or_none(tab.step) for tab in layers)
-    f["amplification"] = json_float(max(abs(sympy.Mul(*(t.keep for t in layers[: i + 1]))) for i in range(len(layers))))
+    f["amplification"] = json_float(
+        max(abs(sympy.Mul(*(t.keep for t in layers[: i + 1]))) for i in range(len(layers)))
+    )
     bad = next(((k, t) for k, t in enumerate(layers, start=start) if not t.consistent), None)
     if bad is not None:
         f["consistent"] = False
@@ -734,7 +764,9 @@ def _runge_kutta_universality(
     return None if None in verdicts else True
 
 
-def _runge_kutta_failure(net: ir.Network, reading: runge_kutta.Reading, draft: _Draft) -> bool | None:
+def _runge_kutta_failure(
+    net: ir.Network, reading: runge_kutta.Reading, draft: _Draft
+) -> bool | None:
     """Waived when a learnable param enters the weights; otherwise no argument applies."""
     f = draft.fields
     message = f"not consistent: {f['consistency']}"
@@ -747,17 +779,20 @@ def _runge_kutta_failure(net: ir.Network, reading: runge_kutta.Reading, draft: _
         )
         draft.diagnostics.append(
             Diagnostic(
-                Severity.WARNING, statement, f"network {net.name} is {message} at its initial values"
+                Severity.WARNING,
+                statement,
+                f"network {net.name} is {message} at its initial values",
             )
         )
         return True
-    draft.reasons.append(
-        f"one-step Runge-Kutta method, {message}: no convergence argument applies"
-    )
+    draft.reasons.append(f"one-step Runge-Kutta method, {message}: no convergence argument applies")
     span = _deciding_param_span(net, reading.symbols()) or statement
     draft.diagnostics.append(
         Diagnostic(
-            Severity.WARNING, span, f"network {net.name} is {message}", "--strict makes this an error"
+            Severity.WARNING,
+            span,
+            f"network {net.name} is {message}",
+            "--strict makes this an error",
         )
     )
     draft.failures.append((span, f"network {net.name} is {message}"))

@@ -1,0 +1,271 @@
+"""`backward reversible`: a layer undone from the slots after it (language.md section 15).
+
+One layer of an explicit rule maps the slots s_k (every state at every lag it is read at)
+to s_{k+1} = M s_k + sum_j G_j T_j(a_j) + F input, where a_j, the argument of block call
+j, is affine in s_k, s_{k+1} and the input. The layer can be undone without storing
+anything when
+
+* M is invertible: det M is, up to sign, the product of the coefficients of each state's
+  oldest slot (heavy ball: -beta on x-), so the oldest slot is solvable from the update;
+* every block argument is known from s_{k+1} alone: its part C_j s_k equals
+  C_j M^-1 (s_{k+1} - sum_i G_i T_i - F input), so C_j M^-1 G_i must vanish for every call
+  i (heavy ball's T(x_k) reads x_k, which s_{k+1} holds as its lag; gd's T(x_k) reads x_k,
+  which s_{k+1} = x_k - t*T(x_k) gives back only through T itself).
+
+Then s_k = M^-1 (s_{k+1} - sum_j G_j T_j(a_j) - F input), each a_j a linear form over
+s_{k+1}: `Inverse` holds those forms, which `lower.py` emits as the module's
+`_inverse_layer`. Coefficients keep the params as symbols (the code prints them by name);
+the checks substitute the fixed params' values and the learnable ones' start values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy
+import sympy
+
+from .. import ir
+from .recurrence import OutsideTheory, needs_differencing, substituted_updates
+
+Slot = tuple[str, int]  # (state, lag): lag 0 is x_k, -1 is x_{k-1}, ...
+MAX_SLOTS = 12  # the inverse is computed exactly (sympy): larger stacks are refused
+# float32 resolves about 1.2e-7 relative (2^-23). A rounding error grown by the
+# amplification past 1e-3 of the state leaves the reconstructed states, and so the
+# gradients, fewer than three correct digits: the compiler warns.
+FLOAT32_EPS = 2.0**-23
+FLOAT32_ERROR_LIMIT = 1e-3
+
+
+class NotReversible(Exception):
+    """The rule cannot be undone layer by layer; the message says why, the hint what would."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Inverse:
+    """Layer k undone. Atoms over the slots after the layer: `ir.StateAt(s, lag + 1)` is
+    slot (s, lag) of s_{k+1} (x_{k+1} is StateAt(x, 1), its lag x_k is StateAt(x, 0))."""
+
+    slots: tuple[Slot, ...]
+    before: tuple[tuple[Slot, ir.LinearForm], ...]  # each slot of s_k, over those of s_{k+1}
+    inverse_matrix: sympy.Matrix  # M^-1, params as symbols (the amplification reads it)
+
+
+def after_atom(slot: Slot) -> ir.StateAt:
+    """The atom standing for slot `slot` of s_{k+1} in the forms of an `Inverse`."""
+    state, lag = slot
+    return ir.StateAt(state, lag + 1)
+
+
+def _slots(net: ir.Network, lags: dict[str, int]) -> tuple[Slot, ...]:
+    return tuple((s, -j) for s in net.states for j in range(lags.get(s, 0) + 1))
+
+
+def read_lags(net: ir.Network) -> dict[str, int]:
+    """How far back each state is read, block arguments included (the loop's lag slots)."""
+    lags = {s: 0 for s in net.states}
+    for st in net.statements:
+        for atom in st.form.walk():
+            if isinstance(atom, ir.StateAt) and atom.lag < 0:
+                lags[atom.name] = max(lags[atom.name], -atom.lag)
+    return lags
+
+
+def _values(net: ir.Network) -> dict:
+    """Fixed params at their values, learnable ones at their start values (the checks')."""
+    return {p.symbol: p.value for p in net.params}
+
+
+def _is_zero(expr: sympy.Expr, values: dict) -> bool:
+    """Zero at the params' values, for every layer k (k stays a symbol)."""
+    return sympy.simplify(sympy.sympify(expr).xreplace(values)) == 0
+
+
+def _singular_layers(det: sympy.Expr, net: ir.Network, values: dict) -> list[int]:
+    det = sympy.simplify(sympy.sympify(det).xreplace(values))
+    if ir.K not in det.free_symbols:
+        return list(range(net.start, net.start + net.depth)) if det == 0 else []
+    fn = sympy.lambdify(ir.K, det, "math")
+    return [k for k in range(net.start, net.start + net.depth) if abs(fn(k)) < 1e-300]
+
+
+def invert(net: ir.Network) -> Inverse:
+    """The inverse of one layer of `net`, or NotReversible saying why there is none."""
+    try:
+        next_values, _ = substituted_updates(net)
+    except OutsideTheory as why:
+        raise NotReversible(
+            f"network {net.name} is not reversible: {why}",
+            "backward reversible needs an update that is affine outside its block calls",
+        ) from None
+    for state in net.states:
+        if needs_differencing(next_values[state]):
+            raise NotReversible(
+                f"network {net.name} is not reversible: {state}+ reads {state}[0] or a sum over"
+                " history, which a layer cannot give back",
+                "write the rule with lags (x-, x[k-2]) instead",
+            )
+    lags = read_lags(net)
+    slots = _slots(net, lags)
+    if len(slots) > MAX_SLOTS:
+        raise NotReversible(
+            f"network {net.name} has {len(slots)} slots; backward reversible inverts at most"
+            f" {MAX_SLOTS} exactly"
+        )
+    where = {slot: i for i, slot in enumerate(slots)}
+    n = len(slots)
+    matrix = sympy.zeros(n, n)
+    forcing = sympy.zeros(n, 1)
+    columns: dict[ir.BlockOut, sympy.Matrix] = {}
+    for state in net.states:
+        row = where[(state, 0)]
+        for atom, coef in next_values[state].items():
+            if isinstance(atom, ir.StateAt):
+                matrix[row, where[(atom.name, atom.lag)]] += coef
+            elif isinstance(atom, ir.BlockOut):
+                columns.setdefault(atom, sympy.zeros(n, 1))[row] += coef
+            elif isinstance(atom, ir.InputValue):
+                forcing[row] += coef
+            else:  # pragma: no cover - substitution leaves no other atom outside blocks
+                raise NotReversible(f"network {net.name} is not reversible: {atom.show()}")
+    for (state, lag), row in where.items():
+        if lag < 0:
+            matrix[row, where[(state, lag + 1)]] = sympy.Integer(1)
+    values = _values(net)
+    _check_invertible(net, matrix, slots, values)
+    inverse = matrix.inv(method="LU").applyfunc(sympy.cancel)
+    calls = {}
+    for atom in sorted(columns, key=ir.atom_key):
+        calls[atom] = _argument_after(net, atom, inverse, columns, forcing, where, values)
+    before = []
+    for row, slot in enumerate(slots):
+        coefs: dict = {}
+        for col, other in enumerate(slots):
+            _add(coefs, after_atom(other), inverse[row, col])
+        for atom, column in columns.items():
+            _add(coefs, calls[atom], -(inverse.row(row) * column)[0])
+        _add(coefs, ir.InputValue(), -(inverse.row(row) * forcing)[0])
+        before.append((slot, _form(coefs, values)))
+    return Inverse(slots, tuple(before), inverse)
+
+
+def _add(coefs: dict, atom, coef) -> None:
+    coefs[atom] = coefs.get(atom, sympy.Integer(0)) + coef
+
+
+def _form(coefs: dict, values: dict) -> ir.LinearForm:
+    """A linear form without the terms whose coefficient is zero at the params' values."""
+    kept = {a: sympy.cancel(c) for a, c in coefs.items() if not _is_zero(c, values)}
+    return ir.LinearForm.from_dict(kept)
+
+
+def _check_invertible(net: ir.Network, matrix, slots, values) -> None:
+    singular = _singular_layers(matrix.det(method="berkowitz"), net, values)
+    if not singular:
+        return
+    lags = read_lags(net)
+    oldest = [(s, -lags[s]) for s in net.states]
+    names = ", ".join(ir.StateAt(s, lag).show() for s, lag in oldest)
+    where = "" if len(singular) == net.depth else f" at layer k={singular[0]}"
+    if len(net.states) == 1:
+        message = (
+            f"network {net.name} is not reversible: the coefficient of its oldest slot {names}"
+            f" in {net.states[0]}+ is 0{where}, so {names} cannot be recovered from the later"
+            " iterates"
+        )
+    else:
+        message = (
+            f"network {net.name} is not reversible: the coefficients on its oldest slots"
+            f" ({names}) make the layer's recurrence matrix singular{where}, so they cannot"
+            " be recovered from the next layer's slots"
+        )
+    raise NotReversible(message, "a momentum term beta*(x - x-) with beta != 0 is reversible")
+
+
+def _argument_after(net, atom: ir.BlockOut, inverse, columns, forcing, where, values):
+    """The block call with its argument over the slots after the layer."""
+    now = sympy.zeros(1, len(where))
+    coefs: dict = {}
+    for arg_atom, coef in atom.arg.terms:
+        if isinstance(arg_atom, ir.StateAt) and arg_atom.lag == 1:
+            _add(coefs, after_atom((arg_atom.name, 0)), coef)
+        elif isinstance(arg_atom, ir.StateAt):
+            now[where[(arg_atom.name, arg_atom.lag)]] += coef
+        else:  # the input
+            _add(coefs, arg_atom, coef)
+    recovered = (now * inverse).applyfunc(sympy.cancel)
+    for other, column in columns.items():
+        if not _is_zero((recovered * column)[0], values):
+            raise NotReversible(_block_message(net, atom, other), _HINT)
+    for col, slot in enumerate(where):
+        _add(coefs, after_atom(slot), recovered[col])
+    _add(coefs, ir.InputValue(), -(recovered * forcing)[0])
+    return ir.BlockOut(atom.block, _form(coefs, values))
+
+
+_HINT = (
+    "a reversible layer applies its blocks to values the next layer still holds: heavy ball"
+    " x+ = x - t*T(x) + beta*(x - x-) (x is x+'s lag), a momentum ResNet v+ = beta*v - t*T(x);"
+    " x+ = x + v+ (x = x+ - v+)"
+)
+
+
+def _block_message(net: ir.Network, atom: ir.BlockOut, other: ir.BlockOut) -> str:
+    arg = atom.arg.show()
+    if len(net.states) == 1 and read_lags(net)[net.states[0]] == 0:
+        state = net.states[0]
+        return (
+            f"network {net.name} is not reversible: {state}+ keeps no earlier iterate"
+            f" (no lag such as {state}-), so {arg}, which block {atom.block} reads, comes back"
+            f" from {state}+ only by solving an equation in {other.block}"
+        )
+    return (
+        f"network {net.name} is not reversible: block {atom.block} reads {arg}, which the"
+        f" next layer's slots give back only through block {other.block} itself (recovering it"
+        " would mean solving an equation in the block)"
+    )
+
+
+# ---------------------------------------------------------------- rounding through the depth
+def amplification(net: ir.Network, inv: Inverse) -> float | None:
+    """max_j ||M_j^-1 ... M_{D-1}^-1|| (2-norm): how much a rounding error in the last
+    layer's slots grows while the states are rebuilt back to layer j. The blocks'
+    contribution is neglected. None when it overflows float64."""
+    values = _values(net)
+    matrix = inv.inverse_matrix.xreplace(values).applyfunc(sympy.cancel)
+    fn = sympy.lambdify(ir.K, matrix, "numpy")
+    constant = ir.K not in matrix.free_symbols
+    fixed = numpy.array(fn(0), dtype=float) if constant else None
+    product = numpy.eye(len(inv.slots))
+    worst = 0.0
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        for k in reversed(range(net.start, net.start + net.depth)):
+            layer = fixed if constant else numpy.array(fn(k), dtype=float)
+            product = product @ layer
+            if not numpy.isfinite(product).all():
+                return None
+            worst = max(worst, float(numpy.linalg.norm(product, 2)))
+    return worst if numpy.isfinite(worst) else None
+
+
+def summary(net: ir.Network) -> dict:
+    """The certificate's `reversible` field."""
+    inv = invert(net)
+    amp = amplification(net, inv)
+    note = (
+        f"a rounding error in the last layer's states grows by at most this factor while"
+        f" backward rebuilds the states of the {net.depth} layers from the later ones"
+        " (the norm of the product of the inverse layer matrices, with the blocks'"
+        " contribution neglected)"
+    )
+    if amp is None:
+        note += "; it overflows float64"
+    return {"amplification": amp, "note": note, "float32_ok": float32_carries(amp)}
+
+
+def float32_carries(amp: float | None) -> bool:
+    return amp is not None and amp * FLOAT32_EPS <= FLOAT32_ERROR_LIMIT

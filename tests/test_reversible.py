@@ -1,0 +1,323 @@
+"""`backward reversible` (language.md section 15): layers undone in backward, not kept.
+
+The gradients equal those of plain autograd through the same layers, a training step
+saves the same bytes at any depth, the certificate says how rounding errors grow through
+the reconstruction, and rules that cannot be undone are located errors.
+"""
+
+import warnings
+
+import pytest
+import torch
+from conftest import run_optgen
+
+import optgen
+from optgen.errors import OptgenWarning
+
+HEAVY_BALL = """
+network {name} {{
+    state x
+    param t = 0.5
+    param beta = {beta} in [0, 1)
+    block T = mlp(hidden=2*dim)
+    layers {depth}
+    {backward}
+    update {{
+        x+ = x - t*T(x) + beta*(x - x-)
+    }}
+}}
+"""
+
+# A momentum ResNet (Sander et al. 2021): two states, x = x+ - v+ undoes the layer; a
+# learnable step and a block reading the input at every layer.
+MOMENTUM = """
+network {name} {{
+    state x, v
+    init v = 0
+    param t = 0.5 learnable positive
+    param beta = {beta}
+    block T = mlp(hidden=2*dim)
+    layers {depth}
+    {backward}
+    update {{
+        v+ = beta*v - t*T(x) + 0.1*(input - x)
+        x+ = x + v+
+    }}
+}}
+"""
+
+# Three steps, a momentum in k and a learnable coefficient on the oldest slot.
+THREE_STEP = """
+network {name} {{
+    state x
+    param beta = 0.05*k/(k + 1)
+    param gamma = 0.9 learnable in (0, 1)
+    block T = mlp(hidden=2*dim)
+    layers {depth}
+    {backward}
+    update {{
+        x+ = x - 0.5*T(x) + beta*(x - x-) + gamma*(x- - x[k-2])
+    }}
+}}
+"""
+
+RULES = {"heavy_ball": HEAVY_BALL, "momentum": MOMENTUM, "three_step": THREE_STEP}
+
+
+def pair(rule: str, depth: int, beta: float = 0.9):
+    """The rule compiled twice, with and without backward reversible, same weights."""
+    text = RULES[rule]
+    source = text.format(
+        name="Reversible", beta=beta, depth=depth, backward="backward reversible"
+    ) + text.format(name="Plain", beta=beta, depth=depth, backward="")
+    with warnings.catch_warnings():
+        # the momentum rule's forcing term makes it inconsistent: not what is tested here
+        warnings.simplefilter("ignore", OptgenWarning)
+        classes = optgen.loads(source, f"{rule}.opt")
+    torch.manual_seed(0)
+    reversible = classes["Reversible"](6)
+    plain = classes["Plain"](6)
+    plain.load_state_dict(reversible.state_dict())
+    return reversible, plain
+
+
+def gradients(module, x):
+    x = x.clone().requires_grad_()
+    out = module(x)
+    loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
+    names = [n for n, _ in module.named_parameters()]
+    found = torch.autograd.grad(loss, [x, *module.parameters()])
+    return out.detach(), dict(zip(["input", *names], found))
+
+
+def relative(a, b) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_float64_gradients_equal_plain_autograd_at_depth_16(rule):
+    reversible, plain = (m.double() for m in pair(rule, depth=16))
+    x = torch.randn(5, 6, dtype=torch.float64)
+    out, grads = gradients(reversible, x)
+    expected_out, expected = gradients(plain, x)
+    assert torch.equal(out, expected_out)
+    assert grads.keys() == expected.keys() and len(grads) > 2
+    for name, g in grads.items():
+        assert relative(g, expected[name]) < 1e-10, name
+
+
+def test_float32_gradients_agree_where_the_amplification_is_small():
+    reversible, plain = pair("heavy_ball", depth=8, beta=0.95)
+    assert reversible.CERTIFICATE["reversible"]["amplification"] < 50
+    x = torch.randn(5, 6)
+    _, grads = gradients(reversible, x)
+    _, expected = gradients(plain, x)
+    for name, g in grads.items():
+        assert relative(g, expected[name]) < 1e-5, name
+
+
+def test_backward_accumulates_into_grad_like_plain_autograd():
+    reversible, plain = (m.double() for m in pair("momentum", depth=4))
+    x = torch.randn(3, 6, dtype=torch.float64)
+    for module in (reversible, plain):
+        for _ in range(2):  # two steps accumulate
+            module(x).square().sum().backward()
+    for (name, p), q in zip(reversible.named_parameters(), plain.parameters()):
+        assert relative(p.grad, q.grad) < 1e-10, name
+
+
+def saved_bytes(module, x) -> int:
+    """Bytes autograd saves for backward during one forward (saved_tensors_hooks)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = module(x)
+    out.square().sum().backward()
+    return total
+
+
+@pytest.mark.parametrize("rule", ["heavy_ball", "momentum"])
+def test_a_training_step_saves_the_same_bytes_at_depth_8_and_64(rule):
+    x = torch.randn(16, 6)
+    shallow, plain_shallow = pair(rule, depth=8)
+    deep, plain_deep = pair(rule, depth=64)
+    assert saved_bytes(shallow, x) == saved_bytes(deep, x)
+    assert saved_bytes(plain_deep, x) > 4 * saved_bytes(plain_shallow, x) / 2
+    assert saved_bytes(deep, x) < saved_bytes(plain_shallow, x)
+
+
+def test_inference_and_no_grad_run_the_plain_loop():
+    reversible, plain = pair("heavy_ball", depth=6)
+    x = torch.randn(4, 6)
+    with torch.no_grad():
+        assert torch.equal(reversible(x), plain(x))
+    assert torch.equal(reversible.eval()(x), plain.eval()(x))
+
+
+def test_the_inverse_layer_undoes_the_layer():
+    reversible, _ = (m.double() for m in pair("three_step", depth=5))
+    slots = tuple(torch.randn(2, 6, dtype=torch.float64) for _ in range(3))
+    with torch.no_grad():
+        after = reversible._layer(3, slots)
+        before = reversible._inverse_layer(3, after)
+    for a, b in zip(before, slots):
+        assert relative(a, b) < 1e-12
+
+
+def test_batchnorm_running_statistics_move_once_per_step():
+    text = """
+network Conv{tag} {{
+    state x
+    param beta = 0.9
+    block T = conv(hidden=4)
+    layers 3
+    {backward}
+    update {{ x+ = x - 0.1*T(x) + beta*(x - x-) }}
+}}
+"""
+    classes = optgen.loads(
+        text.format(tag="Rev", backward="backward reversible") + text.format(tag="Plain", backward=""),
+        "conv.opt",
+    )
+    torch.manual_seed(0)
+    reversible, plain = classes["ConvRev"](4).double(), classes["ConvPlain"](4).double()
+    plain.load_state_dict(reversible.state_dict())
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    _, grads = gradients(reversible, x)
+    _, expected = gradients(plain, x)
+    for name, g in grads.items():
+        assert relative(g, expected[name]) < 1e-9, name
+    for key, value in plain.state_dict().items():
+        assert torch.allclose(reversible.state_dict()[key], value, rtol=0, atol=1e-12), key
+
+
+# ---------------------------------------------------------------- the certificate
+def test_the_certificate_holds_the_amplification_and_a_note():
+    (cert,) = optgen.check_source(
+        HEAVY_BALL.format(name="Hb", beta=0.9, depth=16, backward="backward reversible")
+    )
+    field = cert["reversible"]
+    assert 1 < field["amplification"] < 1e3
+    assert "blocks' contribution neglected" in field["note"]
+    assert not [d for d in cert["diagnostics"] if "reversible" in d["message"]]
+    (plain,) = optgen.check_source(HEAVY_BALL.format(name="Hb", beta=0.9, depth=16, backward=""))
+    assert "reversible" not in plain
+
+
+def test_the_amplification_grows_like_the_inverse_roots_over_the_depth():
+    # heavy ball: M^-1 has the eigenvalues 1 and 1/beta, so errors grow like beta^-depth
+    with pytest.warns(OptgenWarning, match="more than float32 carries"):
+        (cert,) = optgen.check_source(
+            HEAVY_BALL.format(name="Hb", beta=0.5, depth=32, backward="backward reversible")
+        )
+    assert 2**32 <= cert["reversible"]["amplification"] < 2**32 * 10
+
+
+def test_the_compiler_warns_when_float32_cannot_carry_the_reconstruction(opt_file, tmp_path):
+    path = opt_file(HEAVY_BALL.format(name="Hb", beta=0.5, depth=32, backward="backward reversible"))
+    result = run_optgen("compile", str(path), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert f"{path}:8:5: warning: backward reversible: the rounding error" in result.stderr
+    assert "more than float32 carries" in result.stderr
+    assert (tmp_path / "out" / "hb.py").exists()
+
+
+# ---------------------------------------------------------------- rules that cannot be undone
+GD = """network Gd {
+    state x
+    block T = mlp()
+    backward reversible
+    update { x+ = x - T(x) }
+}
+"""
+NESTEROV = """network Nest {
+    state x, y
+    init y = x
+    block T = mlp()
+    backward reversible
+    update {
+        x+ = y - T(y)
+        y = x+ + 0.9*(x+ - x)
+    }
+}
+"""
+ZERO_MOMENTUM_AT_FIRST_LAYER = """network Nk {
+    state x
+    param beta = k/(k + 3)
+    block T = mlp()
+    backward reversible
+    update { x+ = x - T(x) + beta*(x - x-) }
+}
+"""
+IMPLICIT = """network Prox {
+    state x
+    block T = mlp()
+    backward reversible
+    update { x+ = x - T(x+) }
+}
+"""
+EQUILIBRIUM = """network Eq {
+    state x
+    block T = mlp()
+    layers equilibrium
+    backward reversible
+    update { x+ = x - 0.5*T(x) + 0.5*(input - x) }
+}
+"""
+NOT_REVERSIBLE = {
+    "gd_has_no_lag": (
+        GD,
+        "network Gd is not reversible: x+ keeps no earlier iterate (no lag such as x-), so x,"
+        " which block T reads, comes back from x+ only by solving an equation in T",
+    ),
+    "nesterov_reads_the_extrapolated_point": (
+        NESTEROV,
+        "network Nest is not reversible: block T reads y, which the next layer's slots give"
+        " back only through block T itself (recovering it would mean solving an equation in"
+        " the block)",
+    ),
+    "zero_coefficient_on_the_oldest_slot": (
+        ZERO_MOMENTUM_AT_FIRST_LAYER,
+        "network Nk is not reversible: the coefficient of its oldest slot x- in x+ is 0 at"
+        " layer k=0, so x- cannot be recovered from the later iterates",
+    ),
+    "implicit_rule": (
+        IMPLICIT,
+        "backward reversible is for explicit rules: network Prox is implicit",
+    ),
+    "equilibrium_rule": (
+        EQUILIBRIUM,
+        "backward reversible is for explicit rules: network Eq is an equilibrium",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_REVERSIBLE))
+def test_a_rule_that_cannot_be_undone_is_a_located_error(name, tmp_path):
+    text, message = NOT_REVERSIBLE[name]
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "backward reversible" in row)
+    with pytest.raises(optgen.OptgenError) as info:
+        optgen.compile_source(text, "rule.opt")
+    (diagnostic,) = info.value.diagnostics
+    assert (diagnostic["line"], diagnostic["col"], diagnostic["message"]) == (line, 5, message)
+    source = tmp_path / "rule.opt"
+    source.write_text(text)
+    result = run_optgen("compile", str(source), "-o", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{source}:{line}:5: error: {message}\n")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_backward_reversible_on_an_explicit_rule_is_not_an_ignored_backward():
+    text = HEAVY_BALL.format(name="Hb", beta=0.9, depth=4, backward="backward reversible")
+    (cert,) = optgen.check_source(text)
+    assert not [d for d in cert["diagnostics"] if "no effect" in d["message"]]
+    files = optgen.compile_source(text)
+    assert "_reversible_layers(self, (x, x_prev))" in files["hb.py"]
+    assert "def _inverse_layer(self, k: int" in files["hb.py"]
