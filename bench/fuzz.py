@@ -4,12 +4,15 @@
 
 Three kinds of case in turn: generated programs, mutations of the catalog, and (issue 16)
 hostile shapes: separator runs, long sums, extreme numbers, reserved names, colliding
-names, a tenth of them written through a file system that fails part-way.
+names, custom-block argument keys, a BOM and odd line breaks in comments, a tenth of them
+written through a file system that fails part-way.
 
 Properties (issue 7): compile_source returns sources or raises OptgenError with a line
 and column inside the text, nothing else; every source is valid Python, black-clean and
-imports only torch and the standard library; a sample of the valid programs runs forward
-and passes gradcheck; no input takes more than 2 s to reject. Prints the figures that
+imports only torch and the standard library; every module of a compiled case imports and
+its class constructs (issue 16); a sample of the valid programs runs forward, passes
+gradcheck and passes every test of its generated test file; no input takes more than 2 s
+to reject. Prints the figures that
 docs/robustness.md records.
 """
 
@@ -33,7 +36,9 @@ from fuzzing import (  # noqa: E402
     check_runs,
     generate_program,
     hostile_program,
+    load_modules,
     mutate,
+    run_generated_tests,
     write_with_failures,
 )
 
@@ -58,7 +63,9 @@ def main(argv=None) -> int:
         "written through failures": 0,
         "compiled": 0,
         "rejected": 0,
+        "constructed": 0,
         "ran": 0,
+        "generated test files run": 0,
         "crashes": 0,
         "slow_rejections": 0,
     }
@@ -102,9 +109,16 @@ def main(argv=None) -> int:
                     failures.append(("slow rejection", f"{elapsed:.2f}s", text))
             else:
                 counts["compiled"] += 1
+                # Every module of an exit-0 compile imports and constructs.
+                loaded = load_modules(outputs)
+                counts["constructed"] += len(loaded)
                 if kind != "mutated" and rng.random() < args.run_fraction:
                     check_runs(outputs)
                     counts["ran"] += 1
+                    # and passes its own generated tests, all of them.
+                    for name, module in loaded.items():
+                        run_generated_tests(outputs, name, module)
+                        counts["generated test files run"] += 1
         except Exception:  # noqa: BLE001 - every escape is a finding
             if measured:
                 tracemalloc.stop()

@@ -166,6 +166,11 @@ def _float(value) -> str:
     return repr(float(value))
 
 
+def _inverse_softplus(value: float) -> float:
+    """log(expm1(v)); past 700, expm1 overflows and the form without it is exact."""
+    return math.log(math.expm1(value)) if value < 700 else value + math.log(-math.expm1(-value))
+
+
 def _pyexpr(expr: sympy.Expr, names: dict[sympy.Symbol, str]) -> str:
     """Python source for a sympy expression, symbols renamed (rationals as true divisions)."""
     if not expr.free_symbols:
@@ -335,15 +340,15 @@ class Lowerer:
             v = f"float({_pyexpr(p.value, {ir.K: 'k'})})"
             if b is None:
                 return v, False
-            if b.hi is None:  # positive: inverse softplus
-                return f"math.log(math.expm1({v}))", True
+            if b.hi is None:  # positive: inverse softplus, log(expm1(v)) without overflow
+                return f"{v} + math.log(-math.expm1(-{v}))", True
             lo, hi = float(b.lo), float(b.hi)
             return f"math.log(({v} - {lo!r}) / ({hi!r} - {v}))", True
         value = float(p.value)
         if b is None:
             return _float(value), False
         if b.hi is None:
-            return _float(math.log(math.expm1(value))), False
+            return _float(_inverse_softplus(value)), False
         lo, hi = float(b.lo), float(b.hi)
         return _float(math.log((value - lo) / (hi - value))), False
 

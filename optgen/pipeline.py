@@ -22,6 +22,7 @@ from .errors import Diagnostic, OptgenError, Severity
 from .lower import reaching_output
 from .models import lower_model, slot_mismatches, stage_networks
 from .parse import parse
+from .ranges import range_errors
 from .resolve import resolve
 from .source import SourceFile
 
@@ -190,6 +191,9 @@ def compile(
                 Diagnostic(Severity.ERROR, span, message, "write carry output after the transition")
             )
     diagnostics.extend(reversible_errors(networks))
+    staged = [n for model in models for n in stage_networks(model, by_name)]
+    if not any(d.severity is Severity.ERROR for d in diagnostics):
+        diagnostics.extend(range_errors([*networks, *staged]))
     if until < Stage.ANALYSIS or any(d.severity is Severity.ERROR for d in diagnostics):
         return Result(source, networks, diagnostics=tuple(diagnostics), models=models)
     diagnostics.extend(precision_warnings(networks))

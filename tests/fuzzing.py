@@ -174,13 +174,13 @@ def catalog_texts() -> list[str]:
 def check_compile(text: str) -> dict[str, str] | None:
     """The fuzzing property: sources that are valid, black-clean and import only torch and
     the standard library, or an OptgenError located inside the text; nothing else."""
-    text = text.removeprefix("\ufeff")  # not part of the text (optgen.source)
     try:
         with warnings.catch_warnings():
             # Random rules often fail their convergence conditions: a warning, not a finding.
             warnings.simplefilter("ignore", optgen.OptgenWarning)
             outputs = optgen.compile_source(text, "fuzz.opt")
     except optgen.OptgenError as err:
+        text = text.removeprefix("\ufeff")  # not part of the text (optgen.source)
         lines = text.split("\n")
         for d in err.diagnostics:
             assert 1 <= d["line"] <= len(lines), (d, text)
@@ -233,14 +233,48 @@ def check_runs(outputs: dict[str, str]) -> None:
         assert module(x).shape == x.shape
         assert torch.autograd.gradcheck(module, (x,), eps=1e-6, atol=1e-5)
 
-        # The generated test file imports its module by name, as beside it on disk.
-        sys.modules[stem] = generated
-        try:
-            test_namespace: dict = {}
-            exec(compile(outputs[f"test_{name}"], f"test_{name}", "exec"), test_namespace)
-            test_namespace["test_every_parameter_gets_a_gradient"]()
-        finally:
-            del sys.modules[stem]
+        run_generated_tests(outputs, name, generated, only="test_every_parameter_gets_a_gradient")
+
+
+def load_modules(outputs: dict[str, str]) -> dict[str, types.ModuleType]:
+    """Every module of `outputs` imported (as `exec` of its text) and its class constructed
+    at a small size: what `import` and `Class(dim)` do for a user after exit 0."""
+    import torch
+
+    loaded = {}
+    for name, source in outputs.items():
+        if name.startswith("test_"):
+            continue
+        generated = types.ModuleType(name[:-3])
+        exec(compile(source, name, "exec"), generated.__dict__)
+        for class_name in generated.__all__:
+            torch.manual_seed(0)
+            getattr(generated, class_name)(3, depth=2)
+        loaded[name] = generated
+    return loaded
+
+
+def run_generated_tests(
+    outputs: dict[str, str], name: str, generated: types.ModuleType, only: str | None = None
+) -> int:
+    """The generated test file of module `name` run in this process (its test functions
+    take no argument): every test, or `only` the one named. Returns how many ran."""
+    stem = name[:-3]
+    # The generated test file imports its module by name, as beside it on disk.
+    sys.modules[stem] = generated
+    try:
+        test_namespace: dict = {"__name__": f"test_{stem}"}
+        exec(compile(outputs[f"test_{name}"], f"test_{name}", "exec"), test_namespace)
+        tests = [
+            fn
+            for key, fn in test_namespace.items()
+            if key.startswith("test_") and callable(fn) and (only is None or key == only)
+        ]
+        for test in tests:
+            test()
+        return len(tests)
+    finally:
+        del sys.modules[stem]
 
 
 # ---------------------------------------------------------------- issue 16: shapes of input
@@ -275,11 +309,47 @@ def _camel(word: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in word.split("_")) or "A"
 
 
+# Keys of a custom block's arguments: Python keywords and soft keywords, the generated
+# constructor's own names, optgen's own keys, and plain ones.
+CUSTOM_KEYS = [
+    "class", "lambda", "None", "True", "False", "def", "import", "pass", "yield", "await",
+    "match", "case", "type", "_", "self", "dim", "depth", "kwargs", "args", "torch", "nn",
+    "F", "layout", "universal", "hidden", "width", "a" * 200, "é", "__class__", "__init__",
+]  # fmt: skip
+CUSTOM_VALUES = [
+    "1", "0", "-3", "2.5", "1e-3", "1e309", "true", "false", "none", "dim", "2*dim",
+    "dim/2", '""', '"a b"', "\"it's\"", '"{x}"', '"%s"', '"\u202e"', "relu", "k",
+]  # fmt: skip
+# Line breaks that are not `\n` and a byte-order mark (optgen.source: only `\n` ends a line).
+ODD_BREAKS = ["\r", "\x0c", "\x85", "\u2028", "\u2029", "\x0b", "\r\n"]
+
+
+def _custom_block(rng: random.Random) -> str:
+    keys = rng.sample(CUSTOM_KEYS, rng.randint(1, 3))
+    args = "".join(f", {key}={rng.choice(CUSTOM_VALUES)}" for key in keys)
+    return f'custom("torch.nn:Identity"{args})'
+
+
+def _odd_text(rng: random.Random, text: str) -> str:
+    """`text` with a BOM, comments holding odd line breaks, lines ended by `\r\n`."""
+    lines = text.split("\n")
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(lines))
+        lines[at] += f" # c{rng.choice(ODD_BREAKS)}d{rng.choice(ODD_BREAKS)}"
+    text = ("\r\n" if rng.random() < 0.3 else "\n").join(lines)
+    if rng.random() < 0.3:  # an error after the odd comments: its line and column must hold
+        text = text.replace("x - t*T(x)", "x - t*T(x) +")
+    return ("\ufeff" if rng.random() < 0.6 else "") + text
+
+
 def hostile_program(rng: random.Random) -> str:
     """A network with one shape that broke the compiler or its outputs (issue 16)."""
-    kind = rng.choice(["separators", "long_sum", "number", "reserved", "collision"])
+    kind = rng.choice(
+        ["separators", "long_sum", "number", "reserved", "collision", "custom_key", "text"]
+    )
     name, param, sep = "Hostile", "t = 0.5", "\n"
     update = "x+ = x - t*T(x)"
+    block = "mlp()"
     if kind == "separators":
         sep = rng.choice(["\n", ";", "#\n", " \n", "\r\n"]) * rng.randint(1, 20_000)
     elif kind == "long_sum":
@@ -297,8 +367,12 @@ def hostile_program(rng: random.Random) -> str:
         else:
             param = f"{word} = 0.5 learnable"
             update = f"x+ = x - {word}*T(x)"
-    body = f"network {name} {{{sep}state x{sep}param {param}{sep}block T = mlp(){sep}"
+    elif kind == "custom_key":
+        block = _custom_block(rng)
+    body = f"network {name} {{{sep}state x{sep}param {param}{sep}block T = {block}{sep}"
     text = body + f"update {{{sep}{update}{sep}}}{sep}}}\n"
+    if kind == "text":
+        text = _odd_text(rng, text)
     if kind == "collision":
         base = f"Net{rng.randint(0, 99)}"
         other = rng.choice([f"Test{base}", base, f"{base[:3]}_{base[3:]}"])
