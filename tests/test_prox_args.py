@@ -158,8 +158,9 @@ def test_learnable_clamp_bounds(lo, up, code):
 def test_the_generated_tests_pass_with_learnable_prox_arguments(tmp_path):
     sources = {
         "shrink.opt": shrink_rule("learnable positive per_layer per_channel"),
-        "shrink_conv.opt": shrink_rule("learnable positive per_channel", "conv(hidden=dim)")
-        .replace("Shrink", "ShrinkConv"),
+        "shrink_conv.opt": shrink_rule(
+            "learnable positive per_channel", "conv(hidden=dim)"
+        ).replace("Shrink", "ShrinkConv"),
         "box.opt": CLAMP.format(lo="learnable", up="learnable per_channel"),
     }
     for name, text in sources.items():

@@ -4,7 +4,6 @@ section 10; issue 14, point 1)."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import assert_generated_tests_pass, run_optgen
 from torch.func import functional_call
 
