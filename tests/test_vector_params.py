@@ -204,6 +204,15 @@ network ChannelsDeq {
     update { x+ = x - t*T(x) + t*(input - x) }
 }
 """
+    sources["channels_ppm.opt"] = """
+network ChannelsPpm {
+    state x
+    param t = 0.5 learnable in (0, 1) per_channel
+    block T = mlp(hidden=dim)
+    layers 2
+    update { x+ = x - t*T(x+) }
+}
+"""
     out = tmp_path / "out"
     for name, text in sources.items():
         (tmp_path / name).write_text(text)
@@ -288,3 +297,29 @@ def test_the_param_is_a_per_channel_param_of_the_ir():
         ("beta", True, True),
         ("c", False, False),
     ]
+
+
+def test_each_stage_of_a_model_takes_its_own_channels():
+    text = """
+network Hb {
+    state x
+    param t = 0.5 learnable positive per_channel
+    param beta = 0.5
+    block T = conv(hidden=dim)
+    layers 2
+    update { x+ = x - t*T(x) + beta*(x - x-) }
+}
+model Small {
+    input [3, 8, 8]
+    stem conv(out=4, kernel=3)
+    stage Hb(dim=4, depth=2)
+    down conv(out=8, stride=2)
+    stage Hb(dim=8, depth=3)
+    head classifier(classes=10)
+}
+"""
+    Small = optgen.loads(text, "small.opt")["Small"]
+    model = Small()
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters() if n.endswith("t_raw")}
+    assert shapes == {"stages.0.t_raw": (4,), "stages.1.t_raw": (8,)}
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
