@@ -323,3 +323,33 @@ model Small {
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters() if n.endswith("t_raw")}
     assert shapes == {"stages.0.t_raw": (4,), "stages.1.t_raw": (8,)}
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_a_vector_param_in_init_and_in_a_block_argument():
+    text = """
+network InitArg {
+    state x, y
+    init y = t*x
+    param t = 0.5 learnable positive per_channel
+    block T = conv(hidden=dim)
+    layers 2
+    update {
+        x+ = y - T(t*y)
+        y = x+ + 0.5*(x+ - x)
+    }
+    output x
+}
+"""
+    InitArg = optgen.loads(text, "init_arg.opt")["InitArg"]
+    torch.manual_seed(0)
+    module = InitArg(DIM).double()
+    module.set_params(t=[0.1, 0.2, 0.3, 0.4])
+    t = module.params()["t"][:, None, None]
+    x = torch.randn(2, DIM, 3, 3, dtype=torch.float64)
+    state, y = x, t * x
+    for k in range(2):
+        x_next = y - module.blocks["T"][k](t * y)
+        y = x_next + 0.5 * (x_next - state)
+        state = x_next
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), state, rtol=1e-12, atol=1e-12)
