@@ -3,8 +3,6 @@
 # sha256 4ffe6bbe1560d75d32475e0a64c66a5578a11d1df8a6127ed5399c9279ef3d79
 """Lista, compiled by optgen from lista.opt."""
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -251,9 +249,7 @@ class Lista(nn.Module):
             }
         )
         # lam: learnable, one per layer, one per channel, 0 < lam (softplus reparametrization), starts at 1/10
-        self.lam_raw = _start(
-            self, "lam_raw", [[math.log(math.expm1(float(0.1)))] * dim for k in range(depth)]
-        )
+        self.lam_raw = _start(self, "lam_raw", [[-2.2521684610440906] * dim for _ in range(depth)])
         self.fixed_params = {
             "t": 0.1,
         }

@@ -305,6 +305,7 @@ def render_test(
         blocks=[(b.name, b.shared) for b in plan.blocks],
         test_depth=test_depth(net),
         unreached=unreached_parameters(net, plan),
+        learnable=[p.attr for p in plan.params],
         fixed_point=certificate.consistent is True,
         implicit=plan.kind != "explicit",
         fixed_iterations=plan.solver.get("iterations") is not None,

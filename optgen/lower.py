@@ -281,9 +281,12 @@ class Lowerer:
             # A per-channel param starts with the same value in each of the `dim` channels.
             start = f"[{raw}] * dim" if p.per_channel else f"[{raw}]"
             if p.per_layer:
-                layers = "range(start, start + depth)" if p.depends_on_k else "range(depth)"
                 each = start if p.per_channel else raw
-                init = f"_start(self, {attr!r}, [{each} for k in {layers}])"
+                if p.depends_on_k:
+                    layers = "range(start, start + depth)"
+                    init = f"_start(self, {attr!r}, [{each} for k in {layers}])"
+                else:  # one start value, computed here, for every layer
+                    init = f"_start(self, {attr!r}, [{each} for _ in range(depth)])"
             else:
                 init = f"_start(self, {attr!r}, {start})"
             how, lo, hi = self._reparametrization(p)
@@ -336,7 +339,7 @@ class Lowerer:
     def _raw_code(self, p: ir.Param) -> tuple[str, bool]:
         """The raw parameter's start value (the inverse of its reparametrization)."""
         b = p.bound
-        if p.per_layer:
+        if p.per_layer and p.depends_on_k:
             v = f"float({_pyexpr(p.value, {ir.K: 'k'})})"
             if b is None:
                 return v, False

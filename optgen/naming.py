@@ -63,6 +63,9 @@ class Namespace:
 # templates), so that a new torch or a new template name is covered without an edit here.
 _BINDING = re.compile(r"^(?:def|class)\s+([A-Za-z_]\w*)|^([A-Za-z_]\w*)\s*(?::[^=]*)?=(?!=)")
 _ATTRIBUTE = re.compile(r"\b(?:self|module)\.([A-Za-z_]\w*)\s*(?::[^=\n]*)?(?:=(?!=)|\b)")
+# The runtime functions take the generated module as `module`; a `self` there is one of
+# the runtime's own helper objects (`_Learnable.lo`), no attribute of the module.
+_MODULE_ATTRIBUTE = re.compile(r"\bmodule\.([A-Za-z_]\w*)\s*(?::[^=\n]*)?(?:=(?!=)|\b)")
 # A class constant (`RULE = ...`) or method (`def forward_slots`) of the generated class.
 _CLASS_MEMBER = re.compile(r"^    (?:([A-Z][A-Z0-9_]*)\s*=|def\s+([A-Za-z_]\w*))")
 
@@ -133,10 +136,11 @@ def module_attributes() -> frozenset[str]:
 
     names = set(dir(nn.Module)) | set(vars(nn.Module()))
     templates = _templates()
-    sources = [templates / "network_class.py.j2", *sorted(templates.rglob("runtime/*.py"))]
-    for path in sources:
+    class_template = templates / "network_class.py.j2"
+    for path in [class_template, *sorted(templates.rglob("runtime/*.py"))]:
         text = path.read_text(encoding="utf-8")
-        names |= set(_ATTRIBUTE.findall(text))
+        attribute = _ATTRIBUTE if path == class_template else _MODULE_ATTRIBUTE
+        names |= set(attribute.findall(text))
         members = (_CLASS_MEMBER.match(line) for line in text.splitlines())
         names |= {m.group(1) or m.group(2) for m in members if m}
     return frozenset(names)

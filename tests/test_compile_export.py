@@ -12,6 +12,8 @@ EXPLICIT = {
     "nesterov_k": ("NesterovK", (4, 8)),
     "dense": ("Dense", (4, 8)),
     "ladmm": ("LADMM", (4, 8)),
+    "heavy_ball_channel": ("HeavyBallChannel", (4, 8)),
+    "lista": ("Lista", (4, 8)),
     "nesterov_conv": ("NesterovConv", (2, 8, 5, 5)),
     "nesterov_convnext": ("NesterovConvnext", (2, 8, 6, 6)),
     "nesterov_transformer": ("NesterovTransformer", (2, 3, 8)),
@@ -50,7 +52,9 @@ def test_torch_export_matches_eager(stem):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("stem", ["nesterov", "ladmm", "nesterov_conv", "nesterov_transformer"])
+@pytest.mark.parametrize(
+    "stem", ["nesterov", "ladmm", "nesterov_conv", "nesterov_transformer", "lista"]
+)
 def test_autocast_runs_and_stays_close_to_float32(stem, dtype):
     module, x = make(stem)
     reference = module(x)

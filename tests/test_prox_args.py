@@ -158,8 +158,9 @@ def test_learnable_clamp_bounds(lo, up, code):
 def test_the_generated_tests_pass_with_learnable_prox_arguments(tmp_path):
     sources = {
         "shrink.opt": shrink_rule("learnable positive per_layer per_channel"),
-        "shrink_conv.opt": shrink_rule("learnable positive per_channel", "conv(hidden=dim)")
-        .replace("Shrink", "ShrinkConv"),
+        "shrink_conv.opt": shrink_rule(
+            "learnable positive per_channel", "conv(hidden=dim)"
+        ).replace("Shrink", "ShrinkConv"),
         "box.opt": CLAMP.format(lo="learnable", up="learnable per_channel"),
     }
     for name, text in sources.items():
@@ -241,3 +242,24 @@ def test_the_cli_exits_1_at_file_line_col_and_writes_nothing(name, tmp_path):
     assert result.returncode == 1
     assert result.stderr.splitlines()[0] == f"{source}:{line}:{col}: error: {message}"
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_bounds_named_lo_and_hi_are_free_names():
+    # `lo` and `hi` are attributes of the runtime's param descriptions, not of the module.
+    text = """
+network Named {
+    state x
+    param lo = -0.5 learnable
+    param hi = 0.5 learnable
+    block T = mlp(hidden=2*dim)
+    layers 2
+    update { x+ = clamp(x - T(x), lo, hi) }
+}
+"""
+    forward, namespace = build(text, "named")
+    assert "torch.clamp(clamp_in, lo, hi)" in forward
+    module = namespace["Named"](DIM)
+    module.set_params(lo=-0.25, hi=0.75)
+    assert module.params()["lo"].item() == -0.25 and module.params()["hi"].item() == 0.75
+    out = module(10 * torch.randn(5, DIM))
+    assert out.min() >= -0.25 and out.max() <= 0.75

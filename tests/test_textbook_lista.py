@@ -87,7 +87,9 @@ def test_lista_with_a_threshold_per_layer_is_ista_with_that_schedule(Lista):
 
 def test_a_fixed_threshold_rule_is_ista_through_f_softshrink():
     text = (EXAMPLES / "lista.opt").read_text()
-    fixed = text.replace("param lam = 0.1 learnable positive per_layer per_channel", "param lam = 0.3")
+    fixed = text.replace(
+        "param lam = 0.1 learnable positive per_layer per_channel", "param lam = 0.3"
+    )
     assert fixed != text
     Lista = optgen.loads(fixed, "lista_fixed.opt")["Lista"]
     A, b, x0 = problem(seed=2)

@@ -280,6 +280,8 @@ EXPLICIT = {
     "nesterov_k": ("NesterovK", (3, 8)),
     "dense": ("Dense", (3, 8)),
     "ladmm": ("LADMM", (3, 8)),
+    "heavy_ball_channel": ("HeavyBallChannel", (3, 8)),
+    "lista": ("Lista", (3, 8)),
     "nesterov_conv": ("NesterovConv", (2, 8, 5, 5)),
     "nesterov_convnext": ("NesterovConvnext", (2, 8, 6, 6)),
     "nesterov_transformer": ("NesterovTransformer", (2, 3, 8)),

@@ -4,7 +4,6 @@ section 10; issue 14, point 1)."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import assert_generated_tests_pass, run_optgen
 from torch.func import functional_call
 
@@ -205,6 +204,15 @@ network ChannelsDeq {
     update { x+ = x - t*T(x) + t*(input - x) }
 }
 """
+    sources["channels_ppm.opt"] = """
+network ChannelsPpm {
+    state x
+    param t = 0.5 learnable in (0, 1) per_channel
+    block T = mlp(hidden=dim)
+    layers 2
+    update { x+ = x - t*T(x+) }
+}
+"""
     out = tmp_path / "out"
     for name, text in sources.items():
         (tmp_path / name).write_text(text)
@@ -289,3 +297,59 @@ def test_the_param_is_a_per_channel_param_of_the_ir():
         ("beta", True, True),
         ("c", False, False),
     ]
+
+
+def test_each_stage_of_a_model_takes_its_own_channels():
+    text = """
+network Hb {
+    state x
+    param t = 0.5 learnable positive per_channel
+    param beta = 0.5
+    block T = conv(hidden=dim)
+    layers 2
+    update { x+ = x - t*T(x) + beta*(x - x-) }
+}
+model Small {
+    input [3, 8, 8]
+    stem conv(out=4, kernel=3)
+    stage Hb(dim=4, depth=2)
+    down conv(out=8, stride=2)
+    stage Hb(dim=8, depth=3)
+    head classifier(classes=10)
+}
+"""
+    Small = optgen.loads(text, "small.opt")["Small"]
+    model = Small()
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters() if n.endswith("t_raw")}
+    assert shapes == {"stages.0.t_raw": (4,), "stages.1.t_raw": (8,)}
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_a_vector_param_in_init_and_in_a_block_argument():
+    text = """
+network InitArg {
+    state x, y
+    init y = t*x
+    param t = 0.5 learnable positive per_channel
+    block T = conv(hidden=dim)
+    layers 2
+    update {
+        x+ = y - T(t*y)
+        y = x+ + 0.5*(x+ - x)
+    }
+    output x
+}
+"""
+    InitArg = optgen.loads(text, "init_arg.opt")["InitArg"]
+    torch.manual_seed(0)
+    module = InitArg(DIM).double()
+    module.set_params(t=[0.1, 0.2, 0.3, 0.4])
+    t = module.params()["t"][:, None, None]
+    x = torch.randn(2, DIM, 3, 3, dtype=torch.float64)
+    state, y = x, t * x
+    for k in range(2):
+        x_next = y - module.blocks["T"][k](t * y)
+        y = x_next + 0.5 * (x_next - state)
+        state = x_next
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), state, rtol=1e-12, atol=1e-12)
