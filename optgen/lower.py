@@ -20,6 +20,7 @@ constant of the forward (`beta = 0.9`, then `torch.lerp(x_next, x, -beta)`), a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -144,6 +145,7 @@ class EmitPlan:
             found.add(plan.Import.MATH)
         texts = [s.expr for s in self.schedules] + [code for _, code in self.fixed_params]
         texts += [r.step for r in self.recurrences]
+        texts += [text for op in plan.walk(self.forward) for text in _scalar_texts(op)]
         if any("math." in text for text in texts):
             found.add(plan.Import.MATH)
         for kind in self.block_kinds:
@@ -151,6 +153,20 @@ class EmitPlan:
         if self.kind != "explicit":
             found.add(plan.Import.WARNINGS)  # the solver runtime warns on a missed tolerance
         return frozenset(found)
+
+
+def _scalar_texts(op: plan.Op) -> list[str]:
+    """The coefficients an op prints (a fixed `sqrt(t)` is written math.sqrt(t))."""
+    texts = []
+    for f in dataclasses.fields(op):
+        value = getattr(op, f.name)
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if isinstance(item, tuple):  # MapCall's (name, Scalar) pairs
+                item = item[-1] if item else None
+            if isinstance(item, plan.Scalar):
+                texts.append(item.text)
+    return texts
 
 
 def _float(value) -> str:
