@@ -412,11 +412,14 @@ def _note_limit(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
             "only the finite depth is covered (see amplification)"
         )
         return
+    # A sum from a later layer (or a sliding window) is a step function of k,
+    # Piecewise((c, k >= lo), (0, True)): c from layer lo on, so c in the limit.
+    matrix = rec.matrix.xreplace(values).replace(
+        lambda e: isinstance(e, sympy.Piecewise), lambda e: e.args[0][0]
+    )
     try:
-        limit = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(
-            lambda e: sympy.limit(e, ir.K, sympy.oo)
-        )
-    except (NotImplementedError, ValueError):  # pragma: no cover - sympy gives up
+        limit = sympy.Matrix(matrix).applyfunc(lambda e: sympy.limit(e, ir.K, sympy.oo))
+    except (NotImplementedError, ValueError, TypeError):  # pragma: no cover - sympy gives up
         return
     if any(not e.is_finite for e in limit):
         draft.notes.append("some coefficient of M_k grows without bound as k -> infinity")
