@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -32,6 +31,7 @@ import sympy
 from . import blocks, ir, plan, schedules
 from .blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
 from .naming import Namespace, module_attributes
+from .resolve import snake_case
 
 ONE = ir.ONE
 
@@ -625,24 +625,34 @@ class Lowerer:
     def recurrence_plans(self) -> tuple[RecurrencePlan, ...]:
         """The recursive schedules the module computes, each read up to tk[k + ahead]."""
         functions = {f for p in self.net.params for f in schedules.schedule_functions(p.value)}
-        reads = [a for p in self.net.params for a in sympy.sympify(p.value).atoms(schedules.RecursiveSchedule)]
+        reads = [
+            a
+            for p in self.net.params
+            for a in sympy.sympify(p.value).atoms(schedules.RecursiveSchedule)
+        ]
         for st in self.net.statements:
             for _, coef in st.form.terms:
                 reads += sympy.sympify(coef).atoms(schedules.RecursiveSchedule)
         plans = []
-        prefix = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", self.net.name).lower()
+        prefix = snake_case(self.net.name)
         for function in sorted(functions, key=lambda f: f.__name__):
             name = function.__name__
             rule = function.rule
             ahead = max(
-                (int(a.args[0] - ir.K) for a in reads if a.func is function and ir.K in a.args[0].free_symbols),
+                (
+                    int(a.args[0] - ir.K)
+                    for a in reads
+                    if a.func is function and ir.K in a.args[0].free_symbols
+                ),
                 default=0,
             )
-            fixed_reads = [int(a.args[0]) for a in reads if a.func is function and a.args[0].is_Integer]
+            fixed_reads = [
+                int(a.args[0]) for a in reads if a.func is function and a.args[0].is_Integer
+            ]
             count = self.net.depth + self.net.start + ahead
             count = max(count, *(n + 1 for n in fixed_reads)) if fixed_reads else count
             previous = name if name not in _HELPER_NAMES else "previous"
-            step = rule.step.xreplace({schedules.PREVIOUS: sympy.Symbol(previous)})
+            step = rule.step.subs(schedules.PREVIOUS, sympy.Symbol(previous))
             need = "start + depth" + (f" + {ahead}" if ahead else "")
             if fixed_reads:
                 need = f"max({need}, {max(fixed_reads) + 1})"

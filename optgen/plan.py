@@ -309,9 +309,9 @@ class EmptyWindow(Op):
 class SlideWindow(Op):
     """The window takes this layer's term and the running sum drops the term that left it:
 
-        g_window.append(term)
-        if len(g_window) > size:
-            history_sum = history_sum - g_window.pop(0)
+    g_window.append(term)
+    if len(g_window) > size:
+        history_sum = history_sum - g_window.pop(0)
     """
 
     window: str

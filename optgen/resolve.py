@@ -617,10 +617,16 @@ class Resolver:
                     "write sum(i = 0..k, ...) over every layer, or sum(i = k-2..k, ...) over the last three",
                 )
             if width > 64:
-                self.fail(node.lo.span, f"a window of {width + 1} terms is too wide", "sum at most 65 terms")
+                self.fail(
+                    node.lo.span,
+                    f"a window of {width + 1} terms is too wide",
+                    "sum at most 65 terms",
+                )
             window, lo = int(width), sympy.Integer(0)
         elif not lo.is_integer or lo < 0:
-            self.fail(node.lo.span, "the lower bound of a sum must be a non-negative integer or k - m")
+            self.fail(
+                node.lo.span, "the lower bound of a sum must be a non-negative integer or k - m"
+            )
         hi = self.scalar(node.hi, {"k": ir.K}, "the upper bound of a sum")
         if hi != ir.K:
             self.fail(node.hi.span, "a sum runs up to k: sum(i = 0..k, ...)")

@@ -71,9 +71,7 @@ def test_indexed_history_of_a_local_reaches_several_layers_back():
     text = network("g = T(x); x+ = x - t*(g + 2*g[k-1] - g[k-3])", layers=7)
     module = with_blocks(optgen.loads(text, "lags.opt")["A"](3), 7)
     x0 = torch.randn(4, 3, dtype=torch.float64)
-    expected = reference(
-        lambda k, x, g: x - 0.1 * (g[k] + 2 * at(g, k - 1) - at(g, k - 3)), 7, x0
-    )
+    expected = reference(lambda k, x, g: x - 0.1 * (g[k] + 2 * at(g, k - 1) - at(g, k - 3)), 7, x0)
     torch.testing.assert_close(module(x0), expected, rtol=1e-12, atol=1e-12)
 
 

@@ -110,7 +110,12 @@ def test_the_values_at_compile_time_are_exact_or_fifty_digits():
         network("    param a[0] = 1\n    param a[k+1] = a/2 + 1", "x+ = x - a*T(x)"), "r.opt"
     )
     a = rational.networks[0].param("a").value.func.rule
-    assert [a.value(n) for n in range(4)] == [1, sympy.Rational(3, 2), sympy.Rational(7, 4), sympy.Rational(15, 8)]
+    assert [a.value(n) for n in range(4)] == [
+        1,
+        sympy.Rational(3, 2),
+        sympy.Rational(7, 4),
+        sympy.Rational(15, 8),
+    ]
 
 
 def test_a_deeper_constructor_continues_the_recursion_in_float64():
@@ -125,7 +130,7 @@ def test_a_deeper_constructor_continues_the_recursion_in_float64():
 
 def test_the_generated_module_computes_its_extra_entries_without_optgen(tmp_path):
     """The continuation is plain Python in the generated file: no import of optgen."""
-    source = (load_generated("fista").__file__)
+    source = load_generated("fista").__file__
     text = open(source).read()
     assert "optgen" not in "".join(
         line for line in text.splitlines() if line.startswith(("import", "from"))
@@ -223,7 +228,12 @@ ERRORS = {
         (3, 14),
         "a schedule is defined by tk[0] = ... and tk[k+1] = ..., not tk[2]",
     ),
-    "log_of_zero": ("    param t = log(0)", "x+ = x - t*T(x)", (3, 15), "'log(0)' is not a finite number"),
+    "log_of_zero": (
+        "    param t = log(0)",
+        "x+ = x - t*T(x)",
+        (3, 15),
+        "'log(0)' is not a finite number",
+    ),
     "sqrt_of_negative": (
         "    param t = sqrt(-1)",
         "x+ = x - t*T(x)",
@@ -296,7 +306,12 @@ ERRORS = {
         (7, 23),
         "sqrt of a learnable param is not supported: its argument must be fixed",
     ),
-    "exp_overflows": ("    param t = exp(1000)", "x+ = x - t*T(x)", (3, 15), "'exp(1000)' overflows a float64"),
+    "exp_overflows": (
+        "    param t = exp(1000)",
+        "x+ = x - t*T(x)",
+        (3, 15),
+        "'exp(1000)' overflows a float64",
+    ),
 }
 
 

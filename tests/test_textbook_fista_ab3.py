@@ -69,7 +69,11 @@ def ab3_reference(A, b, x0, step: float, iterations: int) -> np.ndarray:
     history = []
     for _ in range(iterations):
         history.append(gradient(A, b, x))
-        g, g1, g2 = history[-1], history[max(len(history) - 2, 0)], history[max(len(history) - 3, 0)]
+        g, g1, g2 = (
+            history[-1],
+            history[max(len(history) - 2, 0)],
+            history[max(len(history) - 3, 0)],
+        )
         x = x - step * (23 / 12 * g - 16 / 12 * g1 + 5 / 12 * g2)
     return x
 

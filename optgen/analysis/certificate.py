@@ -17,7 +17,7 @@ from ..errors import Diagnostic, Severity
 from ..present import number
 from ..source import Span
 from . import stability, symbolic
-from .recurrence import OutsideTheory, Recurrence, reduce_rule, user_names
+from .recurrence import OutsideTheory, Recurrence, iverson, reduce_rule, user_names
 from .stability import json_float
 
 EXACT_LAYERS = 128  # k-dependent rules: exact checks for this many layers, floats beyond
@@ -286,7 +286,7 @@ def analyze_network(net: ir.Network) -> Certificate:
 
 def _fill_recurrence(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     values = {s: v for s, v in param_values(net).items()}
-    matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(sympy.cancel)
+    matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(sympy.cancel).applyfunc(iverson)
     draft.fields["slots"] = tuple(_slot_text(s) for s in rec.slots)
     draft.fields["matrix"] = _matrix_text(matrix)
     draft.fields["rho_text"] = poly_text(stability.charpoly(matrix))
