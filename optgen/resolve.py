@@ -2083,7 +2083,24 @@ class Resolver:
             )
         if unknown is not None:
             self.report.abandon()
-        return ir.Stage(name, args["dim"], args["depth"], d.span), networks.get(name)
+        net = networks.get(name)
+        window = next(
+            (
+                atom
+                for st in (net.statements if net else ())
+                for atom in st.form.walk()
+                if isinstance(atom, ir.HistorySum) and atom.window is not None
+            ),
+            None,
+        )
+        if window is not None:
+            self.fail(
+                d.network.span,
+                f"network {name} sums over a sliding window ({window.show()}), which a model "
+                "stage cannot hold yet",
+                "sum from a fixed layer (sum(i = 0..k, ...)) in a model's stages",
+            )
+        return ir.Stage(name, args["dim"], args["depth"], d.span), net
 
     def stage_dim_checks(self, d: ast.StageDecl, stage: ir.Stage, net: ir.Network) -> None:
         """The conditions the generated constructor puts on dim (fractional block

@@ -258,3 +258,30 @@ def test_the_cli_prints_every_history_error_and_writes_nothing(tmp_path):
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if ": error: " in line] == expected
     assert list(out.iterdir()) == []
+
+
+def test_a_model_stage_refuses_a_sliding_window_and_keeps_the_history_of_locals():
+    stage = """network Stage {{
+    state x
+    param t = 0.1
+    block T = conv(hidden=dim)
+    layers 2
+    update {{
+        g = T(x)
+        x+ = {rule}
+    }}
+}}
+model M {{
+    input [3, 8, 8]
+    stem conv(out=8, kernel=3)
+    stage Stage(dim=8, depth=2)
+    head classifier(classes=10)
+}}
+"""
+    with pytest.raises(optgen.OptgenError) as info:
+        optgen.compile_source(stage.format(rule="x[0] - t*sum(i = k-1..k, g[i])"), "m.opt")
+    (diagnostic,) = info.value.diagnostics
+    assert (diagnostic["line"], diagnostic["col"]) == (14, 11)
+    assert "sums over a sliding window (sum(i = k-1..k, g[i]))" in diagnostic["message"]
+    model = optgen.loads(stage.format(rule="x - t*(3/2*g - 1/2*g-)"), "m.opt")["M"]()
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
