@@ -306,6 +306,19 @@ ERRORS = {
         (7, 23),
         "sqrt of a learnable param is not supported: its argument must be fixed",
     ),
+    "power_tower": (
+        "    param t = 2^2^2^2^2^2",
+        "x+ = x - t*T(x)",
+        (3, 17),
+        "'2^2^2^2^2' is about 1e19728, outside the range of a float64",
+    ),
+    "constructor_name": (
+        "    param start[0] = 1\n    param start[k+1] = start + 1",
+        "x+ = x - start*T(x)",
+        (4, 11),
+        "'start' cannot name a recursive schedule: the generated constructor holds its "
+        "values in a variable of that name, which it already uses",
+    ),
     "exp_overflows": (
         "    param t = exp(1000)",
         "x+ = x - t*T(x)",
