@@ -369,3 +369,17 @@ def test_the_printer_writes_math_functions_for_the_module():
         "math.sqrt(k + 1) + math.exp(k) + math.log(k + 2)"
     )
     assert schedules.python_code(sympy.Min(k, 2)) == "min(2, k)"
+
+
+def test_a_learnable_per_layer_param_can_start_at_a_recursive_schedule():
+    text = network(
+        "    param tk[0] = 1\n    param tk[k+1] = tk + 1\n"
+        "    param s = 1/tk learnable per_layer positive",
+        "x+ = x - s*T(x)",
+        layers=4,
+    )
+    cls = classes(text)["A"]
+    assert cls(3).double().params()["s"].tolist() == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4])
+    assert cls(3, depth=6).double().params()["s"].tolist() == pytest.approx(
+        [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6]
+    )
