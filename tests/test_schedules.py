@@ -383,3 +383,20 @@ def test_a_learnable_per_layer_param_can_start_at_a_recursive_schedule():
     assert cls(3, depth=6).double().params()["s"].tolist() == pytest.approx(
         [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6]
     )
+
+
+def test_the_certificate_reads_irrational_params_and_function_schedules_exactly():
+    heavy = network(
+        "    param t = 0.1\n    param beta = sqrt(2)/2", "x+ = x - t*T(x) + beta*(x - x-)"
+    )
+    (cert,) = optgen.check_source(heavy, "h.opt")
+    assert cert["zero_stable"] is True and cert["consistent"] is True
+    assert cert["step"] == pytest.approx(0.1 / (1 - math.sqrt(2) / 2), rel=1e-10)
+    assert cert["conditions"] == ["-1 <= beta < 1"]
+    scheduled = network(
+        "    param t = 1/sqrt(k+1)\n    param beta = min(0.9, k/(k+1))",
+        "x+ = x - t*T(x) + beta*(x - x-)",
+    )
+    (cert,) = optgen.check_source(scheduled, "g.opt")
+    steps = [1 / math.sqrt(k + 1) / (1 - min(0.9, k / (k + 1))) for k in range(6)]
+    assert cert["per_layer_step"] == pytest.approx(steps, rel=1e-10)
