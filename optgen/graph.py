@@ -23,7 +23,11 @@ def _edges(net: ir.Network) -> tuple[dict[str, str], list[tuple[str, str, str]]]
                 edges.append((node_of(inner), key, _coef(coef)))
             return key
         if isinstance(atom, ir.Local):
-            return f"local_{atom.name}"
+            if atom.lag == 0:
+                return f"local_{atom.name}"
+            key = f"local_{atom.name}_km{-atom.lag}"  # g- is the local of an earlier layer
+            nodes.setdefault(key, atom.show())
+            return key
         key = f"atom_{len(nodes)}"
         nodes[key] = atom.show()
         return key

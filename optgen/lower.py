@@ -20,9 +20,9 @@ constant of the forward (`beta = 0.9`, then `torch.lerp(x_next, x, -beta)`), a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-import re
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -32,6 +32,7 @@ from . import blocks, ir, plan, schedules
 from .analysis import reversible
 from .blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
 from .naming import Namespace, module_attributes
+from .resolve import snake_case
 
 ONE = ir.ONE
 
@@ -153,6 +154,7 @@ class EmitPlan:
             found.add(plan.Import.MATH)
         texts = [s.expr for s in self.schedules] + [code for _, code in self.fixed_params]
         texts += [r.step for r in self.recurrences]
+        texts += [text for op in plan.walk(self.forward) for text in _scalar_texts(op)]
         if any("math." in text for text in texts):
             found.add(plan.Import.MATH)
         for kind in self.block_kinds:
@@ -160,6 +162,20 @@ class EmitPlan:
         if self.kind != "explicit":
             found.add(plan.Import.WARNINGS)  # the solver runtime warns on a missed tolerance
         return frozenset(found)
+
+
+def _scalar_texts(op: plan.Op) -> list[str]:
+    """The coefficients an op prints (a fixed `sqrt(t)` is written math.sqrt(t))."""
+    texts = []
+    for f in dataclasses.fields(op):
+        value = getattr(op, f.name)
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if isinstance(item, tuple):  # MapCall's (name, Scalar) pairs
+                item = item[-1] if item else None
+            if isinstance(item, plan.Scalar):
+                texts.append(item.text)
+    return texts
 
 
 def _float(value) -> str:
@@ -664,7 +680,7 @@ class Lowerer:
             for _, coef in st.form.terms:
                 reads += sympy.sympify(coef).atoms(schedules.RecursiveSchedule)
         plans = []
-        prefix = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", self.net.name).lower()
+        prefix = snake_case(self.net.name)
         for function in sorted(functions, key=lambda f: f.__name__):
             name = function.__name__
             rule = function.rule
@@ -682,7 +698,7 @@ class Lowerer:
             count = self.net.depth + self.net.start + ahead
             count = max(count, *(n + 1 for n in fixed_reads)) if fixed_reads else count
             previous = name if name not in _HELPER_NAMES else "previous"
-            step = rule.step.xreplace({schedules.PREVIOUS: sympy.Symbol(previous)})
+            step = rule.step.subs(schedules.PREVIOUS, sympy.Symbol(previous))
             need = "start + depth" + (f" + {ahead}" if ahead else "")
             if fixed_reads:
                 need = f"max({need}, {max(fixed_reads) + 1})"

@@ -225,6 +225,10 @@ class Resolver:
         if not exponent.free_symbols and abs(exponent) > MAX_EXPONENT and base.free_symbols:
             self.fail(node.right.span, f"the exponent {exponent} is too large")
         if not (base.free_symbols or exponent.free_symbols) and base != 0:
+            if abs(base) != 1 and abs(exponent) > 10**6:  # 2^2^2^2^2^2: no float holds it
+                self.fail(
+                    node.span, f"'{_clip(self.text(node))}' is outside the range of a float64"
+                )
             size = float(exponent) * math.log10(abs(float(base))) if abs(base) != 1 else 0.0
             if abs(size) > MAX_EXPONENT_FLOAT:
                 self.fail(
@@ -1466,6 +1470,13 @@ class Resolver:
     ) -> ir.Param:
         """`param tk[0] = a` and `param tk[k+1] = f(tk, k)`: the sympy function tk(k)."""
         name = step.name.id
+        if name in _CONSTRUCTOR_NAMES:
+            self.fail(
+                step.name.span,
+                f"'{name}' cannot name a recursive schedule: the generated constructor "
+                "holds its values in a variable of that name, which it already uses",
+                f"rename it, such as {name}_k",
+            )
         self.param_options(step)
         allowed: dict[str, sympy.Expr] = {"k": ir.K}
         for p in fixed.values():
@@ -2210,7 +2221,24 @@ class Resolver:
             )
         if unknown is not None:
             self.report.abandon()
-        return ir.Stage(name, args["dim"], args["depth"], d.span), networks.get(name)
+        net = networks.get(name)
+        window = next(
+            (
+                atom
+                for st in (net.statements if net else ())
+                for atom in st.form.walk()
+                if isinstance(atom, ir.HistorySum) and atom.window is not None
+            ),
+            None,
+        )
+        if window is not None:
+            self.fail(
+                d.network.span,
+                f"network {name} sums over a sliding window ({window.show()}), which a model "
+                "stage cannot hold yet",
+                "sum from a fixed layer (sum(i = 0..k, ...)) in a model's stages",
+            )
+        return ir.Stage(name, args["dim"], args["depth"], d.span), net
 
     def stage_dim_checks(self, d: ast.StageDecl, stage: ir.Stage, net: ir.Network) -> None:
         """The conditions the generated constructor puts on dim (fractional block
@@ -2390,6 +2418,12 @@ _TRANSITION_ARGS: dict[str, dict[str, dict[str, int | None]]] = {
     "up": {"conv": {"out": None, "scale": 2, "kernel": 3}},
 }
 _HEAD_ARGS: dict[str, dict[str, int | None]] = {"classifier": {"classes": None}, "none": {}}
+# Names the generated constructor reads, which a recursive schedule's values (a local
+# variable of __init__ named after it) must not shadow.
+_CONSTRUCTOR_NAMES = frozenset(
+    {"self", "start", "depth", "super", "nn", "torch", "math", "float", "range", "list"}
+    | {"len", "min", "max", "F", "Tensor", "ValueError", "isinstance", "bool", "int"}
+)
 _CARRIES = ("states", "output")
 _STEM_LAYOUTS = {
     ir.StemKind.CONV: Layout.IMAGE.value,

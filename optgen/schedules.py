@@ -123,8 +123,9 @@ class Recurrence:
                 raise ValueError(f"{self.name}[{k + 1}] is not a finite real number") from err
             if isinstance(value, mpmath.mpc) or not mpmath.isfinite(value):
                 raise ValueError(f"{self.name}[{k + 1}] is not a finite real number")
-            man, exp = mpmath.mpf(value).man_exp
-            return self._in_range(sympy.Integer(man) * sympy.Integer(2) ** exp, k)
+            sign, man, exp, _ = mpmath.mpf(value)._mpf_
+            exact = (-1) ** sign * sympy.Integer(man) * sympy.Integer(2) ** exp
+            return self._in_range(exact, k)
 
     def _in_range(self, value: sympy.Rational, k: int) -> sympy.Rational:
         """`value`, when a float64 holds it (the module computes in float64)."""

@@ -54,6 +54,27 @@ def dense(m, x):
     return x
 
 
+def fista(m, x):
+    t, tk = 0.5, 1.0
+    y = x
+    for k in range(m.depth):
+        tk_next = (1 + math.sqrt(1 + 4 * tk**2)) / 2
+        x_next = y - t * m.blocks["T"][k](y)
+        y = x_next + (tk - 1) / tk_next * (x_next - x)
+        x, tk = x_next, tk_next
+    return x
+
+
+def adams_bashforth3(m, x):
+    t = 0.1
+    gs = []
+    for k in range(m.depth):
+        gs.append(m.blocks["T"][k](x))
+        g1, g2 = gs[max(k - 1, 0)], gs[max(k - 2, 0)]
+        x = x - t * (23 / 12 * gs[k] - 16 / 12 * g1 + 5 / 12 * g2)
+    return x
+
+
 def ladmm(m, x):
     t, rho = 0.5, 0.5
     z = x
@@ -90,6 +111,8 @@ CASES = {
     "nesterov": ("Nesterov", nesterov_with(lambda k: 0.9), vector_input),
     "nesterov_k": ("NesterovK", nesterov_with(lambda k: k / (k + 3)), vector_input),
     "dense": ("Dense", dense, vector_input),
+    "fista": ("Fista", fista, vector_input),
+    "adams_bashforth3": ("AdamsBashforth3", adams_bashforth3, vector_input),
     "ladmm": ("LADMM", ladmm, vector_input),
     "heavy_ball_channel": ("HeavyBallChannel", heavy_ball_channel, vector_input),
     "lista": ("Lista", lista, vector_input),

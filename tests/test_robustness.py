@@ -15,7 +15,7 @@ import pytest
 from conftest import EXAMPLES, ROOT
 
 import optgen
-from optgen import cli, naming
+from optgen import cli, lower, naming
 from optgen.api import frontend
 
 # Random-looking rules fail their convergence conditions: a warning, not the point here.
@@ -286,6 +286,13 @@ def test_the_generated_names_cover_every_name_a_generated_file_binds():
     for path in [*sorted(EXAMPLES.glob("*.opt")), *sorted((EXAMPLES / "models").glob("*.opt"))]:
         result = frontend(path.read_text(), path.name)
         own = {item.name for item in (*result.networks, *result.models)}
+        # A recursive schedule's table and function are named after its network and itself.
+        own |= {
+            name
+            for net in result.networks
+            for r in lower.lower(net).recurrences
+            for name in (r.function, r.table)
+        }
         for source in optgen.compile_source(path.read_text(), path.name).values():
             for node in pyast.parse(source).body:
                 bound |= naming._top_level_names(pyast.unparse(node)) - own

@@ -17,7 +17,7 @@ from ..errors import Diagnostic, Severity
 from ..present import number
 from ..source import Span
 from . import reversible, runge_kutta, stability, symbolic
-from .recurrence import OutsideTheory, Recurrence, reduce_rule, user_names
+from .recurrence import OutsideTheory, Recurrence, iverson, reduce_rule, user_names
 from .stability import json_float
 
 EXACT_LAYERS = 128  # k-dependent rules: exact checks for this many layers, floats beyond
@@ -318,7 +318,7 @@ def _fill_reversible(net: ir.Network, draft: _Draft) -> None:
 
 def _fill_recurrence(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     values = {s: v for s, v in param_values(net).items()}
-    matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(sympy.cancel)
+    matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(sympy.cancel).applyfunc(iverson)
     draft.fields["slots"] = tuple(_slot_text(s) for s in rec.slots)
     draft.fields["matrix"] = _matrix_text(matrix)
     draft.fields["rho_text"] = poly_text(stability.charpoly(matrix))
@@ -444,11 +444,14 @@ def _note_limit(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
             "only the finite depth is covered (see amplification)"
         )
         return
+    # A sum from a later layer (or a sliding window) is a step function of k,
+    # Piecewise((c, k >= lo), (0, True)): c from layer lo on, so c in the limit.
+    matrix = rec.matrix.xreplace(values).replace(
+        lambda e: isinstance(e, sympy.Piecewise), lambda e: e.args[0][0]
+    )
     try:
-        limit = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(
-            lambda e: sympy.limit(e, ir.K, sympy.oo)
-        )
-    except (NotImplementedError, ValueError):  # pragma: no cover - sympy gives up
+        limit = sympy.Matrix(matrix).applyfunc(lambda e: sympy.limit(e, ir.K, sympy.oo))
+    except (NotImplementedError, ValueError, TypeError):  # pragma: no cover - sympy gives up
         return
     if any(not e.is_finite for e in limit):
         draft.notes.append("some coefficient of M_k grows without bound as k -> infinity")

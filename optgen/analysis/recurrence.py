@@ -321,7 +321,20 @@ def user_names(expr: sympy.Expr) -> sympy.Expr:
     return expr.xreplace(swap)
 
 
+def iverson(expr: sympy.Expr) -> sympy.Expr:
+    """`expr` with each step function Piecewise((c, k >= lo), (0, True)) of a sum from a
+    later layer shown as c*[k >= lo] (1 from layer lo on, else 0)."""
+
+    def bracket(piecewise: sympy.Piecewise) -> sympy.Expr:
+        (value, condition), rest = piecewise.args[0], piecewise.args[1:]
+        if len(rest) != 1 or rest[0][0] != 0:
+            return piecewise
+        return value * sympy.Symbol(f"[{condition}]")
+
+    return sympy.sympify(expr).replace(lambda e: isinstance(e, sympy.Piecewise), bracket)
+
+
 def _show(form: Form) -> str:
     return ir.LinearForm(
-        tuple((a, user_names(c)) for a, c in ir.LinearForm.from_dict(form).terms)
+        tuple((a, iverson(user_names(c))) for a, c in ir.LinearForm.from_dict(form).terms)
     ).show()
