@@ -240,8 +240,9 @@ class _Draft:
 # The exact checks of a layer (characteristic polynomial, eigenvectors of root 1, the
 # semisimplicity of roots on the circle) are sympy matrix computations of O(n^3) to
 # O(n^4) rational operations: larger stacks are not analysed (a limit, noted and warned).
-# Two states read 64 iterates back (the deepest lag the language allows) stack 130 slots.
-MAX_EXACT_SLOTS = 130
+# Four states read 64 iterates back (the deepest lag the language allows) stack 260
+# slots, checked in about a second.
+MAX_EXACT_SLOTS = 260
 # The symbolic characteristic polynomial (fixed params as symbols) of larger stacks is
 # not formed: its coefficients grow with every slot that holds a param.
 MAX_SYMBOLIC_SLOTS = 66
@@ -525,12 +526,14 @@ def _fill_learnable(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
 def _trained_range_note(net: ir.Network, rec: Recurrence, p: ir.Param) -> str:
     others = {s: v for s, v in param_values(net).items() if s != p.symbol}
     matrix = rec.matrix.xreplace(others)
+    declared = "(unconstrained)" if p.bound is None else p.bound.show(p.name)
     if matrix.free_symbols - {p.symbol}:
-        return f"learnable {p.name}: its range {p.bound.show(p.name)} is not checked (rho depends on k or other learnable params)"
+        return f"learnable {p.name}: its range {declared} is not checked (rho depends on k or other learnable params)"
     region = symbolic.region_of(stability.charpoly(sympy.Matrix(matrix)), p.symbol)
     if region is None:
         return symbolic.Limit(
-            f"learnable {p.name}: its range {p.bound.show(p.name)} is not checked (no symbolic region)"
+            f"learnable {p.name}: its range {declared} is not checked (no symbolic region "
+            "within the bounds of the Schur-Cohn reduction)"
         )
     allowed = symbolic.show_set(region, p.name)
     if p.bound is None:
