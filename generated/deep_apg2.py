@@ -323,6 +323,7 @@ APG2_STAGE_CERTIFICATE = {
     "amplification": 1.41421356237,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -476,6 +477,7 @@ DEEP_APG2_STAGE_1_CERTIFICATE = {
     "amplification": 1.2404784252,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -517,6 +519,7 @@ DEEP_APG2_STAGE_2_CERTIFICATE = {
     "amplification": 1.15743694401,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -391,6 +391,7 @@ DEQ_CERTIFICATE = {
     "amplification": None,
     "conditions": ["0 <= t <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": None,
         "reasons": [

@@ -182,6 +182,7 @@ NESTEROV_CONV_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": ["t"],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -323,6 +323,7 @@ APG2_STAGE_CERTIFICATE = {
     "amplification": 1.41421356237,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -475,6 +476,7 @@ WIDE_APG2_STAGE_0_CERTIFICATE = {
     "amplification": 1.41421356237,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -516,6 +518,7 @@ WIDE_APG2_STAGE_1_CERTIFICATE = {
     "amplification": 1.21676051329,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -557,6 +560,7 @@ WIDE_APG2_STAGE_2_CERTIFICATE = {
     "amplification": 1.14412280564,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
