@@ -127,7 +127,9 @@ def test_float_roots_of_a_high_degree_factor_are_a_note_and_a_warning(tmp_path):
 
 
 def test_a_schur_cohn_reduction_past_its_bound_is_a_note_and_a_warning():
-    c = cert(lagged("TwoParams", 12, gamma="gamma").replace("block T", "param gamma = 0.2\n    block T"))
+    c = cert(
+        lagged("TwoParams", 12, gamma="gamma").replace("block T", "param gamma = 0.2\n    block T")
+    )
     assert c["conditions"] is None
     (note,) = limit_notes(c)
     assert f"past the bound of {symbolic.MAX_CONDITION_OPS}" in note
@@ -135,7 +137,9 @@ def test_a_schur_cohn_reduction_past_its_bound_is_a_note_and_a_warning():
 
 
 def test_two_params_get_strict_conditions_and_say_so():
-    c = cert(lagged("TwoParams3", 3, gamma="gamma").replace("block T", "param gamma = 0.2\n    block T"))
+    c = cert(
+        lagged("TwoParams3", 3, gamma="gamma").replace("block T", "param gamma = 0.2\n    block T")
+    )
     assert c["conditions"] and all("beta" in x or "gamma" in x for x in c["conditions"])
     (note,) = limit_notes(c)
     assert "strictly inside the unit circle" in note

@@ -732,7 +732,9 @@ def _record_runge_kutta_layers(
     f = draft.fields
     f["per_layer"] = tuple(json_float(abs(tab.keep)) for tab in layers)
     f["per_layer_step"] = tuple(_json_or_none(tab.step) for tab in layers)
-    f["amplification"] = json_float(max(abs(sympy.Mul(*(t.keep for t in layers[: i + 1]))) for i in range(len(layers))))
+    f["amplification"] = json_float(
+        max(abs(sympy.Mul(*(t.keep for t in layers[: i + 1]))) for i in range(len(layers)))
+    )
     bad = next(((k, t) for k, t in enumerate(layers, start=start) if not t.consistent), None)
     if bad is not None:
         f["consistent"] = False
@@ -783,7 +785,9 @@ def _runge_kutta_universality(
     return None if None in verdicts else True
 
 
-def _runge_kutta_failure(net: ir.Network, reading: runge_kutta.Reading, draft: _Draft) -> bool | None:
+def _runge_kutta_failure(
+    net: ir.Network, reading: runge_kutta.Reading, draft: _Draft
+) -> bool | None:
     """Waived when a learnable param enters the weights; otherwise no argument applies."""
     f = draft.fields
     message = f"not consistent: {f['consistency']}"
@@ -796,17 +800,20 @@ def _runge_kutta_failure(net: ir.Network, reading: runge_kutta.Reading, draft: _
         )
         draft.diagnostics.append(
             Diagnostic(
-                Severity.WARNING, statement, f"network {net.name} is {message} at its initial values"
+                Severity.WARNING,
+                statement,
+                f"network {net.name} is {message} at its initial values",
             )
         )
         return True
-    draft.reasons.append(
-        f"one-step Runge-Kutta method, {message}: no convergence argument applies"
-    )
+    draft.reasons.append(f"one-step Runge-Kutta method, {message}: no convergence argument applies")
     span = _deciding_param_span(net, reading.symbols()) or statement
     draft.diagnostics.append(
         Diagnostic(
-            Severity.WARNING, span, f"network {net.name} is {message}", "--strict makes this an error"
+            Severity.WARNING,
+            span,
+            f"network {net.name} is {message}",
+            "--strict makes this an error",
         )
     )
     draft.failures.append((span, f"network {net.name} is {message}"))

@@ -125,7 +125,9 @@ def read(net: ir.Network) -> Reading:
             "Runge-Kutta methods"
         )
     if net.kind != ir.NetworkKind.EXPLICIT:
-        raise OutsideTheory(f"it is {net.kind}: only explicit rules are read as Runge-Kutta methods")
+        raise OutsideTheory(
+            f"it is {net.kind}: only explicit rules are read as Runge-Kutta methods"
+        )
     state = net.states[0]
     reader = _StageReader(state)
     for stmt in net.statements:
@@ -230,7 +232,9 @@ class Tableau:
             )
         bad = next(((blk, h) for blk, h in self.steps if h <= 0), None)
         if bad is not None:
-            sense = "do not enter the update" if bad[1] == 0 else "integrate the ODE backward in time"
+            sense = (
+                "do not enter the update" if bad[1] == 0 else "integrate the ODE backward in time"
+            )
             return (
                 f"the weights of block {bad[0]} sum to h = {number(bad[1])}, not positive: "
                 f"its stages {sense}"
@@ -265,11 +269,7 @@ class Tableau:
             inner = self._stage_vector(child)
             for i in range(n):
                 out[i] *= sum(
-                    (
-                        self.A[i][j] * inner[j]
-                        for j in range(n)
-                        if self.blocks[j] == child_color
-                    ),
+                    (self.A[i][j] * inner[j] for j in range(n) if self.blocks[j] == child_color),
                     ZERO,
                 )
         return out

@@ -101,7 +101,9 @@ def _float_roots(factor: sympy.Poly) -> list:
         quotient, ones = sympy.div(factor, sympy.Poly(Z - 1, Z))[0], [sympy.Integer(1)]
     coeffs = [float(c) for c in quotient.all_coeffs()]
     values = numpy.roots(coeffs) if len(coeffs) > 1 else []
-    return ones + [sympy.Float(v.real, DIGITS) + sympy.I * sympy.Float(v.imag, DIGITS) for v in values]
+    return ones + [
+        sympy.Float(v.real, DIGITS) + sympy.I * sympy.Float(v.imag, DIGITS) for v in values
+    ]
 
 
 def inexact_degrees(roots: tuple[Root, ...]) -> list[int]:

@@ -307,9 +307,7 @@ def _one_param_region(coeffs, q: sympy.Poly, symbol) -> sympy.Set:
             pieces.append(sympy.Interval.open(lo, hi))
     poles = set(_poles(q, symbol))
     pieces.extend(
-        sympy.FiniteSet(v)
-        for v in cuts
-        if v not in poles and _root_condition_at(coeffs, symbol, v)
+        sympy.FiniteSet(v) for v in cuts if v not in poles and _root_condition_at(coeffs, symbol, v)
     )
     return sympy.Union(*pieces) if pieces else sympy.S.EmptySet
 
@@ -336,7 +334,11 @@ def _rational_between(lo, hi) -> sympy.Rational:
 def _circle_values(q: sympy.Poly, symbol) -> list:
     """Real values of the param where q has a root on the unit circle or drops its degree."""
     expr = q.as_expr()
-    bound = 2 * q.degree() * max(sympy.degree(sympy.fraction(sympy.cancel(c))[0], symbol) for c in q.all_coeffs())
+    bound = (
+        2
+        * q.degree()
+        * max(sympy.degree(sympy.fraction(sympy.cancel(c))[0], symbol) for c in q.all_coeffs())
+    )
     if bound > MAX_RESULTANT_DEGREE:
         raise _TooLarge(
             f"the resultant that locates rho's roots on the unit circle may reach degree {bound} "
