@@ -745,10 +745,10 @@ def _record_runge_kutta_layers(
         f["runge_kutta"] = runge_kutta.Summary(
             summary.stages, summary.blocks, summary.A, summary.b, summary.c, min(orders)
         )
-    if len(layers) > 1 and draft.notes is not None:
+    if len(layers) > 1:
         draft.notes.append(
-            f"the tableau depends on k: layers {start} <= k < {start + len(layers)} are checked; "
-            "`runge_kutta` shows the first layer and the least order"
+            f"the coefficients depend on k: layers {start} <= k < {start + len(layers)} are checked; "
+            "`runge_kutta` shows the first layer's tableau and the least order"
         )
 
 
