@@ -183,3 +183,10 @@ def test_the_generated_module_carries_the_tableau(stem, order):
     assert rk["order"] == order
     assert module.Extragradient.CERTIFICATE["runge_kutta"] == rk
     assert "one-step Runge-Kutta method: 2 stages, order 1" in module.Extragradient.__doc__
+
+
+def test_the_catalog_table_gives_the_order():
+    result = run_optgen("check", str(EXAMPLES / "extragradient.opt"), "--markdown")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| Extragradient"))
+    assert "| yes (RK order 1) |" in row
