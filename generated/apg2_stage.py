@@ -193,6 +193,7 @@ APG2_STAGE_CERTIFICATE = {
     "amplification": 1.41421356237,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

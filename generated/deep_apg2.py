@@ -335,6 +335,7 @@ APG2_STAGE_CERTIFICATE = {
     "amplification": 1.41421356237,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -489,6 +490,7 @@ DEEP_APG2_STAGE_1_CERTIFICATE = {
     "amplification": 1.2404784252,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -530,6 +532,7 @@ DEEP_APG2_STAGE_2_CERTIFICATE = {
     "amplification": 1.15743694401,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -335,6 +335,7 @@ HEAVY_BALL_STAGE_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -478,6 +479,7 @@ DEEP_HEAVY_BALL_STAGE_1_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -517,6 +519,7 @@ DEEP_HEAVY_BALL_STAGE_2_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -403,6 +403,7 @@ DEQ_CERTIFICATE = {
     "amplification": None,
     "conditions": ["0 <= t <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": None,
         "reasons": [

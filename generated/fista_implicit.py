@@ -412,6 +412,7 @@ FISTA_IMPLICIT_CERTIFICATE = {
     "amplification": 1.41421356237,
     "conditions": ["-1 <= beta < 1"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -176,6 +176,7 @@ GD_CONVNEXT_CERTIFICATE = {
     "amplification": None,
     "conditions": [],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -188,6 +188,7 @@ GD_TRANSFORMER_CERTIFICATE = {
     "amplification": None,
     "conditions": [],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

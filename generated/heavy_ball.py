@@ -190,6 +190,7 @@ HEAVY_BALL_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

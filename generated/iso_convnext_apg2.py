@@ -269,6 +269,7 @@ APG2_CONVNEXT_CERTIFICATE = {
     "amplification": 1.41421356237,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

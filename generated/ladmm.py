@@ -194,6 +194,7 @@ LADMM_CERTIFICATE = {
     "amplification": None,
     "conditions": ["0 < rho*t < 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

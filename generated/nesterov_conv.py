@@ -194,6 +194,7 @@ NESTEROV_CONV_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": ["t"],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -177,6 +177,7 @@ NESTEROV_CONVNEXT_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": ["t"],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

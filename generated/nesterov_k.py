@@ -208,6 +208,7 @@ NESTEROV_K_CERTIFICATE = {
     "amplification": 1.41421356237,
     "conditions": ["-1 <= beta < 1"],
     "learnable": ["t"],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

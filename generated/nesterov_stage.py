@@ -193,6 +193,7 @@ NESTEROV_STAGE_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -403,6 +403,7 @@ PPM_CERTIFICATE = {
     "amplification": None,
     "conditions": [],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -406,6 +406,7 @@ PPM_CONV_CERTIFICATE = {
     "amplification": None,
     "conditions": [],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -335,6 +335,7 @@ APG2_STAGE_CERTIFICATE = {
     "amplification": 1.41421356237,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -488,6 +489,7 @@ WIDE_APG2_STAGE_0_CERTIFICATE = {
     "amplification": 1.41421356237,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -529,6 +531,7 @@ WIDE_APG2_STAGE_1_CERTIFICATE = {
     "amplification": 1.21676051329,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -570,6 +573,7 @@ WIDE_APG2_STAGE_2_CERTIFICATE = {
     "amplification": 1.14412280564,
     "conditions": ["0 < theta <= 2"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -335,6 +335,7 @@ GD_STAGE_CERTIFICATE = {
     "amplification": None,
     "conditions": [],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -463,6 +464,7 @@ WIDE_GD_STAGE_0_CERTIFICATE = {
     "amplification": None,
     "conditions": [],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -502,6 +504,7 @@ WIDE_GD_STAGE_1_CERTIFICATE = {
     "amplification": None,
     "conditions": [],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -541,6 +544,7 @@ WIDE_GD_STAGE_2_CERTIFICATE = {
     "amplification": None,
     "conditions": [],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

@@ -335,6 +335,7 @@ HEAVY_BALL_STAGE_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -477,6 +478,7 @@ WIDE_HEAVY_BALL_STAGE_0_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -516,6 +518,7 @@ WIDE_HEAVY_BALL_STAGE_1_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -555,6 +558,7 @@ WIDE_HEAVY_BALL_STAGE_2_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

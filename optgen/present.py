@@ -204,6 +204,12 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _order_note(cert: Certificate) -> str:
+    """` (RK order 2)` for a rule read as a Runge-Kutta method, else nothing."""
+    rk = cert.runge_kutta
+    return "" if rk is None or rk.order is None else f" (RK order {rk.order})"
+
+
 def markdown_table(rows: list[tuple[str, str, str, Certificate]]) -> str:
     """One row per network: (file name, network name, rule text, certificate)."""
     lines = [
@@ -221,7 +227,7 @@ def markdown_table(rows: list[tuple[str, str, str, Certificate]]) -> str:
             f"`{rho}`",
             _roots(cert, MARKDOWN_DIGITS),
             yes_no(cert.zero_stable, "?"),
-            yes_no(cert.consistent, "?"),
+            yes_no(cert.consistent, "?") + _order_note(cert),
             _optional(cert.step, MARKDOWN_DIGITS),
             "; ".join(f"`{x}`" for x in (cert.conditions or ())) or "-",
             verdict_word(cert.universal),

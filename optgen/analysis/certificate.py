@@ -240,8 +240,30 @@ class _Draft:
     failures: list = field(default_factory=list)
 
 
-# Exact characteristic polynomials cost O(n^4) in sympy: larger stacks are not analysed.
-MAX_EXACT_SLOTS = 24
+# The exact checks of a layer (characteristic polynomial, eigenvectors of root 1, the
+# semisimplicity of roots on the circle) are sympy matrix computations of O(n^3) to
+# O(n^4) rational operations: larger stacks are not analysed (a limit, noted and warned).
+# Four states read 64 iterates back (the deepest lag the language allows) stack 260
+# slots, checked in about a second.
+MAX_EXACT_SLOTS = 260
+# The symbolic characteristic polynomial (fixed params as symbols) of larger stacks is
+# not formed: its coefficients grow with every slot that holds a param.
+MAX_SYMBOLIC_SLOTS = 66
+
+
+def _limit_warning(net: ir.Network, message: str) -> Diagnostic:
+    """A bound of the analysis was hit: said at the update, never an error."""
+    return Diagnostic(
+        Severity.WARNING,
+        _statement_span(net),
+        f"network {net.name}: {message}",
+        "the certificate's notes say what was not derived",
+    )
+
+
+def _limit(net: ir.Network, draft: _Draft, message: str) -> None:
+    draft.notes.append(f"limit: {message}")
+    draft.diagnostics.append(_limit_warning(net, message))
 
 
 def analyze_network(net: ir.Network) -> Certificate:
@@ -264,12 +286,17 @@ def analyze_network(net: ir.Network) -> Certificate:
             **base, universal=None, universal_reasons=reasons, outside_theory=str(why)
         )
     if len(rec.slots) > MAX_EXACT_SLOTS:
-        why = f"the stacked state has {len(rec.slots)} slots; the exact analysis stops at {MAX_EXACT_SLOTS}"
+        why = (
+            f"the stacked state has {len(rec.slots)} slots; the exact analysis stops at "
+            f"{MAX_EXACT_SLOTS}"
+        )
         return Certificate(
             **base,
             universal=None,
             universal_reasons=(why,) + tuple(_block_reasons(net)),
             outside_theory=why,
+            notes=(f"limit: {why}: no certificate derived",),
+            diagnostics=(_limit_warning(net, f"{why}: no certificate derived"),),
         )
     draft = _Draft()
     if net.reversible:
@@ -343,6 +370,7 @@ def _fill_checks(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     if not _depends_on_k(net, rec):
         layer = stability.check_layer(rec, values, net.output, primal)
         _record_layer(rec, layer, draft, values)
+        _note_float_roots(net, [layer], draft)
         return
     depth, start = net.depth, net.start
     exact = [
@@ -350,6 +378,7 @@ def _fill_checks(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
         for k in range(start, start + min(depth, EXACT_LAYERS))
     ]
     _record_layer(rec, exact[0], draft, _at_layer(values, start))
+    _note_float_roots(net, exact, draft)
     mats = stability.layer_matrices(rec, values, ir.K, depth, start)
     float_radii = stability.radii(mats[len(exact) :]) if depth > len(exact) else []
     draft.fields["per_layer"] = tuple(json_float(layer.radius) for layer in exact) + tuple(
@@ -360,8 +389,11 @@ def _fill_checks(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
     draft.fields["amplification"] = None if amp is None else json_float(amp)
     _record_k_verdicts(exact, start, draft)
     if depth > len(exact):
-        draft.notes.append(
-            f"layers k >= {start + len(exact)} are checked in floating point (spectral radius only)"
+        _limit(
+            net,
+            draft,
+            f"layers k >= {start + len(exact)} are checked in floating point (spectral radius "
+            f"only): the exact checks cover the first {EXACT_LAYERS} layers",
         )
         outside = [i for i, r in enumerate(float_radii) if r > 1 + 1e-9]
         if outside and draft.fields["zero_stable"]:
@@ -372,6 +404,18 @@ def _fill_checks(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
                 f"at layer k={first}: the spectral radius {number(float_radii[outside[0]])} exceeds 1",
             )
     _note_limit(net, rec, draft)
+
+
+def _note_float_roots(net: ir.Network, layers: list[stability.LayerCheck], draft: _Draft) -> None:
+    degrees = sorted({d for layer in layers for d in stability.inexact_degrees(layer.roots)})
+    if degrees:
+        _limit(
+            net,
+            draft,
+            f"rho has a square-free factor of degree {', '.join(map(str, degrees))}, above "
+            f"{stability.EXACT_ROOT_DEGREE}: its roots are float64 eigenvalues, and |z| within "
+            f"{number(stability.FLOAT_TOL)} of 1 counts as on the unit circle",
+        )
 
 
 def _at_layer(values: dict, k: int) -> dict:
@@ -469,15 +513,27 @@ def _note_limit(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
 
 # ---------------------------------------------------------------- symbolic conditions and learnable params
 def _fill_conditions(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
-    if len(rec.slots) > 6:
-        draft.fields["conditions"] = None
-        draft.notes.append("more than 6 stacked slots: no symbolic conditions derived")
-        return
     matrix = rec.matrix.xreplace(param_values(net, keep_fixed_symbolic=True))
+    symbolic_slots = len(rec.slots) > MAX_SYMBOLIC_SLOTS and matrix.free_symbols - {ir.K}
+    if symbolic_slots:
+        draft.fields["conditions"] = None
+        _limit(
+            net,
+            draft,
+            f"the stacked state has {len(rec.slots)} slots and rho depends on fixed params; "
+            f"symbolic conditions are derived up to {MAX_SYMBOLIC_SLOTS} slots",
+        )
+        return
     rho = stability.charpoly(sympy.Matrix(matrix))
     conditions, why = symbolic.stability_conditions(rho)
+    _record_conditions(net, conditions, why, draft)
+
+
+def _record_conditions(net: ir.Network, conditions, why, draft: _Draft) -> None:
     draft.fields["conditions"] = None if conditions is None else tuple(conditions)
-    if why:
+    if isinstance(why, symbolic.Limit):
+        _limit(net, draft, why)
+    elif why:
         draft.notes.append(why)
 
 
@@ -504,17 +560,25 @@ def _fill_learnable(net: ir.Network, rec: Recurrence, draft: _Draft) -> None:
             )
         return
     for p in in_rho:
-        draft.notes.append(_trained_range_note(net, rec, p))
+        note = _trained_range_note(net, rec, p)
+        if isinstance(note, symbolic.Limit):
+            _limit(net, draft, note)
+        else:
+            draft.notes.append(note)
 
 
 def _trained_range_note(net: ir.Network, rec: Recurrence, p: ir.Param) -> str:
     others = {s: v for s, v in param_values(net).items() if s != p.symbol}
     matrix = rec.matrix.xreplace(others)
+    declared = "(unconstrained)" if p.bound is None else p.bound.show(p.name)
     if matrix.free_symbols - {p.symbol}:
-        return f"learnable {p.name}: its range {p.bound.show(p.name)} is not checked (rho depends on k or other learnable params)"
+        return f"learnable {p.name}: its range {declared} is not checked (rho depends on k or other learnable params)"
     region = symbolic.region_of(stability.charpoly(sympy.Matrix(matrix)), p.symbol)
     if region is None:
-        return f"learnable {p.name}: its range {p.bound.show(p.name)} is not checked (no symbolic region)"
+        return symbolic.Limit(
+            f"learnable {p.name}: its range {declared} is not checked (no symbolic region "
+            "within the bounds of the Schur-Cohn reduction)"
+        )
     allowed = symbolic.show_set(region, p.name)
     if p.bound is None:
         return f"learnable {p.name} is unconstrained: training may leave the stability region {allowed}"
@@ -725,10 +789,10 @@ def _record_runge_kutta_layers(
         f["runge_kutta"] = runge_kutta.Summary(
             summary.stages, summary.blocks, summary.A, summary.b, summary.c, min(orders)
         )
-    if len(layers) > 1 and draft.notes is not None:
+    if len(layers) > 1:
         draft.notes.append(
-            f"the tableau depends on k: layers {start} <= k < {start + len(layers)} are checked; "
-            "`runge_kutta` shows the first layer and the least order"
+            f"the coefficients depend on k: layers {start} <= k < {start + len(layers)} are checked; "
+            "`runge_kutta` shows the first layer's tableau and the least order"
         )
 
 
@@ -737,9 +801,7 @@ def _fill_runge_kutta_conditions(
 ) -> None:
     keep = sympy.sympify(reading.keep).xreplace(param_values(net, keep_fixed_symbolic=True))
     conditions, why = symbolic.stability_conditions((-keep, sympy.Integer(1)))
-    draft.fields["conditions"] = None if conditions is None else tuple(conditions)
-    if why:
-        draft.notes.append(why)
+    _record_conditions(net, conditions, why, draft)
 
 
 def _runge_kutta_universality(

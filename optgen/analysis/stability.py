@@ -18,6 +18,11 @@ from .recurrence import BlockCall, Recurrence
 Z = sympy.Dummy("z")
 DIGITS = 50
 TOL = sympy.Float("1e-30", DIGITS)  # |root| - 1 below this counts as on the unit circle
+# mpmath's 50-digit roots cost O(d^2) per sweep and take seconds from degree 64 on: a
+# square-free factor of higher degree gets float64 roots (companion eigenvalues, numpy),
+# with a tolerance a float64 root resolves. A limit: the certificate says so.
+EXACT_ROOT_DEGREE = 32
+FLOAT_TOL = sympy.Float("1e-9", DIGITS)
 NAMES = {2: "double", 3: "triple", 4: "quadruple"}
 
 
@@ -35,18 +40,23 @@ class Root:
     im: sympy.Float
     multiplicity: int
     factor: sympy.Poly  # the square-free factor of rho it is a root of
+    exact: bool = True  # False: a float64 root of a factor above EXACT_ROOT_DEGREE
 
     @property
     def modulus(self) -> sympy.Float:
         return sympy.sqrt(self.re**2 + self.im**2).evalf(DIGITS)
 
     @property
+    def tolerance(self) -> sympy.Float:
+        return TOL if self.exact else FLOAT_TOL
+
+    @property
     def on_circle(self) -> bool:
-        return abs(self.modulus - 1) <= TOL
+        return abs(self.modulus - 1) <= self.tolerance
 
     @property
     def outside(self) -> bool:
-        return self.modulus - 1 > TOL
+        return self.modulus - 1 > self.tolerance
 
     def show(self) -> str:
         return root_text(self.re, self.im)
@@ -69,11 +79,11 @@ def exact_roots(coeffs) -> tuple[Root, ...]:
     for factor, mult in factors:
         if factor.degree() < 1:
             continue
-        for value in _factor_roots(factor):
+        exact = factor.degree() <= EXACT_ROOT_DEGREE
+        for value in _factor_roots(factor) if exact else _float_roots(factor):
             re, im = value.as_real_imag()
-            roots.extend(
-                [Root(sympy.Float(re, DIGITS), sympy.Float(im, DIGITS), mult, factor)] * mult
-            )
+            root = Root(sympy.Float(re, DIGITS), sympy.Float(im, DIGITS), mult, factor, exact)
+            roots.extend([root] * mult)
     return tuple(sorted(roots, key=lambda r: (-r.modulus, -r.re, -r.im)))
 
 
@@ -82,6 +92,23 @@ def _factor_roots(factor: sympy.Poly) -> list:
         a, b = factor.all_coeffs()
         return [sympy.Rational(-b, a)]
     return factor.nroots(n=DIGITS, maxsteps=200)
+
+
+def _float_roots(factor: sympy.Poly) -> list:
+    """float64 roots of a square-free factor; 1 stays exactly 1 (it is factored out first)."""
+    quotient, ones = factor, []
+    if factor.eval(1) == 0:
+        quotient, ones = sympy.div(factor, sympy.Poly(Z - 1, Z))[0], [sympy.Integer(1)]
+    coeffs = [float(c) for c in quotient.all_coeffs()]
+    values = numpy.roots(coeffs) if len(coeffs) > 1 else []
+    return ones + [
+        sympy.Float(v.real, DIGITS) + sympy.I * sympy.Float(v.imag, DIGITS) for v in values
+    ]
+
+
+def inexact_degrees(roots: tuple[Root, ...]) -> list[int]:
+    """Degrees of the factors whose roots are float64 (a limit the certificate notes)."""
+    return sorted({r.factor.degree() for r in roots if not r.exact})
 
 
 def spectral_radius(roots: tuple[Root, ...]) -> sympy.Float:

@@ -8,7 +8,16 @@ closed unit disc, simple on the circle, and away from 1 so that root 1 stays sim
 - degree 2, q = z^2 + c1 z + c0:   |c0| <= 1, |c1| <= 1 + c0, no double root at +-1,
                                     (and q(1) != 0 after factoring z - 1)
 
-Higher remainders are left to the numeric check (`conditions` is null then).
+Higher remainders go through the Schur-Cohn reduction: q_{m-1}(z) = (c_m q_m(z) -
+c_0 q_m*(z))/z with q_m* the reversed polynomial, and c_m^2 - c_0^2 > 0 at every step is
+the condition for every root strictly inside the unit circle. For one param the closed
+disc is then exact: a value outside that open region can only satisfy the root condition
+where a root of q lies on the circle, i.e. at a real root of the resultant of q and q*,
+and each of those finitely many values is checked on its own. With several params the
+printed conditions are the strict ones (a note says so). The work is bounded by the size
+of the expressions (`MAX_CONDITION_OPS` sympy operations in a step's coefficients,
+`MAX_RESULTANT_DEGREE` for the resultant), never by a clock; a bound hit is a `Limit`,
+which the certificate turns into a note and a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +30,17 @@ from .. import ir
 from .recurrence import user_names
 
 Z = sympy.Dummy("z")
+MAX_CONDITION_OPS = 300  # sympy count_ops of one Schur-Cohn step's coefficients
+MAX_FACTORED_OPS = 150  # larger conditions are printed expanded (factoring them costs more)
+MAX_RESULTANT_DEGREE = 64  # degree in the param of the resultant whose roots are checked
+
+
+class Limit(str):
+    """A note that says a bound of the analysis was hit (a warning, not only a note)."""
+
+
+class _TooLarge(Exception):
+    """A Schur-Cohn step or a resultant grew past its bound."""
 
 
 def _poly(coeffs) -> sympy.Poly:
@@ -86,7 +106,10 @@ def show_number(x: sympy.Expr) -> str:
             text = f"{float(frac):.15g}"
             return text
         return f"{frac.numerator}/{frac.denominator}"
-    return sympy.sstr(x)
+    text = sympy.sstr(x)
+    if x.is_number and ("CRootOf" in text or len(text) > 24):  # a root of a cubic or worse
+        return f"{float(x):.6g}"
+    return text
 
 
 def _show_interval(iv: sympy.Interval, name: str) -> str:
@@ -183,18 +206,192 @@ def stability_conditions(coeffs) -> tuple[list[str] | None, str | None]:
         )
     formula = region_formula(coeffs)
     if formula is None:
-        return None, "rho has more than two roots besides 0 and 1: no symbolic conditions derived"
+        return _high_degree_conditions(coeffs, free)
     try:
         return show_conditions(formula), None
     except (NotImplementedError, ValueError, TypeError) as exc:  # sympy cannot solve it
-        return None, f"sympy could not simplify the stability conditions ({type(exc).__name__})"
+        return None, Limit(
+            f"sympy could not simplify the stability conditions ({type(exc).__name__}): "
+            "no symbolic conditions derived"
+        )
+
+
+def _high_degree_conditions(coeffs, free: set) -> tuple[list[str] | None, str | None]:
+    """Remainders of degree 3 and more: Schur-Cohn, exact for one param."""
+    q, _ = reduced_remainder(coeffs)
+    try:
+        if len(free) == 1:
+            (symbol,) = free
+            region = _one_param_region(coeffs, q, symbol)
+            return [show_set(region, _name(symbol))], None
+        strict = schur_cohn(q)
+    except _TooLarge as why:
+        return None, Limit(f"{why}: no symbolic conditions derived")
+    except (NotImplementedError, ValueError, TypeError) as exc:  # sympy cannot solve it
+        return None, Limit(
+            f"sympy could not reduce the Schur-Cohn conditions of the degree-{q.degree()} "
+            f"remainder ({type(exc).__name__}): no symbolic conditions derived"
+        )
+    names = ", ".join(sorted(_name(x) for x in free))
+    shown = sorted(dict.fromkeys(text for d in strict for text in _positive_texts(d)))
+    return shown, Limit(
+        f"rho has {q.degree()} roots besides 0 and 1 and {len(free)} params ({names}): the "
+        "conditions are the Schur-Cohn conditions for those roots strictly inside the unit "
+        "circle; values where one reaches the circle are not included"
+    )
+
+
+def _size_checked(values: list, what: str) -> list:
+    ops = sum(sympy.count_ops(v) for v in values)
+    if ops > MAX_CONDITION_OPS:
+        raise _TooLarge(
+            f"the Schur-Cohn reduction of rho grew to {ops} operations at {what}, past the "
+            f"bound of {MAX_CONDITION_OPS}"
+        )
+    return values
+
+
+def schur_cohn(q: sympy.Poly) -> list[sympy.Expr]:
+    """D_m = c_m^2 - c_0^2 of every step: all positive iff every root is inside the circle.
+
+    Each step is divided by the gcd of its coefficients (a scale, which the conditions
+    do not see, recorded before the division so that a vanishing scale still fails).
+    """
+    denominator = sympy.lcm_list([sympy.fraction(sympy.cancel(c))[1] for c in q.all_coeffs()])
+    c = [sympy.expand(sympy.cancel(x * denominator)) for x in reversed(q.all_coeffs())]
+    conditions = []
+    while len(c) > 1:
+        m = len(c) - 1
+        conditions.append(sympy.expand(c[m] ** 2 - c[0] ** 2))
+        d = [sympy.expand(c[m] * c[i + 1] - c[0] * c[m - 1 - i]) for i in range(m)]
+        scale = sympy.gcd_list(d)
+        if scale != 0:
+            d = [sympy.cancel(x / scale) for x in d]
+        c = _size_checked(d, f"degree {m - 1}")
+    return conditions
+
+
+def _positive_texts(d: sympy.Expr) -> list[str]:
+    """`d > 0` as factored relations: a squared factor only needs to be nonzero."""
+    if sympy.count_ops(d) > MAX_FACTORED_OPS:
+        return [f"{sympy.sstr(user_names(d))} > 0".replace("**", "^")]
+    constant, factors = sympy.factor_list(d)
+    odd = sympy.Mul(*(f for f, power in factors if power % 2))
+    texts = [
+        f"{sympy.sstr(user_names(f))} != 0".replace("**", "^")
+        for f, power in factors
+        if power % 2 == 0
+    ]
+    if odd.free_symbols:
+        sign = ">" if constant > 0 else "<"
+        texts.append(f"{sympy.sstr(user_names(odd))} {sign} 0".replace("**", "^"))
+    elif constant * odd <= 0:
+        texts.append("no value of the params")
+    return texts
+
+
+def _one_param_region(coeffs, q: sympy.Poly, symbol) -> sympy.Set:
+    """The values of the param where rho satisfies the root condition, exactly.
+
+    The real values where q has a root on the circle (or drops its degree) cut the line
+    into open intervals on which no root crosses the circle: one rational sample decides
+    each interval by the Schur-Cohn conditions, and every cut value is checked itself.
+    """
+    cuts = sorted(_circle_values(q, symbol), key=lambda v: sympy.N(v, 40))
+    pieces = []
+    bounds = [-sympy.oo, *cuts, sympy.oo]
+    for lo, hi in zip(bounds, bounds[1:]):
+        sample = _rational_between(lo, hi)
+        at = sympy.Poly([sympy.cancel(c.xreplace({symbol: sample})) for c in q.all_coeffs()], Z)
+        if all(d > 0 for d in schur_cohn(at)):
+            pieces.append(sympy.Interval.open(lo, hi))
+    poles = set(_poles(q, symbol))
+    pieces.extend(
+        sympy.FiniteSet(v) for v in cuts if v not in poles and _root_condition_at(coeffs, symbol, v)
+    )
+    return sympy.Union(*pieces) if pieces else sympy.S.EmptySet
+
+
+def _poles(q: sympy.Poly, symbol) -> list:
+    """Real values of the param where a coefficient of q is undefined."""
+    denominator = sympy.lcm_list([sympy.fraction(sympy.cancel(c))[1] for c in q.all_coeffs()])
+    poly = sympy.Poly(denominator, symbol)
+    return sympy.real_roots(poly) if poly.degree() > 0 else []
+
+
+def _rational_between(lo, hi) -> sympy.Rational:
+    if lo == -sympy.oo and hi == sympy.oo:
+        return sympy.Integer(0)
+    if lo == -sympy.oo:
+        return sympy.floor(sympy.N(hi, 40)) - 1
+    if hi == sympy.oo:
+        return sympy.ceiling(sympy.N(lo, 40)) + 1
+    if lo.is_Rational and hi.is_Rational:
+        return (lo + hi) / 2
+    return sympy.nsimplify(sympy.N((lo + hi) / 2, 40), rational=True)
+
+
+def _circle_values(q: sympy.Poly, symbol) -> list:
+    """Real values of the param where q has a root on the unit circle or drops its degree."""
+    expr = q.as_expr()
+    bound = (
+        2
+        * q.degree()
+        * max(sympy.degree(sympy.fraction(sympy.cancel(c))[0], symbol) for c in q.all_coeffs())
+    )
+    if bound > MAX_RESULTANT_DEGREE:
+        raise _TooLarge(
+            f"the resultant that locates rho's roots on the unit circle may reach degree {bound} "
+            f"in {_name(symbol)}, past the bound of {MAX_RESULTANT_DEGREE}"
+        )
+    reverse = sympy.expand(Z ** q.degree() * expr.subs(Z, 1 / Z))
+    numerator = sympy.fraction(sympy.cancel(expr))[0]
+    rev_numerator = sympy.fraction(sympy.cancel(reverse))[0]
+    resultant = sympy.resultant(numerator, rev_numerator, Z)
+    lead = sympy.fraction(sympy.cancel(q.LC()))[0]
+    found = []
+    for poly in (resultant, lead):
+        poly = sympy.Poly(sympy.fraction(sympy.cancel(poly))[0], symbol)
+        if poly.is_zero:
+            raise _TooLarge(
+                "q and its reverse share a factor for every value of the param (roots stay on "
+                "the circle): the closed-disc conditions are not reduced"
+            )
+        if poly.degree() > MAX_RESULTANT_DEGREE:
+            raise _TooLarge(
+                f"the resultant of rho's remainder has degree {poly.degree()} in the param, "
+                f"past the bound of {MAX_RESULTANT_DEGREE}"
+            )
+        found.extend(sympy.real_roots(poly) if poly.degree() > 0 else [])
+    return list(dict.fromkeys(found + _poles(q, symbol)))
+
+
+def _root_condition_at(coeffs, symbol, value) -> bool:
+    """The root condition of rho with the param at `value` (exact for a rational value)."""
+    from .stability import exact_roots, root_condition  # stability does not import this module
+
+    at = [sympy.sympify(c).xreplace({symbol: value}) for c in coeffs]
+    if all(c.is_Rational for c in at):
+        return root_condition(exact_roots(tuple(at))).ok
+    roots = sympy.Poly(list(reversed([sympy.N(c, 60) for c in at])), Z).nroots(n=50, maxsteps=200)
+    for i, r in enumerate(roots):
+        size = abs(r)
+        if size > 1 + 1e-25:
+            return False
+        if abs(size - 1) <= 1e-25 and any(abs(r - o) < 1e-15 for o in roots[i + 1 :]):
+            return False
+    return True
 
 
 def region_of(coeffs, symbol: sympy.Symbol) -> sympy.Set | None:
     """The set of values of `symbol` (the only free symbol of `coeffs`) where the root condition holds."""
     formula = region_formula(coeffs)
     if formula is None:
-        return None
+        q, _ = reduced_remainder(coeffs)
+        try:
+            return _one_param_region(coeffs, q, symbol)
+        except (_TooLarge, NotImplementedError, ValueError, TypeError):
+            return None
     try:
         return (
             sympy.simplify_logic(formula).as_set().intersect(sympy.S.Reals)
