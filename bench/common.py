@@ -125,16 +125,24 @@ class PeakTensorBytes(TorchDispatchMode):
         self.peak = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        # A view or an in-place result shares an input's storage: no new memory (and a
+        # view of a parameter must not count as an allocation that is never freed).
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor)
+        }
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
                 self._count(t.untyped_storage())
         return out
 
     def _count(self, storage) -> None:
         key, size = storage.data_ptr(), storage.nbytes()
         if size == 0 or key in self.live:
-            return  # a view, or an in-place result: no new memory
+            return  # already counted (a view of an earlier result)
         self.live[key] = size
         self.now += size
         self.peak = max(self.peak, self.now)
