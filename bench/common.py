@@ -34,10 +34,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_times(
+def interleaved_times(
     functions: dict, device: torch.device, repeats: int, warmup: int = 2
-) -> dict[str, float]:
-    """Median seconds of each function, the functions interleaved repeat by repeat."""
+) -> dict[str, list[float]]:
+    """Seconds of each call of each function, the functions interleaved repeat by repeat."""
     for fn in functions.values():
         for _ in range(warmup):
             fn()
@@ -49,7 +49,25 @@ def median_times(
             fn()
             sync(device)
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_times(
+    functions: dict, device: torch.device, repeats: int, warmup: int = 2
+) -> dict[str, float]:
+    """Median seconds of each function, the functions interleaved repeat by repeat."""
+    times = interleaved_times(functions, device, repeats, warmup)
     return {name: statistics.median(v) for name, v in times.items()}
+
+
+def best_times(
+    functions: dict, device: torch.device, repeats: int, warmup: int = 2
+) -> dict[str, float]:
+    """Least seconds of each function over interleaved repeats. On a loaded machine a call
+    of a few milliseconds waits for a core at random (a 10 ms time slice is longer than the
+    call): the least disturbed call is the steady-state time, where the median is not."""
+    times = interleaved_times(functions, device, repeats, warmup)
+    return {name: min(v) for name, v in times.items()}
 
 
 def saved_bytes(step) -> int:
@@ -107,16 +125,24 @@ class PeakTensorBytes(TorchDispatchMode):
         self.peak = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        # A view or an in-place result shares an input's storage: no new memory (and a
+        # view of a parameter must not count as an allocation that is never freed).
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor)
+        }
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
                 self._count(t.untyped_storage())
         return out
 
     def _count(self, storage) -> None:
         key, size = storage.data_ptr(), storage.nbytes()
         if size == 0 or key in self.live:
-            return  # a view, or an in-place result: no new memory
+            return  # already counted (a view of an earlier result)
         self.live[key] = size
         self.now += size
         self.peak = max(self.peak, self.now)

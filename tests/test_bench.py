@@ -1,8 +1,10 @@
 """The benchmarks run and print their tables (tiny sizes: a smoke test, not a measurement;
 the figures of docs/performance.md come from the full runs named there)."""
 
+import importlib.util
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,14 +72,151 @@ def test_fusion_compiled_column():
     assert float(row[6]) > 0 and float(row[11]) > 0  # compiled time and compile time
 
 
-def test_model_step_ratios():
-    done = run_bench("model.py", "--repeats", "1")
+MODEL_CASES = [
+    "gd (mlp)",
+    "heavy_ball (mlp)",
+    "nesterov (mlp)",
+    "nesterov_conv",
+    "nesterov_convnext",
+    "nesterov_transformer",
+    "deep_nesterov (staged.opt)",
+    "iso_vit_apg2 (isotropic.opt)",
+]
+
+
+def test_model_eager_steps_of_every_case():
+    done = run_bench("model.py", "--repeats", "1", "--no-compile", "--device", "cpu")
     assert done.returncode == 0, done.stderr
     rows = table_rows(done.stdout)
-    assert [row[0] for row in rows] == ["nesterov (mlp)", "nesterov_conv"]
+    assert [row[0] for row in rows] == MODEL_CASES
     for row in rows:
-        # Same blocks and weights: the generated step saves exactly what the reference does.
-        assert float(row[4]) == pytest.approx(1.0, abs=0.001)
+        assert float(row[1]) > 0 and float(row[2]) > 0, row  # eager step times
+        assert row[4] == row[7] == row[10] == "-", row  # no compiled columns
+        # Same blocks and weights: the generated step holds at most what the reference does.
+        assert float(row[11]) <= 1.001, row  # bytes saved for backward
+        assert float(row[12]) <= 1.001, row  # peak tensor bytes of an eager step
+        assert float(row[14]) < 1e-4, row  # generated and hand-written outputs agree
+
+
+def test_model_refuses_an_unknown_case():
+    done = run_bench("model.py", "--cases", "resnet", "--no-compile")
+    assert done.returncode == 2
+    assert "unknown cases ['resnet']" in done.stderr
+
+
+@pytest.mark.slow
+def test_model_compiled_columns_without_graph_breaks():
+    done = run_bench("model.py", "--repeats", "1", "--cases", "gd", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    (row,) = table_rows(done.stdout)
+    assert float(row[4]) > 0 and float(row[5]) > 0  # compiled steady-state steps
+    assert float(row[7]) > 0 and float(row[8]) > 0  # cold compile times
+    assert row[10] == "0/0"  # graph breaks, generated/hand-written
+    assert float(row[14]) < 1e-4  # compiled generated agrees with the eager reference
+
+
+MEMORY_VARIANTS = [
+    "standard",
+    "checkpointed",
+    "reversible",
+    "hand-written",
+    "hand-written, checkpoint per block",
+]
+
+
+def test_memory_rows_of_every_rule_and_variant():
+    done = run_bench(
+        "memory.py",
+        *("--depths", "2,6", "--dim", "8", "--batch", "16", "--repeats", "1"),
+        *("--device", "cpu"),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {(row[0], row[1]): row for row in table_rows(done.stdout)}
+    assert set(rows) == {(r, v) for r in ("gd", "heavy_ball", "nesterov") for v in MEMORY_VARIANTS}
+    # gd cannot be inverted: a reversible gd is always refused, with the compiler's message.
+    assert rows["gd", "reversible"][-1].startswith("not available: ")
+    for (_, variant), row in rows.items():
+        if row[-1].startswith("not available: "):
+            assert variant in ("checkpointed", "reversible"), row
+            continue
+        saved_slope, train_slope = float(row[4]), float(row[8])
+        assert float(row[-2]) < 1e-4, row  # gradients agree with the standard network
+        if variant == "reversible":
+            assert saved_slope <= 1.1, row  # what a step keeps does not grow with depth
+        if variant in ("standard", "hand-written"):
+            assert saved_slope > 2, row  # 3x the layers: the saved states grow with them
+            assert train_slope > 1, row
+    for rule in ("gd", "heavy_ball", "nesterov"):
+        plain, checkpointed = (
+            rows[rule, "hand-written"],
+            rows[rule, "hand-written, checkpoint per block"],
+        )
+        assert float(checkpointed[3]) < float(plain[3])  # saved bytes at the deepest depth
+        assert rows[rule, "standard"][2:4] == plain[2:4]  # saved bytes: generated == hand-written
+
+
+DEQ_ARGS = ("--batch", "16", "--dim", "8", "--repeats", "1", "--max-iter", "100")
+
+
+def check_deq_rows(rows: list[list[str]], torchdeq: bool) -> None:
+    for row in rows:
+        tol = float(row[1])
+        assert row[2] == ("float64" if tol < 1e-7 else "float32"), row
+        assert int(row[3]) > 0 and int(row[11]) > 0, row  # forward and backward iterations
+        assert float(row[12]) <= tol, row  # the forward solve met its tolerance
+        if torchdeq:
+            assert int(row[4]) > 0, row
+            # Both stop within tol of the same fixed point: their outputs agree to about tol.
+            assert float(row[13]) < 100 * tol, row
+        else:
+            assert row[4] == row[6] == row[13] == "-", row
+
+
+def test_deq_solves_at_every_tolerance():
+    done = run_bench("deq.py", *DEQ_ARGS, "--tols", "1e-4,1e-8", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout)
+    assert [(row[0], row[1]) for row in rows] == [
+        (solver, tol) for solver in ("anderson", "fixed_point") for tol in ("0.0001", "1e-08")
+    ]
+    check_deq_rows(rows, torchdeq=importlib.util.find_spec("torchdeq") is not None)
+
+
+def test_deq_without_torchdeq_prints_its_columns_empty():
+    # As if torchdeq were not installed: an import of a None entry of sys.modules fails.
+    script = (
+        "import runpy, sys; sys.modules['torchdeq'] = None; "
+        f"sys.argv = [{str(BENCH / 'deq.py')!r}, *{list(DEQ_ARGS)!r}, '--tols', '1e-4',"
+        " '--solvers', 'fixed_point']; "
+        f"sys.path.insert(0, {str(BENCH)!r}); "
+        f"runpy.run_path({str(BENCH / 'deq.py')!r}, run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "torchdeq not installed (pip install torchdeq)" in done.stdout
+    rows = table_rows(done.stdout)
+    assert [row[0] for row in rows] == ["fixed_point"]
+    check_deq_rows(rows, torchdeq=False)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bench/gpu.sh is a bash script")
+def test_gpu_script_fails_clearly_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the script would run the whole GPU bench")
+    done = subprocess.run(
+        ["bash", str(BENCH / "gpu.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OUT": str(tmp_path / "results")},
+    )
+    assert done.returncode == 1
+    assert "bench/gpu.sh: no CUDA device" in done.stderr
+    assert not (tmp_path / "results").exists()  # nothing installed, nothing written
 
 
 def test_allocation_probe_times_both_settings():
