@@ -239,6 +239,8 @@ def check_runs(outputs: dict[str, str]) -> None:
 def load_modules(outputs: dict[str, str]) -> dict[str, types.ModuleType]:
     """Every module of `outputs` imported (as `exec` of its text) and its class constructed
     at a small size: what `import` and `Class(dim)` do for a user after exit 0."""
+    import re
+
     import torch
 
     loaded = {}
@@ -247,9 +249,16 @@ def load_modules(outputs: dict[str, str]) -> dict[str, types.ModuleType]:
             continue
         generated = types.ModuleType(name[:-3])
         exec(compile(source, name, "exec"), generated.__dict__)
+        # At the size its generated test picks (a transformer needs dim divisible by heads).
+        test = outputs.get(f"test_{name}", "")
+        dim = re.search(r"^DIM = (\d+)$", test, re.M)
         for class_name in generated.__all__:
             torch.manual_seed(0)
-            getattr(generated, class_name)(3, depth=2)
+            cls = getattr(generated, class_name)
+            if dim is None:  # a model: its own input size and widths
+                cls()
+            else:
+                cls(int(dim.group(1)), depth=2)
         loaded[name] = generated
     return loaded
 
