@@ -129,6 +129,14 @@ def simplified(coef: sympy.Expr) -> sympy.Expr:
     return sympy.simplify(coef)
 
 
+def renamed(expr: sympy.Expr, symbols: dict) -> sympy.Expr:
+    """`expr` with each symbol of `symbols` replaced by its value, all at once.
+
+    One walk of the tree (xreplace): subs(..., simultaneous=True) walks it once a symbol,
+    quadratic in a coefficient of many params (300 summed took seconds to print)."""
+    return expr.xreplace(symbols)
+
+
 def atom_key(atom: Atom) -> str:
     return f"{type(atom).__name__}:{atom.show()}"
 

@@ -145,16 +145,13 @@ def _pyexpr(expr: sympy.Expr, names: dict[sympy.Symbol, str]) -> str:
     """Python source for a sympy expression, symbols renamed (rationals as true divisions)."""
     if not expr.free_symbols:
         return _float(expr)
-    # xreplace, one walk of the tree: subs(..., simultaneous=True) walks it once a symbol,
-    # quadratic in a coefficient of many params (300 summed took seconds here).
-    renamed = expr.xreplace({s: sympy.Symbol(n) for s, n in names.items()})
-    return sympy.sstr(renamed)
+    return sympy.sstr(ir.renamed(expr, {s: sympy.Symbol(n) for s, n in names.items()}))
 
 
 def _user_text(expr: sympy.Expr) -> str:
     """A coefficient in the rule's names (for comments): beta, -k/(k + 3)."""
     names = {s: sympy.Symbol(ir.symbol_param(s) or s.name) for s in expr.free_symbols}
-    return sympy.sstr(expr.xreplace(names), order="rev-lex")
+    return sympy.sstr(ir.renamed(expr, names), order="rev-lex")
 
 
 def coef_name(expr: sympy.Expr) -> str:
