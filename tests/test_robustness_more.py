@@ -193,3 +193,23 @@ def test_large_coefficients_keep_exact_zero_detection():
     assert sympy.count_ops(sum(p)) > ir.SIMPLIFY_MAX_OPS
     assert ir.simplified(big) == 0
     assert ir.simplified((sum(p) ** 2 - sum(p) ** 2) / (1 + p[0])) == 0
+
+
+# ---------------------------------------------------------------- found by the campaign
+def test_a_custom_argument_named_self_is_located():
+    # Class(dim, self=...) bound `self` twice: a module that compiled but never constructed.
+    text = rule("", "x+ = x - T(x)").replace(
+        "block T = mlp()", 'block T = custom("torch.nn:Identity", self="a", depth=0)'
+    )
+    line, col, message = first_error(text)
+    assert (line, col) == (3, 43) and "'self'" in message
+
+
+@pytest.mark.parametrize(
+    "key", ["match", "case", "type", "_", "depth", "kwargs", "args", "__init__", "dim"]
+)
+def test_other_custom_argument_keys_compile_and_construct(key):
+    text = rule("", "x+ = x - T(x)").replace(
+        "block T = mlp()", f'block T = custom("torch.nn:Identity", {key}="\u202e")'
+    )
+    construct(optgen.compile_source(text, "r.opt"))
