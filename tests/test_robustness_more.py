@@ -213,3 +213,30 @@ def test_other_custom_argument_keys_compile_and_construct(key):
         "block T = mlp()", f'block T = custom("torch.nn:Identity", {key}="\u202e")'
     )
     construct(optgen.compile_source(text, "r.opt"))
+
+
+@pytest.mark.parametrize("odd", ["\r", "\r\x85", "\u2028\r"])
+def test_a_lone_carriage_return_in_a_comment_keeps_the_cli_lines(tmp_path, odd, capsys):
+    # The CLI read files in text mode: universal newlines made a lone '\r' a line break,
+    # so `e` after it became code (and every later error moved down a line).
+    from optgen import cli
+
+    source = tmp_path / "r.opt"
+    body = f"    state x # a{odd}e\n    block T = mlp()\n    update {{ x+ = x - 0.5*T(x) + }}\n"
+    source.write_bytes(f"network A {{\n{body}}}\n".encode())
+    assert cli.main(["compile", str(source), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"{source}:4:" in err and "unexpected '}'" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_header_hash_of_a_crlf_source_is_that_of_its_bytes(tmp_path):
+    import hashlib
+
+    from optgen import cli
+
+    source = tmp_path / "r.opt"
+    source.write_bytes(rule("", "x+ = x - 0.5*T(x)").replace("\n", "\r\n").encode())
+    assert cli.main(["compile", str(source), "-o", str(tmp_path / "out")]) == 0
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert digest in (tmp_path / "out" / "a.py").read_text()
