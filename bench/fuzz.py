@@ -107,6 +107,7 @@ def main(argv=None) -> int:
                 if elapsed > 2.0:
                     counts["slow_rejections"] += 1
                     failures.append(("slow rejection", f"{elapsed:.2f}s", text))
+                    print(f"=== slow rejection at case {case}: {text[:2000]!r}", file=sys.stderr)
             else:
                 counts["compiled"] += 1
                 # Every module of an exit-0 compile imports and constructs.
@@ -124,7 +125,9 @@ def main(argv=None) -> int:
                 tracemalloc.stop()
             counts["crashes"] += 1
             failures.append(("crash", traceback.format_exc(limit=4), text))
-        if (case + 1) % 1000 == 0:
+            # At once, so that a long campaign cut short keeps its findings.
+            print(f"=== crash at case {case}\n{failures[-1][1]}\n{text[:2000]!r}", file=sys.stderr)
+        if (case + 1) % 100 == 0:
             print(
                 f"{case + 1} cases, {counts['crashes']} crashes, {time.perf_counter() - start:.0f} s",
                 file=sys.stderr,

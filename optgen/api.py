@@ -81,7 +81,7 @@ def load(path: str | Path) -> dict[str, type]:
     if not isinstance(path, (str, Path)):
         raise TypeError(f"optgen.load expects a path to a .opt file, got {type(path).__name__}")
     path = Path(path)
-    return loads(path.read_text(encoding="utf-8"), str(path))
+    return loads(path.read_bytes().decode("utf-8"), str(path))  # no newline translation
 
 
 def loads(text: str, filename: str = "<string>") -> dict[str, type]:

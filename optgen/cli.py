@@ -57,10 +57,13 @@ def _inputs(paths: list[str]) -> list[str]:
 
 
 def _source(path: str) -> SourceFile:
-    if path == STDIN:
-        return SourceFile("<stdin>", sys.stdin.read())
+    # Bytes decoded, not text mode: universal newlines would turn a lone '\r' in a comment
+    # into a line break that compile_source does not see, shifting every later line.
     try:
-        return SourceFile(path, Path(path).read_text(encoding="utf-8"))
+        if path == STDIN:
+            raw = getattr(sys.stdin, "buffer", None)  # none when a caller swapped stdin
+            return SourceFile("<stdin>", raw.read().decode("utf-8") if raw else sys.stdin.read())
+        return SourceFile(path, Path(path).read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:

@@ -127,6 +127,29 @@ class HistorySum:
 Atom = StateAt | Initial | Local | InputValue | History | BlockOut | MapOut | HistorySum
 
 
+# sympy.simplify tries many rewritings and grows faster than the expression (a sum of 300
+# params took half a second a call, and a statement calls it on every partial form).
+# Past this many operations a coefficient takes the normal form of a rational function
+# instead (`cancel`: exact, zero exactly when the coefficient is), linear-ish in its terms.
+# Every coefficient of the catalog is far below it: their certificates are simplify's.
+SIMPLIFY_MAX_OPS = 40
+
+
+def simplified(coef: sympy.Expr) -> sympy.Expr:
+    """`coef` simplified: by sympy.simplify when small, else by cancel (see above)."""
+    if sympy.count_ops(coef) > SIMPLIFY_MAX_OPS:
+        return sympy.cancel(coef)
+    return sympy.simplify(coef)
+
+
+def renamed(expr: sympy.Expr, symbols: dict) -> sympy.Expr:
+    """`expr` with each symbol of `symbols` replaced by its value, all at once.
+
+    One walk of the tree (xreplace): subs(..., simultaneous=True) walks it once a symbol,
+    quadratic in a coefficient of many params (300 summed took seconds to print)."""
+    return expr.xreplace(symbols)
+
+
 def atom_key(atom: Atom) -> str:
     return f"{type(atom).__name__}:{atom.show()}"
 
@@ -145,9 +168,7 @@ class LinearForm:
     def from_dict(coefs: dict) -> LinearForm:
         items = []
         for atom, coef in coefs.items():
-            coef = (
-                sympy.simplify(coef) if coef.free_symbols else sympy.nsimplify(coef, rational=True)
-            )
+            coef = simplified(coef) if coef.free_symbols else sympy.nsimplify(coef, rational=True)
             if coef != 0:
                 items.append((atom, coef))
         items.sort(key=lambda item: atom_key(item[0]))

@@ -191,14 +191,13 @@ def _pyexpr(expr: sympy.Expr, names: dict[sympy.Symbol, str]) -> str:
     """Python source for a sympy expression, symbols renamed (rationals as true divisions)."""
     if not expr.free_symbols:
         return _float(expr)
-    renamed = expr.subs({s: sympy.Symbol(n) for s, n in names.items()}, simultaneous=True)
-    return schedules.python_code(renamed)
+    return schedules.python_code(ir.renamed(expr, {s: sympy.Symbol(n) for s, n in names.items()}))
 
 
 def _user_text(expr: sympy.Expr) -> str:
     """A coefficient in the rule's names (for comments): beta, -k/(k + 3)."""
     names = {s: sympy.Symbol(ir.symbol_param(s) or s.name) for s in expr.free_symbols}
-    return sympy.sstr(expr.subs(names, simultaneous=True), order="rev-lex")
+    return sympy.sstr(ir.renamed(expr, names), order="rev-lex")
 
 
 def coef_name(expr: sympy.Expr) -> str:
@@ -394,7 +393,7 @@ class Lowerer:
     # ------------------------------------------------------------ coefficients
     def coef(self, expr: sympy.Expr) -> Coef:
         expr = sympy.sympify(expr)
-        value = sympy.simplify(expr.subs(self.fixed)) if expr.free_symbols else expr
+        value = ir.simplified(expr.subs(self.fixed)) if expr.free_symbols else expr
         symbols = value.free_symbols
         if not symbols:
             return Coef(value, expr, CoefKind.NUMBER)
@@ -481,7 +480,7 @@ class Lowerer:
         ):
             factor, base = ONE, c.expr
         base_coef = self.coef(base)
-        factor_value = sympy.simplify(factor.subs(self.fixed))
+        factor_value = ir.simplified(factor.subs(self.fixed))
         if factor_value == 0:  # pragma: no cover - a zero term never reaches lowering
             factor, factor_value, base_coef = ONE, ONE, c
         value = None if factor_value == 1 else self.number(factor, factor_value)

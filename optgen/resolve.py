@@ -1174,6 +1174,14 @@ class Resolver:
                         f"{d.name.id} cannot take it as a keyword argument",
                         "rename the argument of the class",
                     )
+                if kind.takes_target and key == "self":
+                    # Class(dim, self=...) binds `self` twice, whatever the class.
+                    self.fail(
+                        a.key.span,
+                        f"'self' is the instance of the class of {kind_name} block "
+                        f"{d.name.id}: it cannot be a keyword argument",
+                        "rename the argument of the class",
+                    )
                 if kind.takes_target:  # the user's class takes every other keyword
                     args[key] = self.custom_arg(a)
                     continue

@@ -239,6 +239,8 @@ def check_runs(outputs: dict[str, str]) -> None:
 def load_modules(outputs: dict[str, str]) -> dict[str, types.ModuleType]:
     """Every module of `outputs` imported (as `exec` of its text) and its class constructed
     at a small size: what `import` and `Class(dim)` do for a user after exit 0."""
+    import re
+
     import torch
 
     loaded = {}
@@ -247,9 +249,16 @@ def load_modules(outputs: dict[str, str]) -> dict[str, types.ModuleType]:
             continue
         generated = types.ModuleType(name[:-3])
         exec(compile(source, name, "exec"), generated.__dict__)
+        # At the size its generated test picks (a transformer needs dim divisible by heads).
+        test = outputs.get(f"test_{name}", "")
+        dim = re.search(r"^DIM = (\d+)$", test, re.M)
         for class_name in generated.__all__:
             torch.manual_seed(0)
-            getattr(generated, class_name)(3, depth=2)
+            cls = getattr(generated, class_name)
+            if dim is None:  # a model: its own input size and widths
+                cls()
+            else:
+                cls(int(dim.group(1)), depth=2)
         loaded[name] = generated
     return loaded
 
@@ -280,14 +289,22 @@ def run_generated_tests(
 # ---------------------------------------------------------------- issue 16: shapes of input
 # Separator runs, long sums, extreme numbers, names from the reserved sets, colliding
 # names: each a valid program but for the one hostile part.
-# Extreme in form, and either refused or tame in value: a coefficient such as 1e307 is a
-# valid float64 whose products overflow the forward (docs/robustness.md, "Open").
+# Extreme in form, and either refused or tame in value: past float64 (1e309), past float32
+# as written (1e307, 1e39) or as the module computes it (t*t with t = 1e20) is refused; a
+# coefficient inside float32 but large (1e30) would overflow the forward of any rule, so
+# the tame side stays small (docs/robustness.md, "Numbers").
 EXTREME_NUMBERS = [
     "1e309",
     "1e200*1e200",
     "1e-200*1e-200",
     "1e300*1e-300",
     "1e-307",
+    "1e307",
+    "3.5e38",
+    "1e-39",
+    "1e20*1e20",
+    "1e-30",
+    "1e30*1e-31",
     "0.0",
     "0." + "0" * 300 + "5",
     "9" * 400,
@@ -357,9 +374,12 @@ def hostile_program(rng: random.Random) -> str:
         term = rng.choice([" + 0.001*T(x)", " - 0.5*(x - x-)", " + t*T(x)"])
         update = rng.choice([f"x+ = x{term * n}", f"x+ = {'-' * (2 * n)}x - t*T(x)"])
     elif kind == "number":
-        param = f"t = {rng.choice(EXTREME_NUMBERS)}"
+        param = f"t = {rng.choice(EXTREME_NUMBERS)}{rng.choice(['', '', ' learnable'])}"
         if rng.random() < 0.5:
             update = f"x+ = x - {rng.choice(EXTREME_NUMBERS)}*T(x)"
+        elif rng.random() < 0.5:  # derived: the product the module computes, 1e40
+            param = f"t = {rng.choice(['1e20', '1e-20', '1e5', '1e-15'])}"
+            update = rng.choice(["x+ = x - t*t*T(x)", "x+ = x - (t/(1 - t))*T(x)"])
     elif kind == "reserved":
         word = _reserved_words(rng, 1)[0]
         if rng.random() < 0.5:
