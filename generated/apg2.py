@@ -13,10 +13,18 @@ class _Learnable:
     """How the rule reads one learnable param from its raw `nn.Parameter`."""
 
     def __init__(
-        self, attr: str, how: str, lo: float, hi: float | None, per_layer: bool, declared: str
+        self,
+        attr: str,
+        how: str,
+        lo: float,
+        hi: float | None,
+        per_layer: bool,
+        declared: str,
+        per_channel: bool = False,
     ) -> None:
         self.attr, self.how, self.lo, self.hi = attr, how, lo, hi
-        self.per_layer, self.declared = per_layer, declared
+        self.per_layer, self.per_channel = per_layer, per_channel
+        self.declared = declared
 
     def value(self, raw: Tensor) -> Tensor:
         """The constrained value (what `forward` computes from the raw parameter)."""
@@ -56,7 +64,8 @@ def _param_values(module: nn.Module) -> dict[str, Tensor]:
         if name in module.LEARNABLE_PARAMS:
             spec = module.LEARNABLE_PARAMS[name]
             raw = getattr(module, spec.attr)
-            value = spec.value(raw if spec.per_layer else raw[0])
+            # A scalar is stored with shape [1] (for FSDP2) and reported 0-dim.
+            value = spec.value(raw if spec.per_layer or spec.per_channel else raw[0])
             values[name] = value.detach().clone()
         else:
             values[name] = torch.tensor(module.fixed_params[name], dtype=dtype, device=device)
@@ -82,7 +91,10 @@ def _set_param_values(module: nn.Module, values: dict) -> None:
             value = value.expand(parameter.shape)
         if value.shape != parameter.shape:
             shape = list(value.shape)
-            raise ValueError(f"{name} takes {parameter.numel()} value(s), got shape {shape}")
+            raise ValueError(
+                f"{name} takes {parameter.numel()} value(s) (one, or shape"
+                f" {list(parameter.shape)}), got shape {shape}"
+            )
         updates.append((parameter, spec.raw(name, value)))
     with torch.no_grad():
         for parameter, raw in updates:
@@ -273,8 +285,9 @@ class Apg2(nn.Module):
         """Set learnable params to these values (inverting their reparametrization).
 
         A value outside the declared constraint, a fixed param or an unknown name is
-        a ValueError, and then nothing is set. A per-layer param takes one value or
-        one per layer. The raw values are computed in float64, then cast to the
+        a ValueError, and then nothing is set. A per-layer or per-channel param takes
+        one value for every entry or a tensor of its shape ([depth], [dim] or
+        [depth, dim]). The raw values are computed in float64, then cast to the
         module's dtype.
         """
         _set_param_values(self, values)

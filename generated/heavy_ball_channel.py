@@ -191,6 +191,7 @@ HEAVY_BALL_CHANNEL_CERTIFICATE = {
     "amplification": None,
     "conditions": ["-1 <= beta < 1"],
     "learnable": ["t"],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [

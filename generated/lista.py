@@ -191,6 +191,7 @@ LISTA_CERTIFICATE = {
     "amplification": None,
     "conditions": None,
     "learnable": [],
+    "runge_kutta": None,
     "universal": {
         "guaranteed": None,
         "reasons": [
