@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,7 @@ CASES = {
 }
 
 VARIANTS = ("generated", "hand-written")
+CACHE_DIRS: list[str] = []  # the fresh inductor caches of this run, removed at its end
 
 
 @dataclass
@@ -251,6 +253,7 @@ def measure(case: Case, device: torch.device, repeats: int, compile_too: bool) -
     if compile_too:
         for variant in VARIANTS:
             cache_dir = tempfile.mkdtemp(prefix=f"optgen-bench-{case.stem}-")
+            CACHE_DIRS.append(cache_dir)
             children[variant] = run_child(case.stem, variant, device, cache_dir)
             # Compiled here on the child's warm cache: the steady state, timed below.
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
@@ -314,6 +317,8 @@ def main(argv=None) -> int:
             failed += 1
             print(f"| {CASES[stem].label} | failed: {str(error).splitlines()[0]} |", flush=True)
             print(error, file=sys.stderr)
+    for cache_dir in CACHE_DIRS:
+        shutil.rmtree(cache_dir, ignore_errors=True)
     return 1 if failed else 0
 
 
