@@ -339,6 +339,7 @@ class GdConvnext(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return x
 
     def init_slots(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -353,6 +354,7 @@ class GdConvnext(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return (x,)
 
 

@@ -407,6 +407,7 @@ class GdStage(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return x
 
     def init_slots(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -421,6 +422,7 @@ class GdStage(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return (x,)
 
 

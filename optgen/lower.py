@@ -552,8 +552,13 @@ class Lowerer:
             forward_slots = plan.remove_dead((*self.prologue, unpack, run), set(slots))
             if runtime is not None:
                 layer_method = plan.remove_dead((*self.prologue, unpack, *layer), set(slots))
+                layer_method = plan.free_temporaries(layer_method, set(slots))
             if runtime is plan.LayerRuntime.REVERSIBLE:
                 inverse_method, inverse_result = self.inverse_layer(slots)
+                inverse_method = plan.free_temporaries(inverse_method, set(inverse_result))
+            # Last: a block output must not stay alive through the next block call.
+            forward = plan.free_loop_temporaries(forward, set(slots))
+            forward_slots = plan.free_loop_temporaries(forward_slots, set(slots))
         kinds = tuple(sorted({b.kind for b in net.blocks}))
         checks = tuple(
             c for b in net.blocks for c in BLOCK_KINDS[b.kind].dim_checks(b, BLOCK_KINDS[b.kind])

@@ -298,6 +298,17 @@ class Unstack(Op):
     DEFINES: ClassVar[tuple[str, ...]] = ("targets",)
 
 
+@dataclass(frozen=True, slots=True)
+class Del(Op):
+    """`del a, b`: temporaries freed after their last use (`free_temporaries`), so that a
+    block output does not stay alive through the next layer's block call. It reads and
+    defines nothing as far as the other passes go, and comes after them."""
+
+    names: tuple[str, ...]
+    DEFINES: ClassVar[tuple[str, ...]] = ()
+    PURE: ClassVar[bool] = False
+
+
 class LayerRuntime(Enum):
     """Who runs the layer loop of a module that saves memory in backward (language.md
     section 15): the runtime function the generated forward calls."""
@@ -458,3 +469,63 @@ def _renamed_deep(op: Op, mapping: dict[str, str]) -> Op:
     if isinstance(op, Solve):
         op = dataclasses.replace(op, result=mapping.get(op.result, op.result))
     return op
+
+
+# Ops whose result is a fresh tensor nothing else names: freed after its last use.
+_FRESH_TENSORS = (BlockCall, MapCall, Lerp, AddAlpha, AddCMul, Scale, Zeros)
+
+
+def free_temporaries(ops: tuple[Op, ...], keep: set[str]) -> tuple[Op, ...]:
+    """`del` each temporary of a straight-line body right after its last use.
+
+    A temporary is a name a top-level op of `ops` binds to a fresh tensor (a block or map
+    output, a combination) and that is not in `keep` (what the body hands on: the loop's
+    slots, a function's results), is not read before it is bound (carried from an earlier
+    iteration), takes no part in an alias or a rotation (its tensor lives on under
+    another name), and is not read inside a local map of a solve (the closure may run
+    again in backward). Names dying at the same op share one `del` line.
+    """
+    defined_at: dict[str, int] = {}
+    last_use: dict[str, int] = {}
+    excluded = set(keep)
+    for i, op in enumerate(ops):
+        inner = list(walk(op.body)) if isinstance(op, BODY_OPS) else []
+        for name in op.uses:
+            if name not in defined_at:
+                excluded.add(name)  # read before bound here: carried in
+            last_use[name] = i
+        for nested in inner:
+            for name in nested.uses:
+                last_use[name] = i
+                if isinstance(op, Solve) or name not in defined_at:
+                    excluded.add(name)
+        if isinstance(op, Solve):
+            excluded.add(op.result)
+        if isinstance(op, (Alias, Rotate, Unpack, Stack, Unstack, RunLayers)):
+            excluded.update(op.uses)
+            excluded.update(op.defines)
+        for name in op.defines:
+            if isinstance(op, _FRESH_TENSORS):
+                defined_at.setdefault(name, i)
+            else:
+                excluded.add(name)
+    dying: dict[int, list[str]] = {}
+    for name, i in defined_at.items():
+        if name not in excluded and name in last_use:
+            dying.setdefault(last_use[name], []).append(name)
+    out: list[Op] = []
+    for i, op in enumerate(ops):
+        out.append(op)
+        if i in dying:
+            out.append(Del(tuple(dying[i])))
+    return tuple(out)
+
+
+def free_loop_temporaries(ops: tuple[Op, ...], keep: set[str]) -> tuple[Op, ...]:
+    """`free_temporaries` in the body of every layer loop of `ops`."""
+    return tuple(
+        dataclasses.replace(op, body=free_temporaries(op.body, keep))
+        if isinstance(op, Loop)
+        else op
+        for op in ops
+    )

@@ -162,6 +162,9 @@ class ForwardWriter(CodeWriter):
     def visit_Unstack(self, op: plan.Unstack) -> None:
         self.writeline(f"{', '.join(op.targets)} = {op.source}.unbind(1)")
 
+    def visit_Del(self, op: plan.Del) -> None:
+        self.writeline(f"del {', '.join(op.names)}")
+
     def visit_RunLayers(self, op: plan.RunLayers) -> None:
         one = "," if len(op.targets) == 1 else ""
         targets, sources = ", ".join(op.targets) + one, ", ".join(op.sources) + one
