@@ -552,10 +552,12 @@ class Lowerer:
             forward_slots = plan.remove_dead((*self.prologue, unpack, run), set(slots))
             if runtime is not None:
                 layer_method = plan.remove_dead((*self.prologue, unpack, *layer), set(slots))
-                layer_method = plan.free_temporaries(layer_method, set(slots))
+                layer_method = plan.free_temporaries(layer_method, set(slots), repeats=False)
             if runtime is plan.LayerRuntime.REVERSIBLE:
                 inverse_method, inverse_result = self.inverse_layer(slots)
-                inverse_method = plan.free_temporaries(inverse_method, set(inverse_result))
+                inverse_method = plan.free_temporaries(
+                    inverse_method, set(inverse_result), repeats=False
+                )
             # Last: a block output must not stay alive through the next block call.
             forward = plan.free_loop_temporaries(forward, set(slots))
             forward_slots = plan.free_loop_temporaries(forward_slots, set(slots))

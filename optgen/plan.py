@@ -475,7 +475,7 @@ def _renamed_deep(op: Op, mapping: dict[str, str]) -> Op:
 _FRESH_TENSORS = (BlockCall, MapCall, Lerp, AddAlpha, AddCMul, Scale, Zeros)
 
 
-def free_temporaries(ops: tuple[Op, ...], keep: set[str]) -> tuple[Op, ...]:
+def free_temporaries(ops: tuple[Op, ...], keep: set[str], repeats: bool = True) -> tuple[Op, ...]:
     """`del` each temporary of a straight-line body right after its last use.
 
     A temporary is a name a top-level op of `ops` binds to a fresh tensor (a block or map
@@ -483,7 +483,9 @@ def free_temporaries(ops: tuple[Op, ...], keep: set[str]) -> tuple[Op, ...]:
     slots, a function's results), is not read before it is bound (carried from an earlier
     iteration), takes no part in an alias or a rotation (its tensor lives on under
     another name), and is not read inside a local map of a solve (the closure may run
-    again in backward). Names dying at the same op share one `del` line.
+    again in backward). Names dying at the same op share one `del` line. A body that does
+    not `repeat` (a function's) frees nothing after its last allocating op: returning
+    frees it.
     """
     defined_at: dict[str, int] = {}
     last_use: dict[str, int] = {}
@@ -513,6 +515,10 @@ def free_temporaries(ops: tuple[Op, ...], keep: set[str]) -> tuple[Op, ...]:
     for name, i in defined_at.items():
         if name not in excluded and name in last_use:
             dying.setdefault(last_use[name], []).append(name)
+    if not repeats:
+        allocating = [i for i, op in enumerate(ops) if isinstance(op, _FRESH_TENSORS + BODY_OPS)]
+        last = allocating[-1] if allocating else -1
+        dying = {i: names for i, names in dying.items() if i < last}
     out: list[Op] = []
     for i, op in enumerate(ops):
         out.append(op)
