@@ -185,7 +185,9 @@ def network_view(
         forward_slots=forward_source(plan.forward_slots, carried) if slots else "",
         layer_slots=plan.slots if plan.runtime else (),
         layer=forward_source(plan.layer, _tuple_text(plan.slots)) if plan.runtime else "",
-        inverse=forward_source(plan.inverse, _tuple_text(plan.inverse_result)) if plan.inverse else "",
+        inverse=(
+            forward_source(plan.inverse, _tuple_text(plan.inverse_result)) if plan.inverse else ""
+        ),
     )
 
 

@@ -512,7 +512,7 @@ def free_temporaries(ops: tuple[Op, ...], keep: set[str], repeats: bool = True) 
             else:
                 excluded.add(name)
     dying: dict[int, list[str]] = {}
-    for name, i in defined_at.items():
+    for name in defined_at:
         if name not in excluded and name in last_use:
             dying.setdefault(last_use[name], []).append(name)
     if not repeats:
@@ -530,8 +530,10 @@ def free_temporaries(ops: tuple[Op, ...], keep: set[str], repeats: bool = True) 
 def free_loop_temporaries(ops: tuple[Op, ...], keep: set[str]) -> tuple[Op, ...]:
     """`free_temporaries` in the body of every layer loop of `ops`."""
     return tuple(
-        dataclasses.replace(op, body=free_temporaries(op.body, keep))
-        if isinstance(op, Loop)
-        else op
+        (
+            dataclasses.replace(op, body=free_temporaries(op.body, keep))
+            if isinstance(op, Loop)
+            else op
+        )
         for op in ops
     )

@@ -181,7 +181,8 @@ network Conv{tag} {{
 }}
 """
     classes = optgen.loads(
-        text.format(tag="Rev", backward="backward reversible") + text.format(tag="Plain", backward=""),
+        text.format(tag="Rev", backward="backward reversible")
+        + text.format(tag="Plain", backward=""),
         "conv.opt",
     )
     torch.manual_seed(0)
@@ -219,7 +220,9 @@ def test_the_amplification_grows_like_the_inverse_roots_over_the_depth():
 
 
 def test_the_compiler_warns_when_float32_cannot_carry_the_reconstruction(opt_file, tmp_path):
-    path = opt_file(HEAVY_BALL.format(name="Hb", beta=0.5, depth=32, backward="backward reversible"))
+    path = opt_file(
+        HEAVY_BALL.format(name="Hb", beta=0.5, depth=32, backward="backward reversible")
+    )
     result = run_optgen("compile", str(path), "-o", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert f"{path}:8:5: warning: backward reversible: the rounding error" in result.stderr
