@@ -245,7 +245,7 @@ def amplification(net: ir.Network, inv: Inverse) -> float | None:
     with numpy.errstate(over="ignore", invalid="ignore"):
         for k in reversed(range(net.start, net.start + net.depth)):
             layer = fixed if constant else numpy.array(fn(k), dtype=float)
-            product = product @ layer
+            product = layer @ product  # s_k = M_k^-1 s_{k+1}
             if not numpy.isfinite(product).all():
                 return None
             worst = max(worst, float(numpy.linalg.norm(product, 2)))
