@@ -357,6 +357,27 @@ class Solve(Op):
 
 
 @dataclass(frozen=True, slots=True)
+class SolveInverse(Op):
+    """`def fn(y_arg): body; return result` and `y_arg = _solve_inverse(self, fn, start)`:
+    a block argument `backward reversible` rebuilds by a fixed-point iteration (several
+    coupled ones as tuples)."""
+
+    targets: tuple[str, ...]
+    fn: str
+    params: tuple[str, ...]
+    body: tuple[Op, ...]
+    results: tuple[str, ...]
+    starts: tuple[str, ...]
+    USES: ClassVar[tuple[str, ...]] = ("starts",)
+    DEFINES: ClassVar[tuple[str, ...]] = ("targets",)
+    PURE: ClassVar[bool] = False
+
+    @property
+    def imports(self) -> frozenset[Import]:
+        return frozenset({Import.WARNINGS})  # the runtime warns on a missed tolerance
+
+
+@dataclass(frozen=True, slots=True)
 class Loop(Op):
     """`for k in range(self.depth):` body."""
 
@@ -365,7 +386,7 @@ class Loop(Op):
     PURE: ClassVar[bool] = False
 
 
-BODY_OPS = (FromLayer, Solve, Loop)
+BODY_OPS = (FromLayer, Solve, SolveInverse, Loop)
 
 
 def walk(ops: tuple[Op, ...] | list[Op]):
@@ -394,6 +415,8 @@ def _all_uses(ops) -> dict[str, int]:
         names = list(op.uses)
         if isinstance(op, Solve):
             names.append(op.result)
+        if isinstance(op, SolveInverse):
+            names.extend(op.results)
         for name in names:
             counts[name] = counts.get(name, 0) + 1
     return counts
@@ -451,15 +474,20 @@ def rename_input(ops: tuple[Op, ...], alias: str, source: str) -> tuple[Op, ...]
 
 
 def _defined_names(op: Op) -> set[str]:
-    names = set(op.defines)
-    if isinstance(op, Solve):
-        names.add(op.param)
+    names = set(op.defines) | set(_map_params(op))
     if isinstance(op, BODY_OPS):
         for inner in walk(op.body):
-            names |= set(inner.defines)
-            if isinstance(inner, Solve):
-                names.add(inner.param)
+            names |= set(inner.defines) | set(_map_params(inner))
     return names
+
+
+def _map_params(op: Op) -> tuple[str, ...]:
+    """The parameters of a local map (bound inside it)."""
+    if isinstance(op, Solve):
+        return (op.param,)
+    if isinstance(op, SolveInverse):
+        return op.params
+    return ()
 
 
 def _renamed_deep(op: Op, mapping: dict[str, str]) -> Op:
@@ -468,6 +496,8 @@ def _renamed_deep(op: Op, mapping: dict[str, str]) -> Op:
         op = dataclasses.replace(op, body=tuple(_renamed_deep(o, mapping) for o in op.body))
     if isinstance(op, Solve):
         op = dataclasses.replace(op, result=mapping.get(op.result, op.result))
+    if isinstance(op, SolveInverse):
+        op = dataclasses.replace(op, results=tuple(mapping.get(r, r) for r in op.results))
     return op
 
 
@@ -499,10 +529,12 @@ def free_temporaries(ops: tuple[Op, ...], keep: set[str], repeats: bool = True) 
         for nested in inner:
             for name in nested.uses:
                 last_use[name] = i
-                if isinstance(op, Solve) or name not in defined_at:
+                if isinstance(op, (Solve, SolveInverse)) or name not in defined_at:
                     excluded.add(name)
         if isinstance(op, Solve):
             excluded.add(op.result)
+        if isinstance(op, SolveInverse):
+            excluded.update(op.results)
         if isinstance(op, (Alias, Rotate, Unpack, Stack, Unstack, RunLayers)):
             excluded.update(op.uses)
             excluded.update(op.defines)

@@ -186,6 +186,21 @@ class ForwardWriter(CodeWriter):
         self.writeline("")
         self.writeline(f"{op.target} = _solve(self, {op.fn}, {op.guess}, {op.layer.text})")
 
+    def visit_SolveInverse(self, op: plan.SolveInverse) -> None:
+        single = len(op.params) == 1
+        returns = "Tensor" if single else f"tuple[{', '.join(['Tensor'] * len(op.params))}]"
+        params = ", ".join(f"{p}: Tensor" for p in op.params)
+        self.writeline("")
+        self.writeline(f"def {op.fn}({params}) -> {returns}:")
+        self.indent()
+        self.write(op.body)
+        self.writeline(f"return {', '.join(op.results)}")
+        self.outdent()
+        self.writeline("")
+        targets = ", ".join(op.targets)
+        starts = op.starts[0] if single else f"({', '.join(op.starts)})"
+        self.writeline(f"{targets} = _solve_inverse(self, {op.fn}, {starts})")
+
     def visit_Loop(self, op: plan.Loop) -> None:
         self.writeline("for k in range(self.depth):")
         self.write_block(op.body)
