@@ -641,8 +641,7 @@ class Lowerer:
         y = x+ + t*T(y)): `v = _solve_inverse(self, map, start)`, the map v -> start +
         c*T(v); the exact block calls it reads are computed once, before it."""
         ops: list[plan.Op] = []
-        for solve in solves:
-            shown = reversible.solve_summary(self.net, solve)
+        for shown in reversible.solve_summaries(self.net, solves):
             arg, equation = shown["argument"], shown["iteration"].split(" <- ", 1)[1]
             ops.append(
                 plan.Comment(
@@ -674,7 +673,9 @@ class Lowerer:
         fn = self.ns.create(f"{solves[0].unknown.name}_map" if len(solves) == 1 else "args_map")
         targets = tuple(self.ns.create(f"{s.unknown.name}_solved") for s in solves)
         ops.append(
-            plan.SolveInverse(targets, fn, tuple(params), tuple(body), tuple(results), tuple(starts))
+            plan.SolveInverse(
+                targets, fn, tuple(params), tuple(body), tuple(results), tuple(starts)
+            )
         )
         values.update({s.unknown: t for s, t in zip(solves, targets)})
         return ops

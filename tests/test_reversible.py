@@ -423,3 +423,41 @@ def test_a_solve_that_does_not_converge_warns_once_at_run_time():
     missed = [w for w in caught if "fixed-point reconstruction stopped" in str(w.message)]
     assert len(missed) == 1
     assert issubclass(missed[0].category, RuntimeWarning)
+
+
+COUPLED = """
+network {name} {{
+    state x, y
+    init y = x
+    param beta = 0.8
+    block T = mlp(hidden=2*dim)
+    block U = mlp(hidden=dim)
+    layers 8
+    {backward}
+    update {{
+        x+ = y - 0.05*T(y) - 0.05*U(x + y)
+        y = x+ + beta*(x+ - x)
+    }}
+}}
+"""
+
+
+def test_coupled_block_arguments_are_solved_together():
+    source = COUPLED.format(name="Rev", backward="backward reversible") + COUPLED.format(
+        name="Plain", backward=""
+    )
+    with pytest.warns(OptgenWarning, match="converges only when") as caught:
+        classes = optgen.loads(source, "coupled.opt")
+    assert len([w for w in caught if "fixed-point iteration" in str(w.message)]) == 2
+    solves = classes["Rev"].CERTIFICATE["reversible"]["solves"]
+    assert [s["argument"] for s in solves] == ["y", "x + y"]
+    assert solves[0]["iteration"] == "y <- x+ + 1/20*T(y) + 1/20*U(x + y)"
+    assert solves[0]["condition"] == "1/20*Lip(T) + 1/20*Lip(U) < 1"
+    torch.manual_seed(0)
+    reversible, plain = classes["Rev"](6).double(), classes["Plain"](6).double()
+    plain.load_state_dict(reversible.state_dict())
+    x = torch.randn(5, 6, dtype=torch.float64)
+    _, grads = gradients(reversible, x)
+    _, expected = gradients(plain, x)
+    for name, g in grads.items():
+        assert relative(g, expected[name]) < 1e-10, name

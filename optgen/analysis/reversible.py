@@ -293,7 +293,8 @@ def _argument_after(atom: ir.BlockOut, inverse, columns, forcing, where, values)
 _HINT = (
     "a reversible layer applies its blocks to values the next layer still holds: heavy ball"
     " x+ = x - t*T(x) + beta*(x - x-) (x is x+'s lag), a momentum ResNet v+ = beta*v - t*T(x);"
-    " x+ = x + v+ (x = x+ - v+)"
+    " x+ = x + v+ (x = x+ - v+); or Nesterov's x+ = y - t*T(y); y = x+ + beta*(x+ - x), whose y"
+    " backward rebuilds by a fixed-point solve"
 )
 
 
@@ -349,12 +350,12 @@ def summary(net: ir.Network) -> dict:
         note += "; it overflows float64"
     solved = inv.solved_slots()
     how = {
-        ir.StateAt(*slot).show(): (
-            Reconstruction.FIXED_POINT if slot in solved else Reconstruction.EXACT
-        ).value
+        ir.StateAt(*slot)
+        .show(): (Reconstruction.FIXED_POINT if slot in solved else Reconstruction.EXACT)
+        .value
         for slot in inv.slots
     }
-    solves = [solve_summary(net, s) for s in inv.solves]
+    solves = solve_summaries(net, inv.solves)
     for s in solves:
         note += (
             f"; {s['argument']}, which block {s['block']} reads, is rebuilt by the fixed-point"
@@ -371,21 +372,24 @@ def _named(net: ir.Network, expr) -> sympy.Expr:
     return sympy.sympify(expr).xreplace({p.symbol: sympy.Symbol(p.name) for p in net.params})
 
 
-def _shown(net: ir.Network, solve: Solved, arg: str) -> str:
-    """The iteration's map, read with the rule's names (x+ for x_{k+1}): the start, then
-    its block calls, the unknown printed as the argument it stands for."""
-    text = solve.known.show()
-    known = set(solve.known.atoms())
-    for atom, coef in solve.equation.terms:
-        if atom in known:
-            continue
-        if solve.unknown in atom.arg.atoms():
-            atom = ir.BlockOut(atom.block, ir.LinearForm.of(ir.Local(arg)))
+def _shown(net: ir.Network, form: ir.LinearForm, names: dict) -> str:
+    """A form over the slots after the layer, read with the rule's names (x+ for x_{k+1},
+    t for a param), each unknown printed as the argument it stands for; the states first,
+    then the block calls."""
+    text = ""
+    ordered = sorted(form.terms, key=lambda term: isinstance(term[0], ir.BlockOut))
+    for atom, coef in ordered:
+        if isinstance(atom, ir.BlockOut):
+            arg = ir.LinearForm(tuple((names.get(a, a), c) for a, c in atom.arg.terms))
+            atom = ir.BlockOut(atom.block, arg)
         coef = _named(net, coef)
         sign, coef = ("-", -coef) if coef.could_extract_minus_sign() else ("+", coef)
         factor = "" if coef == 1 else (f"{coef}*" if coef.is_Atom else f"({coef})*")
-        text += f" {sign} {factor}{atom.show()}"
-    return text
+        if not text:
+            text = f"{'-' if sign == '-' else ''}{factor}{atom.show()}"
+        else:
+            text += f" {sign} {factor}{atom.show()}"
+    return text or "0"
 
 
 def _lipschitz_factor(net: ir.Network, coef) -> str:
@@ -395,20 +399,26 @@ def _lipschitz_factor(net: ir.Network, coef) -> str:
     return str(named) if positive else f"|{named}|"
 
 
-def solve_summary(net: ir.Network, solve: Solved) -> dict:
-    """What the certificate says of one solve: the iteration and when it converges."""
-    arg = solve.call.arg.show()
-    factors = []
-    for block, coef in solve.coupling:
-        factor = _lipschitz_factor(net, coef)
-        factors.append(f"Lip({block})" if factor == "1" else f"{factor}*Lip({block})")
-    return {
-        "block": solve.call.block,
-        "argument": arg,
-        "iteration": f"{arg} <- {_shown(net, solve, arg)}",
-        "start": solve.known.show(),
-        "condition": " + ".join(factors) + " < 1",
-    }
+def solve_summaries(net: ir.Network, solves: tuple[Solved, ...]) -> list[dict]:
+    """What the certificate says of each solve: the iteration and when it converges."""
+    names = {s.unknown: ir.Local(s.call.arg.show()) for s in solves}
+    found = []
+    for solve in solves:
+        factors = []
+        for block, coef in solve.coupling:
+            factor = _lipschitz_factor(net, coef)
+            factors.append(f"Lip({block})" if factor == "1" else f"{factor}*Lip({block})")
+        arg = solve.call.arg.show()
+        found.append(
+            {
+                "block": solve.call.block,
+                "argument": arg,
+                "iteration": f"{arg} <- {_shown(net, solve.equation, names)}",
+                "start": _shown(net, solve.known, names),
+                "condition": " + ".join(factors) + " < 1",
+            }
+        )
+    return found
 
 
 def float32_carries(amp: float | None) -> bool:
