@@ -283,5 +283,6 @@ class Dense(nn.Module):
             g = T(x)
             # x+ = x[0] - t*sum(i = 0..k, g[i])
             history_sum = torch.add(history_sum, g)
+            del g
             x = torch.add(x0, history_sum, alpha=-t)
         return x

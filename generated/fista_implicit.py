@@ -540,6 +540,7 @@ class FistaImplicit(nn.Module):
             # x+ = y - t*F(y) - t*G(x+)
             F_y = F_(y)
             x_explicit = torch.add(y, F_y, alpha=-t)
+            del F_y
 
             def x_map(z: Tensor) -> Tensor:
                 G_z = G(z)

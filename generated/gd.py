@@ -276,4 +276,5 @@ class GD(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return x

@@ -279,4 +279,5 @@ class GdTransformer(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return x

@@ -353,6 +353,7 @@ class GdConvnext(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return x
 
     def init_slots(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -367,6 +368,7 @@ class GdConvnext(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return (x,)
 
 

@@ -372,6 +372,7 @@ class GdTransformer(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return x
 
     def init_slots(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -386,6 +387,7 @@ class GdTransformer(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return (x,)
 
 

@@ -295,12 +295,14 @@ class LADMM(nn.Module):
             # x = -t*F_x - t*lam + (1 - rho*t)*x + rho*t*z
             x = torch.lerp(x, z, rho * t)
             x.add_(F_x, alpha=-t)
+            del F_x
             x.add_(lam, alpha=-t)
             # z+ = z - t*(G(z) - lam - rho*(x+ - z))
             G_z = G(z)
             # z = -t*G_z + t*lam + rho*t*x + (1 - rho*t)*z
             z = torch.lerp(z, x, rho * t)
             z.add_(G_z, alpha=-t)
+            del G_z
             z.add_(lam, alpha=t)
             # lam+ = lam + rho*(x+ - z+)
             # lam = lam + rho*x - rho*z

@@ -314,6 +314,7 @@ class NesterovK(nn.Module):
             # x+ = y - t*T(y)
             T_y = T(y)
             x_next = torch.addcmul(y, t, T_y, value=-1.0)
+            del T_y
             # y = x+ + beta*(x+ - x)
             # y = -beta*x + (1 + beta)*x_next
             y = torch.lerp(x_next, x, self.neg_beta[k])

@@ -285,6 +285,7 @@ class NesterovStage(nn.Module):
             # x+ = y - t*T(y)
             T_y = T(y)
             x_next = torch.add(y, T_y, alpha=-t)
+            del T_y
             # y = x+ + beta*(x+ - x)
             # y = -beta*x + (1 + beta)*x_next
             y = torch.lerp(x_next, x, -beta)

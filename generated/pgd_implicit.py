@@ -520,6 +520,7 @@ class PgdImplicit(nn.Module):
             # x+ = x - t*F(x) - t*G(x+)
             F_x = F_(x)
             x_explicit = torch.add(x, F_x, alpha=-t)
+            del F_x
 
             def x_map(z: Tensor) -> Tensor:
                 G_z = G(z)

@@ -421,6 +421,7 @@ class GdStage(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return x
 
     def init_slots(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -435,6 +436,7 @@ class GdStage(nn.Module):
             # x+ = x - t*T(x)
             T_x = T(x)
             x = torch.sub(x, T_x)
+            del T_x
         return (x,)
 
 

@@ -428,6 +428,7 @@ class HeavyBallStage(nn.Module):
             # x_next = -t*T_x + (1 + beta)*x - beta*x_prev
             x_next = torch.lerp(x, x_prev, -beta)
             x_next.add_(T_x, alpha=-t)
+            del T_x
             x_prev, x = x, x_next
         return x
 
@@ -448,6 +449,7 @@ class HeavyBallStage(nn.Module):
             # x_next = -t*T_x + (1 + beta)*x - beta*x_prev
             x_next = torch.lerp(x, x_prev, -beta)
             x_next.add_(T_x, alpha=-t)
+            del T_x
             x_prev, x = x, x_next
         return (x, x_prev)
 

@@ -459,6 +459,8 @@ class BackwardKind:
     name: str
     options: dict[str, float | int | None]
     inherits: tuple[str, ...] = ()
+    # A mode of explicit rules (`reversible`), which the solver runtime never sees.
+    explicit_only: bool = False
 
 
 SOLVER_KINDS: dict[str, SolverKind] = {
@@ -473,7 +475,7 @@ BACKWARD_KINDS: dict[str, BackwardKind] = {
     "unroll": BackwardKind("unroll", {}),
     # Explicit rules only: layers undone in backward from the next layer's slots
     # (optgen.analysis.reversible), so that a training step's memory does not grow with depth.
-    "reversible": BackwardKind("reversible", {}),
+    "reversible": BackwardKind("reversible", {}, explicit_only=True),
 }
 REVERSIBLE = "reversible"
 DEFAULT_BACKWARD = "implicit"

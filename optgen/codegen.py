@@ -310,6 +310,11 @@ def render_test(
         implicit=plan.kind != "explicit",
         fixed_iterations=plan.solver.get("iterations") is not None,
         float64_solves=bool(tolerances_below_float32(net)) if plan.kind != "explicit" else False,
+        memory={
+            None: "",
+            LayerRuntime.CHECKPOINT: "checkpoint",
+            LayerRuntime.REVERSIBLE: "reversible",
+        }[plan.runtime],
     )
 
 

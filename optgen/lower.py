@@ -632,8 +632,15 @@ class Lowerer:
             forward_slots = plan.remove_dead((*self.prologue, unpack, run), set(slots))
             if runtime is not None:
                 layer_method = plan.remove_dead((*self.prologue, unpack, *layer), set(slots))
+                layer_method = plan.free_temporaries(layer_method, set(slots), repeats=False)
             if runtime is plan.LayerRuntime.REVERSIBLE:
                 inverse_method, inverse_result = self.inverse_layer(slots)
+                inverse_method = plan.free_temporaries(
+                    inverse_method, set(inverse_result), repeats=False
+                )
+            # Last: a block output must not stay alive through the next block call.
+            forward = plan.free_loop_temporaries(forward, set(slots))
+            forward_slots = plan.free_loop_temporaries(forward_slots, set(slots))
         kinds = tuple(sorted({b.kind for b in net.blocks}))
         checks = tuple(
             c for b in net.blocks for c in BLOCK_KINDS[b.kind].dim_checks(b, BLOCK_KINDS[b.kind])
@@ -736,8 +743,14 @@ class Lowerer:
         }
         values[ir.InputValue()] = self.input_var
         ops: list[plan.Op] = []
+        if inverse.solves:
+            ops.extend(self.solve_inverse(inverse.solves, values))
         before: dict[str, str] = {}
+        solved = {s.equation: values[s.unknown] for s in inverse.solves}
         for slot, form in inverse.before:
+            if form in solved:  # the slot is a solve's unknown (Nesterov's y)
+                before[var[slot]] = solved[form]
+                continue
             single = form.terms[0] if len(form.terms) == 1 else None
             if single is not None and single[1] == 1 and single[0] in values:
                 before[var[slot]] = values[single[0]]  # a lag: the slot one layer on
@@ -751,6 +764,50 @@ class Lowerer:
         result = tuple(before.get(name, name) for name in slots)
         body = (*self.prologue, plan.Unpack(slots, "slots"), *self.layer_setup, *ops)
         return plan.remove_dead(body, set(result)), result
+
+    def solve_inverse(self, solves, values: dict) -> list[plan.Op]:
+        """The block arguments known only through an equation (Nesterov's
+        y = x+ + t*T(y)): `v = _solve_inverse(self, map, start)`, the map v -> start +
+        c*T(v); the exact block calls it reads are computed once, before it."""
+        ops: list[plan.Op] = []
+        for shown in reversible.solve_summaries(self.net, solves):
+            arg, equation = shown["argument"], shown["iteration"].split(" <- ", 1)[1]
+            ops.append(
+                plan.Comment(
+                    f"{arg} = {equation}: fixed-point iteration from {shown['start']}"
+                    f" (converges when {shown['condition']})"
+                )
+            )
+        unknowns = {s.unknown for s in solves}
+        for solve in solves:
+            for atom in solve.equation.atoms():
+                if not (unknowns & set(ir.LinearForm.of(atom).walk())):
+                    ops.extend(self.materialize(atom, values))
+        starts = [self.operand(s.known, values, ops, f"{s.call.block}_start") for s in solves]
+        params = [self.ns.create("v") for _ in solves]
+        inner = dict(values)
+        inner.update({s.unknown: p for s, p in zip(solves, params)})
+        body: list[plan.Op] = []
+        results = []
+        for solve, start, param in zip(solves, starts, params):
+            terms = [(start, self.coef(ONE))]
+            for atom, coef in solve.equation.terms:
+                if atom in solve.known.as_dict():
+                    continue
+                body.extend(self.materialize(atom, inner))
+                terms.append((inner[atom], self.coef(coef)))
+            out = self.ns.create(f"{param}_next")
+            body.extend(self.combine(out, terms, start))
+            results.append(out)
+        fn = self.ns.create(f"{solves[0].unknown.name}_map" if len(solves) == 1 else "args_map")
+        targets = tuple(self.ns.create(f"{s.unknown.name}_solved") for s in solves)
+        ops.append(
+            plan.SolveInverse(
+                targets, fn, tuple(params), tuple(body), tuple(results), tuple(starts)
+            )
+        )
+        values.update({s.unknown: t for s, t in zip(solves, targets)})
+        return ops
 
     def _finish(self, ops: tuple[plan.Op, ...], live: set[str]) -> tuple[plan.Op, ...]:
         if self.alias_input:

@@ -334,6 +334,17 @@ class SlideWindow(Op):
     KERNELS: ClassVar[int] = 1
 
 
+@dataclass(frozen=True, slots=True)
+class Del(Op):
+    """`del a, b`: temporaries freed after their last use (`free_temporaries`), so that a
+    block output does not stay alive through the next layer's block call. It reads and
+    defines nothing as far as the other passes go, and comes after them."""
+
+    names: tuple[str, ...]
+    DEFINES: ClassVar[tuple[str, ...]] = ()
+    PURE: ClassVar[bool] = False
+
+
 class LayerRuntime(Enum):
     """Who runs the layer loop of a module that saves memory in backward (language.md
     section 15): the runtime function the generated forward calls."""
@@ -391,6 +402,27 @@ class Solve(Op):
 
 
 @dataclass(frozen=True, slots=True)
+class SolveInverse(Op):
+    """`def fn(y_arg): body; return result` and `y_arg = _solve_inverse(self, fn, start)`:
+    a block argument `backward reversible` rebuilds by a fixed-point iteration (several
+    coupled ones as tuples)."""
+
+    targets: tuple[str, ...]
+    fn: str
+    params: tuple[str, ...]
+    body: tuple[Op, ...]
+    results: tuple[str, ...]
+    starts: tuple[str, ...]
+    USES: ClassVar[tuple[str, ...]] = ("starts",)
+    DEFINES: ClassVar[tuple[str, ...]] = ("targets",)
+    PURE: ClassVar[bool] = False
+
+    @property
+    def imports(self) -> frozenset[Import]:
+        return frozenset({Import.WARNINGS})  # the runtime warns on a missed tolerance
+
+
+@dataclass(frozen=True, slots=True)
 class Loop(Op):
     """`for k in range(self.depth):` body."""
 
@@ -399,7 +431,7 @@ class Loop(Op):
     PURE: ClassVar[bool] = False
 
 
-BODY_OPS = (FromLayer, FirstLayer, Solve, Loop)
+BODY_OPS = (FromLayer, FirstLayer, Solve, SolveInverse, Loop)
 
 
 def walk(ops: tuple[Op, ...] | list[Op]):
@@ -428,6 +460,8 @@ def _all_uses(ops) -> dict[str, int]:
         names = list(op.uses)
         if isinstance(op, Solve):
             names.append(op.result)
+        if isinstance(op, SolveInverse):
+            names.extend(op.results)
         for name in names:
             counts[name] = counts.get(name, 0) + 1
     return counts
@@ -485,15 +519,20 @@ def rename_input(ops: tuple[Op, ...], alias: str, source: str) -> tuple[Op, ...]
 
 
 def _defined_names(op: Op) -> set[str]:
-    names = set(op.defines)
-    if isinstance(op, Solve):
-        names.add(op.param)
+    names = set(op.defines) | set(_map_params(op))
     if isinstance(op, BODY_OPS):
         for inner in walk(op.body):
-            names |= set(inner.defines)
-            if isinstance(inner, Solve):
-                names.add(inner.param)
+            names |= set(inner.defines) | set(_map_params(inner))
     return names
+
+
+def _map_params(op: Op) -> tuple[str, ...]:
+    """The parameters of a local map (bound inside it)."""
+    if isinstance(op, Solve):
+        return (op.param,)
+    if isinstance(op, SolveInverse):
+        return op.params
+    return ()
 
 
 def _renamed_deep(op: Op, mapping: dict[str, str]) -> Op:
@@ -502,4 +541,76 @@ def _renamed_deep(op: Op, mapping: dict[str, str]) -> Op:
         op = dataclasses.replace(op, body=tuple(_renamed_deep(o, mapping) for o in op.body))
     if isinstance(op, Solve):
         op = dataclasses.replace(op, result=mapping.get(op.result, op.result))
+    if isinstance(op, SolveInverse):
+        op = dataclasses.replace(op, results=tuple(mapping.get(r, r) for r in op.results))
     return op
+
+
+# Ops whose result is a fresh tensor nothing else names: freed after its last use.
+_FRESH_TENSORS = (BlockCall, MapCall, Lerp, AddAlpha, AddCMul, Scale, Zeros)
+
+
+def free_temporaries(ops: tuple[Op, ...], keep: set[str], repeats: bool = True) -> tuple[Op, ...]:
+    """`del` each temporary of a straight-line body right after its last use.
+
+    A temporary is a name a top-level op of `ops` binds to a fresh tensor (a block or map
+    output, a combination) and that is not in `keep` (what the body hands on: the loop's
+    slots, a function's results), is not read before it is bound (carried from an earlier
+    iteration), takes no part in an alias or a rotation (its tensor lives on under
+    another name), and is not read inside a local map of a solve (the closure may run
+    again in backward). Names dying at the same op share one `del` line. A body that does
+    not `repeat` (a function's) frees nothing after its last allocating op: returning
+    frees it.
+    """
+    defined_at: dict[str, int] = {}
+    last_use: dict[str, int] = {}
+    excluded = set(keep)
+    for i, op in enumerate(ops):
+        inner = list(walk(op.body)) if isinstance(op, BODY_OPS) else []
+        for name in op.uses:
+            if name not in defined_at:
+                excluded.add(name)  # read before bound here: carried in
+            last_use[name] = i
+        for nested in inner:
+            for name in nested.uses:
+                last_use[name] = i
+                if isinstance(op, (Solve, SolveInverse)) or name not in defined_at:
+                    excluded.add(name)
+        if isinstance(op, Solve):
+            excluded.add(op.result)
+        if isinstance(op, SolveInverse):
+            excluded.update(op.results)
+        if isinstance(op, (Alias, Rotate, Unpack, Stack, Unstack, RunLayers)):
+            excluded.update(op.uses)
+            excluded.update(op.defines)
+        for name in op.defines:
+            if isinstance(op, _FRESH_TENSORS):
+                defined_at.setdefault(name, i)
+            else:
+                excluded.add(name)
+    dying: dict[int, list[str]] = {}
+    for name in defined_at:
+        if name not in excluded and name in last_use:
+            dying.setdefault(last_use[name], []).append(name)
+    if not repeats:
+        allocating = [i for i, op in enumerate(ops) if isinstance(op, _FRESH_TENSORS + BODY_OPS)]
+        last = allocating[-1] if allocating else -1
+        dying = {i: names for i, names in dying.items() if i < last}
+    out: list[Op] = []
+    for i, op in enumerate(ops):
+        out.append(op)
+        if i in dying:
+            out.append(Del(tuple(dying[i])))
+    return tuple(out)
+
+
+def free_loop_temporaries(ops: tuple[Op, ...], keep: set[str]) -> tuple[Op, ...]:
+    """`free_temporaries` in the body of every layer loop of `ops`."""
+    return tuple(
+        (
+            dataclasses.replace(op, body=free_temporaries(op.body, keep))
+            if isinstance(op, Loop)
+            else op
+        )
+        for op in ops
+    )

@@ -175,6 +175,9 @@ class ForwardWriter(CodeWriter):
         self.writeline(f"{op.total} = {op.total} - {op.window}.pop(0)")
         self.outdent()
 
+    def visit_Del(self, op: plan.Del) -> None:
+        self.writeline(f"del {', '.join(op.names)}")
+
     def visit_RunLayers(self, op: plan.RunLayers) -> None:
         one = "," if len(op.targets) == 1 else ""
         targets, sources = ", ".join(op.targets) + one, ", ".join(op.sources) + one
@@ -199,6 +202,21 @@ class ForwardWriter(CodeWriter):
         self.outdent()
         self.writeline("")
         self.writeline(f"{op.target} = _solve(self, {op.fn}, {op.guess}, {op.layer.text})")
+
+    def visit_SolveInverse(self, op: plan.SolveInverse) -> None:
+        single = len(op.params) == 1
+        returns = "Tensor" if single else f"tuple[{', '.join(['Tensor'] * len(op.params))}]"
+        params = ", ".join(f"{p}: Tensor" for p in op.params)
+        self.writeline("")
+        self.writeline(f"def {op.fn}({params}) -> {returns}:")
+        self.indent()
+        self.write(op.body)
+        self.writeline(f"return {', '.join(op.results)}")
+        self.outdent()
+        self.writeline("")
+        targets = ", ".join(op.targets)
+        starts = op.starts[0] if single else f"({', '.join(op.starts)})"
+        self.writeline(f"{targets} = _solve_inverse(self, {op.fn}, {starts})")
 
     def visit_Loop(self, op: plan.Loop) -> None:
         self.writeline("for k in range(self.depth):")

@@ -183,7 +183,12 @@ BAD = {
         5,
         "network A declares both checkpoint and backward reversible",
     ),
-    "twice": ("checkpoint 2\n    checkpoint 3", 6, 5, "'checkpoint' is declared twice in network A"),
+    "twice": (
+        "checkpoint 2\n    checkpoint 3",
+        6,
+        5,
+        "'checkpoint' is declared twice in network A",
+    ),
 }
 
 

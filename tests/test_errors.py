@@ -62,7 +62,7 @@ ERRORS = {
         "network A {\n    state x\n",
         2,
         12,
-        "unexpected end of file, expected 'backward', 'block', 'init', 'layers', 'output', 'param', 'solver', 'state', 'update' or '}'",
+        "unexpected end of file, expected 'backward', 'block', 'checkpoint', 'init', 'layers', 'output', 'param', 'solver', 'state', 'update' or '}'",
     ),
     "undefined_name": (
         "network A {\n    state x\n    block T = mlp()\n    update {\n        x+ = x - tau*T(x)\n    }\n}\n",

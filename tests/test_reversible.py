@@ -61,7 +61,31 @@ network {name} {{
 }}
 """
 
-RULES = {"heavy_ball": HEAVY_BALL, "momentum": MOMENTUM, "three_step": THREE_STEP}
+# Nesterov: the block reads the extrapolated point y, which the next layer's slots give
+# back only through y = x+ + t*T(y); backward solves it by fixed-point iteration, which
+# converges when t*Lip(T) < 1 (t = 0.1 against a default-initialized mlp).
+NESTEROV_RULE = """
+network {name} {{
+    state x, y
+    init y = x
+    param t = 0.1 learnable positive
+    param beta = {beta} in [0, 1)
+    block T = mlp(hidden=2*dim)
+    layers {depth}
+    {backward}
+    update {{
+        x+ = y - t*T(y)
+        y = x+ + beta*(x+ - x)
+    }}
+}}
+"""
+
+RULES = {
+    "heavy_ball": HEAVY_BALL,
+    "momentum": MOMENTUM,
+    "three_step": THREE_STEP,
+    "nesterov": NESTEROV_RULE,
+}
 
 
 def pair(rule: str, depth: int, beta: float = 0.9):
@@ -141,7 +165,7 @@ def saved_bytes(module, x) -> int:
     return total
 
 
-@pytest.mark.parametrize("rule", ["heavy_ball", "momentum"])
+@pytest.mark.parametrize("rule", ["heavy_ball", "momentum", "nesterov"])
 def test_a_training_step_saves_the_same_bytes_at_depth_8_and_64(rule):
     x = torch.randn(16, 6)
     shallow, plain_shallow = pair(rule, depth=8)
@@ -181,7 +205,8 @@ network Conv{tag} {{
 }}
 """
     classes = optgen.loads(
-        text.format(tag="Rev", backward="backward reversible") + text.format(tag="Plain", backward=""),
+        text.format(tag="Rev", backward="backward reversible")
+        + text.format(tag="Plain", backward=""),
         "conv.opt",
     )
     torch.manual_seed(0)
@@ -219,7 +244,9 @@ def test_the_amplification_grows_like_the_inverse_roots_over_the_depth():
 
 
 def test_the_compiler_warns_when_float32_cannot_carry_the_reconstruction(opt_file, tmp_path):
-    path = opt_file(HEAVY_BALL.format(name="Hb", beta=0.5, depth=32, backward="backward reversible"))
+    path = opt_file(
+        HEAVY_BALL.format(name="Hb", beta=0.5, depth=32, backward="backward reversible")
+    )
     result = run_optgen("compile", str(path), "-o", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert f"{path}:8:5: warning: backward reversible: the rounding error" in result.stderr
@@ -235,14 +262,15 @@ GD = """network Gd {
     update { x+ = x - T(x) }
 }
 """
-NESTEROV = """network Nest {
+NESTEROV_K = """network Nk2 {
     state x, y
     init y = x
+    param beta = k/(k + 3)
     block T = mlp()
     backward reversible
     update {
-        x+ = y - T(y)
-        y = x+ + 0.9*(x+ - x)
+        x+ = y - 0.1*T(y)
+        y = x+ + beta*(x+ - x)
     }
 }
 """
@@ -275,11 +303,11 @@ NOT_REVERSIBLE = {
         "network Gd is not reversible: x+ keeps no earlier iterate (no lag such as x-), so x,"
         " which block T reads, comes back from x+ only by solving an equation in T",
     ),
-    "nesterov_reads_the_extrapolated_point": (
-        NESTEROV,
-        "network Nest is not reversible: block T reads y, which the next layer's slots give"
-        " back only through block T itself (recovering it would mean solving an equation in"
-        " the block)",
+    "nesterov_without_momentum_at_the_first_layer": (
+        NESTEROV_K,
+        "network Nk2 is not reversible: the coefficients on its oldest slots (x, y) make the"
+        " layer's recurrence matrix singular at layer k=0, so they cannot be recovered from"
+        " the next layer's slots",
     ),
     "zero_coefficient_on_the_oldest_slot": (
         ZERO_MOMENTUM_AT_FIRST_LAYER,
@@ -316,8 +344,120 @@ def test_a_rule_that_cannot_be_undone_is_a_located_error(name, tmp_path):
 
 def test_backward_reversible_on_an_explicit_rule_is_not_an_ignored_backward():
     text = HEAVY_BALL.format(name="Hb", beta=0.9, depth=4, backward="backward reversible")
-    (cert,) = optgen.check_source(text)
-    assert not [d for d in cert["diagnostics"] if "no effect" in d["message"]]
-    files = optgen.compile_source(text)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        files = optgen.compile_source(text)
+    assert not [w for w in caught if "no effect" in str(w.message)]
+    with pytest.warns(OptgenWarning, match="'backward' has no effect"):
+        optgen.compile_source(text.replace("backward reversible", "backward unroll"))
     assert "_reversible_layers(self, (x, x_prev))" in files["hb.py"]
     assert "def _inverse_layer(self, k: int" in files["hb.py"]
+    assert "_solve_inverse(self," not in files["hb.py"]  # exact: no solve
+
+
+# ---------------------------------------------------------------- reconstruction by a solve
+def nesterov_text(name="Nest", depth=16, t=0.1, backward="backward reversible") -> str:
+    text = NESTEROV_RULE.format(name=name, beta=0.9, depth=depth, backward=backward)
+    return text.replace("param t = 0.1", f"param t = {t}")
+
+
+def test_nesterov_rebuilds_y_by_a_fixed_point_solve_and_x_exactly():
+    with pytest.warns(OptgenWarning, match=r"converges only when t\*Lip\(T\) < 1"):
+        (cert,) = optgen.check_source(nesterov_text())
+    field = cert["reversible"]
+    assert field["reconstruction"] == {"x": "exact", "y": "fixed-point solve"}
+    (solve,) = field["solves"]
+    assert solve == {
+        "block": "T",
+        "argument": "y",
+        "iteration": "y <- x+ + t*T(y)",
+        "start": "x+",
+        "condition": "t*Lip(T) < 1",
+    }
+    assert "converges when t*Lip(T) < 1" in field["note"]
+
+
+def test_an_exact_inverse_has_no_solve_and_no_warning():
+    text = HEAVY_BALL.format(name="Hb", beta=0.9, depth=16, backward="backward reversible")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OptgenWarning)
+        (cert,) = optgen.check_source(text)
+    assert cert["reversible"]["reconstruction"] == {"x": "exact", "x-": "exact"}
+    assert "solves" not in cert["reversible"]
+
+
+def test_the_compiler_warns_that_a_solve_needs_a_contraction(opt_file, tmp_path):
+    path = opt_file(nesterov_text())
+    result = run_optgen("compile", str(path), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"{path}:9:5: warning: backward reversible: network Nest rebuilds y, which block T"
+        " reads, by the fixed-point iteration y <- x+ + t*T(y), which converges only when"
+        " t*Lip(T) < 1"
+    ) in result.stderr
+    module = (tmp_path / "out" / "nest.py").read_text()
+    assert "y_solved = _solve_inverse(self, y_map, x)" in module
+
+
+def test_the_nesterov_inverse_layer_undoes_the_layer():
+    reversible, _ = (m.double() for m in pair("nesterov", depth=4))
+    slots = tuple(torch.randn(3, 6, dtype=torch.float64) for _ in range(2))
+    with torch.no_grad():
+        after = reversible._layer(2, slots)
+        before = reversible._inverse_layer(2, after)
+    for a, b in zip(before, slots):
+        assert relative(a, b) < 1e-12
+
+
+def test_a_solve_that_does_not_converge_warns_once_at_run_time():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptgenWarning)
+        classes = optgen.loads(nesterov_text(name="Big", depth=3, t=50.0), "big.opt")
+    torch.manual_seed(0)
+    module = classes["Big"](6).double()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            module(x).square().sum().backward()
+    missed = [w for w in caught if "fixed-point reconstruction stopped" in str(w.message)]
+    assert len(missed) == 1
+    assert issubclass(missed[0].category, RuntimeWarning)
+
+
+COUPLED = """
+network {name} {{
+    state x, y
+    init y = x
+    param beta = 0.8
+    block T = mlp(hidden=2*dim)
+    block U = mlp(hidden=dim)
+    layers 8
+    {backward}
+    update {{
+        x+ = y - 0.05*T(y) - 0.05*U(x + y)
+        y = x+ + beta*(x+ - x)
+    }}
+}}
+"""
+
+
+def test_coupled_block_arguments_are_solved_together():
+    source = COUPLED.format(name="Rev", backward="backward reversible") + COUPLED.format(
+        name="Plain", backward=""
+    )
+    with pytest.warns(OptgenWarning, match="converges only when") as caught:
+        classes = optgen.loads(source, "coupled.opt")
+    assert len([w for w in caught if "fixed-point iteration" in str(w.message)]) == 2
+    solves = classes["Rev"].CERTIFICATE["reversible"]["solves"]
+    assert [s["argument"] for s in solves] == ["y", "x + y"]
+    assert solves[0]["iteration"] == "y <- x+ + 1/20*T(y) + 1/20*U(x + y)"
+    assert solves[0]["condition"] == "1/20*Lip(T) + 1/20*Lip(U) < 1"
+    torch.manual_seed(0)
+    reversible, plain = classes["Rev"](6).double(), classes["Plain"](6).double()
+    plain.load_state_dict(reversible.state_dict())
+    x = torch.randn(5, 6, dtype=torch.float64)
+    _, grads = gradients(reversible, x)
+    _, expected = gradients(plain, x)
+    for name, g in grads.items():
+        assert relative(g, expected[name]) < 1e-10, name

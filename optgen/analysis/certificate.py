@@ -326,6 +326,8 @@ def _fill_reversible(net: ir.Network, draft: _Draft) -> None:
     summary = reversible.summary(net)
     ok = summary.pop("float32_ok")
     draft.fields["reversible"] = summary
+    for solve in summary.get("solves", ()):
+        draft.diagnostics.append(_solve_warning(net, solve))
     if ok:
         return
     amp = summary["amplification"]
@@ -340,6 +342,19 @@ def _fill_reversible(net: ir.Network, draft: _Draft) -> None:
             "train it in float64 (module.double()), use fewer layers or a momentum closer to 1,"
             " or drop backward reversible",
         )
+    )
+
+
+def _solve_warning(net: ir.Network, solve: dict) -> Diagnostic:
+    """A reconstruction by a solve is right only where the iteration converges."""
+    return Diagnostic(
+        Severity.WARNING,
+        net.spans.get("reversible", net.span),
+        f"backward reversible: network {net.name} rebuilds {solve['argument']}, which block"
+        f" {solve['block']} reads, by the fixed-point iteration {solve['iteration']}, which"
+        f" converges only when {solve['condition']}",
+        "keep the step small against the block's Lipschitz constant (the module warns at run"
+        " time when the iteration misses its tolerance)",
     )
 
 

@@ -14,13 +14,22 @@ anything when
 
 Then s_k = M^-1 (s_{k+1} - sum_j G_j T_j(a_j) - F input), each a_j a linear form over
 s_{k+1}: `Inverse` holds those forms, which `lower.py` emits as the module's
-`_inverse_layer`. Coefficients keep the params as symbols (the code prints them by name);
+`_inverse_layer`.
+
+When C_j M^-1 G_i does not vanish (Nesterov: x+ = y - t*T(y) gives back y only as
+y = x+ + t*T(y)), the argument is known only through an equation
+a_j = known_j + sum_i K_ji T_i(a_i), K_ji = -C_j M^-1 G_i. Backward solves it by the
+fixed-point iteration a <- known + K T(a) started at `known` (`Solved`), which converges
+when sum_i |K_ji| Lip(T_i) < 1 (Nesterov: t*Lip(T) < 1). A rule with a single slot (gd)
+stays an error: it keeps no earlier iterate, and undoing it would be running the implicit
+step backwards, not inverting a recurrence. Coefficients keep the params as symbols (the code prints them by name);
 the checks substitute the fixed params' values and the learnable ones' start values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy
 import sympy
@@ -46,13 +55,38 @@ class NotReversible(Exception):
 
 
 @dataclass(frozen=True)
+class Solved:
+    """A block argument rebuilt by a fixed-point solve: `unknown` (an `ir.Local` standing
+    for the argument's value in the other forms) satisfies unknown = `equation`, a linear
+    form over the slots after the layer, the input and block calls (some of them reading
+    `unknown`). `known` is the equation without its block calls: the iteration's start."""
+
+    unknown: ir.Local
+    call: ir.BlockOut  # the layer's call, its argument over the slots before the layer
+    equation: ir.LinearForm
+    known: ir.LinearForm
+    coupling: tuple[tuple[str, sympy.Expr], ...]  # (block, K_ji): the contraction condition
+
+
+@dataclass(frozen=True)
 class Inverse:
     """Layer k undone. Atoms over the slots after the layer: `ir.StateAt(s, lag + 1)` is
-    slot (s, lag) of s_{k+1} (x_{k+1} is StateAt(x, 1), its lag x_k is StateAt(x, 0))."""
+    slot (s, lag) of s_{k+1} (x_{k+1} is StateAt(x, 1), its lag x_k is StateAt(x, 0)),
+    and the unknowns of `solves` (computed first, in this order)."""
 
     slots: tuple[Slot, ...]
     before: tuple[tuple[Slot, ir.LinearForm], ...]  # each slot of s_k, over those of s_{k+1}
     inverse_matrix: sympy.Matrix  # M^-1, params as symbols (the amplification reads it)
+    solves: tuple[Solved, ...] = ()
+
+    def solved_slots(self) -> set[Slot]:
+        """The slots whose value comes through a solve (the others are exact)."""
+        unknowns = {s.unknown for s in self.solves}
+        return {
+            slot
+            for slot, form in self.before
+            if any(isinstance(a, ir.Local) and a in unknowns for a in form.walk())
+        }
 
 
 def after_atom(slot: Slot) -> ir.StateAt:
@@ -138,9 +172,17 @@ def invert(net: ir.Network) -> Inverse:
     values = _values(net)
     _check_invertible(net, matrix, slots, values)
     inverse = matrix.inv(method="LU").applyfunc(sympy.cancel)
-    calls = {}
+    calls: dict[ir.BlockOut, ir.BlockOut] = {}
+    couplings: dict[ir.BlockOut, dict] = {}
     for atom in sorted(columns, key=ir.atom_key):
-        calls[atom] = _argument_after(net, atom, inverse, columns, forcing, where, values)
+        known, coupling = _argument_after(atom, inverse, columns, forcing, where, values)
+        calls[atom] = ir.BlockOut(atom.block, known)
+        if coupling:
+            couplings[atom] = coupling
+    _substitute_exact(calls, couplings)
+    if couplings and n == 1:
+        raise NotReversible(_block_message(net, next(iter(couplings))), _HINT)
+    solves = _solves(calls, couplings)
     before = []
     for row, slot in enumerate(slots):
         coefs: dict = {}
@@ -150,7 +192,45 @@ def invert(net: ir.Network) -> Inverse:
             _add(coefs, calls[atom], -(inverse.row(row) * column)[0])
         _add(coefs, ir.InputValue(), -(inverse.row(row) * forcing)[0])
         before.append((slot, _form(coefs, values)))
-    return Inverse(slots, tuple(before), inverse)
+    return Inverse(slots, tuple(before), inverse, solves)
+
+
+def _substitute_exact(calls: dict, couplings: dict) -> None:
+    """An argument reading only calls known exactly is exact too (their outputs enter its
+    form): what is left in `couplings` needs a solve."""
+    changed = True
+    while changed:
+        changed = False
+        for atom, coupling in list(couplings.items()):
+            if any(other in couplings for other in coupling):
+                continue
+            extra = ir.LinearForm.from_dict({calls[o]: c for o, c in coupling.items()})
+            calls[atom] = ir.BlockOut(atom.block, calls[atom].arg + extra)
+            del couplings[atom]
+            changed = True
+
+
+def _solves(calls: dict, couplings: dict) -> tuple[Solved, ...]:
+    """The arguments known only through an equation in the blocks: each becomes an unknown,
+    and `calls` maps its block call to one reading the unknown (the solve's result)."""
+    found = []
+    unknowns = {}
+    for index, atom in enumerate(couplings):
+        arg = atom.arg.show()
+        name = arg if arg.isidentifier() else f"{atom.block}_arg"
+        suffix = "" if len(couplings) == 1 else f"_{index}"
+        unknowns[atom] = ir.Local(f"{name}{suffix}")
+    knowns = {atom: calls[atom].arg for atom in couplings}
+    for atom, local in unknowns.items():
+        calls[atom] = ir.BlockOut(atom.block, ir.LinearForm.of(local))
+    for atom, local in unknowns.items():
+        coupling = couplings[atom]
+        equation = knowns[atom] + ir.LinearForm.from_dict(
+            {calls[other]: coef for other, coef in coupling.items()}
+        )
+        blocks = tuple((other.block, coef) for other, coef in coupling.items())
+        found.append(Solved(local, atom, equation, knowns[atom], blocks))
+    return tuple(found)
 
 
 def _add(coefs: dict, atom, coef) -> None:
@@ -186,8 +266,9 @@ def _check_invertible(net: ir.Network, matrix, slots, values) -> None:
     raise NotReversible(message, "a momentum term beta*(x - x-) with beta != 0 is reversible")
 
 
-def _argument_after(net, atom: ir.BlockOut, inverse, columns, forcing, where, values):
-    """The block call with its argument over the slots after the layer."""
+def _argument_after(atom: ir.BlockOut, inverse, columns, forcing, where, values):
+    """The block call's argument over the slots after the layer, and what it reads of the
+    layer's block calls {call: K} (empty when the argument is known exactly)."""
     now = sympy.zeros(1, len(where))
     coefs: dict = {}
     for arg_atom, coef in atom.arg.terms:
@@ -198,35 +279,31 @@ def _argument_after(net, atom: ir.BlockOut, inverse, columns, forcing, where, va
         else:  # the input
             _add(coefs, arg_atom, coef)
     recovered = (now * inverse).applyfunc(sympy.cancel)
-    for other, column in columns.items():
-        if not _is_zero((recovered * column)[0], values):
-            raise NotReversible(_block_message(net, atom, other), _HINT)
+    coupling = {}
+    for other in sorted(columns, key=ir.atom_key):
+        coef = sympy.cancel(-(recovered * columns[other])[0])
+        if not _is_zero(coef, values):
+            coupling[other] = coef
     for col, slot in enumerate(where):
         _add(coefs, after_atom(slot), recovered[col])
     _add(coefs, ir.InputValue(), -(recovered * forcing)[0])
-    return ir.BlockOut(atom.block, _form(coefs, values))
+    return _form(coefs, values), coupling
 
 
 _HINT = (
     "a reversible layer applies its blocks to values the next layer still holds: heavy ball"
     " x+ = x - t*T(x) + beta*(x - x-) (x is x+'s lag), a momentum ResNet v+ = beta*v - t*T(x);"
-    " x+ = x + v+ (x = x+ - v+)"
+    " x+ = x + v+ (x = x+ - v+); or Nesterov's x+ = y - t*T(y); y = x+ + beta*(x+ - x), whose y"
+    " backward rebuilds by a fixed-point solve"
 )
 
 
-def _block_message(net: ir.Network, atom: ir.BlockOut, other: ir.BlockOut) -> str:
-    arg = atom.arg.show()
-    if len(net.states) == 1 and read_lags(net)[net.states[0]] == 0:
-        state = net.states[0]
-        return (
-            f"network {net.name} is not reversible: {state}+ keeps no earlier iterate"
-            f" (no lag such as {state}-), so {arg}, which block {atom.block} reads, comes back"
-            f" from {state}+ only by solving an equation in {other.block}"
-        )
+def _block_message(net: ir.Network, atom: ir.BlockOut) -> str:
+    state = net.states[0]
     return (
-        f"network {net.name} is not reversible: block {atom.block} reads {arg}, which the"
-        f" next layer's slots give back only through block {other.block} itself (recovering it"
-        " would mean solving an equation in the block)"
+        f"network {net.name} is not reversible: {state}+ keeps no earlier iterate"
+        f" (no lag such as {state}-), so {atom.arg.show()}, which block {atom.block} reads,"
+        f" comes back from {state}+ only by solving an equation in {atom.block}"
     )
 
 
@@ -245,11 +322,18 @@ def amplification(net: ir.Network, inv: Inverse) -> float | None:
     with numpy.errstate(over="ignore", invalid="ignore"):
         for k in reversed(range(net.start, net.start + net.depth)):
             layer = fixed if constant else numpy.array(fn(k), dtype=float)
-            product = product @ layer
+            product = layer @ product  # s_k = M_k^-1 s_{k+1}
             if not numpy.isfinite(product).all():
                 return None
             worst = max(worst, float(numpy.linalg.norm(product, 2)))
     return worst if numpy.isfinite(worst) else None
+
+
+class Reconstruction(str, Enum):
+    """How backward rebuilds a slot of the layer before from the slots after it."""
+
+    EXACT = "exact"
+    FIXED_POINT = "fixed-point solve"
 
 
 def summary(net: ir.Network) -> dict:
@@ -264,7 +348,77 @@ def summary(net: ir.Network) -> dict:
     )
     if amp is None:
         note += "; it overflows float64"
-    return {"amplification": amp, "note": note, "float32_ok": float32_carries(amp)}
+    solved = inv.solved_slots()
+    how = {
+        ir.StateAt(*slot)
+        .show(): (Reconstruction.FIXED_POINT if slot in solved else Reconstruction.EXACT)
+        .value
+        for slot in inv.slots
+    }
+    solves = solve_summaries(net, inv.solves)
+    for s in solves:
+        note += (
+            f"; {s['argument']}, which block {s['block']} reads, is rebuilt by the fixed-point"
+            f" iteration {s['iteration']} started at {s['start']}, which converges when"
+            f" {s['condition']}"
+        )
+    field = {"amplification": amp, "reconstruction": how, "note": note}
+    if solves:
+        field["solves"] = solves
+    return {**field, "float32_ok": float32_carries(amp)}
+
+
+def _named(net: ir.Network, expr) -> sympy.Expr:
+    return sympy.sympify(expr).xreplace({p.symbol: sympy.Symbol(p.name) for p in net.params})
+
+
+def _shown(net: ir.Network, form: ir.LinearForm, names: dict) -> str:
+    """A form over the slots after the layer, read with the rule's names (x+ for x_{k+1},
+    t for a param), each unknown printed as the argument it stands for; the states first,
+    then the block calls."""
+    text = ""
+    ordered = sorted(form.terms, key=lambda term: isinstance(term[0], ir.BlockOut))
+    for atom, coef in ordered:
+        if isinstance(atom, ir.BlockOut):
+            arg = ir.LinearForm(tuple((names.get(a, a), c) for a, c in atom.arg.terms))
+            atom = ir.BlockOut(atom.block, arg)
+        coef = _named(net, coef)
+        sign, coef = ("-", -coef) if coef.could_extract_minus_sign() else ("+", coef)
+        factor = "" if coef == 1 else (f"{coef}*" if coef.is_Atom else f"({coef})*")
+        if not text:
+            text = f"{'-' if sign == '-' else ''}{factor}{atom.show()}"
+        else:
+            text += f" {sign} {factor}{atom.show()}"
+    return text or "0"
+
+
+def _lipschitz_factor(net: ir.Network, coef) -> str:
+    named = _named(net, coef)
+    value = sympy.sympify(coef).xreplace(_values(net))
+    positive = value.is_number and bool(value > 0)
+    return str(named) if positive else f"|{named}|"
+
+
+def solve_summaries(net: ir.Network, solves: tuple[Solved, ...]) -> list[dict]:
+    """What the certificate says of each solve: the iteration and when it converges."""
+    names = {s.unknown: ir.Local(s.call.arg.show()) for s in solves}
+    found = []
+    for solve in solves:
+        factors = []
+        for block, coef in solve.coupling:
+            factor = _lipschitz_factor(net, coef)
+            factors.append(f"Lip({block})" if factor == "1" else f"{factor}*Lip({block})")
+        arg = solve.call.arg.show()
+        found.append(
+            {
+                "block": solve.call.block,
+                "argument": arg,
+                "iteration": f"{arg} <- {_shown(net, solve.equation, names)}",
+                "start": _shown(net, solve.known, names),
+                "condition": " + ".join(factors) + " < 1",
+            }
+        )
+    return found
 
 
 def float32_carries(amp: float | None) -> bool:

@@ -62,3 +62,57 @@ def _reversible_layers(module: nn.Module, slots: tuple[Tensor, ...]) -> tuple[Te
     if not torch.is_grad_enabled() or not needs_grad:
         return _layers(module, 0, module.depth, slots)
     return _ReversibleLayers.apply(module, len(slots), *slots, *params)
+
+
+# The fixed-point solve of `backward reversible` (a block argument the next layer's slots
+# give back only through an equation, e.g. Nesterov's y = x+ + t*T(y)): the relative
+# residual it stops at, 1e-12 where the dtype resolves it (float64), a few units of the
+# dtype's rounding otherwise, and a bound on the iterations.
+_INVERSE_TOL = 1e-12
+_INVERSE_MAX_ITER = 200
+
+
+def _inverse_tolerance(dtype: torch.dtype) -> float:
+    return max(_INVERSE_TOL, 16 * torch.finfo(dtype).eps)
+
+
+def _inverse_residual(new: tuple[Tensor, ...], old: tuple[Tensor, ...]) -> float:
+    """max over the unknowns and samples of ||new - old|| / ||new||."""
+    worst = 0.0
+    for a, b in zip(new, old):
+        diff = (a - b).flatten(1) if a.dim() > 1 else (a - b).reshape(1, -1)
+        size = a.flatten(1) if a.dim() > 1 else a.reshape(1, -1)
+        ratio = diff.norm(dim=1) / size.norm(dim=1).clamp_min(1e-30)
+        # An overflowing iteration gives nan, which max() would pass over: never converged.
+        worst = max(worst, torch.nan_to_num(ratio, nan=float("inf")).max().item())
+    return worst
+
+
+def _solve_inverse(module: nn.Module, fn, start):
+    """v <- fn(v) from `start` (a tensor, or a tuple of them for coupled unknowns) until
+    the relative residual meets the dtype's tolerance; warns once per module when the
+    iteration stops at its bound (t*Lip(T) < 1 fails: the gradients are then wrong)."""
+    single = isinstance(start, Tensor)
+    value = (start,) if single else tuple(start)
+    tol = _inverse_tolerance(value[0].dtype)
+    residual = float("inf")
+    for _ in range(_INVERSE_MAX_ITER):
+        new = fn(*value)
+        new = (new,) if single else tuple(new)
+        residual = _inverse_residual(new, value)
+        value = new
+        if residual <= tol:
+            break
+    else:
+        if not getattr(module, "_inverse_warned", False):
+            module._inverse_warned = True
+            warnings.warn(
+                f"{type(module).__name__}: backward reversible's fixed-point reconstruction"
+                f" stopped after {_INVERSE_MAX_ITER} iterations at relative residual"
+                f" {residual:.3g} (tolerance {tol:.3g}); it converges only when the step times"
+                " the block's Lipschitz constant is below 1 (see CERTIFICATE['reversible']),"
+                " so the gradients are not exact",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return value[0] if single else value
