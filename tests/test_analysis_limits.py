@@ -180,3 +180,18 @@ network NkDeep {
     assert "layers k >= 3 are checked in floating point" in note
     assert len(c["per_layer"]) == 6
     assert any("floating point" in d["message"] for d in c["diagnostics"])
+
+
+@pytest.mark.parametrize(
+    "root, stable",
+    [
+        (sympy.sqrt(2) / 2, True),  # a double root inside the circle
+        (sympy.sqrt(2) / 2 + sympy.I * sympy.sqrt(2) / 2, False),  # a double root on it
+    ],
+)
+def test_a_multiple_root_at_an_irrational_cut_value_is_decided(root, stable):
+    # mpmath's 50-digit roots do not converge on a multiple root: float64 roots decide
+    z, beta = symbolic.Z, sympy.Symbol("p_beta", real=True)
+    poly = (z - 1) * ((z - root) * (z - sympy.conjugate(root))) ** 2
+    coeffs = tuple(reversed(sympy.Poly(sympy.expand(poly), z).all_coeffs()))
+    assert symbolic._root_condition_at(coeffs, beta, sympy.sqrt(2) / 2) is stable

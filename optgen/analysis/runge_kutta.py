@@ -141,6 +141,8 @@ def read(net: ir.Network) -> Reading:
 
 def _reading(reader: _StageReader, state: str) -> Reading:
     used = _reachable(reader)
+    if not used:
+        raise OutsideTheory(f"{state}+ reads no block output, so it integrates no ODE")
     renumber = {old: new for new, old in enumerate(used)}
     a_raw = []
     for old in used:

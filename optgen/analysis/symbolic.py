@@ -24,7 +24,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy
 import sympy
+from mpmath.libmp.libhyper import NoConvergence
 
 from .. import ir
 from .recurrence import user_names
@@ -227,7 +229,7 @@ def _high_degree_conditions(coeffs, free: set) -> tuple[list[str] | None, str | 
         strict = schur_cohn(q)
     except _TooLarge as why:
         return None, Limit(f"{why}: no symbolic conditions derived")
-    except (NotImplementedError, ValueError, TypeError) as exc:  # sympy cannot solve it
+    except (NotImplementedError, ValueError, TypeError, NoConvergence) as exc:
         return None, Limit(
             f"sympy could not reduce the Schur-Cohn conditions of the degree-{q.degree()} "
             f"remainder ({type(exc).__name__}): no symbolic conditions derived"
@@ -373,12 +375,19 @@ def _root_condition_at(coeffs, symbol, value) -> bool:
     at = [sympy.sympify(c).xreplace({symbol: value}) for c in coeffs]
     if all(c.is_Rational for c in at):
         return root_condition(exact_roots(tuple(at))).ok
-    roots = sympy.Poly(list(reversed([sympy.N(c, 60) for c in at])), Z).nroots(n=50, maxsteps=200)
+    try:
+        roots = sympy.Poly(list(reversed([sympy.N(c, 60) for c in at])), Z).nroots(
+            n=50, maxsteps=200
+        )
+        far, near = 1e-25, 1e-15
+    except NoConvergence:  # a multiple root: float64 roots, clustered ones counted once
+        roots = [complex(r) for r in numpy.roots([complex(sympy.N(c)) for c in reversed(at)])]
+        far, near = 1e-6, 1e-4
     for i, r in enumerate(roots):
-        size = abs(r)
-        if size > 1 + 1e-25:
+        size = abs(r)  # a 50-digit sympy number, or a complex of the float64 fallback
+        if size > 1 + far:
             return False
-        if abs(size - 1) <= 1e-25 and any(abs(r - o) < 1e-15 for o in roots[i + 1 :]):
+        if abs(size - 1) <= far and any(abs(r - o) < near for o in roots[i + 1 :]):
             return False
     return True
 
@@ -390,7 +399,7 @@ def region_of(coeffs, symbol: sympy.Symbol) -> sympy.Set | None:
         q, _ = reduced_remainder(coeffs)
         try:
             return _one_param_region(coeffs, q, symbol)
-        except (_TooLarge, NotImplementedError, ValueError, TypeError):
+        except (_TooLarge, NotImplementedError, ValueError, TypeError, NoConvergence):
             return None
     try:
         return (
