@@ -308,7 +308,9 @@ class Apg2(nn.Module):
             y = torch.lerp(x, z, self.theta[k])
             # z+ = z - (t/theta)*T(y)
             T_y = T(y)
+            del y
             z = torch.add(z, T_y, alpha=self.coef[k])
+            del T_y
             # x+ = (1 - theta)*x + theta*z+
             # x = (1 - theta)*x + theta*z
             x = torch.lerp(x, z, self.theta[k])

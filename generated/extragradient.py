@@ -289,7 +289,10 @@ class Extragradient(nn.Module):
             # xh = x - t*T(x)
             T_x = T(x)
             xh = torch.add(x, T_x, alpha=-t)
+            del T_x
             # x+ = x - t*T(xh)
             T_xh = T(xh)
+            del xh
             x = torch.add(x, T_xh, alpha=-t)
+            del T_xh
         return x

@@ -341,6 +341,7 @@ class Fista(nn.Module):
             # x+ = y - t*T(y)
             T_y = T(y)
             x_next = torch.add(y, T_y, alpha=-t)
+            del T_y
             # y = x+ + (tk - 1)/tk[k+1]*(x+ - x)
             # y = ((1 - tk)/tk[1 + k])*x + ((-1 + tk[1 + k] + tk)/tk[1 + k])*x_next
             y = torch.lerp(x_next, x, self.coef[k])

@@ -294,5 +294,6 @@ class HeavyBallChannel(nn.Module):
             # x_next = -t*T_x + (1 + beta)*x - beta*x_prev
             x_next = torch.lerp(x, x_prev, -beta)
             x_next.addcmul_(t, T_x, value=-1.0)
+            del T_x
             x_prev, x = x, x_next
         return x

@@ -287,6 +287,8 @@ class Lista(nn.Module):
             # x+ = softshrink(x - t*T(x), t*lam)
             T_x = T(x)
             softshrink_in = torch.add(x, T_x, alpha=-t)
+            del T_x
             softshrink_out = softshrink_in - torch.clamp(softshrink_in, -lam_t, lam_t)
+            del softshrink_in
             x = softshrink_out
         return x
