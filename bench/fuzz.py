@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     }
     slowest_rejection = 0.0
     slowest_case = 0.0  # CPU seconds
+    slowest_text = ""
     largest_case = 0  # bytes, tracemalloc peak of one hostile case
     failures = []
     start = time.perf_counter()
@@ -91,7 +92,9 @@ def main(argv=None) -> int:
         try:
             outputs = check_compile(text)
             elapsed = time.perf_counter() - t0
-            slowest_case = max(slowest_case, time.process_time() - cpu0)
+            cpu = time.process_time() - cpu0
+            if cpu > slowest_case:
+                slowest_case, slowest_text = cpu, text
             if measured:
                 largest_case = max(largest_case, tracemalloc.get_traced_memory()[1])
                 tracemalloc.stop()
@@ -142,6 +145,7 @@ def main(argv=None) -> int:
         f"  slowest case: {slowest_case:.2f} s CPU; "
         f"largest hostile case: {largest_case / 2**20:.1f} MiB traced"
     )
+    print(f"  slowest case's text: {slowest_text[:300]!r}")
     for kind, detail, text in failures[:10]:
         print(f"--- {kind}\n{detail}\n{text[:500]}")
     return 1 if failures else 0
