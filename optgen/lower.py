@@ -161,6 +161,8 @@ class EmitPlan:
             found |= kind.imports
         if self.kind != "explicit":
             found.add(plan.Import.WARNINGS)  # the solver runtime warns on a missed tolerance
+        if self.runtime is plan.LayerRuntime.REVERSIBLE:
+            found.add(plan.Import.WARNINGS)  # a depth float32 cannot carry back
         return frozenset(found)
 
 
@@ -635,6 +637,8 @@ class Lowerer:
                 layer_method = plan.free_temporaries(layer_method, set(slots), repeats=False)
             if runtime is plan.LayerRuntime.REVERSIBLE:
                 inverse_method, inverse_result = self.inverse_layer(slots)
+                inverse_method = plan.reuse_block_calls(inverse_method, plan.BlockReuse.KEEP)
+                layer_method = plan.reuse_block_calls(layer_method, plan.BlockReuse.REUSE)
                 inverse_method = plan.free_temporaries(
                     inverse_method, set(inverse_result), repeats=False
                 )

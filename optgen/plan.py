@@ -235,14 +235,36 @@ class Scale(Op):
     KERNELS: ClassVar[int] = 1
 
 
+class BlockReuse(Enum):
+    """How a block call of a `backward reversible` module takes part in backward, which
+    undoes layer k (`_inverse_layer`) and then runs it again with grad (`_layer`): the
+    inverse of an exact rule evaluates the very block call the layer makes (heavy ball's
+    T(x) at the x it rebuilds), so it keeps that output with its graph and the layer takes
+    it instead of running the block a second time."""
+
+    NONE = "none"  # `T_y = T(y)`
+    KEEP = "_keep_block_call"  # in `_inverse_layer`: computed with grad, kept
+    REUSE = "_reuse_block_call"  # in `_layer`: the kept output when backward has one
+
+
 @dataclass(frozen=True, slots=True)
 class BlockCall(Op):
-    """`T_y = T(y)`."""
+    """`T_y = T(y)`, or through the reversible runtime (`BlockReuse`)."""
 
     target: str
     block: str
     arg: str
+    reuse: BlockReuse = BlockReuse.NONE
     USES: ClassVar[tuple[str, ...]] = ("block", "arg")
+
+
+def reuse_block_calls(ops: tuple[Op, ...], how: BlockReuse) -> tuple[Op, ...]:
+    """The block calls of a straight-line body marked `how` (those in a nested body, such
+    as the map a fixed-point solve iterates, stay plain: backward keeps no output of an
+    iteration)."""
+    return tuple(
+        dataclasses.replace(op, reuse=how) if isinstance(op, BlockCall) else op for op in ops
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,7 +146,10 @@ class ForwardWriter(CodeWriter):
         self.writeline(f"{op.target} = torch.mul({op.source}, {op.factor.text})")
 
     def visit_BlockCall(self, op: plan.BlockCall) -> None:
-        self.writeline(f"{op.target} = {op.block}({op.arg})")
+        if op.reuse is plan.BlockReuse.NONE:
+            self.writeline(f"{op.target} = {op.block}({op.arg})")
+        else:
+            self.writeline(f"{op.target} = {op.reuse.value}(self, {op.block}, {op.arg})")
 
     def visit_MapCall(self, op: plan.MapCall) -> None:
         scalars = {name: s.text for name, s in op.scalars}

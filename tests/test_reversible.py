@@ -6,10 +6,13 @@ the reconstruction, and rules that cannot be undone are located errors.
 """
 
 import warnings
+import weakref
 
 import pytest
 import torch
 from conftest import run_optgen
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 import optgen
 from optgen.errors import OptgenWarning
@@ -173,6 +176,58 @@ def test_a_training_step_saves_the_same_bytes_at_depth_8_and_64(rule):
     assert saved_bytes(shallow, x) == saved_bytes(deep, x)
     assert saved_bytes(plain_deep, x) > 4 * saved_bytes(plain_shallow, x) / 2
     assert saved_bytes(deep, x) < saved_bytes(plain_shallow, x)
+
+
+class _PeakBytes(TorchDispatchMode):
+    """The peak of live bytes of the tensors operators create while the mode is on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = self.peak = 0
+        self.live: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        given = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor)
+        }
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+            if key in given or key in self.live or size == 0:
+                continue
+            self.live.add(key)
+            self.now += size
+            self.peak = max(self.peak, self.now)
+            weakref.finalize(storage, self._free, key, size)
+        return out
+
+    def _free(self, key: int, size: int) -> None:
+        self.live.discard(key)
+        self.now -= size
+
+
+def training_peak(module, x) -> int:
+    """Peak bytes of a training step beyond the `.grad` a training loop keeps."""
+    module(x).square().sum().backward()  # allocates .grad
+    with _PeakBytes() as tracker:
+        module(x).square().sum().backward()
+    return tracker.peak
+
+
+@pytest.mark.parametrize("rule", ["heavy_ball", "nesterov"])
+def test_the_peak_of_a_training_step_does_not_grow_with_depth(rule):
+    # Each layer's parameter gradients reach .grad before the layer below is undone, as
+    # in plain autograd, instead of all of them waiting for the end of backward.
+    x = torch.randn(16, 6)
+    shallow, plain_shallow = pair(rule, depth=8)
+    deep, plain_deep = pair(rule, depth=64)
+    assert training_peak(deep, x) <= 1.1 * training_peak(shallow, x)
+    assert training_peak(plain_deep, x) > 3 * training_peak(plain_shallow, x)
 
 
 def test_inference_and_no_grad_run_the_plain_loop():
@@ -461,3 +516,36 @@ def test_coupled_block_arguments_are_solved_together():
     _, expected = gradients(plain, x)
     for name, g in grads.items():
         assert relative(g, expected[name]) < 1e-10, name
+
+
+# ---------------------------------------------------------------- cost and depth at run time
+def test_backward_evaluates_an_exact_rules_block_once_per_layer():
+    # Heavy ball's inverse evaluates T at the x it rebuilds, the call the layer makes:
+    # backward keeps that output for the layer's recompute instead of running T twice.
+    reversible, plain = pair("heavy_ball", depth=6)
+    calls = []
+    for block in reversible.blocks["T"]:
+        block.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.randn(4, 6)
+    out = reversible(x)
+    assert len(calls) == 6
+    out.square().sum().backward()
+    assert len(calls) == 12  # forward, then one call a layer in backward (not two)
+
+
+def test_a_deeper_module_than_declared_warns_when_float32_cannot_carry_it():
+    text = HEAVY_BALL.format(name="Hb", beta=0.9, depth=8, backward="backward reversible")
+    (cls,) = optgen.loads(text, "hb.opt").values()
+    growth = cls.CERTIFICATE["reversible"]["growth"]
+    assert growth == pytest.approx(1 / 0.9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cls(6), cls(6, depth=4), cls(6, depth=32)  # the compiler's check covers these
+    with pytest.warns(RuntimeWarning, match=r"Hb\(depth=128\).*more than float32 carries"):
+        cls(6, depth=128)
+    # The estimate is the compiler's figure at that depth, within a factor of 2.
+    deep = HEAVY_BALL.format(name="Hb", beta=0.9, depth=128, backward="backward reversible")
+    with pytest.warns(OptgenWarning):
+        (cert,) = optgen.check_source(deep)
+    estimate = cls.CERTIFICATE["reversible"]["amplification"] * growth ** (128 - 8)
+    assert 0.5 < estimate / cert["reversible"]["amplification"] < 2

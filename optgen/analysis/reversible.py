@@ -329,6 +329,22 @@ def amplification(net: ir.Network, inv: Inverse) -> float | None:
     return worst if numpy.isfinite(worst) else None
 
 
+def growth(net: ir.Network, inv: Inverse) -> float | None:
+    """The spectral radius of the last layer's inverse matrix: the factor by which the
+    amplification grows with each layer past the declared depth (for a rule whose
+    coefficients do not depend on k, exactly so in the long run). The generated module
+    uses it to check a depth given to its constructor. None when not finite."""
+    values = _values(net)
+    matrix = inv.inverse_matrix.xreplace(values).xreplace({ir.K: net.start + net.depth - 1})
+    try:
+        numeric = numpy.array(matrix.evalf(), dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if not numpy.isfinite(numeric).all():
+        return None
+    return float(max(abs(numpy.linalg.eigvals(numeric))))
+
+
 class Reconstruction(str, Enum):
     """How backward rebuilds a slot of the layer before from the slots after it."""
 
@@ -362,7 +378,12 @@ def summary(net: ir.Network) -> dict:
             f" iteration {s['iteration']} started at {s['start']}, which converges when"
             f" {s['condition']}"
         )
-    field = {"amplification": amp, "reconstruction": how, "note": note}
+    field = {
+        "amplification": amp,
+        "growth": growth(net, inv),
+        "reconstruction": how,
+        "note": note,
+    }
     if solves:
         field["solves"] = solves
     return {**field, "float32_ok": float32_carries(amp)}

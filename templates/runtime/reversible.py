@@ -1,50 +1,117 @@
-class _ReversibleLayers(torch.autograd.Function):
-    """`backward reversible`: forward runs the layers without keeping them for backward
-    (only the last layer's slots are saved); backward undoes one layer at a time with the
-    module's `_inverse_layer`, runs that layer again with grad enabled and backpropagates
-    through it alone. Activation memory does not grow with depth; the price is one more
-    forward of every layer, and rounding errors that grow through the reconstruction
-    (CERTIFICATE["reversible"]["amplification"])."""
+class _Reconstruction:
+    """What the layers of one reversible forward pass along in backward: the slots after
+    the layer being undone next. Layer k's backward rebuilds the slots before it from
+    these and leaves them here for layer k - 1, so no state of an earlier layer is kept
+    from forward."""
+
+    def __init__(self) -> None:
+        self.after: tuple[Tensor, ...] | None = None
+
+
+class _ReversibleLayer(torch.autograd.Function):
+    """Layer k of a `backward reversible` module as one node of the autograd graph.
+
+    Forward runs the layer without keeping its input (the last layer alone saves its
+    output slots); backward takes the slots after the layer from the layer above (or
+    its saved ones), undoes it with the module's `_inverse_layer`, runs it again with
+    grad enabled and backpropagates through it alone. Each layer returns its own
+    parameters' gradients, which autograd adds into `.grad` and frees before the layer
+    below runs, as in plain autograd. Activation memory does not grow with depth; the
+    price is one more forward of every layer, and rounding errors that grow through
+    the reconstruction (CERTIFICATE["reversible"]["amplification"])."""
 
     @staticmethod
-    def forward(ctx, module: nn.Module, count: int, *tensors: Tensor):
-        slots = _layers(module, 0, module.depth, tensors[:count])
-        # A slot the layers pass through (the input they read) is returned as a new tensor.
-        slots = tuple(s.clone() if any(s is t for t in tensors) else s for s in slots)
-        ctx.module, ctx.count, ctx.params = module, count, tensors[count:]
-        ctx.save_for_backward(*slots)
+    def forward(ctx, module: nn.Module, k: int, tape: _Reconstruction, count: int, *tensors):
+        inputs = tensors[:count]
+        slots = module._layer(k, inputs)
+        # A slot the layer passes through (x_prev = x) is returned as a view of its input:
+        # a custom Function's output must be a tensor of its own, and a view copies nothing.
+        slots = tuple(s.view_as(s) if any(s is t for t in inputs) else s for s in slots)
+        ctx.module, ctx.k, ctx.tape, ctx.count = module, k, tape, count
+        ctx.params = tensors[count:]
+        ctx.last = k == module.depth - 1
+        if ctx.last:
+            ctx.save_for_backward(*slots)
         return slots
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
-        module, count, params = ctx.module, ctx.count, ctx.params
-        index = {id(p): i for i, p in enumerate(params)}
-        param_grads: list[Tensor | None] = [None] * len(params)
-        after = ctx.saved_tensors
-        for k in reversed(range(module.depth)):
-            blocks = _layer_blocks(module, k, k + 1)
-            used = [p for p in _layer_parameters(module, blocks) if id(p) in index]
-            with torch.no_grad(), _KeptNormStatistics(blocks):
-                before = module._inverse_layer(k, after)
-            with torch.enable_grad(), _KeptNormStatistics(blocks):
-                inputs = tuple(s.detach().requires_grad_() for s in before)
-                outputs = module._layer(k, inputs)
-                pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
-                found = torch.autograd.grad(
-                    [o for o, _ in pairs],
-                    inputs + tuple(used),
-                    [g for _, g in pairs],
-                    allow_unused=True,
-                )
-            grads = tuple(
-                torch.zeros_like(s) if g is None else g for g, s in zip(found[:count], before)
-            )
-            for p, g in zip(used, found[count:]):
-                if g is not None:
-                    i = index[id(p)]
-                    param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
-            after = before
-        return (None, None, *grads, *param_grads)
+        module, k, tape, count = ctx.module, ctx.k, ctx.tape, ctx.count
+        # Each backward pass starts again from the saved output (retain_graph works).
+        after = ctx.saved_tensors if ctx.last else tape.after
+        blocks = _layer_blocks(module, k, k + 1)
+        calls = module.__dict__["_kept_block_calls"] = _KeptBlockCalls()
+        # The running statistics come back once this layer's graphs are done with: a kept
+        # block call's graph saved them as they were.
+        try:
+            with _KeptNormStatistics(blocks):
+                with torch.no_grad():
+                    before = module._inverse_layer(k, after)
+                tape.after = before if k > 0 else None
+                with torch.enable_grad():
+                    inputs = calls.leaves(before)
+                    outputs = module._layer(k, inputs)
+                    pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
+                    found = torch.autograd.grad(
+                        [o for o, _ in pairs],
+                        inputs + tuple(ctx.params),
+                        [g for _, g in pairs],
+                        allow_unused=True,
+                    )
+        finally:
+            del module.__dict__["_kept_block_calls"]
+        slot_grads = tuple(
+            torch.zeros_like(s) if g is None else g for g, s in zip(found[:count], before)
+        )
+        return (None, None, None, None, *slot_grads, *found[count:])
+
+
+class _KeptBlockCalls:
+    """The block outputs one layer's backward computes in `_inverse_layer` and reuses in
+    `_layer`: heavy ball's inverse evaluates T at the x it rebuilds, the very call the
+    layer makes, so that output is computed once, with its graph, from a leaf that then
+    stands for the slot."""
+
+    def __init__(self) -> None:
+        self.kept: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}  # (block, leaf) ids
+        self.leaf_of: dict[int, tuple[Tensor, Tensor]] = {}  # input id -> (input, leaf)
+
+    def keep(self, block: nn.Module, z: Tensor) -> Tensor:
+        leaf = z.detach().requires_grad_()
+        with torch.enable_grad():
+            out = block(leaf)
+        self.kept[id(block), id(leaf)] = (leaf, out)
+        self.leaf_of.setdefault(id(z), (z, leaf))
+        return out.detach()
+
+    def reuse(self, block: nn.Module, z: Tensor) -> Tensor:
+        found = self.kept.get((id(block), id(z)))
+        return found[1] if found is not None and found[0] is z else block(z)
+
+    def leaves(self, before: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """The inputs `_layer` is differentiated at: a slot the inverse passed to a block
+        is that call's leaf (once: a repeated slot gets a leaf of its own)."""
+        found, used = [], set()
+        for s in before:
+            entry = self.leaf_of.get(id(s))
+            if entry is not None and entry[0] is s and id(entry[1]) not in used:
+                found.append(entry[1])
+                used.add(id(entry[1]))
+            else:
+                found.append(s.detach().requires_grad_())
+        return tuple(found)
+
+
+def _keep_block_call(module: nn.Module, block: nn.Module, z: Tensor) -> Tensor:
+    """A block call of `_inverse_layer`: kept for the layer's recompute during backward."""
+    calls = module.__dict__.get("_kept_block_calls")
+    return block(z) if calls is None else calls.keep(block, z)
+
+
+def _reuse_block_call(module: nn.Module, block: nn.Module, z: Tensor) -> Tensor:
+    """A block call of `_layer`: the output backward already has for this input, if any."""
+    calls = module.__dict__.get("_kept_block_calls")
+    return block(z) if calls is None else calls.reuse(block, z)
 
 
 def _layer_parameters(module: nn.Module, blocks: list[nn.Module]) -> list[nn.Parameter]:
@@ -57,11 +124,44 @@ def _layer_parameters(module: nn.Module, blocks: list[nn.Module]) -> list[nn.Par
 
 def _reversible_layers(module: nn.Module, slots: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """The layer loop of a `backward reversible` module (the plain loop without grad)."""
-    params = tuple(p for p in module.parameters() if p.requires_grad)
-    needs_grad = any(s.requires_grad for s in slots) or bool(params)
+    needs_grad = any(s.requires_grad for s in slots) or any(
+        p.requires_grad for p in module.parameters()
+    )
     if not torch.is_grad_enabled() or not needs_grad:
         return _layers(module, 0, module.depth, slots)
-    return _ReversibleLayers.apply(module, len(slots), *slots, *params)
+    tape = _Reconstruction()
+    for k in range(module.depth):
+        params = _layer_parameters(module, _layer_blocks(module, k, k + 1))
+        slots = _ReversibleLayer.apply(module, k, tape, len(slots), *slots, *params)
+    return slots
+
+
+# What float32 carries through the reconstruction (the compiler's check of the declared
+# depth, analysis/reversible.py): a relative rounding of 2^-23 grown past 1e-3.
+_FLOAT32_EPS = 2.0**-23
+_FLOAT32_ERROR_LIMIT = 1e-3
+
+
+def _check_reconstruction(module: nn.Module) -> None:
+    """Warns when a depth past the declared one takes the rounding error of backward's
+    reconstruction beyond what float32 carries: the amplification the certificate gives
+    for the declared depth grows by about `growth` with each further layer."""
+    field, declared = module.CERTIFICATE["reversible"], module.CERTIFICATE["depth"]
+    amplification, growth = field["amplification"], field.get("growth")
+    if module.depth <= declared or amplification is None or growth is None:
+        return
+    estimate = amplification * growth ** (module.depth - declared)
+    if estimate * _FLOAT32_EPS <= _FLOAT32_ERROR_LIMIT:
+        return
+    warnings.warn(
+        f"{type(module).__name__}(depth={module.depth}): backward reversible's reconstruction"
+        f" grows a rounding error by about {estimate:.3g} over {module.depth} layers (the"
+        f" certificate's {amplification:.3g} at {declared} layers, times {growth:.4g} a layer),"
+        " more than float32 carries: train it in float64 (module.double()), use fewer layers"
+        " or a momentum closer to 1",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 # The fixed-point solve of `backward reversible` (a block argument the next layer's slots
