@@ -1,3 +1,20 @@
+import os
+
+# Under pytest-xdist each worker is a process of its own, and torch gives each as many
+# threads as the machine has cores: two workers on two cores then run four busy threads,
+# and torch's small operators (a conv on 4x4 images, a gradcheck's thousands of calls)
+# slow down by 10-20x waiting for one another (a generated gradcheck took 56 s in the
+# suite against 2.5 s alone). So a worker, and every process it starts (the CLI, the
+# generated tests run as a user would, the distributed ranks), keeps to one thread. A
+# worker collects generated/ as well as tests/ before it runs anything, so this conftest
+# is imported first in each. A plain `pytest` run without workers keeps torch's default.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 import importlib.util
 import subprocess
 import sys
