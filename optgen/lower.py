@@ -239,6 +239,10 @@ class Lowerer:
         self._layer_tensor_of: dict[sympy.Expr, str] = {}
         self.reads_k = False  # a sum gains its first term at a layer after the first
         self.block_outputs: set[str] = set()  # names bound to a block's output
+        # In `_inverse_layer` only (every form there reads the slots after the layer, which
+        # do not change): the variable already holding a linear form, so that a block
+        # argument equal to a rebuilt slot (a momentum ResNet's x = x+ - v+) is that slot.
+        self.inverse_forms: dict[ir.LinearForm, str] | None = None
 
     # ------------------------------------------------------------ names
     def allocate(self) -> None:
@@ -751,7 +755,15 @@ class Lowerer:
             ops.extend(self.solve_inverse(inverse.solves, values))
         before: dict[str, str] = {}
         solved = {s.equation: values[s.unknown] for s in inverse.solves}
-        for slot, form in inverse.before:
+        self.inverse_forms = {}
+        # The slots without a block call first: a block argument equal to one of them is
+        # then that variable, the very tensor backward's recompute differentiates at
+        # (`plan.BlockReuse`), not a second tensor of the same value.
+        order = sorted(
+            inverse.before,
+            key=lambda item: any(isinstance(a, ir.BlockOut) for a in item[1].atoms()),
+        )
+        for slot, form in order:
             if form in solved:  # the slot is a solve's unknown (Nesterov's y)
                 before[var[slot]] = solved[form]
                 continue
@@ -765,6 +777,8 @@ class Lowerer:
             terms = [(values[a], self.coef(c)) for a, c in form.terms]
             ops.extend(self.combine(target, terms, self.input_var))
             before[var[slot]] = target
+            self.inverse_forms[form] = target
+        self.inverse_forms = None
         result = tuple(before.get(name, name) for name in slots)
         body = (*self.prologue, plan.Unpack(slots, "slots"), *self.layer_setup, *ops)
         return plan.remove_dead(body, set(result)), result
@@ -1015,6 +1029,8 @@ class Lowerer:
 
     def operand(self, form: ir.LinearForm, values: dict, ops: list[plan.Op], name: str) -> str:
         """The variable holding a tensor linear form (an alias when it is one atom)."""
+        if self.inverse_forms is not None and form in self.inverse_forms:
+            return self.inverse_forms[form]
         for atom in form.atoms():
             ops.extend(self.materialize(atom, values))
         if len(form.terms) == 1 and form.terms[0][1] == 1:

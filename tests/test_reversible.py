@@ -519,10 +519,12 @@ def test_coupled_block_arguments_are_solved_together():
 
 
 # ---------------------------------------------------------------- cost and depth at run time
-def test_backward_evaluates_an_exact_rules_block_once_per_layer():
-    # Heavy ball's inverse evaluates T at the x it rebuilds, the call the layer makes:
-    # backward keeps that output for the layer's recompute instead of running T twice.
-    reversible, plain = pair("heavy_ball", depth=6)
+@pytest.mark.parametrize("rule", ["heavy_ball", "momentum"])
+def test_backward_evaluates_an_exact_rules_block_once_per_layer(rule):
+    # Heavy ball's inverse evaluates T at the x it rebuilds (a momentum ResNet's at
+    # x = x+ - v+), the call the layer makes: backward keeps that output for the layer's
+    # recompute instead of running T twice.
+    reversible, plain = pair(rule, depth=6)
     calls = []
     for block in reversible.blocks["T"]:
         block.register_forward_hook(lambda *_: calls.append(1))
@@ -549,3 +551,11 @@ def test_a_deeper_module_than_declared_warns_when_float32_cannot_carry_it():
         (cert,) = optgen.check_source(deep)
     estimate = cls.CERTIFICATE["reversible"]["amplification"] * growth ** (128 - 8)
     assert 0.5 < estimate / cert["reversible"]["amplification"] < 2
+
+
+def test_a_second_order_gradient_through_backward_is_an_error_not_zero():
+    reversible, _ = pair("heavy_ball", depth=3)
+    x = torch.randn(4, 6, requires_grad=True)
+    (grad,) = torch.autograd.grad(reversible(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()

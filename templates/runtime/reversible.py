@@ -17,8 +17,10 @@ class _ReversibleLayer(torch.autograd.Function):
     grad enabled and backpropagates through it alone. Each layer returns its own
     parameters' gradients, which autograd adds into `.grad` and frees before the layer
     below runs, as in plain autograd. Activation memory does not grow with depth; the
-    price is one more forward of every layer, and rounding errors that grow through
-    the reconstruction (CERTIFICATE["reversible"]["amplification"])."""
+    price is the inverse of every layer (for an exact one, one more call of each block,
+    which the recompute reuses), and rounding errors that grow through the
+    reconstruction (CERTIFICATE["reversible"]["amplification"]). Backward is not
+    differentiable again: a second-order gradient through it is an error, not zero."""
 
     @staticmethod
     def forward(ctx, module: nn.Module, k: int, tape: _Reconstruction, count: int, *tensors):
@@ -35,6 +37,7 @@ class _ReversibleLayer(torch.autograd.Function):
         return slots
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, *grads: Tensor):
         module, k, tape, count = ctx.module, ctx.k, ctx.tape, ctx.count
         # Each backward pass starts again from the saved output (retain_graph works).
