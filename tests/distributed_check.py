@@ -78,6 +78,15 @@ def worker(rank: int, path: str, port: int, queue) -> None:
     finally:
         dist.barrier()  # no rank tears gloo down while the other still uses it
         dist.destroy_process_group()
+    # The rank leaves without the interpreter's teardown: torch's C++ threads, destroyed
+    # at exit while still joinable, abort now and then ("terminate called without an
+    # active exception", SIGABRT) after a run that succeeded. What rank 0 queued is
+    # flushed first; an exception above still exits the ordinary way, with its traceback.
+    queue.close()
+    queue.join_thread()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main() -> None:
