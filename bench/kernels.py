@@ -29,7 +29,7 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # run_and_get_code leaves cache entries that a later compile of the same graph cannot load
 # (a C++ compile error in torch 2.13): this process compiles into a cache of its own,
@@ -57,7 +57,7 @@ class Work:
     kernels: int = 0
     loads: int = 0
     stores: int = 0
-    library: collections.Counter = None
+    library: collections.Counter = field(default_factory=collections.Counter)
 
     @classmethod
     def of(cls, codes: list[str]) -> Work:

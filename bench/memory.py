@@ -30,6 +30,7 @@ Python's per-layer overhead. Goal: reversible flat in depth (within 10% from 8 t
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import warnings
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ class Variant:
     note: str = ""
 
 
+@functools.cache  # the time size builds the deepest variants again: one compile each
 def compiled_class(rule: str, variant: str, depth: int):
     """The module class of a generated variant declaring `layers depth` (the compiler
     checks that depth), or the compiler's reason it has none."""

@@ -5,17 +5,18 @@ saves the same bytes at any depth, the certificate says how rounding errors grow
 the reconstruction, and rules that cannot be undone are located errors.
 """
 
+import importlib.util
 import warnings
-import weakref
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import run_optgen
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 import optgen
 from optgen.errors import OptgenWarning
+
+BENCH_COMMON = Path(__file__).resolve().parent.parent / "bench" / "common.py"
 
 HEAVY_BALL = """
 network {name} {{
@@ -178,43 +179,18 @@ def test_a_training_step_saves_the_same_bytes_at_depth_8_and_64(rule):
     assert saved_bytes(deep, x) < saved_bytes(plain_shallow, x)
 
 
-class _PeakBytes(TorchDispatchMode):
-    """The peak of live bytes of the tensors operators create while the mode is on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = self.peak = 0
-        self.live: set[int] = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        given = {
-            t.untyped_storage().data_ptr()
-            for t in tree_flatten((args, kwargs))[0]
-            if isinstance(t, torch.Tensor)
-        }
-        for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor):
-                continue
-            storage = t.untyped_storage()
-            key, size = storage.data_ptr(), storage.nbytes()
-            if key in given or key in self.live or size == 0:
-                continue
-            self.live.add(key)
-            self.now += size
-            self.peak = max(self.peak, self.now)
-            weakref.finalize(storage, self._free, key, size)
-        return out
-
-    def _free(self, key: int, size: int) -> None:
-        self.live.discard(key)
-        self.now -= size
+def _peak_tensor_bytes():
+    """bench/common.py's PeakTensorBytes: live tensor bytes while the mode is on."""
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH_COMMON)
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    return common.PeakTensorBytes()
 
 
 def training_peak(module, x) -> int:
     """Peak bytes of a training step beyond the `.grad` a training loop keeps."""
     module(x).square().sum().backward()  # allocates .grad
-    with _PeakBytes() as tracker:
+    with _peak_tensor_bytes() as tracker:
         module(x).square().sum().backward()
     return tracker.peak
 
@@ -559,3 +535,14 @@ def test_a_second_order_gradient_through_backward_is_an_error_not_zero():
     (grad,) = torch.autograd.grad(reversible(x).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad.sum().backward()
+
+
+def test_the_runtime_checks_depth_against_the_compilers_float32_limit():
+    # The generated module cannot import optgen: its copy of the limit must stay equal.
+    from optgen.analysis import reversible as analysis
+
+    text = HEAVY_BALL.format(name="Hb", beta=0.9, depth=4, backward="backward reversible")
+    (cls,) = optgen.loads(text, "hb.opt").values()
+    namespace = __import__("sys").modules[cls.__module__]
+    assert namespace._FLOAT32_EPS == analysis.FLOAT32_EPS
+    assert namespace._FLOAT32_ERROR_LIMIT == analysis.FLOAT32_ERROR_LIMIT
