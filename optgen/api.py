@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__, pipeline
 from .errors import OptgenWarning
 from .pipeline import Result, Stage
-from .resolve import snake_case
+from .resolve.resolver import snake_case
 from .source import SourceFile
 
 
@@ -37,7 +37,7 @@ def _compiled(
     if line_length is not None:
         if not isinstance(line_length, int) or isinstance(line_length, bool) or line_length < 1:
             raise ValueError(f"line_length must be a positive int, got {line_length!r}")
-        from .formatting import Formatting
+        from .backend.formatting import Formatting
 
         formatting = Formatting(line_length=line_length)
     source = SourceFile(filename, text)

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__, pipeline, present
+from .backend.formatting import for_directory
+from .backend.writer import comment_text
 from .errors import Diagnostic, OptgenError, Severity
-from .formatting import for_directory
 from .pipeline import Result, Stage
-from .resolve import snake_case
+from .resolve.resolver import snake_case
 from .source import SourceFile, Span
-from .writer import comment_text
 
 
 class UsageError(Exception):
@@ -440,7 +440,7 @@ def _json_objects(paths: list[str], results: list[Result]) -> list[dict]:
 
 
 def _plot(results: list[Result], path: Path) -> None:
-    from .report import plot_certificate
+    from .tools.report import plot_certificate
 
     try:
         import matplotlib  # noqa: F401
@@ -478,7 +478,7 @@ def cmd_inspect(args) -> int:
         chosen = [net for net in result.networks if args.network in (None, net.name)]
         models = [m for m in result.models if args.network in (None, m.name)]
         if args.graph:
-            from .graph import render_graph
+            from .tools.graph import render_graph
 
             for item in (*chosen, *models):
                 print(render_graph(item, args.graph))
@@ -489,7 +489,7 @@ def cmd_inspect(args) -> int:
 
 
 def _summaries(args, results: list[Result], files: list[str]) -> int:
-    from .summary import model_summary
+    from .tools.summary import model_summary
 
     chosen = [
         (result, model, cert)

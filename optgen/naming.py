@@ -114,7 +114,8 @@ def generated_names() -> frozenset[str]:
     head and solver sources (`MLP`, `ConvStem`, `_solve`, ...), the test helpers (`DIM`,
     `DEPTH`, `DEVICE`, `ZeroBlock`, `make_input`, ...), and every builtin, which the
     generated code calls (`ValueError`, `float`, ...)."""
-    from . import codegen, plan
+    from .backend import emit as codegen
+    from .backend import plan
 
     templates = _templates()
     names = set(GENERATED_NAMES) | set(dir(builtins)) | {"__all__"}

@@ -17,17 +17,17 @@ from . import ir
 from .analysis import Certificate, analyze
 from .analysis.model import ModelCertificate, analyze_model
 from .analysis.reversible import NotReversible, invert
-from .blocks import FLOAT32_TOLERANCE_FLOOR, tolerances_below_float32
+from .backend.lower import reaching_output
+from .backend.models import lower_model, slot_mismatches, stage_networks
+from .checks.ranges import range_errors
 from .errors import Diagnostic, OptgenError, Severity
-from .lower import reaching_output
-from .models import lower_model, slot_mismatches, stage_networks
-from .parse import parse
-from .ranges import range_errors
-from .resolve import resolve
+from .kinds.blocks import FLOAT32_TOLERANCE_FLOOR, tolerances_below_float32
+from .resolve.resolver import resolve
 from .source import SourceFile
+from .syntax.parse import parse
 
 if TYPE_CHECKING:  # black loads only to write files
-    from .formatting import Formatting
+    from .backend.formatting import Formatting
 
 
 class Stage(IntEnum):
@@ -174,7 +174,7 @@ def compile(
 ) -> Result:
     """Run the pipeline on one source as far as `until`; problems become diagnostics.
 
-    The files are formatted with `formatting` (`optgen.formatting.for_directory` of where
+    The files are formatted with `formatting` (`optgen.backend.formatting.for_directory` of where
     they go), black's defaults when None.
     """
     warnings: list[Diagnostic] = []
@@ -226,8 +226,8 @@ def compile(
     )
     if until < Stage.EMIT or not result.ok:
         return result
-    from .codegen import generate, render_model  # jinja2 and black load only to write files
-    from .formatting import BLACK_DEFAULTS
+    from .backend.emit import generate, render_model  # jinja2 and black load only to write files
+    from .backend.formatting import BLACK_DEFAULTS
 
     formatting = formatting or BLACK_DEFAULTS
 

@@ -9,9 +9,9 @@ import pytest
 
 from optgen.analysis import analyze
 from optgen.analysis.certificate import analyze_network
-from optgen.parse import parse
 from optgen.resolve import resolve
 from optgen.source import SourceFile
+from optgen.syntax.parse import parse
 
 CONTRACT_KEYS = {
     "name", "explicit", "states", "blocks", "depth", "rho", "roots", "spectral_radius", "zero_stable",

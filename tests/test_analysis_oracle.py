@@ -15,9 +15,9 @@ import numpy
 import pytest
 
 from optgen.analysis import analyze
-from optgen.parse import parse
 from optgen.resolve import resolve
 from optgen.source import SourceFile
+from optgen.syntax.parse import parse
 
 SMALL = [Fraction(n, d) for d in (1, 2, 4) for n in range(-2 * d, 2 * d + 1)]
 BOUNDARY = [  # (a0, a1, a2): rho with double roots on the circle, roots at -1, roots of unity

@@ -22,8 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import optgen
 from optgen.api import frontend
-from optgen.codegen import unreached_parameters
-from optgen.lower import lower
+from optgen.backend.emit import unreached_parameters
+from optgen.backend.lower import lower
 
 STDLIB_OK = {"os", "math", "importlib", "warnings", "torch"}
 

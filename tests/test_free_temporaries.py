@@ -11,9 +11,9 @@ from conftest import EXAMPLES, GENERATED
 from torch import nn
 
 import optgen
-from optgen import plan
 from optgen.api import frontend
-from optgen.lower import lower
+from optgen.backend import plan
+from optgen.backend.lower import lower
 
 
 def forward_of(source: str) -> str:

@@ -4,7 +4,7 @@ import pytest
 from conftest import run_optgen
 
 from optgen.api import frontend
-from optgen.graph import render_graph
+from optgen.tools.graph import render_graph
 
 # Names that a text replacement of the internal prefix `p_` would mangle.
 RULE = """\

@@ -7,13 +7,14 @@ import pytest
 from conftest import run_optgen
 
 import optgen
-from optgen import ast, ir
+from optgen import ir
 from optgen.api import frontend
 from optgen.cli import main
-from optgen.parse import parse
 from optgen.pipeline import Stage, compile
 from optgen.resolve import resolve
 from optgen.source import SourceFile, Span
+from optgen.syntax import ast
+from optgen.syntax.parse import parse
 
 # The networks every model below may run: Hb and Nag (image), Vit (tokens), Mlp (vector).
 NETS = """

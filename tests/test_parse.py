@@ -2,10 +2,10 @@
 
 import pytest
 
-from optgen import ast
 from optgen.api import frontend
-from optgen.parse import parse
 from optgen.source import SourceFile
+from optgen.syntax import ast
+from optgen.syntax.parse import parse
 
 
 def update_of(text: str) -> tuple:

@@ -11,7 +11,7 @@ from torch.func import functional_call
 
 import optgen
 from optgen.api import frontend
-from optgen.lower import lower
+from optgen.backend.lower import lower
 
 DIM = 4
 

@@ -7,10 +7,10 @@ import torch
 from conftest import GENERATED
 
 import optgen
-from optgen import blocks
-from optgen.blocks import BLOCK_KINDS, Arg, ArgKind, BlockKind, Layout
 from optgen.errors import Severity
 from optgen.ir import NetworkKind
+from optgen.kinds import blocks
+from optgen.kinds.blocks import BLOCK_KINDS, Arg, ArgKind, BlockKind, Layout
 
 SCALE_SOURCE = '''
 class ScaleBlock(nn.Module):

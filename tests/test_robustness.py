@@ -15,8 +15,9 @@ import pytest
 from conftest import EXAMPLES, ROOT
 
 import optgen
-from optgen import cli, lower, naming
+from optgen import cli, naming
 from optgen.api import frontend
+from optgen.backend import lower
 
 # Random-looking rules fail their convergence conditions: a warning, not the point here.
 pytestmark = pytest.mark.filterwarnings("ignore::optgen.OptgenWarning")

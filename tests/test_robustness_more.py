@@ -116,7 +116,7 @@ def test_model_flops_are_measured_on_meta_and_equal_the_cpu_figures(monkeypatch)
     # A solving stage counts max_iter evaluations of its layer map: on the CPU each costs
     # a forward (three models of 200 iterations took 20 s); on meta, none. Attention is the
     # case where meta and CPU kernels differ (the CPU one is not counted): same figures.
-    from optgen import codegen
+    from optgen.backend import emit as codegen
 
     devices = []
     real = codegen.count_flops
@@ -138,7 +138,7 @@ def test_model_flops_are_measured_on_meta_and_equal_the_cpu_figures(monkeypatch)
 
 def test_a_model_whose_blocks_read_values_is_measured_on_the_cpu(monkeypatch):
     # A custom block may call .item() (meta tensors have no values): the CPU measures it.
-    from optgen import codegen
+    from optgen.backend import emit as codegen
 
     real = codegen.build_model
 
@@ -162,7 +162,8 @@ def test_a_sum_of_300_learnable_params_is_linear_ish(monkeypatch):
 
     import sympy
 
-    from optgen import ir, resolve
+    from optgen import ir
+    from optgen.resolve import resolver as resolve
 
     monkeypatch.setattr(resolve, "MAX_COEFFICIENT_PARAMS", 10**6)
     sizes = []

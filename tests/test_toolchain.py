@@ -13,7 +13,7 @@ from conftest import EXAMPLES, assert_generated_tests_pass, load_generated, run_
 from fuzzing import generate_program
 
 import optgen
-from optgen.formatting import DEFAULT_LINE_LENGTH, for_directory
+from optgen.backend.formatting import DEFAULT_LINE_LENGTH, for_directory
 
 HEAVY_BALL = (EXAMPLES / "heavy_ball.opt").read_text()
 
@@ -441,7 +441,7 @@ def test_implicit_modules_take_an_empty_batch_and_half_precision():
 
 
 def test_the_runtime_knows_every_option_of_the_registry():
-    from optgen.blocks import BACKWARD_KINDS, SOLVER_KINDS
+    from optgen.kinds.blocks import BACKWARD_KINDS, SOLVER_KINDS
 
     namespace: dict = {"nn": torch.nn, "torch": torch}
     runtime = (EXAMPLES.parent / "templates" / "runtime" / "solvers.py").read_text()

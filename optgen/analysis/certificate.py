@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import sympy
 
 from .. import ir, present, schedules
-from ..blocks import BLOCK_KINDS, two_layer_fact
 from ..errors import Diagnostic, Severity
+from ..kinds.blocks import BLOCK_KINDS, two_layer_fact
 from ..present import number
 from ..source import Span
 from . import reversible, runge_kutta, stability, symbolic

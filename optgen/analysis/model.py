@@ -45,7 +45,7 @@ def analyze_model(model: ir.Model, stage_certificates: tuple[Certificate, ...]) 
     """Guaranteed when every stage is; otherwise the first stage that decides is named.
 
     `stage_certificates` holds one certificate per stage, of the stage's network at the
-    stage's depth and first layer (`optgen.models.stage_networks`).
+    stage's depth and first layer (`optgen.backend.models.stage_networks`).
     """
     stages = tuple((s.network, c) for s, c in zip(model.stages, stage_certificates))
     failing = [(i, n, c) for i, (n, c) in enumerate(stages) if c.universal is False]

@@ -16,8 +16,8 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from optgen import check_source, compile_source
-from optgen.resources import resource_dir
+from .. import check_source, compile_source
+from ..resources import resource_dir
 
 MODELS = resource_dir("examples") / "models"
 

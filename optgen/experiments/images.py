@@ -22,14 +22,7 @@ from pathlib import Path
 
 from .distributed import World, broadcast, join, leave
 from .image_data import ImageData, load_images
-from .image_models import (
-    FAMILIES,
-    ModelSource,
-    check_input,
-    cost,
-    model_class,
-    prepare_models,
-)
+from .image_models import FAMILIES, ModelSource, check_input, cost, model_class, prepare_models
 from .image_plots import plot_images
 from .image_train import train_seed
 from .networks import write_modules

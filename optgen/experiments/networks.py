@@ -17,8 +17,8 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from optgen import check_source, compile_source
-from optgen.resources import resource_dir
+from .. import check_source, compile_source
+from ..resources import resource_dir
 
 EXAMPLES = resource_dir("examples")
 # The layout the experiments feed: a batch of feature vectors (optgen's "vector" layout).

@@ -17,10 +17,10 @@ from lark.exceptions import (
 )
 from lark.visitors import Transformer_NonRecursive
 
+from ..errors import Diagnostic, OptgenError, Severity
+from ..resources import resource_path
+from ..source import SourceFile, Span
 from . import ast
-from .errors import Diagnostic, OptgenError, Severity
-from .resources import resource_path
-from .source import SourceFile, Span
 
 # How terminals are named to a user in "expected ..." messages.
 EXPECTED_NAMES = {

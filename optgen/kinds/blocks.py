@@ -17,9 +17,9 @@ from enum import Enum
 
 import sympy
 
-from .ir import DIM
-from .plan import Import
-from .resources import resource_path
+from ..backend.plan import Import
+from ..ir import DIM
+from ..resources import resource_path
 
 # Activations a block may use; every one but `identity` is non-polynomial.
 ACTIVATIONS: dict[str, str] = {

@@ -28,11 +28,13 @@ from enum import Enum
 
 import sympy
 
-from . import blocks, ir, plan, schedules
-from .analysis import reversible
-from .blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
-from .naming import Namespace, module_attributes
-from .resolve import snake_case
+from .. import ir, schedules
+from ..analysis import reversible
+from ..kinds import blocks
+from ..kinds.blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
+from ..naming import Namespace, module_attributes
+from ..resolve.resolver import snake_case
+from . import plan
 
 ONE = ir.ONE
 

@@ -20,8 +20,10 @@ from typing import NoReturn
 
 import sympy
 
-from . import ast, ir, naming, schedules
-from .blocks import (
+from .. import ir, naming, schedules
+from ..errors import Abandon, Reporter
+from ..ir import DIM
+from ..kinds.blocks import (
     BACKWARD_KINDS,
     BLOCK_KINDS,
     ELEMENTWISE_MAPS,
@@ -33,9 +35,8 @@ from .blocks import (
     ArgKind,
     Layout,
 )
-from .errors import Abandon, Reporter
-from .ir import DIM
-from .source import SourceFile, Span
+from ..source import SourceFile, Span
+from ..syntax import ast
 
 RESERVED = {"input": "the network input", "k": "the layer index", "dim": "the feature size"}
 DEFAULT_DEPTH = 8

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import sympy
 
-from . import ir
-from .errors import Diagnostic, Severity
-from .source import Span
+from .. import ir
+from ..errors import Diagnostic, Severity
+from ..source import Span
 
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .source import Span
+from ..source import Span
 
 
 # ---------------------------------------------------------------- expressions

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from . import ir, plan
+from .. import ir
+from . import plan
 
 
 def visible_text(text: str, keep: str = "\t") -> str:

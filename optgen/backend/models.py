@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from . import ir
+from .. import ir
+from ..resolve.resolver import snake_case
 from .lower import EmitPlan, lower
-from .resolve import snake_case
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import ir
-from .analysis.recurrence import user_names
+from .. import ir
+from ..analysis.recurrence import user_names
 
 
 def _edges(net: ir.Network) -> tuple[dict[str, str], list[tuple[str, str, str]]]:

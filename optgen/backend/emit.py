@@ -14,15 +14,15 @@ from enum import Enum
 import jinja2
 import sympy
 
-from . import __version__, ir, present
-from .analysis import Certificate
-from .blocks import BLOCK_KINDS, ArgKind, tolerances_below_float32
+from .. import __version__, ir, present
+from ..analysis import Certificate
+from ..kinds.blocks import BLOCK_KINDS, ArgKind, tolerances_below_float32
+from ..resolve.resolver import snake_case
+from ..resources import resource_dir, resource_path
 from .formatting import BLACK_DEFAULTS, Formatting
 from .lower import EmitPlan, lower, reaching_output
 from .models import stage_starts
 from .plan import Import, LayerRuntime
-from .resolve import snake_case
-from .resources import resource_dir, resource_path
 from .writer import comment_text, docstring_text, forward_source, model_features_source
 
 PAPER = (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sympy
 
-from . import ir
+from .. import ir
 
 
 # ---------------------------------------------------------------- plot
@@ -21,7 +21,7 @@ def radius_curve(
     net: ir.Network, param: ir.Param, points: int = 41
 ) -> tuple[list[float], list[float | None], list[bool]]:
     """Spectral radius and zero-stability of the rule as one fixed param sweeps a range."""
-    from .analysis.certificate import analyze_network
+    from ..analysis.certificate import analyze_network
 
     centre = float(param.value)
     lo, hi = sorted((centre - 2 * max(1.0, abs(centre)), centre + 2 * max(1.0, abs(centre))))

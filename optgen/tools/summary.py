@@ -6,9 +6,9 @@ image, eval mode), with `torch.utils.flop_counter`, so they are the figures user
 
 from __future__ import annotations
 
-from . import ir, present
-from .analysis.model import ModelCertificate
-from .codegen import build_model, count_flops
+from .. import ir, present
+from ..analysis.model import ModelCertificate
+from ..backend.emit import build_model, count_flops
 
 
 def _flops_by_part(model, input_size: tuple[int, ...]) -> dict[str, int]:

@@ -1,0 +1,1 @@
+"""From the checked IR to Python: the typed plan, its passes, lowering, the writer, emission."""

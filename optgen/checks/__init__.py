@@ -1,0 +1,1 @@
+"""Checks on the resolved IR, one pass a file: each returns located diagnostics."""

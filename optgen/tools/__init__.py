@@ -1,0 +1,1 @@
+"""Views for people on compiled rules and models: graphs, summaries, certificate plots."""
