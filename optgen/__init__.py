@@ -1,9 +1,8 @@
 """optgen: compile first-order optimization update rules into checked PyTorch modules."""
 
-__version__ = "0.1.0"
-
-from .api import check_source, compile_source, load, loads  # noqa: E402
-from .errors import OptgenError, OptgenWarning  # noqa: E402
+from ._version import __version__
+from .api import check_source, compile_source, load, loads
+from .errors import OptgenError, OptgenWarning
 
 __all__ = [
     "OptgenError",

@@ -15,10 +15,11 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from . import __version__, pipeline
+from . import pipeline
+from ._version import __version__
 from .errors import OptgenWarning
+from .naming import snake_case
 from .pipeline import Result, Stage
-from .resolve.resolver import snake_case
 from .source import SourceFile
 
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__, pipeline, present
+from . import pipeline, present
+from ._version import __version__
 from .backend.formatting import for_directory
 from .backend.writer import comment_text
 from .errors import Diagnostic, OptgenError, Severity
+from .naming import module_file, snake_case
 from .pipeline import Result, Stage
-from .resolve.resolver import snake_case
 from .source import SourceFile, Span
 
 
@@ -325,7 +326,7 @@ def cmd_compile(args) -> int:
         for net, cert in zip(result.networks, result.certificates):
             print(_summary(net, cert, result.source.path, out_dir))
         for model, cert in zip(result.models, result.model_certificates):
-            target = out_dir / f"{snake_case(model.name)}.py"
+            target = out_dir / module_file(model.name)
             stages = f"model, {len(model.stages)} stages"
             verdict = present.verdict_word(cert.universal)
             print(f"{model.name}: {result.source.path} -> {target} ({stages}; universal {verdict})")
@@ -381,7 +382,7 @@ def _check_outputs(
 
 
 def _summary(net, cert, path: str, out_dir: Path) -> str:
-    target = out_dir / f"{snake_case(net.name)}.py"
+    target = out_dir / module_file(net.name)
     kind = f"{net.kind}, {net.depth} layers"
     return f"{net.name}: {path} -> {target} ({kind}; {present.summary_flags(cert)})"
 
@@ -484,7 +485,7 @@ def cmd_inspect(args) -> int:
                 print(render_graph(item, args.graph))
             continue
         for item in (*chosen, *models):
-            sys.stdout.write(result.outputs[f"{snake_case(item.name)}.py"])
+            sys.stdout.write(result.outputs[module_file(item.name)])
     return 0
 
 
@@ -501,7 +502,7 @@ def _summaries(args, results: list[Result], files: list[str]) -> int:
         have = "has" if len(files) == 1 else "have"
         raise UsageError(f"--summary describes models, and {_named(files)} {have} none")
     for result, model, cert in chosen:
-        source = result.outputs[f"{snake_case(model.name)}.py"]
+        source = result.outputs[module_file(model.name)]
         print(model_summary(model, source, cert))
     return 0
 

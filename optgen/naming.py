@@ -1,8 +1,15 @@
-"""Legal, unique Python names for the generated code (after torch.fx's `_Namespace`).
+"""Every naming fact of the generated code, in one place.
 
-User names never reach the output raw: a name that is a Python keyword, a builtin,
-or one of the generated file's own names gets a trailing underscore (and `_N` on
-further clashes).
+- How a user's name becomes a file, a module and a constant (`snake_case`, `module_file`,
+  `test_file`, `certificate_constant`).
+- The one table of reserved names (`Reserved`, `reserved`): what a user's name may not be
+  where it lands (a module-level name of a generated file, an attribute of the module, a key
+  of `module.blocks`, a local of the generated constructor or schedule helper, a module
+  name). The `nn.Module` attribute names are stored data (`torch_names`), so the front end
+  never imports torch.
+- Legal, unique Python names for the generated code (`Namespace`, after torch.fx's
+  `_Namespace`): a name that is a Python keyword, a builtin, or one of the generated file's
+  own names gets a trailing underscore (and `_N` on further clashes).
 """
 
 from __future__ import annotations
@@ -14,12 +21,57 @@ import importlib.metadata
 import keyword
 import re
 import sys
+from enum import Enum
 from pathlib import Path
+
+from . import torch_names
+from .kinds.imports import Import, import_lines
+from .resources import resource_dir
 
 # Names the generated forward and module use for themselves.
 GENERATED_NAMES = frozenset(
     {"self", "torch", "nn", "F", "Tensor", "math", "importlib", "k", "annotations"}
 )
+# Names the generated constructor reads, which a recursive schedule's values (a local
+# variable of __init__ named after it) must not shadow.
+CONSTRUCTOR_LOCALS = frozenset(
+    {"self", "start", "depth", "super", "nn", "torch", "math", "float", "range", "list"}
+    | {"len", "min", "max", "F", "Tensor", "ValueError", "isinstance", "bool", "int"}
+)
+# Names of the function that continues a recursive schedule in the module.
+SCHEDULE_HELPER_LOCALS = frozenset(
+    {"values", "count", "k", "math", "float", "list", "len", "range"}
+)
+
+
+# ---------------------------------------------------------------- names of what optgen writes
+def snake_case(name: str) -> str:
+    """`HeavyBall` -> `heavy_ball`: the module (and file) name of a network or model."""
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    s = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s)
+    return s.lower()
+
+
+def module_file(name: str) -> str:
+    """The file a network or model is written to: `heavy_ball.py`."""
+    return f"{snake_case(name)}.py"
+
+
+def test_file(name: str) -> str:
+    """The file of its generated tests: `test_heavy_ball.py`."""
+    return f"test_{snake_case(name)}.py"
+
+
+def output_files(name: str) -> tuple[str, str]:
+    """Both files a network or model writes, the module first."""
+    return module_file(name), test_file(name)
+
+
+def certificate_constant(name: str, stage: int | None = None) -> str:
+    """The module-level constant holding a network's certificate (`HEAVY_BALL_CERTIFICATE`),
+    or that of a model's stage `stage` whose certificate differs (`DEEP_GD_STAGE_1_CERTIFICATE`)."""
+    infix = "" if stage is None else f"_STAGE_{stage}"
+    return f"{snake_case(name).upper()}{infix}_CERTIFICATE"
 
 
 class Namespace:
@@ -71,8 +123,6 @@ _CLASS_MEMBER = re.compile(r"^    (?:([A-Z][A-Z0-9_]*)\s*=|def\s+([A-Za-z_]\w*))
 
 
 def _templates() -> Path:
-    from .resources import resource_dir
-
     return resource_dir("templates")
 
 
@@ -114,12 +164,9 @@ def generated_names() -> frozenset[str]:
     head and solver sources (`MLP`, `ConvStem`, `_solve`, ...), the test helpers (`DIM`,
     `DEPTH`, `DEVICE`, `ZeroBlock`, `make_input`, ...), and every builtin, which the
     generated code calls (`ValueError`, `float`, ...)."""
-    from .backend import emit as codegen
-    from .backend import plan
-
     templates = _templates()
     names = set(GENERATED_NAMES) | set(dir(builtins)) | {"__all__"}
-    names |= _top_level_names("\n".join(codegen._imports(frozenset(plan.Import))))
+    names |= _top_level_names("\n".join(import_lines(frozenset(Import))))
     for path in sorted(templates.rglob("*.py")):
         names |= _top_level_names(path.read_text(encoding="utf-8"))
     for path in sorted(templates.glob("*.j2")):
@@ -131,11 +178,9 @@ def generated_names() -> frozenset[str]:
 def module_attributes() -> frozenset[str]:
     """Every attribute a generated module has besides its params: those of `nn.Module`
     (its methods and properties, and `_parameters`, `_modules`, `training`, ... which its
-    `__init__` sets), read from torch itself, and those the generated class and the solver
+    `__init__` sets), stored in `torch_names`, and those the generated class and the solver
     runtime set or read (`solver`, `backward`, `solver_stats`, `RULE`, `dim`, ...)."""
-    from torch import nn
-
-    names = set(dir(nn.Module)) | set(vars(nn.Module()))
+    names = set(torch_names.NN_MODULE_ATTRIBUTES)
     templates = _templates()
     class_template = templates / "network_class.py.j2"
     for path in [class_template, *sorted(templates.rglob("runtime/*.py"))]:
@@ -159,3 +204,27 @@ def module_names() -> frozenset[str]:
 
 # A file name (one path component) of at most 255 bytes: ext4, xfs, btrfs, APFS, NTFS.
 MAX_FILE_NAME_BYTES = 255
+
+
+class Reserved(Enum):
+    """Where a user's name lands in the generated code; `reserved(where)` is what is taken."""
+
+    FILE_BINDING = "a module-level name of a generated file"
+    MODULE_ATTRIBUTE = "an attribute of the generated module"
+    BLOCK_KEY = "a key of the generated module.blocks (an nn.ModuleDict)"
+    CONSTRUCTOR_LOCAL = "a local variable of the generated constructor"
+    SCHEDULE_LOCAL = "a local of the function that continues a recursive schedule"
+    MODULE_NAME = "the name of a generated file's module"
+
+
+def reserved(where: Reserved) -> frozenset[str]:
+    """The one table of reserved names: those a user's name may not be, by where it lands."""
+    table = {
+        Reserved.FILE_BINDING: generated_names,
+        Reserved.MODULE_ATTRIBUTE: module_attributes,
+        Reserved.BLOCK_KEY: lambda: torch_names.MODULE_DICT_ATTRIBUTES,
+        Reserved.CONSTRUCTOR_LOCAL: lambda: CONSTRUCTOR_LOCALS,
+        Reserved.SCHEDULE_LOCAL: lambda: SCHEDULE_HELPER_LOCALS,
+        Reserved.MODULE_NAME: module_names,
+    }
+    return table[where]()

@@ -9,21 +9,25 @@
 Every function takes the typed `Certificate` (`optgen.analysis.analyze(net)`), never the
 JSON dict of `check --json`. Numbers and roots are printed by `number` and `root_text`
 only, which the analysis also uses for its messages: a root reads `0.5625+0.496078i`
-everywhere. No torch here, and no import of the analysis at module level (the analysis
-imports this module for `number` and `root_text`).
+everywhere, a polynomial `z^2 - 1.9z + 0.9`. The presenter imports nothing of optgen (it
+only reads a certificate's fields), so the analysis imports it, for its messages and for
+`Certificate.summary()` and `Certificate.render_text()`, without a cycle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover - annotations only
+import sympy
+
+if TYPE_CHECKING:  # annotations only: the presenter reads a certificate's fields
     from .analysis.certificate import Certificate
 
+# ---------------------------------------------------------------- numbers, roots, polynomials
 IMAGINARY_ZERO = 1e-12  # |im| below this prints as a real root
 
 
-# ---------------------------------------------------------------- numbers, roots and words
 def number(x, digits: int = 6) -> str:
     """A short decimal: 1.2, 0.9, -1, 0.333333 (`digits` significant digits, never -0)."""
     text = f"{float(x):.{digits}g}"
@@ -36,6 +40,50 @@ def root_text(re, im, digits: int = 6) -> str:
         return number(re, digits)
     sign = "-" if float(im) < 0 else "+"
     return f"{number(re, digits)}{sign}{number(abs(float(im)), digits)}i"
+
+
+def _plain(expr) -> str:
+    expr = sympy.sympify(expr)
+    return number(expr) if expr.is_number else sympy.sstr(expr).replace("**", "^")
+
+
+def _looks_negative(expr: sympy.Expr) -> bool:
+    """Whether the numerator's leading coefficient is negative: -(2k + 3)/(k + 3)."""
+    numerator, _ = sympy.fraction(sympy.cancel(expr))
+    if not numerator.free_symbols:
+        return bool(numerator.is_negative)
+    try:
+        return bool(sympy.Poly(numerator, *sorted(numerator.free_symbols, key=str)).LC() < 0)
+    except (sympy.PolynomialError, TypeError):
+        return expr.could_extract_minus_sign()
+
+
+def poly_text(coeffs, var: str = "z", show: Callable[[object], str] = _plain) -> str:
+    """`z^2 - 1.9z + 0.9` from coefficients lowest degree first; `show` prints a coefficient
+    (the analysis passes one that prints its symbols in the user's names)."""
+
+    def coef_text(coef) -> str:
+        shown = show(coef)
+        return shown if coef.is_number or coef.is_Symbol else f"({shown})"
+
+    terms = []
+    for degree in range(len(coeffs) - 1, -1, -1):
+        coef = sympy.sympify(coeffs[degree])
+        if coef.is_zero:
+            continue
+        power = "" if degree == 0 else (var if degree == 1 else f"{var}^{degree}")
+        negative = (coef < 0) if coef.is_number else _looks_negative(coef)
+        size = sympy.cancel(-coef) if negative else coef
+        body = coef_text(size) if (size != 1 or not power) else ""
+        terms.append(("-" if negative else "+", body + power))
+    if not terms:
+        return "0"
+    first_sign, first = terms[0]
+    text = ("-" if first_sign == "-" else "") + first
+    return text + "".join(f" {sign} {body}" for sign, body in terms[1:])
+
+
+# ---------------------------------------------------------------- words
 
 
 def yes_no(value: bool | None, unknown: str = "unknown") -> str:
@@ -61,7 +109,6 @@ def _roots(cert: Certificate, digits: int = 6, unknown: str = "?") -> str:
 # ---------------------------------------------------------------- optgen check
 def check_text(cert: Certificate) -> str:
     """The block of `optgen check` for one network."""
-    from .analysis.certificate import poly_text  # the analysis imports this module
 
     c = cert
     lines = [f"network {c.name}: {c.kind}, {c.depth} layer(s), states {', '.join(c.states)}"]

@@ -135,40 +135,9 @@ def expr_text(expr) -> str:
     return sympy.sstr(user_names(expr)).replace("**", "^")
 
 
-def _coef_text(coef) -> str:
-    coef = sympy.sympify(coef)
-    text = expr_text(coef)
-    return text if coef.is_number or coef.is_Symbol else f"({text})"
-
-
-def _looks_negative(expr: sympy.Expr) -> bool:
-    """Whether the numerator's leading coefficient is negative: -(2k + 3)/(k + 3)."""
-    numerator, _ = sympy.fraction(sympy.cancel(expr))
-    if not numerator.free_symbols:
-        return bool(numerator.is_negative)
-    try:
-        return bool(sympy.Poly(numerator, *sorted(numerator.free_symbols, key=str)).LC() < 0)
-    except (sympy.PolynomialError, TypeError):
-        return expr.could_extract_minus_sign()
-
-
 def poly_text(coeffs, var: str = "z") -> str:
-    """`z^2 - 1.9z + 0.9` from coefficients lowest degree first."""
-    terms = []
-    for degree in range(len(coeffs) - 1, -1, -1):
-        coef = sympy.sympify(coeffs[degree])
-        if coef.is_zero:
-            continue
-        power = "" if degree == 0 else (var if degree == 1 else f"{var}^{degree}")
-        negative = (coef < 0) if coef.is_number else _looks_negative(coef)
-        size = sympy.cancel(-coef) if negative else coef
-        body = _coef_text(size) if (size != 1 or not power) else ""
-        terms.append(("-" if negative else "+", body + power))
-    if not terms:
-        return "0"
-    first_sign, first = terms[0]
-    text = ("-" if first_sign == "-" else "") + first
-    return text + "".join(f" {sign} {body}" for sign, body in terms[1:])
+    """`z^2 - 1.9z + 0.9` from coefficients lowest degree first, in the user's names."""
+    return present.poly_text(coeffs, var, show=expr_text)
 
 
 def _slot_text(slot: tuple[str, int]) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import sympy
 
 from .. import ir
+from ..present import number
 from .recurrence import OutsideTheory
 
 ZERO = sympy.Integer(0)
@@ -225,7 +226,6 @@ class Tableau:
         return self.keep == 1 and all(h > 0 for _, h in self.steps)
 
     def consistency(self) -> str:
-        from ..present import number  # the presenter imports the analysis lazily
 
         if self.keep != 1:
             return (
@@ -306,7 +306,6 @@ def tableau(reading: Reading, values: dict) -> Tableau:
 
 def _stage_text(block: str, state: str, row: list) -> str:
     """`K2 = T(x - 0.5*K1)`: the stage with the coefficients of this layer."""
-    from ..present import number  # the presenter imports the analysis lazily
 
     terms = "".join(
         f" {'-' if a > 0 else '+'} {'' if abs(a) == 1 else number(abs(a)) + '*'}K{j + 1}"

@@ -30,6 +30,7 @@ from mpmath.libmp.libhyper import NoConvergence
 
 from .. import ir
 from .recurrence import user_names
+from .stability import exact_roots, root_condition
 
 Z = sympy.Dummy("z")
 MAX_CONDITION_OPS = 300  # sympy count_ops of one Schur-Cohn step's coefficients
@@ -370,7 +371,6 @@ def _circle_values(q: sympy.Poly, symbol) -> list:
 
 def _root_condition_at(coeffs, symbol, value) -> bool:
     """The root condition of rho with the param at `value` (exact for a rational value)."""
-    from .stability import exact_roots, root_condition  # stability does not import this module
 
     at = [sympy.sympify(c).xreplace({symbol: value}) for c in coeffs]
     if all(c.is_Rational for c in at):

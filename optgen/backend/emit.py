@@ -14,15 +14,17 @@ from enum import Enum
 import jinja2
 import sympy
 
-from .. import __version__, ir, present
+from .. import ir, present
+from .._version import __version__
 from ..analysis import Certificate
 from ..kinds.blocks import BLOCK_KINDS, ArgKind, tolerances_below_float32
-from ..resolve.resolver import snake_case
+from ..kinds.imports import Import, import_lines
+from ..naming import certificate_constant, output_files, snake_case
 from ..resources import resource_dir, resource_path
 from .formatting import BLACK_DEFAULTS, Formatting
 from .lower import EmitPlan, lower, reaching_output
 from .models import stage_starts
-from .plan import Import, LayerRuntime
+from .plan import LayerRuntime
 from .writer import comment_text, docstring_text, forward_source, model_features_source
 
 PAPER = (
@@ -85,15 +87,7 @@ def header(source_name: str, sha256: str) -> list[str]:
 
 
 def _imports(needed: frozenset[Import]) -> list[str]:
-    """The import block, from what the plan's ops and block sources need (sorted, fx-style)."""
-    lines = sorted(i.value for i in needed if i.stdlib)
-    if lines:
-        lines.append("")
-    lines.append("import torch")
-    if Import.FUNCTIONAL in needed:
-        lines.append("import torch.nn.functional as F")
-    lines.append("from torch import Tensor, nn")
-    return lines
+    return import_lines(needed)
 
 
 def _class_doc(net: ir.Network, plan: EmitPlan, certificate: Certificate) -> str:
@@ -175,7 +169,7 @@ def network_view(
         class_name=plan.class_name,
         class_doc=_class_doc(net, plan, certificate),
         rule=net.rule,
-        certificate_name=f"{snake_case(net.name).upper()}_CERTIFICATE",
+        certificate_name=certificate_constant(net.name),
         certificate=module_certificate(certificate),
         plan=plan,
         forward=forward_source(plan.forward, plan.output_var),
@@ -327,12 +321,10 @@ def generate(
 ) -> dict[str, str]:
     """The two files of one network, `<name>.py` and `test_<name>.py`, formatted."""
     plan = lower(net)
-    stem = snake_case(net.name)
+    module, test = output_files(net.name)
     return {
-        f"{stem}.py": formatting.format(render_module(net, plan, certificate, source_name, sha256)),
-        f"test_{stem}.py": formatting.format(
-            render_test(net, plan, certificate, source_name, sha256)
-        ),
+        module: formatting.format(render_module(net, plan, certificate, source_name, sha256)),
+        test: formatting.format(render_test(net, plan, certificate, source_name, sha256)),
     }
 
 
@@ -462,7 +454,7 @@ def _stage_certificates(
         if cert == certificates[network]:
             names.append(constants[network])
             continue
-        name = f"{snake_case(model_name).upper()}_STAGE_{i}_CERTIFICATE"
+        name = certificate_constant(model_name, stage=i)
         names.append(name)
         defined.append((i, name, module_certificate(cert)))
     return names, defined
@@ -497,7 +489,7 @@ def render_model(
         imports=_imports(imports),
         block_sources=sources,
         networks=views,
-        certificate_name=f"{snake_case(model.name).upper()}_CERTIFICATE",
+        certificate_name=certificate_constant(model.name),
         certificate=mcert.as_dict(),
         class_doc=_model_doc(model_plan, mcert),
         rules={net.name: net.rule for net in model_plan.networks},
@@ -530,5 +522,6 @@ def render_model(
         ],
         solves=any(p.kind != "explicit" for p in plans),
     )
-    files = {f"{stem}.py": text, f"test_{stem}.py": formatting.format(test)}
+    module_name, test_name = output_files(model.name)
+    files = {module_name: text, test_name: formatting.format(test)}
     return files, context["flops"], context["params"]

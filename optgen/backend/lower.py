@@ -28,12 +28,11 @@ from enum import Enum
 
 import sympy
 
-from .. import ir, schedules
+from .. import ir, naming, schedules
 from ..analysis import reversible
 from ..kinds import blocks
 from ..kinds.blocks import BLOCK_KINDS, ELEMENTWISE_MAPS, Layout
-from ..naming import Namespace, module_attributes
-from ..resolve.resolver import snake_case
+from ..naming import Namespace, snake_case
 from . import plan
 
 ONE = ir.ONE
@@ -218,17 +217,13 @@ def coef_name(expr: sympy.Expr) -> str:
     return "coef"
 
 
-# Names of the function that continues a recursive schedule in the module.
-_HELPER_NAMES = frozenset({"values", "count", "k", "math", "float", "list", "len", "range"})
-
-
 class Lowerer:
     def __init__(self, net: ir.Network):
         self.net = net
         self.ns = Namespace()
         # Attributes the module already has (nn.Module's and the generated class's, read
         # from torch and the templates): a schedule named `params` must not shadow a method.
-        self.attrs = Namespace(reserved=module_attributes())
+        self.attrs = Namespace(reserved=naming.reserved(naming.Reserved.MODULE_ATTRIBUTE))
         self.fixed = {p.symbol: p.value for p in net.params if not p.learnable}
         self.learnable = {p.symbol: p for p in net.params if p.learnable}
         # Fixed params with one value for every layer: named constants of the forward.
@@ -713,7 +708,9 @@ class Lowerer:
             ]
             count = self.net.depth + self.net.start + ahead
             count = max(count, *(n + 1 for n in fixed_reads)) if fixed_reads else count
-            previous = name if name not in _HELPER_NAMES else "previous"
+            previous = (
+                name if name not in naming.reserved(naming.Reserved.SCHEDULE_LOCAL) else "previous"
+            )
             step = rule.step.subs(schedules.PREVIOUS, sympy.Symbol(previous))
             need = "start + depth" + (f" + {ahead}" if ahead else "")
             if fixed_reads:

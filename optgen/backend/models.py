@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import ir
-from ..resolve.resolver import snake_case
+from ..naming import snake_case
 from .lower import EmitPlan, lower
 
 

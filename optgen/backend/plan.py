@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+from ..kinds.imports import Import
+
 
 @dataclass(frozen=True, slots=True)
 class Scalar:
@@ -25,19 +27,6 @@ class Scalar:
     @staticmethod
     def number(value: float) -> Scalar:
         return Scalar(repr(float(value)))
-
-
-class Import(Enum):
-    """Module-level imports an op may need beyond `torch` and `from torch import Tensor, nn`."""
-
-    FUNCTIONAL = "import torch.nn.functional as F"
-    MATH = "import math"
-    IMPORTLIB = "import importlib"
-    WARNINGS = "import warnings"
-
-    @property
-    def stdlib(self) -> bool:
-        return self is not Import.FUNCTIONAL
 
 
 class Reparametrization(Enum):

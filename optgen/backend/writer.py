@@ -12,6 +12,7 @@ import unicodedata
 
 from .. import ir
 from . import plan
+from .models import StageStep
 
 
 def visible_text(text: str, keep: str = "\t") -> str:
@@ -237,7 +238,6 @@ def forward_source(ops, output: str) -> str:
 
 def model_features_source(model_plan) -> str:
     """The statements of a model's `forward_features`: stem, stages and transitions."""
-    from .models import StageStep
 
     model = model_plan.model
     writer = CodeWriter()

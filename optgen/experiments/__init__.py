@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .data import digest, make_data
+from .extras import MissingExtra, require_extras
 from .image_models import IMAGE_NETWORKS, QUICK_NETWORKS
 from .images import ImageExperimentError, run_image_command, run_images
 from .networks import UnsupportedLayout, import_class, prepare, write_modules
@@ -47,22 +48,6 @@ __all__ = [
 
 DEFAULT_NETWORKS = ("gd", "heavy_ball", "nesterov", "nesterov_k", "dense", "ladmm")
 EXPERIMENTS = ("rings", "parity", "telgarsky")
-
-
-class MissingExtra(Exception):
-    """matplotlib or tqdm is not installed."""
-
-
-def require_extras() -> None:
-    """Raise MissingExtra unless matplotlib and tqdm are installed."""
-    try:
-        import matplotlib  # noqa: F401
-        import tqdm  # noqa: F401
-    except ImportError:
-        raise MissingExtra(
-            "optgen experiment needs matplotlib and tqdm: pip install 'optgen[experiments]'"
-            " (or pip install matplotlib tqdm)"
-        ) from None
 
 
 def run(

@@ -21,12 +21,22 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .distributed import World, broadcast, join, leave
-from .image_data import ImageData, load_images
-from .image_models import FAMILIES, ModelSource, check_input, cost, model_class, prepare_models
+from .extras import MissingExtra, require_extras
+from .image_data import ImageData, MissingData, load_images
+from .image_models import (
+    FAMILIES,
+    IMAGE_NETWORKS,
+    QUICK_NETWORKS,
+    ModelSource,
+    check_input,
+    cost,
+    model_class,
+    prepare_models,
+)
 from .image_plots import plot_images
 from .image_train import train_seed
 from .networks import write_modules
-from .settings import ImageSettings
+from .settings import ImageSettings, image_settings_for
 from .train import summarize, thin
 
 FORMAT = 1  # of the report; a change of layout is a change of settings
@@ -249,11 +259,6 @@ class ImageExperimentError(Exception):
 def run_image_command(args, progress_bar: bool = True) -> list[str]:
     """`optgen experiment mnist|digits` from its parsed arguments: run, and return the lines
     to print (none on ranks other than 0). Raises `ImageExperimentError` for a bad input."""
-    from . import MissingExtra, require_extras
-    from .image_data import MissingData
-    from .image_models import IMAGE_NETWORKS, QUICK_NETWORKS
-    from .settings import image_settings_for
-
     networks = (
         [n.strip() for n in args.networks.split(",") if n.strip()]
         if args.networks

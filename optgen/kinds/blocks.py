@@ -17,9 +17,10 @@ from enum import Enum
 
 import sympy
 
-from ..backend.plan import Import
+from .. import torch_names
 from ..ir import DIM
 from ..resources import resource_path
+from .imports import Import
 
 # Activations a block may use; every one but `identity` is non-polynomial.
 ACTIVATIONS: dict[str, str] = {
@@ -35,72 +36,8 @@ ACTIVATIONS: dict[str, str] = {
 }
 POLYNOMIAL_ACTIVATIONS = frozenset({"identity"})
 
-# Attributes of nn.ModuleDict (torch 2.13): a block with one of these names could not be a
-# key of the generated `module.blocks`.
-MODULE_DICT_ATTRIBUTES = frozenset(
-    {
-        "T_destination",
-        "add_module",
-        "apply",
-        "bfloat16",
-        "buffers",
-        "call_super_init",
-        "children",
-        "clear",
-        "compile",
-        "cpu",
-        "cuda",
-        "double",
-        "dump_patches",
-        "eval",
-        "extra_repr",
-        "float",
-        "forward",
-        "get_buffer",
-        "get_extra_state",
-        "get_parameter",
-        "get_submodule",
-        "half",
-        "ipu",
-        "items",
-        "keys",
-        "load_state_dict",
-        "modules",
-        "mtia",
-        "named_buffers",
-        "named_children",
-        "named_modules",
-        "named_parameters",
-        "parameters",
-        "pop",
-        "register_backward_hook",
-        "register_buffer",
-        "register_forward_hook",
-        "register_forward_pre_hook",
-        "register_full_backward_hook",
-        "register_full_backward_pre_hook",
-        "register_load_state_dict_post_hook",
-        "register_load_state_dict_pre_hook",
-        "register_module",
-        "register_parameter",
-        "register_state_dict_post_hook",
-        "register_state_dict_pre_hook",
-        "requires_grad_",
-        "set_extra_state",
-        "set_submodule",
-        "share_memory",
-        "state_dict",
-        "to",
-        "to_empty",
-        "train",
-        "training",
-        "type",
-        "update",
-        "values",
-        "xpu",
-        "zero_grad",
-    }
-)
+# A block named after an attribute of nn.ModuleDict could not be a key of `module.blocks`.
+MODULE_DICT_ATTRIBUTES = torch_names.MODULE_DICT_ATTRIBUTES
 
 
 class Layout(str, Enum):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import keyword
 import math
-import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -29,7 +28,6 @@ from ..kinds.blocks import (
     ELEMENTWISE_MAPS,
     INTEGER_OPTIONS,
     LAYOUTS,
-    MODULE_DICT_ATTRIBUTES,
     REVERSIBLE,
     SOLVER_KINDS,
     ArgKind,
@@ -61,12 +59,6 @@ BACKWARDS = {name: dict(kind.options) for name, kind in BACKWARD_KINDS.items()}
 def _did_you_mean(word: str, options) -> str | None:
     match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
     return f"did you mean '{match[0]}'?" if match else None
-
-
-def snake_case(name: str) -> str:
-    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
-    s = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s)
-    return s.lower()
 
 
 # ---------------------------------------------------------------- values
@@ -790,7 +782,9 @@ class Resolver:
                 f"{what} name '{name}' is not a CamelCase class name",
                 f"write {name[0].upper() + name[1:]}",
             )
-        elif name in naming.generated_names() or name == _certificate_constant(name):
+        elif name in naming.reserved(
+            naming.Reserved.FILE_BINDING
+        ) or name == naming.certificate_constant(name):
             self.report.error(
                 ident.span,
                 f"{what} name '{name}' is a name the generated code already uses",
@@ -803,8 +797,7 @@ class Resolver:
     def check_file_names(self, ident: ast.Ident, what: str) -> None:
         """The files `<stem>.py` and `test_<stem>.py` must be importable, shadow no module
         and fit in a file name."""
-        stem = snake_case(ident.id)
-        test_file = f"test_{stem}.py"
+        test_file = naming.test_file(ident.id)
         if len(test_file.encode("utf-8")) > naming.MAX_FILE_NAME_BYTES:
             self.report.error(
                 ident.span,
@@ -814,7 +807,7 @@ class Resolver:
                 f"use a name of at most {naming.MAX_FILE_NAME_BYTES - len('test_.py')} characters",
             )
             return
-        for module in (stem, f"test_{stem}"):
+        for module in (name.removesuffix(".py") for name in naming.output_files(ident.id)):
             if keyword.iskeyword(module):
                 self.report.error(
                     ident.span,
@@ -822,7 +815,7 @@ class Resolver:
                     "keyword: its test could not import it",
                     f"pick another name, such as {ident.id}Rule",
                 )
-            elif module in naming.module_names():
+            elif module in naming.reserved(naming.Reserved.MODULE_NAME):
                 self.report.error(
                     ident.span,
                     f"{what} {ident.id} would write {module}.py, which shadows the module "
@@ -921,7 +914,7 @@ class Resolver:
         block_names: set[str] = set()  # every block of the network, a failed one included
         for d in decls.get(ast.BlockDecl, []):
             owned = claim(d.name, "block")
-            if d.name.id.startswith("_") or d.name.id in MODULE_DICT_ATTRIBUTES:
+            if d.name.id.startswith("_") or d.name.id in naming.reserved(naming.Reserved.BLOCK_KEY):
                 self.report.error(
                     d.name.span,
                     f"block name '{d.name.id}' cannot be a key of the generated module.blocks (an nn.ModuleDict)",
@@ -1479,7 +1472,7 @@ class Resolver:
     ) -> ir.Param:
         """`param tk[0] = a` and `param tk[k+1] = f(tk, k)`: the sympy function tk(k)."""
         name = step.name.id
-        if name in _CONSTRUCTOR_NAMES:
+        if name in naming.reserved(naming.Reserved.CONSTRUCTOR_LOCAL):
             self.fail(
                 step.name.span,
                 f"'{name}' cannot name a recursive schedule: the generated constructor "
@@ -1566,7 +1559,7 @@ class Resolver:
             return  # a fixed number: a local of forward, named freely
         constrained = d.learnable and (d.positive or d.interval is not None)
         attribute = f"{d.name.id}_raw" if constrained else d.name.id
-        if attribute in naming.module_attributes():
+        if attribute in naming.reserved(naming.Reserved.MODULE_ATTRIBUTE):
             self.report.error(
                 d.name.span,
                 f"param {d.name.id} would be the attribute module.{attribute}, which the "
@@ -2427,12 +2420,6 @@ _TRANSITION_ARGS: dict[str, dict[str, dict[str, int | None]]] = {
     "up": {"conv": {"out": None, "scale": 2, "kernel": 3}},
 }
 _HEAD_ARGS: dict[str, dict[str, int | None]] = {"classifier": {"classes": None}, "none": {}}
-# Names the generated constructor reads, which a recursive schedule's values (a local
-# variable of __init__ named after it) must not shadow.
-_CONSTRUCTOR_NAMES = frozenset(
-    {"self", "start", "depth", "super", "nn", "torch", "math", "float", "range", "list"}
-    | {"len", "min", "max", "F", "Tensor", "ValueError", "isinstance", "bool", "int"}
-)
 _CARRIES = ("states", "output")
 _STEM_LAYOUTS = {
     ir.StemKind.CONV: Layout.IMAGE.value,
@@ -2484,11 +2471,6 @@ def _clip(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _certificate_constant(name: str) -> str:
-    """The module constant that holds a network's certificate (codegen.network_view)."""
-    return f"{snake_case(name).upper()}_CERTIFICATE"
-
-
 def _show(v: float) -> str:
     return f"{v:g}"
 
@@ -2534,8 +2516,8 @@ def resolve(module: ast.Module, source: SourceFile, warnings: list | None = None
     written: dict[str, tuple[str, str]] = {}  # every output file: the item that writes it
     for what, node in items:
         name = node.name.id
-        file_name = snake_case(name)
-        files = (f"{file_name}.py", f"test_{file_name}.py")
+        files = naming.output_files(name)
+        file_name = naming.snake_case(name)
         clash = next((written[f] for f in files if f in written), None)
         hint = None
         if name in names[what]:

@@ -1,0 +1,206 @@
+"""The compiler's structure, read from its source: layered packages whose imports only go
+down, files and classes of a readable size, and a front end that loads neither torch nor
+the code writer's libraries."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "optgen"
+MAX_FILE_LINES = 700
+MAX_CLASS_LINES = 450
+# Files still over the size limit, being split by job (issue: one layered compiler); each is
+# asserted to be over it, so that a split file leaves this set in the same commit.
+SPLIT_PENDING = {
+    "optgen.analysis.certificate",
+    "optgen.backend.lower",
+    "optgen.cli",
+    "optgen.resolve.resolver",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_package(name: str) -> bool:
+    return MODULES.get(name, Path()).name == "__init__.py"
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def _imports(tree: ast.AST):
+    """Every import statement, at any depth (a function's lazy import counts), but those
+    under `if TYPE_CHECKING:`, which never run."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if _type_checking_only(child):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                yield child
+            stack.append(child)
+
+
+def _targets(module: str, node: ast.Import | ast.ImportFrom) -> set[str]:
+    """The optgen modules an import statement runs."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names if a.name in MODULES}
+    if node.level:
+        base = module.split(".") if _is_package(module) else module.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        source = ".".join(base + ([node.module] if node.module else []))
+    else:
+        source = node.module or ""
+    if not source.startswith("optgen"):
+        return set()
+    found = set()
+    for alias in node.names:
+        submodule = f"{source}.{alias.name}"
+        found.add(submodule if submodule in MODULES else source)
+    return {name for name in found if name in MODULES}
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        edges = set()
+        for node in _imports(tree):
+            edges |= _targets(name, node)
+        graph[name] = edges - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_has_no_cycle_even_through_lazy_imports():
+    # Lazy imports count as edges: with none of them closing a cycle, no lazy import is
+    # there to avoid one (those left are for start-up: torch, jinja2, black, matplotlib).
+    graph = import_graph()
+    assert len(graph) > 40  # the walk found the package
+    assert _cycles(graph) == []
+
+
+def test_the_graph_walk_finds_a_cycle_where_there_is_one():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+LAYERS = {
+    # A package imports only from its own layer or below (the front end never reaches up to
+    # the code writer; the analysis never to lowering).
+    "optgen.syntax": {"optgen.syntax", "optgen.source", "optgen.errors", "optgen.resources"},
+    "optgen.kinds": {"optgen.kinds", "optgen.ir", "optgen.source", "optgen.resources"}
+    | {"optgen.torch_names", "optgen.schedules"},
+    "optgen.analysis": {"optgen.analysis", "optgen.ir", "optgen.kinds", "optgen.present"}
+    | {"optgen.source", "optgen.errors", "optgen.schedules"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_a_lower_layer_imports_nothing_above_it(package):
+    allowed = LAYERS[package]
+    graph = import_graph()
+    for module, edges in graph.items():
+        if module == package or module.startswith(package + "."):
+            outside = {
+                e for e in edges if not any(e == a or e.startswith(a + ".") for a in allowed)
+            }
+            assert not outside, f"{module} imports {sorted(outside)}"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES), ids=str)
+def test_files_and_classes_stay_readable(name):
+    path = MODULES[name]
+    text = path.read_text(encoding="utf-8")
+    if name in SPLIT_PENDING:
+        assert len(text.splitlines()) > MAX_FILE_LINES, f"{name} is split: drop it from the set"
+        return
+    assert len(text.splitlines()) <= MAX_FILE_LINES, f"{path.name}: split it by job"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef):
+            size = node.end_lineno - node.lineno + 1
+            assert size <= MAX_CLASS_LINES, f"class {node.name} of {path.name}: {size} lines"
+
+
+FRONT_END = """
+import sys
+import optgen
+from optgen.tools import graph  # noqa: F401 - a view of the IR, no torch either
+
+optgen.check_source(open(sys.argv[1]).read(), sys.argv[1])
+optgen.check_source(open(sys.argv[2]).read(), sys.argv[2])
+print(sorted(m for m in ("torch", "jinja2", "black") if m in sys.modules))
+"""
+
+
+def test_the_front_end_imports_neither_torch_nor_jinja2_nor_black():
+    examples = [str(ROOT / "examples" / "nesterov.opt"), str(ROOT / "examples/models/staged.opt")]
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", FRONT_END, *examples],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_stored_torch_names_cover_the_installed_torch():
+    # The front end reads nn.Module's attribute names from data; a torch that adds one
+    # fails here until `python -m optgen.torch_names` refreshes the list.
+    from optgen import torch_names
+
+    module, module_dict = torch_names.installed()
+    assert module <= torch_names.NN_MODULE_ATTRIBUTES
+    assert module_dict <= torch_names.MODULE_DICT_ATTRIBUTES
