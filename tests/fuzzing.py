@@ -409,6 +409,7 @@ def write_with_failures(rng: random.Random, text: str, folder: Path) -> None:
     import os
 
     from optgen import cli
+    from optgen import output as output_tree
 
     source = folder / "hostile.opt"
     source.write_text(text)
@@ -416,7 +417,7 @@ def write_with_failures(rng: random.Random, text: str, folder: Path) -> None:
     before = {p.name: p.read_bytes() for p in out.iterdir()} if out.is_dir() else {}
     budget = rng.randint(0, 3)
     code = rng.choice([errno.ENOSPC, errno.EROFS, errno.EACCES])
-    real = cli._write_temporary
+    real = output_tree._write_temporary
 
     def failing(output, mode):
         nonlocal budget
@@ -425,11 +426,11 @@ def write_with_failures(rng: random.Random, text: str, folder: Path) -> None:
         budget -= 1
         return real(output, mode)
 
-    cli._write_temporary = failing
+    output_tree._write_temporary = failing
     try:
         status = cli.main(["compile", str(source), "-o", str(out)])
     finally:
-        cli._write_temporary = real
+        output_tree._write_temporary = real
     assert status in (0, 1), status
     if status == 1:
         after = {p.name: p.read_bytes() for p in out.iterdir()} if out.is_dir() else {}

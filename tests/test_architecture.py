@@ -20,7 +20,6 @@ MAX_CLASS_LINES = 450
 SPLIT_PENDING = {
     "optgen.analysis.certificate",
     "optgen.backend.lower",
-    "optgen.cli",
     "optgen.resolve.resolver",
 }
 

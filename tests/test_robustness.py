@@ -16,6 +16,7 @@ from conftest import EXAMPLES, ROOT
 
 import optgen
 from optgen import cli, naming
+from optgen import output as output_tree
 from optgen.api import frontend
 from optgen.backend import lower
 
@@ -181,7 +182,7 @@ def test_a_file_system_refusal_is_exit_1_and_located(tmp_path, monkeypatch, caps
     def refuse(output, mode):
         raise OSError(code, os.strerror(code), str(output.path))
 
-    monkeypatch.setattr(cli, "_write_temporary", refuse)
+    monkeypatch.setattr(output_tree, "_write_temporary", refuse)
     assert compile_cli(tmp_path, net()) == 1
     err = capsys.readouterr().err
     assert f"r.opt:1:9: error: cannot write {tmp_path / 'out' / 'a.py'}" in err
@@ -348,7 +349,7 @@ def test_a_failure_part_way_leaves_every_output_as_it_was(tmp_path, monkeypatch,
     before = snapshot(out)
     calls = {"n": 0}
     if phase == "writing":  # a full disk after 9 files
-        real = cli._write_temporary
+        real = output_tree._write_temporary
 
         def fill(output, mode):
             calls["n"] += 1
@@ -356,19 +357,19 @@ def test_a_failure_part_way_leaves_every_output_as_it_was(tmp_path, monkeypatch,
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real(output, mode)
 
-        monkeypatch.setattr(cli, "_write_temporary", fill)
+        monkeypatch.setattr(output_tree, "_write_temporary", fill)
         expected = "nothing was written"
     else:  # the 9th replacement fails
         real_replace = os.replace
 
         def replace(source, target):
-            if str(source).endswith(cli.TEMP_SUFFIX):
+            if str(source).endswith(output_tree.TEMP_SUFFIX):
                 calls["n"] += 1
                 if calls["n"] == 9:
                     raise OSError(errno.EIO, os.strerror(errno.EIO))
             return real_replace(source, target)
 
-        monkeypatch.setattr(cli.os, "replace", replace)
+        monkeypatch.setattr(output_tree.os, "replace", replace)
         expected = "every output was restored as it was"
     assert cli.main(["compile", *sources, "-o", str(out)]) == 1
     assert expected in capsys.readouterr().err
@@ -378,8 +379,8 @@ def test_a_failure_part_way_leaves_every_output_as_it_was(tmp_path, monkeypatch,
 def test_orphan_temporaries_of_a_killed_run_are_cleaned(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / f".a.py.abc123{cli.TEMP_SUFFIX}").write_text("half")
-    (out / f".a.py.def456{cli.BACKUP_SUFFIX}").write_text("old")
+    (out / f".a.py.abc123{output_tree.TEMP_SUFFIX}").write_text("half")
+    (out / f".a.py.def456{output_tree.BACKUP_SUFFIX}").write_text("old")
     (out / ".hidden_user_file").write_text("mine")
     assert compile_cli(tmp_path, net()) == 0
     assert sorted(p.name for p in out.iterdir()) == [".hidden_user_file", "a.py", "test_a.py"]
