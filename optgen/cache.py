@@ -136,6 +136,32 @@ def manifest(files: dict[str, bytes]) -> bytes:
     return "".join(lines).encode("ascii")
 
 
+def private_folder(name: str) -> Path | None:
+    """`name` in optgen's cache folder, created 0700 and checked as the modules' folder is,
+    for a cache optgen can do without (the parser's tables): None when it cannot be trusted
+    or written, never an error."""
+    folder = cache_folder() / name
+    try:
+        created = _make_private_folders(folder)
+        for checked in (cache_folder(), folder, *created):
+            _refuse_if_untrusted(checked)
+    except (OSError, CacheError):
+        return None
+    return folder if os.access(folder, os.W_OK | os.X_OK) else None
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (a private temporary beside it, fsync, rename), so a
+    reader sees the old file or the whole new one; raises OSError, leaving nothing behind."""
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    try:
+        _write_file(staging, data)
+        os.replace(staging, path)
+    except BaseException:
+        _remove(staging)
+        raise
+
+
 # ---------------------------------------------------------------- the cache's folders
 def _modules_root() -> Path:
     """This version's folder of packages, trusted and writable, or this process' own folder."""

@@ -137,7 +137,8 @@ def test_the_graph_walk_finds_a_cycle_where_there_is_one():
 LAYERS = {
     # A package imports only from its own layer or below (the front end never reaches up to
     # the code writer; the analysis never to lowering).
-    "optgen.syntax": {"optgen.syntax", "optgen.source", "optgen.errors", "optgen.resources"},
+    "optgen.syntax": {"optgen.syntax", "optgen.source", "optgen.errors", "optgen.resources"}
+    | {"optgen.cache", "optgen._version"},  # the parser's tables are kept in the cache
     "optgen.kinds": {"optgen.kinds", "optgen.ir", "optgen.source", "optgen.resources"}
     | {"optgen.torch_names", "optgen.schedules"},
     "optgen.analysis": {"optgen.analysis", "optgen.ir", "optgen.kinds", "optgen.present"}
@@ -202,3 +203,50 @@ def test_the_stored_torch_names_cover_the_installed_torch():
     module, module_dict = torch_names.installed()
     assert module <= torch_names.NN_MODULE_ATTRIBUTES
     assert module_dict <= torch_names.MODULE_DICT_ATTRIBUTES
+
+
+PARSE = """
+import sys
+from unittest import mock
+
+from lark import Lark
+
+from optgen.syntax import parse
+
+with mock.patch.object(parse, "_build", wraps=parse._build) as build:
+    parse._parser().parse("network A { state x }")
+print(build.call_count)
+"""
+
+
+def _builds(env) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", PARSE], capture_output=True, text=True, check=True, env=env
+    )
+    return int(out.stdout.strip())
+
+
+def test_the_parser_tables_are_built_once_and_rebuilt_when_damaged(tmp_path):
+    import os
+
+    env = {**os.environ, "OPTGEN_CACHE": str(tmp_path / "cache")}
+    assert _builds(env) == 1  # first process: built and kept
+    (kept,) = (tmp_path / "cache" / "parser").glob("opt-*.lark")
+    assert oct(kept.stat().st_mode & 0o777) == "0o600"
+    assert _builds(env) == 0  # later processes load the tables
+    kept.write_bytes(b"not a parser")
+    assert _builds(env) == 1  # a damaged file is rebuilt, never an error
+    assert kept.read_bytes() != b"not a parser"
+    assert _builds(env) == 0
+
+
+def test_a_parser_cache_others_can_write_is_not_used(tmp_path):
+    import os
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    env = {**os.environ, "OPTGEN_CACHE": str(folder)}
+    assert _builds(env) == 1
+    assert _builds(env) == 1  # nothing kept, nothing read: built in each process
+    assert not list(folder.rglob("*.lark"))
