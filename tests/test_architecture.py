@@ -21,7 +21,6 @@ SPLIT_PENDING = {
     "optgen.analysis.certificate",
     "optgen.backend.lower",
     "optgen.cli",
-    "optgen.resolve.resolver",
 }
 
 
