@@ -1,4 +1,5 @@
-"""The declarations of an item besides its params and update: class and file names,
+"""The declarations of an item besides its params and update: the grouping of a network's
+or a model's declarations (each at most once where it must be), class and file names,
 blocks (of a registered kind, or custom ones with their "pkg.module:Class"), `solver` and
 `backward` with their options, and the memory modes (`checkpoint`, `backward reversible`)."""
 
@@ -35,6 +36,23 @@ class DeclarationResolver(Job):
     def __init__(self, ctx: Context, scalars: ScalarResolver):
         super().__init__(ctx)
         self.scalars = scalars
+
+    def grouped(self, node, what: str, once: dict[type, str], hint: str) -> dict[type, list]:
+        """The declarations of network or model `node` by type. Of each type in `once`, a
+        declaration after the first is reported, labelled `once[type]`, with the hint
+        `hint.format(label)`."""
+        name = node.name.id
+        decls: dict[type, list] = {}
+        for d in node.decls:
+            decls.setdefault(type(d), []).append(d)
+        for kind, label in once.items():
+            for extra in decls.get(kind, [])[1:]:
+                self.report.error(
+                    extra.span,
+                    f"'{label}' is declared twice in {what} {name}",
+                    hint.format(label),
+                )
+        return decls
 
     def check_class_name(self, ident: ast.Ident, what: str, example: str) -> None:
         """A network or model name becomes a class name: CamelCase, not a keyword."""

@@ -11,6 +11,8 @@ from .context import MAX_DEPTH, Context, Job, _did_you_mean
 from .declarations import DeclarationResolver
 from .parts import _CARRIES, _STAGE_ARGS, PartResolver, _arg_span
 
+# The declarations a model holds at most once (a model has several stages).
+ONCE = {ast.InputDecl: "input", ast.StemDecl: "stem", ast.HeadDecl: "head"}
 _STEM_LAYOUTS = {
     ir.StemKind.CONV: Layout.IMAGE.value,
     ir.StemKind.PATCH: Layout.IMAGE.value,
@@ -46,20 +48,7 @@ class ModelResolver(Job):
         errors_before = len(self.report.errors)
         name = node.name.id
         self.declarations.check_class_name(node.name, "model", "OptResNet")
-        decls: dict[type, list] = {}
-        for d in node.decls:
-            decls.setdefault(type(d), []).append(d)
-        for kind, label in (
-            (ast.InputDecl, "input"),
-            (ast.StemDecl, "stem"),
-            (ast.HeadDecl, "head"),
-        ):
-            for extra in decls.get(kind, [])[1:]:
-                self.report.error(
-                    extra.span,
-                    f"'{label}' is declared twice in model {name}",
-                    f"a model has one {label}",
-                )
+        decls = self.declarations.grouped(node, "model", ONCE, "a model has one {}")
         for kind, message, hint in (
             (ast.InputDecl, f"model {name} declares no input", "add a line: input [3, 32, 32]"),
             (ast.StemDecl, f"model {name} has no stem", "add a line: stem conv(out=32)"),

@@ -19,6 +19,14 @@ from .params import ParamResolver
 from .scalars import ScalarResolver
 
 DEFAULT_DEPTH = 8
+# The declarations a network holds at most once (`solver` and `backward` share a type).
+ONCE = {
+    ast.StateDecl: "state",
+    ast.LayersDecl: "layers",
+    ast.UpdateDecl: "update",
+    ast.OutputDecl: "output",
+    ast.CheckpointDecl: "checkpoint",
+}
 # Limits on the size of one network (docs/robustness.md, "Limits"): the analysis and the
 # generated code grow faster than linearly past them, so a larger input is refused with a
 # located error instead of taking minutes and gigabytes.
@@ -47,22 +55,7 @@ class NetworkResolver(Job):
         self.ctx.poisoned = set()
         name = node.name.id
         self.declarations.check_class_name(node.name, "network", "Nesterov")
-        decls: dict[type, list] = {}
-        for d in node.decls:
-            decls.setdefault(type(d), []).append(d)
-        for kind, label in (
-            (ast.StateDecl, "state"),
-            (ast.LayersDecl, "layers"),
-            (ast.UpdateDecl, "update"),
-            (ast.OutputDecl, "output"),
-            (ast.CheckpointDecl, "checkpoint"),
-        ):
-            for extra in decls.get(kind, [])[1:]:
-                self.report.error(
-                    extra.span,
-                    f"'{label}' is declared twice in network {name}",
-                    "merge the two declarations",
-                )
+        decls = self.declarations.grouped(node, "network", ONCE, "merge the two declarations")
         for role in ("solver", "backward"):
             dup = [d for d in decls.get(ast.SolverDecl, []) if d.role == role]
             for extra in dup[1:]:
