@@ -19,7 +19,8 @@ MAX_DEPTH = 100_000
 
 class Context:
     """The file being checked, shared by every job, and the state of the network being
-    checked, which `NetworkResolver.network` starts afresh for each network."""
+    checked, which `NetworkResolver.network` starts afresh for each network (and
+    `UpdateResolver.update` for the locals of its update)."""
 
     def __init__(self, source: SourceFile):
         self.source = source
