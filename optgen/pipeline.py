@@ -22,7 +22,7 @@ from .backend.models import lower_model, slot_mismatches, stage_networks
 from .checks.ranges import range_errors
 from .errors import Diagnostic, OptgenError, Severity
 from .kinds.blocks import FLOAT32_TOLERANCE_FLOOR, tolerances_below_float32
-from .resolve.resolver import resolve
+from .resolve import resolve
 from .source import SourceFile
 from .syntax.parse import parse
 

@@ -163,7 +163,7 @@ def test_a_sum_of_300_learnable_params_is_linear_ish(monkeypatch):
     import sympy
 
     from optgen import ir
-    from optgen.resolve import resolver as resolve
+    from optgen.resolve import expressions as resolve
 
     monkeypatch.setattr(resolve, "MAX_COEFFICIENT_PARAMS", 10**6)
     sizes = []

@@ -1,0 +1,525 @@
+"""Expressions of an update and an init: the values `Scalar` and `Tensor`, the `Scope` of
+one statement, names and lags (`x`, `x+`, `x-`, `x[k-2]`, `g[i]` in a sum), calls of
+blocks, maps and scalar functions, sums over history, and the scalar-coefficient rule: a
+tensor expression is a linear form, tensors combined with scalar coefficients."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import sympy
+
+from .. import ir, schedules
+from ..kinds.blocks import ELEMENTWISE_MAPS
+from ..source import Span
+from ..syntax import ast
+from .context import RESERVED, Context, Job, _clip, _did_you_mean
+from .scalars import ScalarResolver
+
+# A limit on the size of one file's items (docs/robustness.md, "Limits"): each coefficient
+# is simplified exactly, at a cost that grows faster than its size.
+MAX_COEFFICIENT_PARAMS = 32  # params and k in one coefficient: (p0 + ... + p31)*T(x)
+
+
+@dataclass(frozen=True)
+class Scalar:
+    expr: sympy.Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Tensor:
+    form: ir.LinearForm
+    span: Span
+
+
+Value = Scalar | Tensor
+
+
+@dataclass
+class Scope:
+    """What names mean while one update statement is resolved."""
+
+    states: tuple[str, ...]
+    params: dict[str, ir.Param]
+    blocks: Collection[str]  # block names, a block whose declaration failed included
+    locals_: set[str] = field(default_factory=set)
+    assigned: set[str] = field(default_factory=set)  # states whose next value is defined
+    rebound: set[str] = field(default_factory=set)  # states assigned as `x = ...`: `x` now means x+
+    current_target: str | None = None
+    in_block: str | None = None
+    sum_var: str | None = None
+    implicit_reasons: list[str] = field(default_factory=list)
+    forward_refs: list[tuple[str, Span]] = field(
+        default_factory=list
+    )  # x+ read in a block before defined
+    uses_input: bool = False
+
+
+class ExpressionResolver(Job):
+    """The value of an expression of the update or an init, in the `Scope` of its statement."""
+
+    def __init__(self, ctx: Context, scalars: ScalarResolver):
+        super().__init__(ctx)
+        self.scalars = scalars
+        self.maps = MapArgumentChecks(ctx)
+        # The scope of the expression being folded, for `combine`.
+        self._scope: Scope | None = None
+
+    def value(self, node, scope: Scope) -> Value:
+        self._scope = scope
+        return ast.fold(node, lambda leaf: self.value_leaf(leaf, scope), self.negate, self.combine)
+
+    def value_leaf(self, node, scope: Scope) -> Value:
+        if (getattr(node, "id", None) or getattr(node, "func", None)) in self.poisoned:
+            self.report.abandon()
+        method = getattr(self, f"_value_{type(node).__name__}")
+        return method(node, scope)
+
+    def _value_Number(self, node: ast.Number, scope: Scope) -> Value:
+        return Scalar(self.scalars.number(node), node.span)
+
+    def _value_Name(self, node: ast.Name, scope: Scope) -> Value:
+        name = node.id
+        if scope.sum_var is not None and name == scope.sum_var:
+            return Scalar(sympy.Symbol(name, integer=True), node.span)
+        if name in scope.params:
+            return Scalar(scope.params[name].symbol, node.span)
+        if name == "k":
+            return Scalar(ir.K, node.span)
+        if name in scope.states:
+            lag = 1 if name in scope.rebound else 0
+            return Tensor(ir.LinearForm.of(ir.StateAt(name, lag)), node.span)
+        if name in scope.locals_:
+            return Tensor(ir.LinearForm.of(ir.Local(name)), node.span)
+        if name == "input":
+            scope.uses_input = True
+            return Tensor(ir.LinearForm.of(ir.InputValue()), node.span)
+        if name in scope.blocks:
+            self.fail(node.span, f"block '{name}' must be applied to a tensor: {name}(...)")
+        if name == "dim":
+            self.fail(node.span, "'dim' can only be used in block arguments")
+        if name == scope.current_target:
+            self.fail(node.span, f"local '{name}' is used in its own definition")
+        known = set(scope.states) | set(scope.params) | scope.locals_ | {"k", "input"}
+        self.undefined(name, node.span, f"undefined name '{name}'", _did_you_mean(name, known))
+
+    def _next_state(self, name: str, span: Span, scope: Scope) -> Value:
+        if name not in scope.states:
+            if name in scope.locals_ or name in scope.params or name in scope.blocks:
+                self.fail(
+                    span,
+                    f"'{name}+' : only states have a next iterate, and '{name}' is not a state",
+                )
+            self.undefined(
+                name, span, f"undefined state '{name}'", _did_you_mean(name, scope.states)
+            )
+        if name not in scope.assigned:
+            if scope.in_block is None:
+                self.fail(
+                    span,
+                    f"'{name}+' is read before it is defined",
+                    f"define {name}+ in an earlier statement, or read the current iterate '{name}'",
+                )
+            scope.implicit_reasons.append(
+                f"block {scope.in_block} is applied to {name}+, which depends on its own output"
+            )
+            scope.forward_refs.append((name, span))
+        return Tensor(ir.LinearForm.of(ir.StateAt(name, 1)), span)
+
+    def _value_NextName(self, node: ast.NextName, scope: Scope) -> Value:
+        return self._next_state(node.id, node.span, scope)
+
+    def _value_PrevName(self, node: ast.PrevName, scope: Scope) -> Value:
+        if node.id not in scope.states and (
+            node.id in scope.locals_ or node.id == scope.current_target
+        ):
+            return self.local_history(node.id, -1, node, scope)
+        if node.id not in scope.states:
+            if node.id in (*scope.locals_, *scope.params, *scope.blocks):
+                self.fail(
+                    node.span,
+                    f"'{node.id}-' : only states and locals have a previous value, and '{node.id}' is neither",
+                )
+            self.undefined(
+                node.id,
+                node.span,
+                f"undefined state '{node.id}'",
+                _did_you_mean(node.id, scope.states),
+            )
+        return Tensor(ir.LinearForm.of(ir.StateAt(node.id, -1)), node.span)
+
+    def _value_Indexed(self, node: ast.Indexed, scope: Scope) -> Value:
+        name = node.id
+        is_state = name in scope.states
+        if name == scope.current_target and not is_state and name not in scope.params:
+            self.fail(node.span, f"local '{name}' is used in its own definition")
+        if (
+            not is_state
+            and name not in scope.locals_
+            and not (scope.sum_var and name != scope.sum_var and name in self.ctx.local_names)
+        ):
+            param = scope.params.get(name)
+            if param is not None and not param.learnable and param.depends_on_k:
+                return Scalar(self.scalars.schedule_read(node, param.value), node.span)
+            if name in scope.params:
+                self.fail(
+                    node.span,
+                    f"param '{name}' cannot be indexed; params are scalars (use k in its value for a schedule)",
+                )
+            self.undefined(
+                name,
+                node.span,
+                f"undefined name '{name}'",
+                _did_you_mean(name, set(scope.states) | scope.locals_),
+            )
+        index_vars = {"k": ir.K}
+        if scope.sum_var:
+            index_vars[scope.sum_var] = sympy.Symbol(scope.sum_var, integer=True)
+        index = self.scalars.scalar(node.index, index_vars, "an index")
+        poly = sympy.Poly(index, *index_vars.values()) if index.free_symbols else None
+        if (
+            scope.sum_var
+            and index.free_symbols == {index_vars[scope.sum_var]}
+            and poly.total_degree() == 1
+        ):
+            offset = index - index_vars[scope.sum_var]
+            if not offset.is_integer or offset != 0:
+                self.fail(
+                    node.index.span,
+                    f"inside a sum, index '{name}' by '{scope.sum_var}' itself",
+                    f"write {name}[{scope.sum_var}]",
+                )
+            return Tensor(ir.LinearForm.of(ir.History(name, is_state)), node.span)
+        if (
+            index.free_symbols == {ir.K}
+            and poly.total_degree() == 1
+            and sympy.expand(index - ir.K).is_integer
+        ):
+            lag = int(index - ir.K)
+            if not is_state:
+                if lag == 0:
+                    return self._value_Name(ast.Name(name, node.span), scope)
+                if lag > 0:
+                    self.fail(
+                        node.index.span,
+                        f"'{name}[k{lag:+d}]' lies in the future: a local has no next value",
+                        f"read {name}, {name}- or {name}[k-2], ...",
+                    )
+                if lag < -64:
+                    self.fail(
+                        node.index.span, f"lag {lag} is too deep", "read at most 64 layers back"
+                    )
+                return self.local_history(name, lag, node, scope)
+            if lag == 1:
+                return self._next_state(name, node.span, scope)
+            if lag > 1:
+                self.fail(
+                    node.index.span,
+                    f"'{name}[k{lag:+d}]' lies in the future",
+                    "an update can read x[k+1] at most",
+                )
+            if lag == 0:
+                return Tensor(ir.LinearForm.of(ir.StateAt(name, 0)), node.span)
+            if lag < -64:
+                self.fail(
+                    node.index.span, f"lag {lag} is too deep", "read at most 64 iterates back"
+                )
+            return Tensor(ir.LinearForm.of(ir.StateAt(name, lag)), node.span)
+        if not index.free_symbols and index == 0 and is_state:
+            return Tensor(ir.LinearForm.of(ir.Initial(name)), node.span)
+        self.fail(
+            node.index.span,
+            f"unsupported index '{self.text(node.index)}'",
+            "write x[k+1], x[k], x[k-1], ..., or x[0]",
+        )
+
+    def local_history(self, name: str, lag: int, node, scope: Scope) -> Value:
+        """`g-`, `g[k-2]`: local g of an earlier layer (its value at layer 0 before that)."""
+        if name == scope.current_target:
+            self.fail(node.span, f"local '{name}' is used in its own definition")
+        return Tensor(ir.LinearForm.of(ir.Local(name, lag)), node.span)
+
+    def _value_Call(self, node: ast.Call, scope: Scope) -> Value:
+        func = node.func
+        if func in scope.blocks:
+            if len(node.args) != 1:
+                self.fail(
+                    node.span, f"block '{func}' takes one tensor argument, got {len(node.args)}"
+                )
+            if scope.in_block is not None:
+                self.fail(
+                    node.span,
+                    f"block call '{self.text(node)}' inside the argument of block '{scope.in_block}'",
+                    "compute it first as a local: g = " + self.text(node),
+                )
+            scope.in_block = func
+            try:
+                arg = self.tensor(node.args[0], scope, f"the argument of {func}")
+            finally:
+                scope.in_block = None
+            return Tensor(ir.LinearForm.of(ir.BlockOut(func, arg)), node.span)
+        if func in ELEMENTWISE_MAPS:
+            spec = ELEMENTWISE_MAPS[func]
+            if len(node.args) != 1 + len(spec.scalar_args):
+                sig = ", ".join(("e",) + spec.scalar_args)
+                self.fail(
+                    node.span,
+                    f"{func} takes {1 + len(spec.scalar_args)} argument(s): {func}({sig})",
+                )
+            arg = self.tensor(node.args[0], scope, f"the argument of {func}")
+            scalars = []
+            for extra in node.args[1:]:
+                v = self.value(extra, scope)
+                if not isinstance(v, Scalar):
+                    self.fail(
+                        extra.span,
+                        f"the extra arguments of {func} must be scalars, not a tensor expression",
+                        "use numbers, params and k, e.g. softshrink(e, t*lam)",
+                    )
+                scalars.append(v.expr)
+            self.maps.check_map_arguments(func, node, scalars, scope)
+            return Tensor(ir.LinearForm.of(ir.MapOut(func, arg, tuple(scalars))), node.span)
+        if func in schedules.SCALAR_FUNCTIONS:
+            return self.scalar_call(node, scope)
+        if func == "sum":
+            self.fail(node.span, "sum over history is written sum(i = 0..k, expr)")
+        known = set(scope.blocks) | set(ELEMENTWISE_MAPS) | set(schedules.SCALAR_FUNCTIONS)
+        self.undefined(
+            func,
+            node.func_span,
+            f"unknown function '{func}'",
+            _did_you_mean(func, known) or f"known: {', '.join(sorted(known))}",
+        )
+
+    def scalar_call(self, node: ast.Call, scope: Scope) -> Value:
+        """sqrt, exp, log, min, max in an update: functions of fixed scalars only."""
+        args = []
+        for arg in node.args:
+            v = self.value(arg, scope)
+            if isinstance(v, Tensor):
+                self.fail(
+                    arg.span,
+                    f"{node.func} takes scalars, but '{_clip(self.text(arg))}' is a tensor",
+                    f"{node.func} is for coefficients (numbers, fixed params, k); "
+                    "an update is linear in the tensors",
+                )
+            if any(self._learnable(s, scope) for s in v.expr.free_symbols):
+                self.fail(
+                    arg.span,
+                    f"{node.func} of a learnable param is not supported: its argument must be fixed",
+                    "declare the coefficient as a learnable param of its own",
+                )
+            args.append(v.expr)
+        return Scalar(self.scalars.scalar_function(node, args), node.span)
+
+    def _learnable(self, symbol, scope: Scope) -> bool:
+        name = ir.symbol_param(symbol) if isinstance(symbol, sympy.Symbol) else None
+        return name is not None and name in scope.params and scope.params[name].learnable
+
+    def _value_HistorySum(self, node: ast.HistorySum, scope: Scope) -> Value:
+        if node.func != "sum":
+            self.fail(
+                node.span,
+                f"'{node.func}(i = ..)' is not a function; did you mean sum(i = 0..k, ...)?",
+            )
+        if scope.sum_var is not None:
+            self.fail(node.span, "sums cannot be nested")
+        var = node.var
+        if var in scope.states or var in scope.params or var in scope.locals_ or var in RESERVED:
+            self.fail(
+                node.span,
+                f"the summation index '{var}' hides another name; pick a fresh one (i, j)",
+            )
+        lo = self.scalars.scalar(node.lo, {"k": ir.K}, "the lower bound of a sum")
+        window = None
+        if ir.K in lo.free_symbols:
+            width = sympy.expand(ir.K - lo)
+            if not (width.is_Integer and width >= 0):
+                self.fail(
+                    node.lo.span,
+                    f"the lower bound '{self.text(node.lo)}' of a sum must be an integer or k - m",
+                    "write sum(i = 0..k, ...) over every layer, or sum(i = k-2..k, ...) over the last three",
+                )
+            if width > 64:
+                self.fail(
+                    node.lo.span,
+                    f"a window of {width + 1} terms is too wide",
+                    "sum at most 65 terms",
+                )
+            window, lo = int(width), sympy.Integer(0)
+        elif not lo.is_integer or lo < 0:
+            self.fail(
+                node.lo.span, "the lower bound of a sum must be a non-negative integer or k - m"
+            )
+        hi = self.scalars.scalar(node.hi, {"k": ir.K}, "the upper bound of a sum")
+        if hi != ir.K:
+            self.fail(node.hi.span, "a sum runs up to k: sum(i = 0..k, ...)")
+        scope.sum_var = var
+        try:
+            body = self.tensor(node.body, scope, "the body of a sum")
+        finally:
+            scope.sum_var = None
+        for atom in body.atoms():
+            if not isinstance(atom, ir.History):
+                self.fail(
+                    node.body.span,
+                    f"every term of a sum must be indexed by '{var}', like g[{var}]; '{atom.show()}' is not",
+                )
+        for _, coef in body.terms:
+            if ir.K in coef.free_symbols:
+                self.fail(node.body.span, "the terms of a sum may depend on the index, not on k")
+            if any(self._learnable(s, scope) for s in coef.free_symbols):
+                self.fail(
+                    node.body.span, "the coefficients inside a sum must be fixed, not learnable"
+                )
+        total = ir.HistorySum(sympy.Symbol(var, integer=True), int(lo), body, window)
+        return Tensor(ir.LinearForm.of(total), node.span)
+
+    def negate(self, node: ast.Neg, v: Value) -> Value:
+        if isinstance(v, Scalar):
+            return Scalar(-v.expr, node.span)
+        return Tensor(v.form.scale(sympy.Integer(-1)), node.span)
+
+    def combine(self, node: ast.Binary, left: Value, right: Value) -> Value:
+        """`left op right`, each operand already evaluated."""
+        op = node.op
+        if isinstance(left, Scalar) and isinstance(right, Scalar):
+            if op == "^" and any(self._learnable(s, self._scope) for s in right.expr.free_symbols):
+                self.fail(node.right.span, "an exponent must be fixed, not learnable")
+            value = self.scalars.scalar_binary(node, left.expr, right.expr)
+            self.check_symbol_count(value.free_symbols, node)
+            return Scalar(value, node.span)
+        if op == "^":
+            which = "base" if isinstance(left, Tensor) else "exponent"
+            self.fail(
+                node.span,
+                f"'^' takes scalars, but the {which} of '{_clip(self.text(node))}' is a tensor",
+                "powers are for coefficients (t^2, k^(1/2)); an update is linear in the tensors",
+            )
+        if op in "+-":
+            if isinstance(left, Scalar) or isinstance(right, Scalar):
+                scalar = left if isinstance(left, Scalar) else right
+                self.fail(
+                    node.span,
+                    f"'{self.text(node)}' adds the scalar '{self.text(node.left if scalar is left else node.right)}' to a tensor",
+                    "an update is a linear combination of tensors; scale a tensor instead (t*x)",
+                )
+            other = right.form if op == "+" else right.form.scale(sympy.Integer(-1))
+            self.check_coefficient_size(left.form, other, node)
+            return Tensor(left.form + other, node.span)
+        if op == "*":
+            if isinstance(left, Tensor) and isinstance(right, Tensor):
+                self.fail(
+                    node.span,
+                    f"product of two tensor expressions: '{self.text(node)}'",
+                    "coefficients must be scalars (numbers, params, k); a product of tensors is not a linear combination",
+                )
+            scalar, tensor = (left, right) if isinstance(left, Scalar) else (right, left)
+            return Tensor(self.finite_form(tensor.form.scale(scalar.expr), node), node.span)
+        # division
+        if isinstance(right, Tensor):
+            self.fail(
+                node.span,
+                f"division by a tensor expression: '{self.text(node)}'",
+                "coefficients must be scalars (numbers, params, k)",
+            )
+        if right.expr == 0:
+            self.fail(node.right.span, "division by zero")
+        return Tensor(self.finite_form(left.form.scale(1 / right.expr), node), node.span)
+
+    def check_coefficient_size(self, left: ir.LinearForm, right: ir.LinearForm, node) -> None:
+        """The coefficients of a sum of two forms hold at most MAX_COEFFICIENT_PARAMS
+        symbols: each is simplified exactly, at a cost that grows faster than its size."""
+        mine = dict(left.terms)
+        for atom, coef in right.terms:
+            symbols = coef.free_symbols | (mine[atom].free_symbols if atom in mine else set())
+            self.check_symbol_count(symbols, node)
+
+    def check_symbol_count(self, symbols, node) -> None:
+        if len(symbols) > MAX_COEFFICIENT_PARAMS:
+            self.fail(
+                node.span,
+                f"a coefficient of '{_clip(self.text(node))}' holds more than "
+                f"{MAX_COEFFICIENT_PARAMS} params",
+                "combine them into fewer params",
+            )
+
+    def finite_form(self, form: ir.LinearForm, node) -> ir.LinearForm:
+        """`form`, when each of its coefficients is a float64 number (see `finite`)."""
+        for _, coef in form.terms:
+            self.scalars.finite(coef, node)
+        return form
+
+    def tensor(self, node, scope: Scope, what: str) -> ir.LinearForm:
+        v = self.value(node, scope)
+        if isinstance(v, Scalar):
+            self.fail(
+                node.span,
+                f"{what} must be a tensor expression, but '{self.text(node)}' is a scalar",
+            )
+        return v.form
+
+
+class MapArgumentChecks(Job):
+    """The fixed arguments of a map, checked at every layer of the network."""
+
+    def check_map_arguments(self, func: str, node: ast.Call, scalars: list, scope: Scope) -> None:
+        """softshrink's threshold is >= 0 and clamp's bounds are ordered, at every layer."""
+        if func not in ("softshrink", "clamp"):
+            return
+        if func == "softshrink":
+            self.check_trained_threshold(node.args[1], sympy.sympify(scalars[0]), scope)
+        # Learnable params are checked at their start values.
+        start = {p.symbol: p.value for p in scope.params.values()}
+        values = [sympy.sympify(v).xreplace(start) for v in scalars]
+        layers = range(self.ctx.depth) if any(ir.K in v.free_symbols for v in values) else [0]
+        for k in layers:
+            at = [v.xreplace({ir.K: k}) for v in values]
+            if any(v.free_symbols or not v.is_finite for v in at):
+                return  # not a number here: nothing to check
+            where = f" at layer k={k}" if len(layers) > 1 else ""
+            if func == "softshrink" and at[0] < 0:
+                self.fail(
+                    node.args[1].span,
+                    f"the threshold of softshrink is {float(at[0]):g}{where}; it must be >= 0",
+                    "softshrink(e, lam) shrinks e towards 0 by lam",
+                )
+            if func == "clamp" and at[0] > at[1]:
+                self.fail(
+                    node.span,
+                    f"clamp's lower bound {float(at[0]):g} is above its upper bound "
+                    f"{float(at[1]):g}{where}",
+                    "write clamp(e, lo, hi) with lo <= hi",
+                )
+
+    def check_trained_threshold(self, node, threshold: sympy.Expr, scope: Scope) -> None:
+        """A threshold holding learnable params should stay >= 0 whatever training does:
+        each param is replaced by the values its constraint lets it reach."""
+        learnable = [p for p in scope.params.values() if p.learnable]
+        held = [p for p in learnable if p.symbol in threshold.free_symbols]
+        if not held:
+            return
+        fixed = {p.symbol: p.value for p in scope.params.values() if not p.learnable}
+        reachable = {}
+        for p in held:
+            lo = p.bound.lo if p.bound is not None else None
+            if lo is None or lo < 0:
+                reachable = None
+                break
+            reachable[p.symbol] = lo + sympy.Symbol(f"trained_{p.name}", positive=True)
+        value = None if reachable is None else threshold.xreplace(fixed).xreplace(reachable)
+        depends_on_k = value is not None and ir.K in value.free_symbols
+        layers = range(self.ctx.depth) if depends_on_k else [0]
+        if value is not None and all(
+            sympy.simplify(value.xreplace({ir.K: k})).is_nonnegative for k in layers
+        ):
+            return
+        names = ", ".join(p.name for p in held)
+        self.report.warn(
+            node.span,
+            f"the threshold of softshrink holds the learnable {names}; training may make "
+            "it negative",
+            "constrain the param, e.g. param lam = 0.1 learnable positive",
+        )
