@@ -173,6 +173,12 @@ def convert_batchnorm(module):
             module.num_features, module.eps, module.momentum, module.affine,
             module.track_running_stats,
         )  # fmt: skip
+        # The replacement is made in the default dtype on the CPU: moved first to where
+        # the BatchNorm's own tensors are, so that a float64 model stays float64.
+        tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        floating = next((t for t in tensors if t.is_floating_point()), None)
+        if floating is not None:
+            replacement.to(device=floating.device, dtype=floating.dtype)
         replacement.load_state_dict(module.state_dict())
         replacement.train(module.training)
         return replacement

@@ -36,6 +36,7 @@ from .image_models import (
 from .image_plots import plot_images
 from .image_train import train_seed
 from .networks import write_modules
+from .report_schema import ReportMismatch, check_report
 from .settings import ImageSettings, image_settings_for
 from .train import summarize, thin
 
@@ -178,6 +179,13 @@ def _resumed(path: Path, fresh: dict, sources: list[ModelSource]) -> dict:
             f"cannot resume from {path}: its data digest differs from this machine's"
             f" {fresh['experiment']} data (another version of the data set's package?)"
         )
+    try:
+        check_report(old, fresh["settings"]["seeds"])
+    except ReportMismatch as err:
+        raise ResumeRefused(
+            f"cannot resume from {path}: {err}; give another --out, or leave out --resume to"
+            " start again"
+        ) from None
     for source in sources:
         entry = old_networks.get(source.label)
         if entry is not None and entry.get("module_sha256") != source.code_digest:
