@@ -19,6 +19,7 @@ from .analysis.model import ModelCertificate, analyze_model
 from .analysis.reversible import NotReversible, invert
 from .backend.lower import reaching_output
 from .backend.models import lower_model, slot_mismatches, stage_networks
+from .checks.model_size import model_size_errors
 from .checks.ranges import range_errors
 from .errors import Diagnostic, OptgenError, Severity
 from .kinds.blocks import FLOAT32_TOLERANCE_FLOOR, tolerances_below_float32
@@ -185,6 +186,7 @@ def compile(
         return Result(source, diagnostics=tuple(warnings) + tuple(err.located))
     diagnostics = list(warnings)
     by_name = {net.name: net for net in networks}
+    diagnostics.extend(model_size_errors(models, by_name))
     for model in models:
         for span, message in slot_mismatches(model, by_name):
             diagnostics.append(

@@ -1,0 +1,147 @@
+"""Hostile models are located errors before anything is allocated: every case here once
+ended in an internal error, a module asking for terabytes, or minutes of compiling. Each is
+now exit 1 at `file:line:col`, writes nothing, and stays within a bounded CPU time and
+address space (docs/models.md, "Limits")."""
+
+import re
+import resource
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from optgen.checks import model_size
+
+NETWORKS = """\
+network GdStage {
+    state x
+    param t = 1.0
+    block T = conv(hidden=dim)
+    layers 3
+    update { x+ = x - t*T(x) }
+}
+network VitStage {
+    state x
+    param t = 1.0
+    block T = transformer(heads=2)
+    layers 2
+    update { x+ = x - t*T(x) }
+}
+"""
+CPU_LIMIT_S = 60  # a wide margin: each case takes about 2 s of CPU
+ADDRESS_SPACE = 6 * 2**30  # the compiler, torch and sympy fit in this; 108 GB would not
+
+
+def model(*lines: str) -> str:
+    return NETWORKS + "model M {\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+
+
+def image(stem: str, *middle: str, head: str = "head classifier(classes=10)") -> str:
+    return model("input [3, 32, 32]", stem, *middle, head)
+
+
+CASES = {
+    "tokens_stem_on_a_huge_input": (
+        model(
+            "input [3, 1e9, 1e9]",
+            "stem tokens(out=32, size=4)",
+            "stage VitStage(dim=32, depth=1)",
+            "head classifier(classes=10)",
+        ),
+        "the input of model M is a tensor of [3, 1000000000, 1000000000]",
+    ),
+    "up_conv_scale_100000_twice": (
+        image(
+            "stem conv(out=8)",
+            "stage GdStage(dim=8, depth=1)",
+            "up conv(out=8, scale=100000)",
+            "stage GdStage(dim=8, depth=1)",
+            "up conv(out=8, scale=100000)",
+            "stage GdStage(dim=8, depth=1)",
+        ),
+        "stage GdStage is given a tensor of [8, 3200000, 3200000] per sample",
+    ),
+    "stem_out_1e9": (
+        image("stem conv(out=1e9)", "stage GdStage(dim=1e9, depth=1)"),
+        "stem conv has 1,000,000,000 channels, more than 65,536",
+    ),
+    "classes_2_to_the_70": (
+        image(
+            "stem conv(out=8)",
+            "stage GdStage(dim=8, depth=1)",
+            head="head classifier(classes=2^70)",
+        ),
+        "head classifier has 1,180,591,620,717,411,303,424 classes, more than 1,000,000",
+    ),
+    "classes_1e12": (
+        image(
+            "stem conv(out=8)",
+            "stage GdStage(dim=8, depth=1)",
+            head="head classifier(classes=1e12)",
+        ),
+        "head classifier has 1,000,000,000,000 classes",
+    ),
+    "one_stage_of_depth_100000": (
+        image("stem conv(out=8)", "stage GdStage(dim=8, depth=100000)"),
+        "model M has 100,000 layers by this stage, more than 4,096 in all",
+    ),
+    "three_thousand_stages": (
+        image("stem conv(out=4)", *["stage GdStage(dim=4, depth=1)"] * 3000),
+        "model M has more than 64 stages",
+    ),
+    "attention_over_a_million_tokens": (
+        model(
+            "input [3, 4096, 4096]",
+            "stem tokens(out=8, size=4)",
+            "stage VitStage(dim=8, depth=1)",
+            "head classifier(classes=10)",
+        ),
+        "stage VitStage attends over 1,048,576 tokens",
+    ),
+    "a_head_of_too_many_weights": (
+        image(
+            "stem conv(out=8)",
+            "stage GdStage(dim=8, depth=1)",
+            "down conv(out=65536)",
+            "stage GdStage(dim=65536, depth=1)",
+            head="head classifier(classes=100000)",
+        ),
+        "head classifier would hold 6,553,600,000 weights",
+    ),
+}
+
+
+def _limited() -> None:
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_S, CPU_LIMIT_S))
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_hostile_model_is_a_located_error_that_writes_nothing(tmp_path, case):
+    text, message = CASES[case]
+    source = tmp_path / "hostile.opt"
+    source.write_text(text)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "optgen", "compile", str(source), "-o", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=_limited,
+        timeout=600,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert message in done.stderr
+    assert re.search(rf"^{re.escape(str(source))}:\d+:\d+: error: ", done.stderr, re.M)
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    assert not out.exists()
+
+
+def test_the_catalog_models_are_far_inside_the_bounds():
+    import optgen
+
+    for path in sorted((ROOT / "examples" / "models").glob("*.opt")):
+        result = optgen.api.frontend(path.read_text(), str(path))
+        by_name = {net.name: net for net in result.networks}
+        assert model_size.model_size_errors(result.models, by_name) == []
