@@ -17,7 +17,8 @@ from . import ir
 from .analysis import Certificate, analyze
 from .analysis.model import ModelCertificate, analyze_model
 from .analysis.reversible import NotReversible, invert
-from .backend.models import lower_model, slot_mismatches, stage_networks
+from .backend.models import lower_model, stage_networks
+from .checks.carry import slot_mismatches
 from .checks.ranges import range_errors
 from .checks.reach import reaching_output
 from .errors import Diagnostic, OptgenError, Severity

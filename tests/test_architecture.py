@@ -147,7 +147,7 @@ LAYERS = {
     | {"optgen.source", "optgen.errors", "optgen.schedules"},
     # The checks on the IR (ranges, reach, carried slots) run before lowering, without it.
     "optgen.checks": {"optgen.checks", "optgen.ir", "optgen.kinds", "optgen.schedules"}
-    | {"optgen.errors", "optgen.source", "optgen.analysis"},
+    | {"optgen.errors", "optgen.source", "optgen.analysis", "optgen.naming"},
 }
 
 

@@ -142,15 +142,15 @@ class Lowerer(Solves):
             BlockPlan(b.name, self.block_var[b.name], block_ctor(b), b.shared) for b in net.blocks
         ]
         self.init_states()
-        for st in net.statements:
-            for atom in st.form.walk():
-                if isinstance(atom, ir.HistorySum) and atom not in self.accumulators:
-                    var = self.ns.create("history_sum")
-                    self.accumulators[atom] = var
-                    self.init.append(plan.Zeros(var, self.input_var))
-                    if atom.window is not None:
-                        self.windows[atom] = self.ns.create("window")
-                        self.init.append(plan.EmptyWindow(self.windows[atom]))
+        for slot in self.carried:
+            atom = slot.atom
+            if isinstance(atom, ir.HistorySum):
+                var = self.ns.create(slot.name)
+                self.accumulators[atom] = var
+                self.init.append(plan.Zeros(var, self.input_var))
+                if atom.window is not None:
+                    self.windows[atom] = self.ns.create("window")
+                    self.init.append(plan.EmptyWindow(self.windows[atom]))
         for b in blocks_:
             fetch = plan.FetchBlock(b.var, b.name, b.shared)
             (self.prologue if b.shared else self.layer_setup).append(fetch)
@@ -165,7 +165,7 @@ class Lowerer(Solves):
             slots, init_slots, forward_slots = (), (), ()
         else:
             loop = plan.Loop(layer)
-            slots = self.slots(loop)
+            slots = self.slots()
             unpack = plan.Unpack(slots, "slots")
             runtime = self.layer_runtime()
             # A module saving memory in backward runs its layers through the runtime, one
@@ -232,21 +232,25 @@ class Lowerer(Solves):
             ops = plan.rename_input(ops, self.input_var, "x")
         return plan.remove_dead(ops, live)
 
-    def slots(self, loop: plan.Loop) -> tuple[str, ...]:
-        """What the layer loop carries: states, lags, x[0], sums, and the input it reads.
+    def slots(self) -> tuple[str, ...]:
+        """The variables of what the layer loop carries (`ir.carried_slots`): states, lags,
+        x[0], sums, and the input it reads. A model's stage hands these to the next stage
+        (`carry states`)."""
+        return tuple(self.slot_var(slot.atom) for slot in self.carried)
 
-        A model's stage hands these to the next stage (`carry states`).
-        """
-        names = [self.state_var[s] for s in self.net.states]
-        names += [lag for s in self.net.states for lag in self.lag_var[s]]
-        names += [self.initial_var[s] for s in sorted(self.initial_var)]
-        names += list(self.accumulators.values())
-        read = {n for op in plan.walk(loop.body) for n in op.uses}
-        if self.input_var != "x" and self.input_var in read:
-            names.append(self.input_var)
-        elif self.input_var == "x" and "x" not in names and "x" in read:
-            names.append("x")
-        return tuple(names)
+    def slot_var(self, atom: ir.Atom) -> str:
+        """The variable holding a slot (`ir.Slot.atom`) in the forward."""
+        if isinstance(atom, ir.StateAt):
+            return (
+                self.state_var[atom.name]
+                if atom.lag == 0
+                else self.lag_var[atom.name][-atom.lag - 1]
+            )
+        if isinstance(atom, ir.Initial):
+            return self.initial_var[atom.name]
+        if isinstance(atom, ir.HistorySum):
+            return self.accumulators[atom]
+        return self.input_var  # InputValue()
 
     def init_states(self) -> None:
         values: dict[ir.Atom, str] = {ir.InputValue(): self.input_var}

@@ -54,22 +54,17 @@ class Scope:
         self.param_var = {p.name: self.ns.create(p.name) for p in net.params if p.learnable}
         self.alias_input = self.ns.is_used("x")
         self.input_var = self.ns.create("input_" if self.alias_input else "x")
-        self.max_lag = {s: 0 for s in net.states}
-        self.needs_initial: set[str] = set()
-        for st in net.statements:
-            for atom in st.form.walk():
-                if isinstance(atom, ir.StateAt) and atom.lag < 0:
-                    self.max_lag[atom.name] = max(self.max_lag[atom.name], -atom.lag)
-                if isinstance(atom, ir.Initial):
-                    self.needs_initial.add(atom.name)
-        self.lag_var = {
-            s: [
-                self.ns.create(f"{s}_prev" if j == 1 else f"{s}_prev{j}")
-                for j in range(1, self.max_lag[s] + 1)
-            ]
-            for s in net.states
-        }
-        self.initial_var = {s: self.ns.create(f"{s}0") for s in sorted(self.needs_initial)}
+        # The slots the layer loop carries (`ir.carried_slots`): the lags and x[0]s get
+        # their variables here, the sums' running totals with the forward's init.
+        self.carried = ir.carried_slots(net)
+        self.max_lag = ir.read_lags(net)
+        self.lag_var: dict[str, list[str]] = {s: [] for s in net.states}
+        self.initial_var: dict[str, str] = {}
+        for slot in self.carried:
+            if isinstance(slot.atom, ir.StateAt) and slot.atom.lag < 0:
+                self.lag_var[slot.atom.name].append(self.ns.create(slot.name))
+            elif isinstance(slot.atom, ir.Initial):
+                self.initial_var[slot.atom.name] = self.ns.create(slot.name)
         # The history of locals (`g-`, `g[k-2]`): g_prev, g_prev2, ... rotated like a state's.
         local_lag: dict[str, int] = {}
         for st in net.statements:
@@ -77,10 +72,7 @@ class Scope:
                 if isinstance(atom, ir.Local) and atom.lag < 0:
                     local_lag[atom.name] = max(local_lag.get(atom.name, 0), -atom.lag)
         self.local_lag_var = {
-            name: [
-                self.ns.create(f"{name}_prev" if j == 1 else f"{name}_prev{j}")
-                for j in range(1, local_lag[name] + 1)
-            ]
+            name: [self.ns.create(ir.lag_name(name, j)) for j in range(1, local_lag[name] + 1)]
             for name in self.local_var
             if name in local_lag
         }
