@@ -8,6 +8,7 @@ c_j: sympy expressions in the params (as symbols) and the layer index `k`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -380,6 +381,93 @@ def validate(net: Network) -> None:
             locals_.add(stmt.target)
     assert assigned == states, f"states never assigned: {sorted(states - assigned)}"
     assert {i.state for i in net.init} == states, "every state needs exactly one init"
+
+
+# ---------------------------------------------------------------- what a layer carries
+def state_lags(forms: Iterable[LinearForm], states: Iterable[str]) -> dict[str, int]:
+    """How far back `forms` read each state: 0 where they read its current value x_k
+    only (or nothing), 1 where they read x_{k-1}, ...; block and map arguments included."""
+    lags = {s: 0 for s in states}
+    for form in forms:
+        for atom in form.walk():
+            if isinstance(atom, StateAt) and atom.lag < 0:
+                lags[atom.name] = max(lags[atom.name], -atom.lag)
+    return lags
+
+
+def read_lags(net: Network) -> dict[str, int]:
+    """How far back a layer of `net` reads each state: the lags its layer loop keeps."""
+    return state_lags((st.form for st in net.statements), net.states)
+
+
+def stacked_slots(states: Iterable[str], lags: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """(state, lag) of each state at each lag it is read at, its current value first: the
+    stacked iterate s_k = (x_k, x_{k-1}, ..., y_k, ...) the analysis writes one layer for."""
+    return tuple((s, -j) for s in states for j in range(lags.get(s, 0) + 1))
+
+
+def lag_name(name: str, lag: int) -> str:
+    """The variable of a state's or a local's value `lag` layers back: x_prev, x_prev2, ..."""
+    return f"{name}_prev" if lag == 1 else f"{name}_prev{lag}"
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A value the layer loop carries from one layer to the next: `StateAt(x, 0)` a state,
+    `StateAt(x, -j)` its value j layers back, `Initial(x)` the x[0] a layer reads, a
+    `HistorySum` its running total, `InputValue()` the input. `name` is the variable the
+    module asks for; its namespace makes that a legal, unique Python name (a state
+    `lambda` is `lambda_` there, a second sum `history_sum_`)."""
+
+    atom: Atom
+    name: str
+
+
+def _makes_zeros(form: LinearForm) -> bool:
+    """Whether lowering builds `form` as zeros shaped like the input: a zero statement,
+    block or map argument, or the term of a sliding window summing nothing."""
+    if not form.terms:
+        return True
+    return any(
+        (isinstance(atom, (BlockOut, MapOut)) and not atom.arg.terms)
+        or (isinstance(atom, HistorySum) and atom.window is not None and not atom.body.terms)
+        for atom in form.walk()
+    )
+
+
+def reads_input(net: Network) -> bool:
+    """Whether a layer of `net` reads the input: an `input` in its update, or a zero
+    tensor it makes in the input's shape (`T(x - x)`)."""
+    return any(InputValue() in st.form.walk() or _makes_zeros(st.form) for st in net.statements)
+
+
+def carried_slots(net: Network) -> tuple[Slot, ...]:
+    """What the layer loop of `net` carries from one layer to the next, in the order of the
+    module's `slots` (a model's stage hands them on with `carry states`): each state;
+    each state's earlier values as far back as a layer reads it (`x_prev`, `x_prev2`);
+    the initial value of each state a layer reads as `x[0]` (`x0`), by name; each sum
+    over history (its running total), in the order the update first reads them; and the
+    input, where a layer reads it (`x`, or `input_` where the rule names something x).
+
+    An equilibrium has no layer loop (its module carries nothing); these are the values
+    its map reads.
+    """
+    lags = read_lags(net)
+    atoms = [atom for st in net.statements for atom in st.form.walk()]
+    slots = [Slot(StateAt(s, 0), s) for s in net.states]
+    slots += [
+        Slot(StateAt(s, -j), lag_name(s, j)) for s in net.states for j in range(1, lags[s] + 1)
+    ]
+    initial = sorted({atom.name for atom in atoms if isinstance(atom, Initial)})
+    slots += [Slot(Initial(s), f"{s}0") for s in initial]
+    sums = dict.fromkeys(atom for atom in atoms if isinstance(atom, HistorySum))
+    slots += [Slot(total, "history_sum") for total in sums]
+    if reads_input(net):
+        names = {*net.states, *(b.name for b in net.blocks)}
+        names |= {st.target for st in net.statements if not st.is_state}
+        names |= {p.name for p in net.params if p.learnable}
+        slots.append(Slot(InputValue(), "input_" if "x" in names else "x"))
+    return tuple(slots)
 
 
 # ---------------------------------------------------------------- models (language.md section 9)

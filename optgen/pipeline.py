@@ -17,10 +17,11 @@ from . import ir
 from .analysis import Certificate, analyze
 from .analysis.model import ModelCertificate, analyze_model
 from .analysis.reversible import NotReversible, invert
-from .backend.lower import reaching_output
-from .backend.models import lower_model, slot_mismatches, stage_networks
+from .backend.models import lower_model, stage_networks
+from .checks.carry import slot_mismatches
 from .checks.model_size import model_size_errors
 from .checks.ranges import range_errors
+from .checks.reach import reaching_output
 from .errors import Diagnostic, OptgenError, Severity
 from .kinds.blocks import FLOAT32_TOLERANCE_FLOOR, tolerances_below_float32
 from .resolve import resolve

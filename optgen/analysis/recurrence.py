@@ -231,22 +231,6 @@ def differenced(state: str, form: Form, locals_: dict[str, Form]) -> Form:
 
 
 # ---------------------------------------------------------------- stacking
-def _read_lags(forms: dict[str, Form]) -> dict[str, int]:
-    """How far back each state is read anywhere, block arguments included."""
-    depth: dict[str, int] = {}
-    for form in forms.values():
-        for atom in form:
-            inner = atom.arg.atoms() if isinstance(atom, ir.BlockOut) else [atom]
-            for a in inner:
-                if isinstance(a, ir.StateAt) and a.lag <= 0:
-                    depth[a.name] = max(depth.get(a.name, 0), -a.lag)
-    return depth
-
-
-def _slots(states: tuple[str, ...], lags: dict[str, int]) -> tuple[Slot, ...]:
-    return tuple((s, -lag) for s in states for lag in range(lags.get(s, 0) + 1))
-
-
 def _block_call(out: ir.BlockOut, weights: dict[str, sympy.Expr]) -> BlockCall:
     now, nxt, reads_input = [], [], False
     for atom, coef in out.arg.terms:
@@ -262,7 +246,10 @@ def _block_call(out: ir.BlockOut, weights: dict[str, sympy.Expr]) -> BlockCall:
 def stack(
     states: tuple[str, ...], forms: dict[str, Form]
 ) -> tuple[tuple[Slot, ...], sympy.ImmutableMatrix, tuple[BlockCall, ...], dict]:
-    slots = _slots(states, _read_lags(forms))
+    # The lags the substituted forms read: deeper than the statements' own where a lagged
+    # local (g- = T(x_{k-1})) or a differenced update reads an earlier iterate.
+    read = (ir.LinearForm(tuple(form.items())) for form in forms.values())
+    slots = ir.stacked_slots(states, ir.state_lags(read, states))
     where = {slot: i for i, slot in enumerate(slots)}
     matrix = sympy.zeros(len(slots), len(slots))
     calls: dict[ir.BlockOut, dict[str, sympy.Expr]] = {}

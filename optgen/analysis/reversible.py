@@ -95,20 +95,6 @@ def after_atom(slot: Slot) -> ir.StateAt:
     return ir.StateAt(state, lag + 1)
 
 
-def _slots(net: ir.Network, lags: dict[str, int]) -> tuple[Slot, ...]:
-    return tuple((s, -j) for s in net.states for j in range(lags.get(s, 0) + 1))
-
-
-def read_lags(net: ir.Network) -> dict[str, int]:
-    """How far back each state is read, block arguments included (the loop's lag slots)."""
-    lags = {s: 0 for s in net.states}
-    for st in net.statements:
-        for atom in st.form.walk():
-            if isinstance(atom, ir.StateAt) and atom.lag < 0:
-                lags[atom.name] = max(lags[atom.name], -atom.lag)
-    return lags
-
-
 def _values(net: ir.Network) -> dict:
     """Fixed params at their values, learnable ones at their start values (the checks')."""
     return {p.symbol: p.value for p in net.params}
@@ -143,8 +129,7 @@ def invert(net: ir.Network) -> Inverse:
                 " history, which a layer cannot give back",
                 "write the rule with lags (x-, x[k-2]) instead",
             )
-    lags = read_lags(net)
-    slots = _slots(net, lags)
+    slots = ir.stacked_slots(net.states, ir.read_lags(net))
     if len(slots) > MAX_SLOTS:
         raise NotReversible(
             f"network {net.name} has {len(slots)} slots; backward reversible inverts at most"
@@ -247,7 +232,7 @@ def _check_invertible(net: ir.Network, matrix, slots, values) -> None:
     singular = _singular_layers(matrix.det(method="berkowitz"), net, values)
     if not singular:
         return
-    lags = read_lags(net)
+    lags = ir.read_lags(net)
     oldest = [(s, -lags[s]) for s in net.states]
     names = ", ".join(ir.StateAt(s, lag).show() for s, lag in oldest)
     where = "" if len(singular) == net.depth else f" at layer k={singular[0]}"

@@ -17,12 +17,13 @@ import sympy
 from .. import ir, present
 from .._version import __version__
 from ..analysis import Certificate
+from ..checks.reach import reaching_output
 from ..kinds.blocks import BLOCK_KINDS, ArgKind, tolerances_below_float32
 from ..kinds.imports import Import, import_lines
 from ..naming import certificate_constant, output_files, snake_case
 from ..resources import resource_dir, resource_path
 from .formatting import BLACK_DEFAULTS, Formatting
-from .lower import EmitPlan, lower, reaching_output
+from .lower import EmitPlan, lower
 from .models import stage_starts
 from .plan import LayerRuntime
 from .writer import comment_text, docstring_text, forward_source, model_features_source

@@ -142,39 +142,3 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
         steps=tuple(steps),
         sources=tuple(sources),
     )
-
-
-def carried_slots(net: ir.Network) -> tuple:
-    """What a stage of `net` carries, by role: states, lags per state, x[0]s, sums, input."""
-    return lower(net).slots
-
-
-def slot_mismatches(model: ir.Model, networks: dict[str, ir.Network]) -> list[tuple]:
-    """`carry states` between two networks whose layer loops carry different slots."""
-    problems = []
-    for i, t in enumerate(model.transitions):
-        before, after = model.stages[i].network, model.stages[i + 1].network
-        if t.carry is not ir.Carry.STATES:
-            continue
-        solved = [n for n in (before, after) if networks[n].kind == "equilibrium"]
-        if solved:
-            problems.append(
-                (
-                    t.span,
-                    f"carry states into or out of the equilibrium network {solved[0]}: it is "
-                    "a fixed point, not a stack of layers",
-                )
-            )
-            continue
-        if before == after:
-            continue
-        a, b = carried_slots(networks[before]), carried_slots(networks[after])
-        if a != b:
-            problems.append(
-                (
-                    t.span,
-                    f"carry states from {before} to {after}: their layers carry different "
-                    f"values ({', '.join(a)}) and ({', '.join(b)})",
-                )
-            )
-    return problems

@@ -1,0 +1,97 @@
+"""The atoms of a linear form as ops: block calls, elementwise maps and sums over
+history (running totals, sliding windows), each computed once per layer, and the operand
+holding a whole form (an alias when it is one atom with coefficient 1)."""
+
+from __future__ import annotations
+
+from .. import ir
+from ..kinds.blocks import ELEMENTWISE_MAPS
+from . import plan
+from .lower_terms import CoefKind, Terms
+
+
+class Forms(Terms):
+    """`values` maps each atom already computed to its variable; `materialize` adds one."""
+
+    def __init__(self, net: ir.Network):
+        super().__init__(net)
+        # Each sum over history: its running total, and the window of a sliding one (both
+        # carried by the layer loop, created with the forward's init).
+        self.accumulators: dict[ir.HistorySum, str] = {}
+        self.windows: dict[ir.HistorySum, str] = {}
+        self.reads_k = False  # a sum gains its first term at a layer after the first
+        # In `_inverse_layer` only (every form there reads the slots after the layer, which
+        # do not change): the variable already holding a linear form, so that a block
+        # argument equal to a rebuilt slot (a momentum ResNet's x = x+ - v+) is that slot.
+        self.inverse_forms: dict[ir.LinearForm, str] | None = None
+
+    def materialize(self, atom: ir.Atom, values: dict, name: str | None = None) -> list[plan.Op]:
+        if atom in values:
+            return []
+        ops: list[plan.Op] = []
+        if isinstance(atom, ir.BlockOut):
+            arg = self.operand(atom.arg, values, ops, f"{atom.block}_in")
+            short = arg.isidentifier() and len(arg) < 12
+            var = name or self.ns.create(f"{atom.block}_{arg}" if short else f"{atom.block}_out")
+            ops.append(plan.BlockCall(var, self.block_var[atom.block], arg))
+            self.block_outputs.add(var)
+        elif isinstance(atom, ir.MapOut):
+            arg = self.operand(atom.arg, values, ops, f"{atom.fn}_in")
+            var = name or self.ns.create(f"{atom.fn}_out")
+            spec = ELEMENTWISE_MAPS[atom.fn]
+            coefs = [(key, self.coef(v)) for key, v in zip(spec.scalar_args, atom.scalars)]
+            tensors = frozenset(key for key, c in coefs if c.kind is CoefKind.TENSOR)
+            template, imports, kernels = spec.emit_for(tensors)
+            scalars = tuple((key, self.scalar(c)) for key, c in coefs)
+            ops.append(plan.MapCall(var, template, arg, scalars, imports, kernels))
+        elif isinstance(atom, ir.HistorySum):
+            var = self.accumulators[atom]
+            accumulate: list[plan.Op] = []
+            for inner, coef in atom.body.terms:
+                source = (
+                    values[ir.Local(inner.name)]
+                    if not inner.is_state
+                    else values[ir.StateAt(inner.name, 0)]
+                )
+                accumulate.append(self.add(var, var, source, self.coef(coef.subs(atom.var, ir.K))))
+            if atom.window is not None:
+                ops.extend(self.window_sum(atom, var, values))
+            # sum(i = lo..k, ...) gains its first term at layer lo.
+            elif atom.lo == 0:
+                ops.extend(accumulate)
+            else:
+                self.reads_k = True
+                ops.extend([plan.FromLayer(atom.lo, tuple(accumulate))])
+        else:  # pragma: no cover - resolve only produces the atoms above
+            raise AssertionError(f"cannot materialize {atom}")
+        values[atom] = var
+        return ops
+
+    def window_sum(self, total: ir.HistorySum, var: str, values: dict) -> list[plan.Op]:
+        """sum(i = k-m..k, ...): a running sum, less the term that leaves the window."""
+        terms = []
+        for inner, coef in total.body.terms:
+            atom = ir.Local(inner.name) if not inner.is_state else ir.StateAt(inner.name, 0)
+            terms.append((values[atom], self.coef(coef.subs(total.var, ir.K))))
+        ops: list[plan.Op] = []
+        if len(terms) == 1 and terms[0][1].value == 1:
+            term = terms[0][0]
+        else:
+            term = self.ns.create("term")
+            ops.extend(self.combine(term, terms, self.input_var))
+        ops.append(plan.AddAlpha(var, var, term, None))
+        ops.append(plan.SlideWindow(self.windows[total], term, var, total.window + 1))
+        return ops
+
+    def operand(self, form: ir.LinearForm, values: dict, ops: list[plan.Op], name: str) -> str:
+        """The variable holding a tensor linear form (an alias when it is one atom)."""
+        if self.inverse_forms is not None and form in self.inverse_forms:
+            return self.inverse_forms[form]
+        for atom in form.atoms():
+            ops.extend(self.materialize(atom, values))
+        if len(form.terms) == 1 and form.terms[0][1] == 1:
+            return values[form.terms[0][0]]
+        var = self.ns.create(name)
+        terms = [(values[a], self.coef(c)) for a, c in form.terms]
+        ops.extend(self.combine(var, terms, self.input_var))
+        return var
