@@ -82,11 +82,23 @@ class Scope:
 
     def next_target(self, state: str, index: int) -> str:
         """Write x+ straight into x when nothing reads x_k after this statement."""
-        current = ir.StateAt(state, 0)
-        later_reads = any(current in st.form.walk() for st in self.net.statements[index + 1 :])
+        later_reads = any(_reads_current(st.form, state) for st in self.net.statements[index + 1 :])
         if self.max_lag[state] == 0 and not later_reads:
             var = self.state_var[state]
         else:
             var = self.ns.create(f"{state}_next")
         self.next_var[state] = var
         return var
+
+
+def _reads_current(form: ir.LinearForm, state: str) -> bool:
+    """Whether `form` reads x_k, the value `state` has before this layer's update: `x`
+    itself, or the newest term `x[i]` of a sum over its history (at i = k)."""
+    current = ir.StateAt(state, 0)
+    for atom in form.walk():
+        if atom == current:
+            return True
+        if isinstance(atom, ir.History) and atom.is_state and atom.name == state:
+            if atom.offset == 0:
+                return True
+    return False
