@@ -211,8 +211,65 @@ def needs_differencing(form: Form) -> bool:
     return any(isinstance(a, (ir.Initial, ir.HistorySum)) for a in form)
 
 
-def differenced(state: str, form: Form, locals_: dict[str, Form]) -> Form:
-    """x_{k+1} = x_k + F_k - F_{k-1}, using x_k = F_{k-1}: x[0] cancels, a sum keeps its last term."""
+def _scaled_initial(form: Form, schedules: dict) -> tuple[ir.Initial, sympy.Expr] | None:
+    """The one x[0] of `form` whose coefficient a(k) follows a schedule in k, with a(k)."""
+    found = []
+    for atom, coef in form.items():
+        if isinstance(atom, ir.Initial):
+            value = sympy.sympify(coef).xreplace(schedules)
+            if ir.K in value.free_symbols:
+                found.append((atom, value))
+    if not found:
+        return None
+    if len(found) > 1 or any(isinstance(a, ir.HistorySum) for a in form):
+        atom, value = found[0]
+        raise OutsideTheory(
+            f"the coefficient {value} of {atom.show()} depends on k, so differencing the update"
+            " does not remove it"
+        )
+    atom, value = found[0]
+    vanishing = [r for r in sympy.solve(value, ir.K) if r.is_integer and r >= 0]
+    if vanishing:
+        raise OutsideTheory(
+            f"the coefficient {value} of {atom.show()} is 0 at k={vanishing[0]}, so x[0] cannot"
+            " be recovered from the iterates there"
+        )
+    return atom, value
+
+
+def _differenced_with_ratio(
+    state: str, form: Form, initial: ir.Initial, a: sympy.Expr, schedules: dict
+) -> Form:
+    """x_{k+1} = a(k) x0 + G_k with a(k) depending on k: from layer 1 on, x0 = (x_k -
+    G_{k-1}) / a(k-1) gives x_{k+1} = r(k) (x_k - G_{k-1}) + G_k with r = a(k)/a(k-1); at
+    layer 0, x0 is x_0 itself. Exact at every layer (Halpern's lam = 1/(k+2))."""
+    ratio = sympy.simplify(a / a.subs(ir.K, ir.K - 1))
+    later = _from_layer(1)
+    first = ONE - later  # 1 at layer 0
+    out: Form = {}
+    _add(out, ir.StateAt(state, 0), sympy.piecewise_fold(ratio * later + a * first))
+    for atom, coef in form.items():
+        if atom == initial:
+            continue
+        coef = sympy.sympify(coef).xreplace(schedules)
+        _add(out, atom, coef)
+        _add(
+            out, _shift_atom(atom), -sympy.piecewise_fold(later * ratio * coef.subs(ir.K, ir.K - 1))
+        )
+    return _clean(out)
+
+
+def differenced(
+    state: str, form: Form, locals_: dict[str, Form], schedules: dict | None = None
+) -> Form:
+    """x_{k+1} = x_k + F_k - F_{k-1}, using x_k = F_{k-1}: x[0] cancels, a sum keeps its last term.
+
+    `schedules` maps each fixed param that depends on k to its value: an x[0] whose
+    coefficient follows one is differenced exactly, layer by layer (`_differenced_with_ratio`).
+    """
+    scaled = _scaled_initial(form, schedules or {})
+    if scaled is not None:
+        return _differenced_with_ratio(state, form, *scaled, schedules)
     out: Form = {ir.StateAt(state, 0): ONE}
     for atom, coef in form.items():
         if isinstance(atom, (ir.Initial, ir.HistorySum)) and ir.K in coef.free_symbols:
@@ -276,12 +333,13 @@ def stack(
 def reduce_rule(net: ir.Network) -> Recurrence:
     """The stacked recurrence of `net`, or OutsideTheory with the reason."""
     next_values, locals_ = substituted_updates(net)
+    schedules = {p.symbol: p.value for p in net.params if not p.learnable and p.depends_on_k}
     notes = []
     forms = {}
     for state in net.states:
         form = next_values[state]
         if needs_differencing(form):
-            form = differenced(state, form, locals_)
+            form = differenced(state, form, locals_, schedules)
             notes.append(
                 f"{state}+ reads {state}[0] or a sum over history: analysed as the differenced update {state}+ = {_show(form)}"
             )
