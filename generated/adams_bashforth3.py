@@ -9,124 +9,6 @@ from torch import Tensor, nn
 __all__ = ["AdamsBashforth3"]
 
 
-class _Learnable:
-    """How the rule reads one learnable param from its raw `nn.Parameter`."""
-
-    def __init__(
-        self,
-        attr: str,
-        how: str,
-        lo: float,
-        hi: float | None,
-        per_layer: bool,
-        declared: str,
-        per_channel: bool = False,
-    ) -> None:
-        self.attr, self.how, self.lo, self.hi = attr, how, lo, hi
-        self.per_layer, self.per_channel = per_layer, per_channel
-        self.declared = declared
-
-    def value(self, raw: Tensor) -> Tensor:
-        """The constrained value (what `forward` computes from the raw parameter)."""
-        if self.how == "softplus":
-            return torch.nn.functional.softplus(raw)
-        if self.how == "sigmoid":
-            return torch.sigmoid(raw) * (self.hi - self.lo) + self.lo
-        return raw
-
-    def raw(self, name: str, value: Tensor) -> Tensor:
-        """The raw parameter giving `value` (float64), or ValueError outside the constraint."""
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{name} must be finite, got {value.tolist()}")
-        if self.how == "softplus":
-            if (value <= 0).any():
-                raise ValueError(f"{name} must be > 0 ({self.declared}), got {value.tolist()}")
-            # log(expm1(v)), written so that a large v does not overflow
-            return value + torch.log(-torch.expm1(-value))
-        if self.how == "sigmoid":
-            if ((value <= self.lo) | (value >= self.hi)).any():
-                interval = f"({self.lo:g}, {self.hi:g})"
-                raise ValueError(
-                    f"{name} must lie in {interval}, the values its sigmoid reaches"
-                    f" ({self.declared}), got {value.tolist()}"
-                )
-            return torch.logit((value - self.lo) / (self.hi - self.lo))
-        return value
-
-
-def _param_values(module: nn.Module) -> dict[str, Tensor]:
-    """`module.params()`: every param at the value the rule uses, detached."""
-    reference = next(module.parameters(), None)
-    dtype = reference.dtype if reference is not None else torch.get_default_dtype()
-    device = reference.device if reference is not None else None
-    values = {}
-    for name in module.PARAM_NAMES:
-        if name in module.LEARNABLE_PARAMS:
-            spec = module.LEARNABLE_PARAMS[name]
-            raw = getattr(module, spec.attr)
-            # A scalar is stored with shape [1] (for FSDP2) and reported 0-dim.
-            value = spec.value(raw if spec.per_layer or spec.per_channel else raw[0])
-            values[name] = value.detach().clone()
-        else:
-            values[name] = torch.tensor(module.fixed_params[name], dtype=dtype, device=device)
-    return values
-
-
-def _set_param_values(module: nn.Module, values: dict) -> None:
-    """`module.set_params(**values)`: the raw parameters that give `values`, computed in
-    float64 and cast to the module's dtype. Checks every value before it sets any."""
-    updates = []
-    for name, value in values.items():
-        if name not in module.PARAM_NAMES:
-            known = ", ".join(module.LEARNABLE_PARAMS) or "none"
-            raise ValueError(f"{type(module).__name__} has no param {name!r}; learnable: {known}")
-        if name not in module.LEARNABLE_PARAMS:
-            raise ValueError(
-                f"param {name} is fixed (a constant of the rule): change the .opt file"
-            )
-        spec = module.LEARNABLE_PARAMS[name]
-        parameter = getattr(module, spec.attr)
-        value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-        if value.dim() == 0:
-            value = value.expand(parameter.shape)
-        if value.shape != parameter.shape:
-            shape = list(value.shape)
-            raise ValueError(
-                f"{name} takes {parameter.numel()} value(s) (one, or shape"
-                f" {list(parameter.shape)}), got shape {shape}"
-            )
-        updates.append((parameter, spec.raw(name, value)))
-    with torch.no_grad():
-        for parameter, raw in updates:
-            parameter.copy_(raw.to(device=parameter.device, dtype=parameter.dtype))
-
-
-def _start(module: nn.Module, attr: str, values: list[float]) -> nn.Parameter:
-    """A raw parameter at its start value, kept exactly in float64 for later dtype changes."""
-    start = torch.tensor(values, dtype=torch.float64)
-    module.__dict__.setdefault("_start_raw", {})[attr] = start
-    return nn.Parameter(start.to(torch.get_default_dtype()))
-
-
-def _params_at_start(module: nn.Module) -> list[str]:
-    """The raw parameters still holding their start value, bit for bit in their dtype."""
-    found = []
-    for attr, start in module.__dict__.get("_start_raw", {}).items():
-        p = getattr(module, attr)
-        plain = type(p.data) is torch.Tensor and p.device.type != "meta"
-        if plain and p.is_floating_point() and torch.equal(p.detach().cpu(), start.to(p.dtype)):
-            found.append(attr)
-    return found
-
-
-def _restore_starts(module: nn.Module, attrs: list[str]) -> None:
-    """After a dtype change: those parameters take their float64 start in the new dtype."""
-    with torch.no_grad():
-        for attr in attrs:
-            p = getattr(module, attr)
-            p.copy_(module._start_raw[attr].to(device=p.device, dtype=p.dtype))
-
-
 def _activation(name: str) -> nn.Module:
     """The activation module for a block's `act` argument."""
     table = {
@@ -164,7 +46,7 @@ class MLP(nn.Module):
         return self.fc2(self.act(self.fc1(self.norm(z))))
 
 
-# The convergence and universality certificate of the rule (`optgen check --json`).
+# The rule's convergence and universality certificate (`optgen check --json`).
 ADAMS_BASHFORTH3_CERTIFICATE = {
     "name": "AdamsBashforth3",
     "kind": "explicit",
@@ -249,27 +131,18 @@ class AdamsBashforth3(nn.Module):
         }
 
     def params(self) -> dict[str, Tensor]:
-        """Every param at the value the rule uses (learnable ones constrained), detached."""
-        return _param_values(self)
+        """Every param at the value the rule uses (all fixed), as tensors."""
+        like = next(self.parameters(), torch.empty(0))
+        return {name: like.new_tensor(self.fixed_params[name]) for name in self.PARAM_NAMES}
 
     def set_params(self, **values) -> None:
-        """Set learnable params to these values (inverting their reparametrization).
-
-        A value outside the declared constraint, a fixed param or an unknown name is
-        a ValueError, and then nothing is set. A per-layer or per-channel param takes
-        one value for every entry or a tensor of its shape ([depth], [dim] or
-        [depth, dim]). The raw values are computed in float64, then cast to the
-        module's dtype.
-        """
-        _set_param_values(self, values)
-
-    def _apply(self, fn, recurse=True):
-        # A learnable param still at its start value keeps it exactly in a new dtype
-        # (.double() holds the declared value, not its float32 rounding).
-        at_start = _params_at_start(self)
-        super()._apply(fn, recurse)
-        _restore_starts(self, at_start)
-        return self
+        """No param of the rule is learnable: any name is a ValueError."""
+        for name in values:
+            if name in self.PARAM_NAMES:
+                raise ValueError(
+                    f"param {name} is fixed (a constant of the rule):" " change the .opt file"
+                )
+            raise ValueError(f"{type(self).__name__} has no param {name!r}; learnable: none")
 
     def forward(self, x: Tensor) -> Tensor:
         t = 0.1

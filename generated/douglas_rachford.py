@@ -11,137 +11,19 @@ from torch import Tensor, nn
 __all__ = ["DouglasRachford"]
 
 
-class _Learnable:
-    """How the rule reads one learnable param from its raw `nn.Parameter`."""
-
-    def __init__(
-        self,
-        attr: str,
-        how: str,
-        lo: float,
-        hi: float | None,
-        per_layer: bool,
-        declared: str,
-        per_channel: bool = False,
-    ) -> None:
-        self.attr, self.how, self.lo, self.hi = attr, how, lo, hi
-        self.per_layer, self.per_channel = per_layer, per_channel
-        self.declared = declared
-
-    def value(self, raw: Tensor) -> Tensor:
-        """The constrained value (what `forward` computes from the raw parameter)."""
-        if self.how == "softplus":
-            return torch.nn.functional.softplus(raw)
-        if self.how == "sigmoid":
-            return torch.sigmoid(raw) * (self.hi - self.lo) + self.lo
-        return raw
-
-    def raw(self, name: str, value: Tensor) -> Tensor:
-        """The raw parameter giving `value` (float64), or ValueError outside the constraint."""
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{name} must be finite, got {value.tolist()}")
-        if self.how == "softplus":
-            if (value <= 0).any():
-                raise ValueError(f"{name} must be > 0 ({self.declared}), got {value.tolist()}")
-            # log(expm1(v)), written so that a large v does not overflow
-            return value + torch.log(-torch.expm1(-value))
-        if self.how == "sigmoid":
-            if ((value <= self.lo) | (value >= self.hi)).any():
-                interval = f"({self.lo:g}, {self.hi:g})"
-                raise ValueError(
-                    f"{name} must lie in {interval}, the values its sigmoid reaches"
-                    f" ({self.declared}), got {value.tolist()}"
-                )
-            return torch.logit((value - self.lo) / (self.hi - self.lo))
-        return value
-
-
-def _param_values(module: nn.Module) -> dict[str, Tensor]:
-    """`module.params()`: every param at the value the rule uses, detached."""
-    reference = next(module.parameters(), None)
-    dtype = reference.dtype if reference is not None else torch.get_default_dtype()
-    device = reference.device if reference is not None else None
-    values = {}
-    for name in module.PARAM_NAMES:
-        if name in module.LEARNABLE_PARAMS:
-            spec = module.LEARNABLE_PARAMS[name]
-            raw = getattr(module, spec.attr)
-            # A scalar is stored with shape [1] (for FSDP2) and reported 0-dim.
-            value = spec.value(raw if spec.per_layer or spec.per_channel else raw[0])
-            values[name] = value.detach().clone()
-        else:
-            values[name] = torch.tensor(module.fixed_params[name], dtype=dtype, device=device)
-    return values
-
-
-def _set_param_values(module: nn.Module, values: dict) -> None:
-    """`module.set_params(**values)`: the raw parameters that give `values`, computed in
-    float64 and cast to the module's dtype. Checks every value before it sets any."""
-    updates = []
-    for name, value in values.items():
-        if name not in module.PARAM_NAMES:
-            known = ", ".join(module.LEARNABLE_PARAMS) or "none"
-            raise ValueError(f"{type(module).__name__} has no param {name!r}; learnable: {known}")
-        if name not in module.LEARNABLE_PARAMS:
-            raise ValueError(
-                f"param {name} is fixed (a constant of the rule): change the .opt file"
-            )
-        spec = module.LEARNABLE_PARAMS[name]
-        parameter = getattr(module, spec.attr)
-        value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-        if value.dim() == 0:
-            value = value.expand(parameter.shape)
-        if value.shape != parameter.shape:
-            shape = list(value.shape)
-            raise ValueError(
-                f"{name} takes {parameter.numel()} value(s) (one, or shape"
-                f" {list(parameter.shape)}), got shape {shape}"
-            )
-        updates.append((parameter, spec.raw(name, value)))
-    with torch.no_grad():
-        for parameter, raw in updates:
-            parameter.copy_(raw.to(device=parameter.device, dtype=parameter.dtype))
-
-
-def _start(module: nn.Module, attr: str, values: list[float]) -> nn.Parameter:
-    """A raw parameter at its start value, kept exactly in float64 for later dtype changes."""
-    start = torch.tensor(values, dtype=torch.float64)
-    module.__dict__.setdefault("_start_raw", {})[attr] = start
-    return nn.Parameter(start.to(torch.get_default_dtype()))
-
-
-def _params_at_start(module: nn.Module) -> list[str]:
-    """The raw parameters still holding their start value, bit for bit in their dtype."""
-    found = []
-    for attr, start in module.__dict__.get("_start_raw", {}).items():
-        p = getattr(module, attr)
-        plain = type(p.data) is torch.Tensor and p.device.type != "meta"
-        if plain and p.is_floating_point() and torch.equal(p.detach().cpu(), start.to(p.dtype)):
-            found.append(attr)
-    return found
-
-
-def _restore_starts(module: nn.Module, attrs: list[str]) -> None:
-    """After a dtype change: those parameters take their float64 start in the new dtype."""
-    with torch.no_grad():
-        for attr in attrs:
-            p = getattr(module, attr)
-            p.copy_(module._start_raw[attr].to(device=p.device, dtype=p.dtype))
-
-
 def _per_sample(z: Tensor) -> Tensor:
     """z as [batch, features]: the first dimension is the batch."""
     return z.flatten(1) if z.dim() > 1 else z.reshape(1, -1)
 
 
 def _relative_residual(fz: Tensor, z: Tensor) -> Tensor:
-    """||f(z) - z|| / ||f(z)|| per sample (a ratio of norms: independent of tensor size)."""
+    """||f(z) - z|| / ||f(z)|| per sample (independent of tensor size)."""
     diff = _per_sample(fz - z).norm(dim=1)
     return diff / _per_sample(fz).norm(dim=1).clamp_min(1e-30)
 
 
 def _fixed_point(f, z: Tensor, max_iter: int, tol: float, **_) -> tuple[Tensor, int, float]:
-    """Plain fixed-point iteration z <- f(z); stops when every sample meets `tol`."""
+    """Plain fixed-point iteration z <- f(z), until every sample meets tol."""
     residual = float("inf")
     iterations = 0
     while iterations < max_iter:
@@ -159,13 +41,13 @@ def _anderson(
 ) -> tuple[Tensor, int, float]:
     """Anderson acceleration of z <- f(z) with memory m, batched per sample.
 
-    Each step mixes the last m values of f with weights alpha (sum 1) that minimise
-    ||sum_i alpha_i (f(x_i) - x_i)||; lists, not buffers written in place, so that
-    `backward unroll` can differentiate through it.
+    Each step mixes the last m values of f with weights alpha (sum 1) that
+    minimise ||sum_i alpha_i (f(x_i) - x_i)||; lists, not buffers written in
+    place, so that `backward unroll` can differentiate through it.
     """
     shape = z.shape
-    # The small least-squares problem in float32 at least, outside autocast: LU has no
-    # float16/bfloat16 kernel, and the mixed iterate keeps the dtype of z.
+    # The small least-squares problem in float32 at least, outside autocast:
+    # LU has no float16/bfloat16 kernel; the mixed iterate keeps z's dtype.
     work = torch.promote_types(z.dtype, torch.float32)
     xs = [_per_sample(z)]
     fs = [_per_sample(f(z))]
@@ -178,9 +60,10 @@ def _anderson(
             g = f_hist - x_hist
             eye = torch.eye(g.shape[1], dtype=work, device=z.device)
             gram = torch.bmm(g, g.transpose(1, 2))
-            # Regularized relative to the Gram matrix's own scale (its largest diagonal
-            # entry): an absolute lam takes over once the residuals are small and slows
-            # the last digits (57 iterations against 17 at tol 1e-13).
+            # Regularized relative to the Gram matrix's own scale (its largest
+            # diagonal entry): an absolute lam takes over once the residuals
+            # are small and slows the last digits (57 iterations against 17 at
+            # tol 1e-13).
             scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-30)
             gram = gram + (lam * scale)[:, None, None] * eye
             weights = torch.linalg.solve(gram, torch.ones_like(gram[..., :1]))[..., 0]
@@ -194,7 +77,7 @@ def _anderson(
 
 
 _SOLVERS = {"fixed_point": _fixed_point, "anderson": _anderson}
-# The options each solver and backward mode takes (optgen's registry, checked by its tests).
+# The options of each solver and backward mode (optgen's registry, tested).
 _SOLVER_OPTIONS = {
     "fixed_point": ("max_iter", "tol", "iterations"),
     "anderson": ("m", "max_iter", "tol", "lam"),
@@ -204,7 +87,7 @@ _COUNTS = ("max_iter", "m", "steps", "iterations")
 
 
 def _check_choice(module: nn.Module, attr: str, table: dict) -> None:
-    """`module.solver` or `module.backward` names a known method with known options."""
+    """`module.solver` or `module.backward`: a known method, known options."""
     owner = f"{type(module).__name__}.{attr}"
     setting = getattr(module, attr)
     name = setting.get("name") if isinstance(setting, dict) else None
@@ -229,10 +112,10 @@ def _check_choice(module: nn.Module, attr: str, table: dict) -> None:
 def _record(
     module: nn.Module, layer: int, phase: str, iterations: int, residual: float, tol: float
 ) -> None:
-    """Append the statistics of one solve; warn once or raise when it missed its tolerance."""
+    """Record one solve's statistics; warn once or raise if it missed tol."""
     if residual != residual or residual in (float("inf"), float("-inf")):
         raise FloatingPointError(
-            f"{type(module).__name__}: the {phase} solve of layer {layer} produced NaN or inf"
+            f"{type(module).__name__}: the {phase} solve of layer {layer}" " produced NaN or inf"
         )
     converged = residual <= tol
     module.solver_stats.append(
@@ -247,8 +130,9 @@ def _record(
     if converged:
         return
     message = (
-        f"{type(module).__name__}: the {phase} solve of layer {layer} stopped after {iterations} iterations"
-        f" at relative residual {residual:.3g} > tol {tol:g}"
+        f"{type(module).__name__}: the {phase} solve of layer {layer} stopped"
+        f" after {iterations} iterations at relative residual {residual:.3g}"
+        f" > tol {tol:g}"
     )
     if module.on_failure == "raise":
         raise RuntimeError(message)
@@ -258,10 +142,12 @@ def _record(
 
 
 def _contraction(f, z: Tensor, iterations: int) -> float:
-    """Power-iteration estimate of the spectral radius of df/dz at z (the largest over the batch).
+    """Power-iteration estimate of the spectral radius of df/dz at z (the
+    largest over the batch).
 
-    Below 1, the layer map is a local contraction at its solution (t * Lip(T) < 1 for the
-    proximal point rule); near or above 1, solves slow down or diverge.
+    Below 1, the layer map is a local contraction at its solution
+    (t * Lip(T) < 1 for the proximal point rule); near or above 1, solves slow
+    down or diverge.
     """
     with torch.enable_grad():
         z = z.detach().requires_grad_()
@@ -284,8 +170,8 @@ def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
         return f(z0)
     fixed = module.solver.get("iterations")
     if fixed is not None:
-        # The exportable path: exactly `fixed` steps, differentiated through, with no
-        # data-dependent exit, no .item() and nothing recorded.
+        # The exportable path: exactly `fixed` steps, differentiated through,
+        # with no data-dependent exit, no .item() and nothing recorded.
         z = z0
         for _ in range(fixed):
             z = f(z)
@@ -311,10 +197,11 @@ def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
         for _ in range(module.backward["steps"]):
             z = f(z)
         return z
-    # Implicit differentiation: the gradient g of z* solves g = grad + J^T g, J = df/dz at z*.
-    # One evaluation of f at a leaf copy of z* serves the adjoint's vector-Jacobian products
-    # and the gradients of parameters and inputs. The hook sits on an alias of its output,
-    # so that the products (taken from the output itself) do not fire it again.
+    # Implicit differentiation: the gradient g of z* solves g = grad + J^T g,
+    # J = df/dz at z*. One evaluation of f at a leaf copy of z* serves the
+    # adjoint's vector-Jacobian products and the gradients of parameters and
+    # inputs. The hook sits on an alias of its output, so that the products
+    # (taken from the output itself) do not fire it again.
     z_star = z.detach().requires_grad_()
     f_star = f(z_star)
     z = f_star.view_as(f_star)
@@ -377,7 +264,7 @@ class MLP(nn.Module):
         return self.fc2(self.act(self.fc1(self.norm(z))))
 
 
-# The convergence and universality certificate of the rule (`optgen check --json`).
+# The rule's convergence and universality certificate (`optgen check --json`).
 DOUGLAS_RACHFORD_CERTIFICATE = {
     "name": "DouglasRachford",
     "kind": "implicit",
@@ -456,8 +343,9 @@ class DouglasRachford(nn.Module):
         self.on_failure = on_failure
         # One dict per solve of the last forward (and backward) call.
         self.solver_stats: list[dict] = []
-        # Set to a number of power iterations to add an estimate of the spectral radius of the
-        # layer map's Jacobian at each solution ("contraction") to solver_stats.
+        # Set to a number of power iterations to add an estimate of the
+        # spectral radius of the layer map's Jacobian at each solution
+        # ("contraction") to solver_stats.
         self.contraction_iterations = 0
         self._warned = False
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
@@ -479,30 +367,21 @@ class DouglasRachford(nn.Module):
         }
 
     def params(self) -> dict[str, Tensor]:
-        """Every param at the value the rule uses (learnable ones constrained), detached."""
-        return _param_values(self)
+        """Every param at the value the rule uses (all fixed), as tensors."""
+        like = next(self.parameters(), torch.empty(0))
+        return {name: like.new_tensor(self.fixed_params[name]) for name in self.PARAM_NAMES}
 
     def set_params(self, **values) -> None:
-        """Set learnable params to these values (inverting their reparametrization).
-
-        A value outside the declared constraint, a fixed param or an unknown name is
-        a ValueError, and then nothing is set. A per-layer or per-channel param takes
-        one value for every entry or a tensor of its shape ([depth], [dim] or
-        [depth, dim]). The raw values are computed in float64, then cast to the
-        module's dtype.
-        """
-        _set_param_values(self, values)
-
-    def _apply(self, fn, recurse=True):
-        # A learnable param still at its start value keeps it exactly in a new dtype
-        # (.double() holds the declared value, not its float32 rounding).
-        at_start = _params_at_start(self)
-        super()._apply(fn, recurse)
-        _restore_starts(self, at_start)
-        return self
+        """No param of the rule is learnable: any name is a ValueError."""
+        for name in values:
+            if name in self.PARAM_NAMES:
+                raise ValueError(
+                    f"param {name} is fixed (a constant of the rule):" " change the .opt file"
+                )
+            raise ValueError(f"{type(self).__name__} has no param {name!r}; learnable: none")
 
     def fixed_iterations(self, iterations: int) -> "DouglasRachford":
-        """Solve with exactly `iterations` fixed-point steps, differentiated through.
+        """Solve by exactly `iterations` steps, differentiated through.
 
         No data-dependent exit, no `.item()`, no solver_stats: the path for
         torch.compile(fullgraph=True), torch.export and ONNX. Returns the module; set
@@ -524,7 +403,7 @@ class DouglasRachford(nn.Module):
             G = self.blocks["G"][k]
             # x+ = z - t*F(x+)
 
-            def x_map(z_: Tensor) -> Tensor:
+            def x_map(z_: Tensor, F_=F_, z=z) -> Tensor:
                 F_z_ = F_(z_)
                 x_map_out = torch.add(z, F_z_, alpha=-t)
                 return x_map_out
@@ -534,7 +413,7 @@ class DouglasRachford(nn.Module):
             # y_explicit = 2*x - z
             y_explicit = torch.lerp(x, z, -1.0)
 
-            def y_map(z_2: Tensor) -> Tensor:
+            def y_map(z_2: Tensor, G=G, y_explicit=y_explicit) -> Tensor:
                 G_z_2 = G(z_2)
                 y_map_out = torch.add(y_explicit, G_z_2, alpha=-t)
                 return y_map_out

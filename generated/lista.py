@@ -28,7 +28,7 @@ class _Learnable:
         self.declared = declared
 
     def value(self, raw: Tensor) -> Tensor:
-        """The constrained value (what `forward` computes from the raw parameter)."""
+        """The constrained value `forward` computes from the raw parameter."""
         if self.how == "softplus":
             return torch.nn.functional.softplus(raw)
         if self.how == "sigmoid":
@@ -36,20 +36,20 @@ class _Learnable:
         return raw
 
     def raw(self, name: str, value: Tensor) -> Tensor:
-        """The raw parameter giving `value` (float64), or ValueError outside the constraint."""
+        """The raw parameter giving `value` (float64); ValueError outside."""
         if not torch.isfinite(value).all():
             raise ValueError(f"{name} must be finite, got {value.tolist()}")
         if self.how == "softplus":
             if (value <= 0).any():
-                raise ValueError(f"{name} must be > 0 ({self.declared}), got {value.tolist()}")
+                raise ValueError(f"{name} must be > 0 ({self.declared})," f" got {value.tolist()}")
             # log(expm1(v)), written so that a large v does not overflow
             return value + torch.log(-torch.expm1(-value))
         if self.how == "sigmoid":
             if ((value <= self.lo) | (value >= self.hi)).any():
                 interval = f"({self.lo:g}, {self.hi:g})"
                 raise ValueError(
-                    f"{name} must lie in {interval}, the values its sigmoid reaches"
-                    f" ({self.declared}), got {value.tolist()}"
+                    f"{name} must lie in {interval}, the values its sigmoid"
+                    f" reaches ({self.declared}), got {value.tolist()}"
                 )
             return torch.logit((value - self.lo) / (self.hi - self.lo))
         return value
@@ -74,16 +74,19 @@ def _param_values(module: nn.Module) -> dict[str, Tensor]:
 
 
 def _set_param_values(module: nn.Module, values: dict) -> None:
-    """`module.set_params(**values)`: the raw parameters that give `values`, computed in
-    float64 and cast to the module's dtype. Checks every value before it sets any."""
+    """`module.set_params(**values)`: the raw parameters that give `values`,
+    computed in float64 and cast to the module's dtype. Checks every value
+    before it sets any."""
     updates = []
     for name, value in values.items():
         if name not in module.PARAM_NAMES:
             known = ", ".join(module.LEARNABLE_PARAMS) or "none"
-            raise ValueError(f"{type(module).__name__} has no param {name!r}; learnable: {known}")
+            raise ValueError(
+                f"{type(module).__name__} has no param {name!r};" f" learnable: {known}"
+            )
         if name not in module.LEARNABLE_PARAMS:
             raise ValueError(
-                f"param {name} is fixed (a constant of the rule): change the .opt file"
+                f"param {name} is fixed (a constant of the rule):" " change the .opt file"
             )
         spec = module.LEARNABLE_PARAMS[name]
         parameter = getattr(module, spec.attr)
@@ -103,14 +106,14 @@ def _set_param_values(module: nn.Module, values: dict) -> None:
 
 
 def _start(module: nn.Module, attr: str, values: list[float]) -> nn.Parameter:
-    """A raw parameter at its start value, kept exactly in float64 for later dtype changes."""
+    """A raw parameter at its start value, kept exactly in float64."""
     start = torch.tensor(values, dtype=torch.float64)
     module.__dict__.setdefault("_start_raw", {})[attr] = start
     return nn.Parameter(start.to(torch.get_default_dtype()))
 
 
 def _params_at_start(module: nn.Module) -> list[str]:
-    """The raw parameters still holding their start value, bit for bit in their dtype."""
+    """The raw parameters still at their start value, bit for bit."""
     found = []
     for attr, start in module.__dict__.get("_start_raw", {}).items():
         p = getattr(module, attr)
@@ -121,7 +124,7 @@ def _params_at_start(module: nn.Module) -> list[str]:
 
 
 def _restore_starts(module: nn.Module, attrs: list[str]) -> None:
-    """After a dtype change: those parameters take their float64 start in the new dtype."""
+    """After a dtype change: those parameters take their float64 start."""
     with torch.no_grad():
         for attr in attrs:
             p = getattr(module, attr)
@@ -165,7 +168,7 @@ class MLP(nn.Module):
         return self.fc2(self.act(self.fc1(self.norm(z))))
 
 
-# The convergence and universality certificate of the rule (`optgen check --json`).
+# The rule's convergence and universality certificate (`optgen check --json`).
 LISTA_CERTIFICATE = {
     "name": "Lista",
     "kind": "explicit",
@@ -195,7 +198,10 @@ LISTA_CERTIFICATE = {
     "universal": {
         "guaranteed": None,
         "reasons": [
-            "outside the theory: softshrink(...) is a fixed map applied to the iterate: the rule is not affine outside block calls, so it lies outside the theory",
+            (
+                "outside the theory: softshrink(...) is a fixed map applied to the iterate: the"
+                " rule is not affine outside block calls, so it lies outside the theory"
+            ),
             "block T: mlp holds W2·σ(W1 z + b) with σ = relu",
         ],
     },
@@ -221,7 +227,8 @@ class Lista(nn.Module):
         universal approximation: unknown
 
     Learnable params:
-        lam: learnable, one per layer, one per channel, 0 < lam (softplus reparametrization), starts at 1/10
+        lam: learnable, one per layer, one per channel, 0 < lam (softplus reparametrization), starts
+            at 1/10
 
     Args:
         dim: feature size (channels for image layouts).
@@ -249,18 +256,19 @@ class Lista(nn.Module):
                 ),
             }
         )
-        # lam: learnable, one per layer, one per channel, 0 < lam (softplus reparametrization), starts at 1/10
+        # lam: learnable, one per layer, one per channel, 0 < lam (softplus reparametrization),
+        # starts at 1/10
         self.lam_raw = _start(self, "lam_raw", [[-2.2521684610440906] * dim for _ in range(depth)])
         self.fixed_params = {
             "t": 0.1,
         }
 
     def params(self) -> dict[str, Tensor]:
-        """Every param at the value the rule uses (learnable ones constrained), detached."""
+        """Every param at the value the rule uses, detached."""
         return _param_values(self)
 
     def set_params(self, **values) -> None:
-        """Set learnable params to these values (inverting their reparametrization).
+        """Set learnable params (their raw parameters) to these values.
 
         A value outside the declared constraint, a fixed param or an unknown name is
         a ValueError, and then nothing is set. A per-layer or per-channel param takes
@@ -271,8 +279,8 @@ class Lista(nn.Module):
         _set_param_values(self, values)
 
     def _apply(self, fn, recurse=True):
-        # A learnable param still at its start value keeps it exactly in a new dtype
-        # (.double() holds the declared value, not its float32 rounding).
+        # A learnable param still at its start value keeps it exactly in a new
+        # dtype (.double() holds the declared value, not its float32 rounding).
         at_start = _params_at_start(self)
         super()._apply(fn, recurse)
         _restore_starts(self, at_start)

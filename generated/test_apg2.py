@@ -11,7 +11,7 @@ import os
 import torch
 from torch import Tensor, nn
 
-# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+# Beside its module in a package (a folder with __init__.py) or a folder.
 if __package__:
     from .apg2 import Apg2
 else:
@@ -49,8 +49,8 @@ def test_output_has_the_input_shape_and_is_finite():
 
 def test_every_parameter_gets_a_gradient():
     module = make_module()
-    # The input takes a gradient too, so that backward runs even where no parameter
-    # reaches the output.
+    # The input takes a gradient too, so that backward runs even where no
+    # parameter reaches the output.
     module(make_input().requires_grad_()).square().sum().backward()
     missing = [name for name, p in module.named_parameters() if p.grad is None]
     assert not missing, f"no gradient for {missing}"

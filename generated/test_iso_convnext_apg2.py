@@ -3,7 +3,8 @@
 # sha256 fb43650ffea1d6c5b6410836449dfd3d9aece704143393de909c8d1503d53b4f
 """Tests of the generated model IsoConvnextApg2: shapes, gradients, FLOPS and PARAMS.
 
-Run with plain pytest beside iso_convnext_apg2.py; OPTGEN_TEST_DEVICE picks the device (default cpu).
+Run with plain pytest beside iso_convnext_apg2.py; OPTGEN_TEST_DEVICE picks the device (default
+cpu).
 """
 
 import os
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+# Beside its module in a package (a folder with __init__.py) or a folder.
 if __package__:
     from .iso_convnext_apg2 import IsoConvnextApg2
 else:
@@ -76,7 +77,7 @@ def test_reset_classifier():
     assert model(make_input()).shape[0] == 2
 
 
-def test_consistent_stages_keep_a_constant_input_when_their_blocks_output_zero():
+def test_consistent_stages_keep_a_constant_input_when_blocks_output_zero():
     model = make_model(torch.float64)
     x = model.stem(make_input(torch.float64))
     for index, stage in enumerate(model.stages):

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+# Beside its module in a package (a folder with __init__.py) or a folder.
 if __package__:
     from .iso_vit_apg2 import IsoVitApg2
 else:
@@ -76,7 +76,7 @@ def test_reset_classifier():
     assert model(make_input()).shape[0] == 2
 
 
-def test_consistent_stages_keep_a_constant_input_when_their_blocks_output_zero():
+def test_consistent_stages_keep_a_constant_input_when_blocks_output_zero():
     model = make_model(torch.float64)
     x = model.stem(make_input(torch.float64))
     for index, stage in enumerate(model.stages):

@@ -11,7 +11,7 @@ import os
 import torch
 from torch import Tensor, nn
 
-# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+# Beside its module in a package (a folder with __init__.py) or a folder.
 if __package__:
     from .ladmm import LADMM
 else:
@@ -20,8 +20,9 @@ else:
 DEVICE = torch.device(os.environ.get("OPTGEN_TEST_DEVICE", "cpu"))
 DIM = 4
 DEPTH = 3
-# Parameters (block instances blocks.<name>.<layer>., learnable params) that never reach
-# the network's output, so they get no gradient (optgen's liveness walk over DEPTH layers).
+# Parameters (block instances blocks.<name>.<layer>., learnable params) that
+# never reach the network's output, so they get no gradient (optgen's liveness
+# walk over DEPTH layers).
 UNREACHED = [
     "blocks.G.2.",
 ]
@@ -54,8 +55,8 @@ def test_output_has_the_input_shape_and_is_finite():
 
 def test_every_parameter_gets_a_gradient():
     module = make_module()
-    # The input takes a gradient too, so that backward runs even where no parameter
-    # reaches the output.
+    # The input takes a gradient too, so that backward runs even where no
+    # parameter reaches the output.
     module(make_input().requires_grad_()).square().sum().backward()
 
     def unreached(name: str) -> bool:

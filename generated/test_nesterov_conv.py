@@ -11,7 +11,7 @@ import os
 import torch
 from torch import Tensor, nn
 
-# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+# Beside its module in a package (a folder with __init__.py) or a folder.
 if __package__:
     from .nesterov_conv import NesterovConv
 else:
@@ -49,8 +49,8 @@ def test_output_has_the_input_shape_and_is_finite():
 
 def test_every_parameter_gets_a_gradient():
     module = make_module()
-    # The input takes a gradient too, so that backward runs even where no parameter
-    # reaches the output.
+    # The input takes a gradient too, so that backward runs even where no
+    # parameter reaches the output.
     module(make_input().requires_grad_()).square().sum().backward()
     missing = [name for name, p in module.named_parameters() if p.grad is None]
     assert not missing, f"no gradient for {missing}"
@@ -63,15 +63,15 @@ def test_gradcheck_float64():
 
 
 def test_gradcheck_of_the_learnable_params_float64():
-    # Each learnable param (one value, or one per layer or channel) takes its exact
-    # gradient through its reparametrization and the fused kernels.
+    # Each learnable param (one value, or one per layer or channel) takes its
+    # exact gradient through its reparametrization and the fused kernels.
     module = make_module(torch.float64)
     x = make_input(torch.float64)
     names = ["t_raw"]
     raws = tuple(getattr(module, name).detach().clone().requires_grad_() for name in names)
 
     def output(*values: Tensor) -> Tensor:
-        return torch.func.functional_call(module, dict(zip(names, values)), (x,))
+        return torch.func.functional_call(module, dict(zip(names, values, strict=True)), (x,))
 
     assert torch.autograd.gradcheck(output, raws, eps=1e-6, atol=1e-5)
 

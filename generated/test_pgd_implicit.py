@@ -11,7 +11,7 @@ import os
 import torch
 from torch import Tensor, nn
 
-# Beside its module in a package (a folder with __init__.py) or in a plain folder.
+# Beside its module in a package (a folder with __init__.py) or a folder.
 if __package__:
     from .pgd_implicit import PgdImplicit
 else:
@@ -33,7 +33,7 @@ def make_module(dtype: torch.dtype = torch.float32) -> PgdImplicit:
 
 
 def tighten(module: PgdImplicit, solver: str = "fixed_point") -> None:
-    """Solve (and adjoint-solve) far below float64 noise, so that gradients can be compared."""
+    """Solve and adjoint-solve far below float64 noise: gradients compare."""
     module.solver = {"name": solver, "max_iter": 1000, "tol": 1e-11}
     if module.backward["name"] == "implicit":
         module.backward = {"name": "implicit", "max_iter": 1000, "tol": 1e-11}
@@ -56,8 +56,8 @@ def test_output_has_the_input_shape_and_is_finite():
 
 def test_every_parameter_gets_a_gradient():
     module = make_module()
-    # The input takes a gradient too, so that backward runs even where no parameter
-    # reaches the output.
+    # The input takes a gradient too, so that backward runs even where no
+    # parameter reaches the output.
     module(make_input().requires_grad_()).square().sum().backward()
     missing = [name for name, p in module.named_parameters() if p.grad is None]
     assert not missing, f"no gradient for {missing}"
@@ -66,11 +66,11 @@ def test_every_parameter_gets_a_gradient():
 def test_gradcheck_float64():
     module = make_module(torch.float64)
     tighten(module)
-    # The exact gradient of the fixed point is the implicit one (phantom steps and a
-    # truncated unroll only approximate it): check that one.
+    # The exact gradient of the fixed point is the implicit one (phantom steps
+    # and a truncated unroll only approximate it): check that one.
     module.backward = {"name": "implicit", "max_iter": 1000, "tol": 1e-11}
     x = make_input(torch.float64).requires_grad_()
-    # The adjoint solve is a hook: an undefined output gradient has nothing to solve.
+    # The adjoint solve is a hook: an undefined output gradient has none.
     assert torch.autograd.gradcheck(module, (x,), eps=1e-6, atol=1e-5, check_undefined_grad=False)
 
 
@@ -111,5 +111,5 @@ def test_implicit_gradient_agrees_with_the_unrolled_gradient():
         module(x).square().sum().backward()
         grads[mode] = [x.grad] + [p.grad for p in module.parameters() if p.grad is not None]
     assert len(grads["implicit"]) == len(grads["unroll"])
-    for implicit, unrolled in zip(grads["implicit"], grads["unroll"]):
+    for implicit, unrolled in zip(grads["implicit"], grads["unroll"], strict=True):
         torch.testing.assert_close(implicit, unrolled, rtol=1e-4, atol=1e-7)

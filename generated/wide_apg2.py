@@ -9,124 +9,6 @@ from torch import Tensor, nn
 __all__ = ["WideApg2"]
 
 
-class _Learnable:
-    """How the rule reads one learnable param from its raw `nn.Parameter`."""
-
-    def __init__(
-        self,
-        attr: str,
-        how: str,
-        lo: float,
-        hi: float | None,
-        per_layer: bool,
-        declared: str,
-        per_channel: bool = False,
-    ) -> None:
-        self.attr, self.how, self.lo, self.hi = attr, how, lo, hi
-        self.per_layer, self.per_channel = per_layer, per_channel
-        self.declared = declared
-
-    def value(self, raw: Tensor) -> Tensor:
-        """The constrained value (what `forward` computes from the raw parameter)."""
-        if self.how == "softplus":
-            return torch.nn.functional.softplus(raw)
-        if self.how == "sigmoid":
-            return torch.sigmoid(raw) * (self.hi - self.lo) + self.lo
-        return raw
-
-    def raw(self, name: str, value: Tensor) -> Tensor:
-        """The raw parameter giving `value` (float64), or ValueError outside the constraint."""
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{name} must be finite, got {value.tolist()}")
-        if self.how == "softplus":
-            if (value <= 0).any():
-                raise ValueError(f"{name} must be > 0 ({self.declared}), got {value.tolist()}")
-            # log(expm1(v)), written so that a large v does not overflow
-            return value + torch.log(-torch.expm1(-value))
-        if self.how == "sigmoid":
-            if ((value <= self.lo) | (value >= self.hi)).any():
-                interval = f"({self.lo:g}, {self.hi:g})"
-                raise ValueError(
-                    f"{name} must lie in {interval}, the values its sigmoid reaches"
-                    f" ({self.declared}), got {value.tolist()}"
-                )
-            return torch.logit((value - self.lo) / (self.hi - self.lo))
-        return value
-
-
-def _param_values(module: nn.Module) -> dict[str, Tensor]:
-    """`module.params()`: every param at the value the rule uses, detached."""
-    reference = next(module.parameters(), None)
-    dtype = reference.dtype if reference is not None else torch.get_default_dtype()
-    device = reference.device if reference is not None else None
-    values = {}
-    for name in module.PARAM_NAMES:
-        if name in module.LEARNABLE_PARAMS:
-            spec = module.LEARNABLE_PARAMS[name]
-            raw = getattr(module, spec.attr)
-            # A scalar is stored with shape [1] (for FSDP2) and reported 0-dim.
-            value = spec.value(raw if spec.per_layer or spec.per_channel else raw[0])
-            values[name] = value.detach().clone()
-        else:
-            values[name] = torch.tensor(module.fixed_params[name], dtype=dtype, device=device)
-    return values
-
-
-def _set_param_values(module: nn.Module, values: dict) -> None:
-    """`module.set_params(**values)`: the raw parameters that give `values`, computed in
-    float64 and cast to the module's dtype. Checks every value before it sets any."""
-    updates = []
-    for name, value in values.items():
-        if name not in module.PARAM_NAMES:
-            known = ", ".join(module.LEARNABLE_PARAMS) or "none"
-            raise ValueError(f"{type(module).__name__} has no param {name!r}; learnable: {known}")
-        if name not in module.LEARNABLE_PARAMS:
-            raise ValueError(
-                f"param {name} is fixed (a constant of the rule): change the .opt file"
-            )
-        spec = module.LEARNABLE_PARAMS[name]
-        parameter = getattr(module, spec.attr)
-        value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-        if value.dim() == 0:
-            value = value.expand(parameter.shape)
-        if value.shape != parameter.shape:
-            shape = list(value.shape)
-            raise ValueError(
-                f"{name} takes {parameter.numel()} value(s) (one, or shape"
-                f" {list(parameter.shape)}), got shape {shape}"
-            )
-        updates.append((parameter, spec.raw(name, value)))
-    with torch.no_grad():
-        for parameter, raw in updates:
-            parameter.copy_(raw.to(device=parameter.device, dtype=parameter.dtype))
-
-
-def _start(module: nn.Module, attr: str, values: list[float]) -> nn.Parameter:
-    """A raw parameter at its start value, kept exactly in float64 for later dtype changes."""
-    start = torch.tensor(values, dtype=torch.float64)
-    module.__dict__.setdefault("_start_raw", {})[attr] = start
-    return nn.Parameter(start.to(torch.get_default_dtype()))
-
-
-def _params_at_start(module: nn.Module) -> list[str]:
-    """The raw parameters still holding their start value, bit for bit in their dtype."""
-    found = []
-    for attr, start in module.__dict__.get("_start_raw", {}).items():
-        p = getattr(module, attr)
-        plain = type(p.data) is torch.Tensor and p.device.type != "meta"
-        if plain and p.is_floating_point() and torch.equal(p.detach().cpu(), start.to(p.dtype)):
-            found.append(attr)
-    return found
-
-
-def _restore_starts(module: nn.Module, attrs: list[str]) -> None:
-    """After a dtype change: those parameters take their float64 start in the new dtype."""
-    with torch.no_grad():
-        for attr in attrs:
-            p = getattr(module, attr)
-            p.copy_(module._start_raw[attr].to(device=p.device, dtype=p.dtype))
-
-
 def _activation(name: str) -> nn.Module:
     """The activation module for a block's `act` argument."""
     table = {
@@ -144,7 +26,7 @@ def _activation(name: str) -> nn.Module:
 
 
 class ConvBlock(nn.Module):
-    """Pre-activation residual branch on [N, dim, H, W]: BN-act-Conv-BN-act-Conv.
+    """Pre-activation residual branch on [N, dim, H, W]: BN-act-Conv twice.
 
     Args:
         dim: channels of input and output.
@@ -187,47 +69,8 @@ class ConvStem(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
-class PatchStem(nn.Module):
-    """Patchify (kernel = stride = size), then LayerNorm over channels: ConvNeXt's stem.
-
-    Args:
-        in_chans: channels of the image.
-        out: channels of the first stage.
-        size: patch size.
-    """
-
-    def __init__(self, in_chans: int, out: int, size: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chans, out, size, stride=size)
-        self.norm = nn.LayerNorm(out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv(x)
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class TokenStem(nn.Module):
-    """Patchify to tokens [N, L, out] with a learned position embedding: ViT's stem.
-
-    Args:
-        in_chans: channels of the image.
-        out: width of the tokens.
-        size: patch size.
-        tokens: L, the number of patches of the declared input size.
-    """
-
-    def __init__(self, in_chans: int, out: int, size: int, tokens: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chans, out, size, stride=size)
-        self.position = nn.Parameter(torch.zeros(1, tokens, out))
-        nn.init.trunc_normal_(self.position, std=0.02)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x).flatten(2).transpose(1, 2) + self.position
-
-
 class DownConv(nn.Module):
-    """Strided conv and BatchNorm between two stages: H and W divided by the stride."""
+    """Strided conv and BatchNorm: H and W divided by the stride."""
 
     def __init__(self, dim: int, out: int, stride: int = 2, kernel: int = 3) -> None:
         super().__init__()
@@ -238,45 +81,8 @@ class DownConv(nn.Module):
         return self.norm(self.conv(x))
 
 
-class DownPool(nn.Module):
-    """Average pooling, a 1x1 conv when the channels change, and BatchNorm."""
-
-    def __init__(self, dim: int, out: int, stride: int = 2) -> None:
-        super().__init__()
-        self.pool = nn.AvgPool2d(stride)
-        self.conv = nn.Conv2d(dim, out, 1, bias=False) if out != dim else nn.Identity()
-        self.norm = nn.BatchNorm2d(out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.conv(self.pool(x)))
-
-
-class UpConv(nn.Module):
-    """Nearest upsampling, a conv and BatchNorm: H and W multiplied by the scale."""
-
-    def __init__(self, dim: int, out: int, scale: int = 2, kernel: int = 3) -> None:
-        super().__init__()
-        self.up = nn.Upsample(scale_factor=scale, mode="nearest")
-        self.conv = nn.Conv2d(dim, out, kernel, padding=kernel // 2, bias=False)
-        self.norm = nn.BatchNorm2d(out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.conv(self.up(x)))
-
-
-class Norm(nn.Module):
-    """BatchNorm on [N, C, H, W], LayerNorm on tokens [N, L, C]; the width is kept."""
-
-    def __init__(self, dim: int, tokens: bool = False) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim) if tokens else nn.BatchNorm2d(dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x)
-
-
 class ClassifierHead(nn.Module):
-    """Global average pooling (spatial, or over the tokens), LayerNorm and a Linear.
+    """Global average pooling (spatial, or over tokens), LayerNorm, Linear.
 
     Args:
         features: width of the last stage.
@@ -299,17 +105,7 @@ class ClassifierHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-class FeatureHead(nn.Module):
-    """`head none`: the last stage's output, unchanged."""
-
-    def reset(self, num_classes: int) -> None:
-        pass
-
-    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return x
-
-
-# The convergence and universality certificate of the rule (`optgen check --json`).
+# The rule's convergence and universality certificate (`optgen check --json`).
 APG2_STAGE_CERTIFICATE = {
     "name": "Apg2Stage",
     "kind": "explicit",
@@ -327,7 +123,9 @@ APG2_STAGE_CERTIFICATE = {
     "zero_stable": True,
     "zero_stability": "every layer k < 3 satisfies the root condition",
     "consistent": True,
-    "consistency": "every layer k < 3 is consistent (h > 0); at k=0: rho(1) = 0, rho'(1) != 0 and h = 0.5 > 0",
+    "consistency": (
+        "every layer k < 3 is consistent (h > 0); at k=0: rho(1) = 0, rho'(1) != 0 and h = 0.5 > 0"
+    ),
     "step": 0.5,
     "steps": {"T": 0.5},
     "per_layer": [1.0, 1.0, 1.0],
@@ -344,7 +142,11 @@ APG2_STAGE_CERTIFICATE = {
         ],
     },
     "notes": [
-        "as k -> infinity, rho -> z^2 - 2z + 1: a root other than 1 reaches the unit circle; the limit loses strict stability, so only the finite depth is covered (see amplification)"
+        (
+            "as k -> infinity, rho -> z^2 - 2z + 1: a root other than 1 reaches the unit circle;"
+            " the limit loses strict stability, so only the finite depth is covered (see"
+            " amplification)"
+        )
     ],
     "diagnostics": [],
 }
@@ -372,8 +174,8 @@ class Apg2Stage(nn.Module):
     Args:
         dim: feature size (channels for image layouts).
         depth: number of layers (default 3).
-        start: the layer index k of the first layer (default 0; a model's stage that
-            continues the recurrence of the stage before it starts further on).
+        start: the layer index k of the first layer (default 0; a model's stage that continues the
+            recurrence of the stage before it starts further on).
     """
 
     RULE = "y = (1 - theta)*x + theta*z; z+ = z - (t/theta)*T(y); x+ = (1 - theta)*x + theta*z+"
@@ -406,43 +208,21 @@ class Apg2Stage(nn.Module):
         self.coef = [float(-k / 4 - 1 / 2) for k in range(start, start + depth)]
 
     def params(self) -> dict[str, Tensor]:
-        """Every param at the value the rule uses (learnable ones constrained), detached."""
-        return _param_values(self)
+        """Every param at the value the rule uses (all fixed), as tensors."""
+        like = next(self.parameters(), torch.empty(0))
+        return {name: like.new_tensor(self.fixed_params[name]) for name in self.PARAM_NAMES}
 
     def set_params(self, **values) -> None:
-        """Set learnable params to these values (inverting their reparametrization).
-
-        A value outside the declared constraint, a fixed param or an unknown name is
-        a ValueError, and then nothing is set. A per-layer or per-channel param takes
-        one value for every entry or a tensor of its shape ([depth], [dim] or
-        [depth, dim]). The raw values are computed in float64, then cast to the
-        module's dtype.
-        """
-        _set_param_values(self, values)
-
-    def _apply(self, fn, recurse=True):
-        # A learnable param still at its start value keeps it exactly in a new dtype
-        # (.double() holds the declared value, not its float32 rounding).
-        at_start = _params_at_start(self)
-        super()._apply(fn, recurse)
-        _restore_starts(self, at_start)
-        return self
+        """No param of the rule is learnable: any name is a ValueError."""
+        for name in values:
+            if name in self.PARAM_NAMES:
+                raise ValueError(
+                    f"param {name} is fixed (a constant of the rule):" " change the .opt file"
+                )
+            raise ValueError(f"{type(self).__name__} has no param {name!r}; learnable: none")
 
     def forward(self, x: Tensor) -> Tensor:
-        z = x
-        for k in range(self.depth):
-            T = self.blocks["T"][k]
-            # y = (1 - theta)*x + theta*z
-            y = torch.lerp(x, z, self.theta[k])
-            # z+ = z - (t/theta)*T(y)
-            T_y = T(y)
-            del y
-            z = torch.add(z, T_y, alpha=self.coef[k])
-            del T_y
-            # x+ = (1 - theta)*x + theta*z+
-            # x = (1 - theta)*x + theta*z
-            x = torch.lerp(x, z, self.theta[k])
-        return x
+        return self.forward_slots(self.init_slots(x))[0]
 
     def init_slots(self, x: Tensor) -> tuple[Tensor, ...]:
         """What the layer loop carries, x, z, from this stage's input."""
@@ -467,75 +247,36 @@ class Apg2Stage(nn.Module):
         return (x, z)
 
 
-# Stage 0's certificate: its network at the stage's depth and first layer.
+# Stage 0's certificate: its network at its depth and first layer.
 WIDE_APG2_STAGE_0_CERTIFICATE = {
-    "name": "Apg2Stage",
-    "kind": "explicit",
-    "explicit": True,
-    "states": ["x", "z"],
-    "blocks": ["T"],
+    **APG2_STAGE_CERTIFICATE,
     "depth": 1,
-    "slots": ["x", "z"],
-    "matrix": [["k/(k + 2)", "2/(k + 2)"], ["0", "1"]],
-    "rho": [0.0, -1.0, 1.0],
-    "rho_text": "z^2 - ((2*k + 2)/(k + 2))z + (k/(k + 2))",
-    "sigma": None,
-    "roots": [[1.0, 0.0], [0.0, 0.0]],
-    "spectral_radius": 1.0,
-    "zero_stable": True,
     "zero_stability": "every layer k < 1 satisfies the root condition",
-    "consistent": True,
-    "consistency": "every layer k < 1 is consistent (h > 0); at k=0: rho(1) = 0, rho'(1) != 0 and h = 0.5 > 0",
-    "step": 0.5,
-    "steps": {"T": 0.5},
+    "consistency": (
+        "every layer k < 1 is consistent (h > 0); at k=0: rho(1) = 0, rho'(1) != 0 and h = 0.5 > 0"
+    ),
     "per_layer": [1.0],
     "per_layer_step": [0.5],
-    "amplification": 1.41421356237,
-    "conditions": ["0 < theta <= 2"],
-    "learnable": [],
-    "runge_kutta": None,
-    "universal": {
-        "guaranteed": True,
-        "reasons": [
-            "block T: conv holds W2·σ(W1 z + b) with σ = relu",
-            "convergent: zero-stable and consistent (h = 0.5)",
-        ],
-    },
-    "notes": [
-        "as k -> infinity, rho -> z^2 - 2z + 1: a root other than 1 reaches the unit circle; the limit loses strict stability, so only the finite depth is covered (see amplification)"
-    ],
-    "diagnostics": [],
 }
 
 
-# Stage 1's certificate: its network at the stage's depth and first layer.
+# Stage 1's certificate: its network at its depth and first layer.
 WIDE_APG2_STAGE_1_CERTIFICATE = {
-    "name": "Apg2Stage",
-    "kind": "explicit",
-    "explicit": True,
-    "states": ["x", "z"],
-    "blocks": ["T"],
+    **APG2_STAGE_CERTIFICATE,
     "depth": 1,
     "start": 1,
-    "slots": ["x", "z"],
-    "matrix": [["k/(k + 2)", "2/(k + 2)"], ["0", "1"]],
     "rho": [0.333333333333, -1.33333333333, 1.0],
-    "rho_text": "z^2 - ((2*k + 2)/(k + 2))z + (k/(k + 2))",
-    "sigma": None,
     "roots": [[1.0, 0.0], [0.333333333333, 0.0]],
-    "spectral_radius": 1.0,
-    "zero_stable": True,
     "zero_stability": "every layer 1 <= k < 2 satisfies the root condition",
-    "consistent": True,
-    "consistency": "every layer 1 <= k < 2 is consistent (h > 0); at k=1: rho(1) = 0, rho'(1) != 0 and h = 0.75 > 0",
+    "consistency": (
+        "every layer 1 <= k < 2 is consistent (h > 0); at k=1: rho(1) = 0, rho'(1) != 0 and h ="
+        " 0.75 > 0"
+    ),
     "step": 0.75,
     "steps": {"T": 0.75},
     "per_layer": [1.0],
     "per_layer_step": [0.75],
     "amplification": 1.21676051329,
-    "conditions": ["0 < theta <= 2"],
-    "learnable": [],
-    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -543,41 +284,26 @@ WIDE_APG2_STAGE_1_CERTIFICATE = {
             "convergent: zero-stable and consistent (h = 0.75)",
         ],
     },
-    "notes": [
-        "as k -> infinity, rho -> z^2 - 2z + 1: a root other than 1 reaches the unit circle; the limit loses strict stability, so only the finite depth is covered (see amplification)"
-    ],
-    "diagnostics": [],
 }
 
 
-# Stage 2's certificate: its network at the stage's depth and first layer.
+# Stage 2's certificate: its network at its depth and first layer.
 WIDE_APG2_STAGE_2_CERTIFICATE = {
-    "name": "Apg2Stage",
-    "kind": "explicit",
-    "explicit": True,
-    "states": ["x", "z"],
-    "blocks": ["T"],
+    **APG2_STAGE_CERTIFICATE,
     "depth": 1,
     "start": 2,
-    "slots": ["x", "z"],
-    "matrix": [["k/(k + 2)", "2/(k + 2)"], ["0", "1"]],
     "rho": [0.5, -1.5, 1.0],
-    "rho_text": "z^2 - ((2*k + 2)/(k + 2))z + (k/(k + 2))",
-    "sigma": None,
     "roots": [[1.0, 0.0], [0.5, 0.0]],
-    "spectral_radius": 1.0,
-    "zero_stable": True,
     "zero_stability": "every layer 2 <= k < 3 satisfies the root condition",
-    "consistent": True,
-    "consistency": "every layer 2 <= k < 3 is consistent (h > 0); at k=2: rho(1) = 0, rho'(1) != 0 and h = 1 > 0",
+    "consistency": (
+        "every layer 2 <= k < 3 is consistent (h > 0); at k=2: rho(1) = 0, rho'(1) != 0 and h = 1 >"
+        " 0"
+    ),
     "step": 1.0,
     "steps": {"T": 1.0},
     "per_layer": [1.0],
     "per_layer_step": [1.0],
     "amplification": 1.14412280564,
-    "conditions": ["0 < theta <= 2"],
-    "learnable": [],
-    "runge_kutta": None,
     "universal": {
         "guaranteed": True,
         "reasons": [
@@ -585,10 +311,6 @@ WIDE_APG2_STAGE_2_CERTIFICATE = {
             "convergent: zero-stable and consistent (h = 1)",
         ],
     },
-    "notes": [
-        "as k -> infinity, rho -> z^2 - 2z + 1: a root other than 1 reaches the unit circle; the limit loses strict stability, so only the finite depth is covered (see amplification)"
-    ],
-    "diagnostics": [],
 }
 
 
@@ -629,7 +351,10 @@ WIDE_APG2_CERTIFICATE = {
         "guaranteed": True,
         "reasons": [
             "every stage is guaranteed (3 stages)",
-            "normalization and down- and up-sampling between the stages keep universal approximation (the paper's extension to staged networks)",
+            (
+                "normalization and down- and up-sampling between the stages keep universal"
+                " approximation (the paper's extension to staged networks)"
+            ),
         ],
     },
 }
@@ -655,7 +380,8 @@ class WideApg2(nn.Module):
         stage 2 Apg2Stage: zero-stable yes, consistent yes, universal guaranteed
         universal approximation: guaranteed
         - every stage is guaranteed (3 stages)
-        - normalization and down- and up-sampling between the stages keep universal approximation (the paper's extension to staged networks)
+        - normalization and down- and up-sampling between the stages keep universal approximation
+          (the paper's extension to staged networks)
 
     Args:
         num_classes: outputs of the classifier (0: the pooled features).
@@ -663,17 +389,20 @@ class WideApg2(nn.Module):
     """
 
     RULES = {
-        "Apg2Stage": "y = (1 - theta)*x + theta*z; z+ = z - (t/theta)*T(y); x+ = (1 - theta)*x + theta*z+"
+        "Apg2Stage": (
+            "y = (1 - theta)*x + theta*z; z+ = z - (t/theta)*T(y); x+ = (1 - theta)*x + theta*z+"
+        )
     }
-    # One per stage: its network at the stage's depth (and first layer when it continues).
+    # One per stage: its network at the stage's depth (and first layer).
     CERTIFICATES = [
         WIDE_APG2_STAGE_0_CERTIFICATE,
         WIDE_APG2_STAGE_1_CERTIFICATE,
         WIDE_APG2_STAGE_2_CERTIFICATE,
     ]
     CERTIFICATE = WIDE_APG2_CERTIFICATE
-    # At the declared input size, one image (torch.utils.flop_counter); a solving stage is
-    # counted at its whole iteration budget, max_iter evaluations of its layer map.
+    # At the declared input size, one image (torch.utils.flop_counter); a
+    # solving stage is counted at its whole iteration budget, max_iter
+    # evaluations of its layer map.
     INPUT_SIZE = [3, 32, 32]
     FLOPS = 152766976
     PARAMS = 482986
@@ -699,7 +428,7 @@ class WideApg2(nn.Module):
         self.head = ClassifierHead(128, num_classes, tokens=False)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """A new classifier with `num_classes` outputs (0: the pooled features)."""
+        """A classifier with `num_classes` outputs (0: the pooled features)."""
         self.num_classes = num_classes
         self.head.reset(num_classes)
 

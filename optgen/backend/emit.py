@@ -21,12 +21,20 @@ from ..checks.reach import reaching_output
 from ..kinds.blocks import BLOCK_KINDS, ArgKind, tolerances_below_float32
 from ..kinds.imports import Import, import_lines
 from ..naming import certificate_constant, output_files, snake_case
-from ..resources import resource_dir, resource_path
+from ..resources import resource_dir
 from .formatting import BLACK_DEFAULTS, Formatting
+from .library import LEARNABLE_RUNTIME, MODEL_FILES, RUNTIME_FILES, copied_sources
 from .lower import EmitPlan, lower
 from .models import stage_starts
 from .plan import LayerRuntime
-from .writer import comment_text, docstring_text, forward_source, model_features_source
+from .prose import split_string, width_of, wrap_prose
+from .writer import (
+    comment_text,
+    docstring_text,
+    forward_source,
+    model_features_source,
+    runtime_calls,
+)
 
 PAPER = (
     "Designing Universally-Approximating Deep Neural Networks: "
@@ -39,19 +47,40 @@ PAPER_LINES = (
 )
 
 
-def pyrepr(value) -> str:
-    """A Python literal for plain data (dicts, lists, str, numbers, bool, None)."""
+def pyrepr(value, width: int | None = None, indent: int = 0, lead: int = 0) -> str:
+    """A Python literal for plain data (dicts, lists, str, numbers, bool, None).
+
+    With `width`, a string that would run past it where black lays the literal out (one
+    element a line, four columns a level, from column `indent`; `lead` columns before
+    the value on its own line, as `RULE = `) is an implicit concatenation of pieces that
+    fit, in parentheses."""
+    return _literal(value, width, indent, 0, lead)
+
+
+def _literal(value, width: int | None, indent: int, depth: int, lead: int) -> str:
     if isinstance(value, Enum):
         value = value.value
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{pyrepr(k)}: {pyrepr(v)}" for k, v in value.items()) + "}"
+        entries = []
+        for key, item in value.items():
+            key_text = _literal(key, None, indent, depth + 1, 0)
+            lead_item = width_of(key_text) + 2
+            entries.append(f"{key_text}: {_literal(item, width, indent, depth + 1, lead_item)}")
+        return "{" + ", ".join(entries) + "}"
     if isinstance(value, (list, tuple)):
-        inner = ", ".join(pyrepr(v) for v in value)
+        inner = ", ".join(_literal(v, width, indent, depth + 1, 0) for v in value)
         return (
             f"[{inner}]"
             if isinstance(value, list)
             else f"({inner}{',' if len(value) == 1 else ''})"
         )
+    if isinstance(value, str) and width is not None:
+        text = repr(value)
+        column = indent + 4 * depth
+        if column + lead + width_of(text) + 1 <= width:  # and a trailing comma
+            return text
+        # On lines of its own, in parentheses (which black keeps).
+        return "(" + " ".join(repr(p) for p in split_string(value, width - column - 4)) + ")"
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return f"float({str(value)!r})"
@@ -59,6 +88,14 @@ def pyrepr(value) -> str:
     if value is None or isinstance(value, (bool, int, str)):
         return repr(value)
     raise TypeError(f"no literal for {type(value).__name__}")
+
+
+def pieces(text: str, width: int, column: int) -> str:
+    """`text` as string literals, one after another, that fit from `column` on lines of
+    their own (black's layout of a long call argument)."""
+    if column + width_of(repr(text)) <= width:
+        return repr(text)
+    return " ".join(repr(piece) for piece in split_string(text, width - column))
 
 
 def comment(text: str) -> str:
@@ -78,6 +115,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["pyrepr"] = pyrepr
     env.filters["comment"] = comment
+    env.filters["pieces"] = pieces
     return env
 
 
@@ -114,10 +152,11 @@ def _class_doc(net: ir.Network, plan: EmitPlan, certificate: Certificate) -> str
         f"    depth: number of layers (default {net.depth}).",
     ]
     if plan.uses_k:
-        lines += [
-            "    start: the layer index k of the first layer (default 0; a model's stage that",
-            "        continues the recurrence of the stage before it starts further on).",
-        ]
+        lines.append(
+            "    start: the layer index k of the first layer (default 0; a model's stage"
+            " that continues the recurrence of the stage before it starts further on)."
+        )
+    # One item a line: `wrap_prose` wraps a long one to the file's line length.
     return docstring_text("\n".join(lines)) + "\n"
 
 
@@ -153,6 +192,7 @@ class NetworkView:
     forward: str
     dim_checks: list[tuple[str, str]]
     slots: tuple[str, ...] = ()  # a model's stage: init_slots / forward_slots
+    output_slot: int = 0  # where the output sits among the slots (forward reads it)
     init_slots: str = ""
     forward_slots: str = ""
     # checkpoint and backward reversible: the bodies of `_layer` and `_inverse_layer`.
@@ -173,9 +213,11 @@ def network_view(
         certificate_name=certificate_constant(net.name),
         certificate=module_certificate(certificate),
         plan=plan,
-        forward=forward_source(plan.forward, plan.output_var),
+        # A stage's forward runs its slots' layer loop (forward_slots): one loop a class.
+        forward="" if slots else forward_source(plan.forward, plan.output_var),
         dim_checks=[(c.condition, f"{net.name}: {c.message}") for c in plan.dim_checks],
         slots=slots,
+        output_slot=slots.index(plan.output_var) if slots else 0,
         init_slots=forward_source(plan.init_slots, carried) if slots else "",
         forward_slots=forward_source(plan.forward_slots, carried) if slots else "",
         layer_slots=plan.slots if plan.runtime else (),
@@ -220,31 +262,37 @@ def module_certificate(certificate: Certificate) -> dict:
     return data
 
 
-def runtime_sources(plans: list[EmitPlan]) -> list[str]:
-    """The block sources of some networks, each once, the solver runtime first if needed."""
-    sources = list(dict.fromkeys(text for p in plans for text in p.sources))
-    if any(p.kind != "explicit" for p in plans):
-        solvers = resource_path("templates/runtime", "solvers.py").read_text("utf-8").strip()
-        sources.insert(0, solvers)
-    # params() and set_params() of every module, and exact float64 start values.
-    sources.insert(0, resource_path("templates/runtime", "params.py").read_text("utf-8").strip())
-    runtimes = {p.runtime for p in plans if p.runtime is not None}
-    memory = ["layers.py"] if runtimes else []
-    memory += [
-        name
-        for runtime, name in (
-            (LayerRuntime.CHECKPOINT, "checkpoint.py"),
-            (LayerRuntime.REVERSIBLE, "reversible.py"),
+def runtime_names(plan_: EmitPlan) -> list[str]:
+    """The runtime functions and classes a network's class calls: those of its learnable
+    params, and those its methods' statements call (`_solve`, `_checkpointed_layers`...)."""
+    names = list(LEARNABLE_RUNTIME) if plan_.params else []
+    names += sorted(
+        runtime_calls(
+            (*plan_.forward, *plan_.init_slots, *plan_.forward_slots, *plan_.layer, *plan_.inverse)
         )
-        if runtime in runtimes
-    ]
-    for name in memory:
-        sources.append(resource_path("templates/runtime", name).read_text("utf-8").strip())
-    return sources
+    )
+    if plan_.runtime is LayerRuntime.REVERSIBLE:
+        names.append("_check_reconstruction")  # __init__: a depth float32 cannot carry back
+    if plan_.checkpoint:
+        names.append("_check_checkpoint")  # __init__: the `checkpoint` argument
+    return names
+
+
+def runtime_sources(plans: list[EmitPlan]) -> list[str]:
+    """What some networks' classes need: the runtime they call, then the sources of their
+    block kinds, each once."""
+    wanted = dict.fromkeys(name for p in plans for name in runtime_names(p))
+    sources = copied_sources("templates/runtime", RUNTIME_FILES, wanted)
+    return sources + list(dict.fromkeys(text for p in plans for text in p.sources))
 
 
 def render_module(
-    net: ir.Network, plan: EmitPlan, certificate: Certificate, source_name: str, sha256: str
+    net: ir.Network,
+    plan: EmitPlan,
+    certificate: Certificate,
+    source_name: str,
+    sha256: str,
+    width: int = BLACK_DEFAULTS.line_length,
 ) -> str:
     env = _environment()
     context = dict(
@@ -254,6 +302,7 @@ def render_module(
         block_sources=runtime_sources([plan]),
         net=network_view(net, plan, certificate),
         imports=_imports(plan.imports),
+        width=width,
     )
     return env.get_template("module.py.j2").render(**context)
 
@@ -322,11 +371,18 @@ def generate(
 ) -> dict[str, str]:
     """The two files of one network, `<name>.py` and `test_<name>.py`, formatted."""
     plan = lower(net)
-    module, test = output_files(net.name)
+    module_name, test_name = output_files(net.name)
+    module = render_module(net, plan, certificate, source_name, sha256, formatting.line_length)
+    test = render_test(net, plan, certificate, source_name, sha256)
     return {
-        module: formatting.format(render_module(net, plan, certificate, source_name, sha256)),
-        test: formatting.format(render_test(net, plan, certificate, source_name, sha256)),
+        module_name: _formatted(module, formatting),
+        test_name: _formatted(test, formatting),
     }
+
+
+def _formatted(text: str, formatting: Formatting) -> str:
+    """`text` formatted by black, its prose then wrapped to the same line length."""
+    return wrap_prose(formatting.format(text), formatting.line_length)
 
 
 # ---------------------------------------------------------------- models
@@ -441,24 +497,40 @@ def _measure(source: str, class_name: str, input_size: tuple[int, ...]) -> tuple
 
 
 def _stage_certificates(
-    model_name: str, mcert, certificates: dict, views
-) -> tuple[list[str], list[tuple[int, str, dict]]]:
+    model_name: str, mcert, certificates: dict, views, width: int
+) -> tuple[list[str], list[tuple[int, str, str]]]:
     """The constant naming each stage's certificate, and the constants to define.
 
     A stage that runs its network's declared layers shares the network's constant; any
     other (another depth, or a first layer k > 0 where it continues a recurrence) gets its
-    own, `<MODEL>_STAGE_<i>_CERTIFICATE`.
+    own, `<MODEL>_STAGE_<i>_CERTIFICATE`, written as the network's constant with the
+    entries that differ (`{**GD_CERTIFICATE, "depth": 2}`).
     """
     names, defined = [], []
-    constants = {v.class_name: v.certificate_name for v in views}
+    constants = {v.class_name: v for v in views}
     for i, (network, cert) in enumerate(mcert.stages):
         if cert == certificates[network]:
-            names.append(constants[network])
+            names.append(constants[network].certificate_name)
             continue
         name = certificate_constant(model_name, stage=i)
         names.append(name)
-        defined.append((i, name, module_certificate(cert)))
+        text = _certificate_text(module_certificate(cert), constants[network], width)
+        defined.append((i, name, text))
     return names, defined
+
+
+def _certificate_text(data: dict, network: NetworkView, width: int) -> str:
+    """A stage's certificate as the literal of its network's constant updated, or whole
+    where it lacks one of that constant's keys."""
+    base = network.certificate
+    if not set(base) <= set(data):
+        return pyrepr(data, width)
+    changed = {key: value for key, value in data.items() if key not in base or base[key] != value}
+    entries = [f"**{network.certificate_name}"]
+    for key, value in changed.items():
+        key_text = pyrepr(key)
+        entries.append(f"{key_text}: {_literal(value, width, 0, 1, width_of(key_text) + 2)}")
+    return "{" + ", ".join(entries) + "}"
 
 
 def render_model(
@@ -474,15 +546,17 @@ def render_model(
     model = model_plan.model
     plans = [model_plan.plans[net.name] for net in model_plan.networks]
     imports = frozenset().union(*(p.imports for p in plans))
-    sources = runtime_sources(plans) + [
-        resource_path("templates/models", name).read_text("utf-8").strip()
-        for name in model_plan.sources
-    ]
+    sources = runtime_sources(plans) + copied_sources(
+        "templates/models", MODEL_FILES, model_plan.classes
+    )
     views = [
         network_view(net, model_plan.plans[net.name], certificates[net.name], with_slots=True)
         for net in model_plan.networks
     ]
-    stage_names, stage_constants = _stage_certificates(model.name, mcert, certificates, views)
+    width = formatting.line_length
+    stage_names, stage_constants = _stage_certificates(
+        model.name, mcert, certificates, views, width
+    )
     context = dict(
         header=header(source_name, sha256),
         module_doc=docstring_text(f"{model.name}, compiled by optgen from {source_name}."),
@@ -503,11 +577,12 @@ def render_model(
         features=model_features_source(model_plan),
         flops=None,
         params=None,
+        width=width,
     )
     draft = env.get_template("model.py.j2").render(**context)
     # FLOPS and PARAMS are measured on the module itself, then written into it.
     context["flops"], context["params"] = _measure(draft, model.name, model.input)
-    text = formatting.format(env.get_template("model.py.j2").render(**context))
+    text = _formatted(env.get_template("model.py.j2").render(**context), formatting)
     stem = model_plan.file_stem
     test = env.get_template("test_model.py.j2").render(
         header=header(source_name, sha256),
@@ -524,5 +599,5 @@ def render_model(
         solves=any(p.kind != "explicit" for p in plans),
     )
     module_name, test_name = output_files(model.name)
-    files = {module_name: text, test_name: formatting.format(test)}
+    files = {module_name: text, test_name: _formatted(test, formatting)}
     return files, context["flops"], context["params"]

@@ -41,33 +41,50 @@ class ModelPlan:
     head: str  # constructor expression (uses num_classes)
     num_features: int
     steps: tuple[StageStep | TransitionStep, ...]
-    sources: tuple[str, ...]  # templates/models/*.py the file copies
+    classes: tuple[str, ...]  # the stem, transition and head classes the file copies
 
     @property
     def file_stem(self) -> str:
         return snake_case(self.model.name)
 
 
+# The class each stem, transition and head kind builds (templates/models/), which the
+# file then copies; an identity transition builds none.
+STEM_CLASSES = {
+    ir.StemKind.CONV: "ConvStem",
+    ir.StemKind.PATCH: "PatchStem",
+    ir.StemKind.TOKENS: "TokenStem",
+}
+TRANSITION_CLASSES = {
+    ir.TransitionKind.DOWN_CONV: "DownConv",
+    ir.TransitionKind.DOWN_POOL: "DownPool",
+    ir.TransitionKind.UP_CONV: "UpConv",
+    ir.TransitionKind.NORM: "Norm",
+}
+
+
 def _stem(stem: ir.Stem, model: ir.Model) -> str:
+    name = STEM_CLASSES[stem.kind]
     if stem.kind is ir.StemKind.CONV:
-        return f"ConvStem(in_chans, {stem.out}, kernel={stem.kernel}, stride={stem.stride})"
+        return f"{name}(in_chans, {stem.out}, kernel={stem.kernel}, stride={stem.stride})"
     if stem.kind is ir.StemKind.PATCH:
-        return f"PatchStem(in_chans, {stem.out}, size={stem.kernel})"
+        return f"{name}(in_chans, {stem.out}, size={stem.kernel})"
     _, height, width = model.input
     tokens = (height // stem.kernel) * (width // stem.kernel)
-    return f"TokenStem(in_chans, {stem.out}, size={stem.kernel}, tokens={tokens})"
+    return f"{name}(in_chans, {stem.out}, size={stem.kernel}, tokens={tokens})"
 
 
 def _transition(t: ir.Transition, dim: int, tokens: bool) -> str:
     kind = ir.TransitionKind
+    name = TRANSITION_CLASSES.get(t.kind)
     if t.kind is kind.DOWN_CONV:
-        return f"DownConv({dim}, {t.out}, stride={t.stride}, kernel={t.kernel})"
+        return f"{name}({dim}, {t.out}, stride={t.stride}, kernel={t.kernel})"
     if t.kind is kind.DOWN_POOL:
-        return f"DownPool({dim}, {t.out}, stride={t.stride})"
+        return f"{name}({dim}, {t.out}, stride={t.stride})"
     if t.kind is kind.UP_CONV:
-        return f"UpConv({dim}, {t.out}, scale={t.scale}, kernel={t.kernel})"
+        return f"{name}({dim}, {t.out}, scale={t.scale}, kernel={t.kernel})"
     if t.kind is kind.NORM:
-        return f"Norm({dim}, tokens={tokens})"
+        return f"{name}({dim}, tokens={tokens})"
     return "nn.Identity()"
 
 
@@ -111,10 +128,11 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
         _transition(t, model.stages[i].dim, tokens) for i, t in enumerate(model.transitions)
     )
     features = model.stages[-1].dim
+    head_class = "FeatureHead" if model.head.classes is None else "ClassifierHead"
     if model.head.classes is None:
-        head = "FeatureHead()"
+        head = f"{head_class}()"
     else:
-        head = f"ClassifierHead({features}, num_classes, tokens={tokens})"
+        head = f"{head_class}({features}, num_classes, tokens={tokens})"
     steps: list[StageStep | TransitionStep] = []
     for i, stage in enumerate(model.stages):
         net = networks[stage.network]
@@ -126,10 +144,8 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
         assert net.kind != "equilibrium" or (before, after) == (ir.Carry.OUTPUT,) * 2
         if i < len(model.transitions):
             steps.append(TransitionStep(i, model.transitions[i].carry))
-    sources = ["stems.py"]
-    if any(t.kind is not ir.TransitionKind.IDENTITY for t in model.transitions):
-        sources.append("transitions.py")
-    sources.append("heads.py")
+    transition_classes = [TRANSITION_CLASSES.get(t.kind) for t in model.transitions]
+    classes = (STEM_CLASSES[model.stem.kind], *filter(None, transition_classes), head_class)
     return ModelPlan(
         model=model,
         networks=tuple(networks[name] for name in used),
@@ -140,5 +156,5 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
         head=head,
         num_features=features,
         steps=tuple(steps),
-        sources=tuple(sources),
+        classes=tuple(dict.fromkeys(classes)),
     )

@@ -68,6 +68,10 @@ def _scalar(s: plan.Scalar | None) -> str:
 class ForwardWriter(CodeWriter):
     """Writes plan ops as the statements of a `forward` body."""
 
+    def __init__(self, unit: str = "    ") -> None:
+        super().__init__(unit)
+        self._loop_names: list[set[str]] = []  # what each enclosing layer loop assigns
+
     def write(self, ops) -> None:
         for op in ops:
             getattr(self, f"visit_{type(op).__name__}")(op)
@@ -198,9 +202,20 @@ class ForwardWriter(CodeWriter):
         self.writeline(f"if self.start + k >= {op.start}:")
         self.write_block(op.body)
 
+    def _bound_loop_names(self, body, params) -> str:
+        """`, T=T, x=x`: the names a local map reads that the enclosing layer loop assigns,
+        bound as the map's defaults, so that the map holds this layer's values however
+        late it is called (what ruff's B023 asks of a function defined in a loop)."""
+        assigned = self._loop_names[-1] if self._loop_names else set()
+        defined = {name for inner in plan.walk(body) for name in inner.defines} | set(params)
+        read = [name for inner in plan.walk(body) for name in inner.uses]
+        bound = [n for n in dict.fromkeys(read) if n in assigned and n not in defined]
+        return "".join(f", {name}={name}" for name in bound)
+
     def visit_Solve(self, op: plan.Solve) -> None:
+        bound = self._bound_loop_names(op.body, (op.param,))
         self.writeline("")
-        self.writeline(f"def {op.fn}({op.param}: Tensor) -> Tensor:")
+        self.writeline(f"def {op.fn}({op.param}: Tensor{bound}) -> Tensor:")
         self.indent()
         self.write(op.body)
         self.writeline(f"return {op.result}")
@@ -212,6 +227,7 @@ class ForwardWriter(CodeWriter):
         single = len(op.params) == 1
         returns = "Tensor" if single else f"tuple[{', '.join(['Tensor'] * len(op.params))}]"
         params = ", ".join(f"{p}: Tensor" for p in op.params)
+        params += self._bound_loop_names(op.body, op.params)
         self.writeline("")
         self.writeline(f"def {op.fn}({params}) -> {returns}:")
         self.indent()
@@ -225,7 +241,25 @@ class ForwardWriter(CodeWriter):
 
     def visit_Loop(self, op: plan.Loop) -> None:
         self.writeline("for k in range(self.depth):")
+        self._loop_names.append({name for inner in plan.walk(op.body) for name in inner.defines})
         self.write_block(op.body)
+        self._loop_names.pop()
+
+
+def runtime_calls(ops) -> set[str]:
+    """The runtime functions the statements of `ops` call, as `ForwardWriter` writes them
+    (`_solve`, `_solve_inverse`, a layer runtime, a kept or reused block call)."""
+    found: set[str] = set()
+    for op in plan.walk(ops):
+        if isinstance(op, plan.Solve):
+            found.add("_solve")
+        elif isinstance(op, plan.SolveInverse):
+            found.add("_solve_inverse")
+        elif isinstance(op, plan.RunLayers):
+            found.add(op.runtime.value)
+        elif isinstance(op, plan.BlockCall) and op.reuse is not plan.BlockReuse.NONE:
+            found.add(op.reuse.value)
+    return found
 
 
 def forward_source(ops, output: str) -> str:

@@ -1,5 +1,5 @@
 class ConvBlock(nn.Module):
-    """Pre-activation residual branch on [N, dim, H, W]: BN-act-Conv-BN-act-Conv.
+    """Pre-activation residual branch on [N, dim, H, W]: BN-act-Conv twice.
 
     Args:
         dim: channels of input and output.

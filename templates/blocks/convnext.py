@@ -1,5 +1,5 @@
 class ConvNeXtBlock(nn.Module):
-    """ConvNeXt branch on [N, dim, H, W]: depthwise conv, LayerNorm, 1x1, GELU, 1x1.
+    """ConvNeXt branch on [N, dim, H, W]: dwconv, LayerNorm, 1x1, GELU, 1x1.
 
     Args:
         dim: channels of input and output.

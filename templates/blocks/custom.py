@@ -1,9 +1,9 @@
 def _load_class(target: str) -> type:
-    """The class named by "pkg.module:Class" (a custom block): an `nn.Module` subclass.
+    """The `nn.Module` subclass "pkg.module:Class" names (a custom block).
 
-    Importing the module runs its code: a `.opt` file naming custom blocks is as trusted
-    as the Python it names. Anything but an `nn.Module` subclass (a function, a command
-    runner) is refused before it is called.
+    Importing the module runs its code: a `.opt` file naming custom blocks is
+    as trusted as the Python it names. Anything but an `nn.Module` subclass (a
+    function, a command runner) is refused before it is called.
     """
     module_name, _, class_name = target.partition(":")
     found = getattr(importlib.import_module(module_name), class_name, None)

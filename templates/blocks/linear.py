@@ -1,5 +1,5 @@
 class LinearBlock(nn.Module):
-    """One Linear map on the last dimension (an ablation: no two-layer substructure)."""
+    """One Linear map on the last dimension (an ablation: no two layers)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -1,5 +1,5 @@
 class TransformerBlock(nn.Module):
-    """Attention and MLP on [N, L, dim], pre-norm: a + MLP(z + a) with a = Attn(z).
+    """Pre-norm attention and MLP on [N, L, dim]: a + MLP(z + a), a = Attn(z).
 
     Args:
         dim: model width, divisible by heads.

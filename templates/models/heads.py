@@ -1,5 +1,5 @@
 class ClassifierHead(nn.Module):
-    """Global average pooling (spatial, or over the tokens), LayerNorm and a Linear.
+    """Global average pooling (spatial, or over tokens), LayerNorm, Linear.
 
     Args:
         features: width of the last stage.

@@ -19,7 +19,7 @@ class ConvStem(nn.Module):
 
 
 class PatchStem(nn.Module):
-    """Patchify (kernel = stride = size), then LayerNorm over channels: ConvNeXt's stem.
+    """ConvNeXt's stem: patchify (kernel = stride = size), LayerNorm.
 
     Args:
         in_chans: channels of the image.
@@ -38,7 +38,7 @@ class PatchStem(nn.Module):
 
 
 class TokenStem(nn.Module):
-    """Patchify to tokens [N, L, out] with a learned position embedding: ViT's stem.
+    """ViT's stem: patchify to tokens [N, L, out], a learned position embedding.
 
     Args:
         in_chans: channels of the image.

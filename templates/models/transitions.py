@@ -1,5 +1,5 @@
 class DownConv(nn.Module):
-    """Strided conv and BatchNorm between two stages: H and W divided by the stride."""
+    """Strided conv and BatchNorm: H and W divided by the stride."""
 
     def __init__(self, dim: int, out: int, stride: int = 2, kernel: int = 3) -> None:
         super().__init__()
@@ -24,7 +24,7 @@ class DownPool(nn.Module):
 
 
 class UpConv(nn.Module):
-    """Nearest upsampling, a conv and BatchNorm: H and W multiplied by the scale."""
+    """Nearest upsampling, conv and BatchNorm: H and W times the scale."""
 
     def __init__(self, dim: int, out: int, scale: int = 2, kernel: int = 3) -> None:
         super().__init__()
@@ -37,7 +37,7 @@ class UpConv(nn.Module):
 
 
 class Norm(nn.Module):
-    """BatchNorm on [N, C, H, W], LayerNorm on tokens [N, L, C]; the width is kept."""
+    """BatchNorm on [N, C, H, W], LayerNorm on tokens [N, L, C]; same width."""
 
     def __init__(self, dim: int, tokens: bool = False) -> None:
         super().__init__()

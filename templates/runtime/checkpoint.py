@@ -1,7 +1,8 @@
 def _checkpointed_layers(module: nn.Module, slots: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """`checkpoint N`: the layers in groups of `module.checkpoint`, each group keeping only
-    its input slots for backward and computed again there (torch.utils.checkpoint,
-    non-reentrant). 0 or None runs the plain loop, which keeps every layer's activations."""
+    """`checkpoint N`: the layers in groups of `module.checkpoint`, each group
+    keeping only its input slots for backward and computed again there
+    (torch.utils.checkpoint, non-reentrant). 0 or None runs the plain loop,
+    which keeps every layer's activations."""
     every = module.checkpoint
     if not every or not torch.is_grad_enabled():
         return _layers(module, 0, module.depth, slots)
@@ -12,8 +13,9 @@ def _checkpointed_layers(module: nn.Module, slots: tuple[Tensor, ...]) -> tuple[
         def contexts(blocks=blocks):
             return torch.utils.checkpoint.noop_context_fn()[0], _KeptNormStatistics(blocks)
 
-        # The slots as separate arguments: checkpoint saves each tensor argument for
-        # backward (where saved_tensors_hooks see it), and nothing else of the group.
+        # The slots as separate arguments: checkpoint saves each tensor
+        # argument for backward (where saved_tensors_hooks see it), and nothing
+        # else of the group.
         slots = torch.utils.checkpoint.checkpoint(
             _layer_group, module, first, last, *slots, use_reentrant=False, context_fn=contexts
         )
@@ -30,5 +32,6 @@ def _check_checkpoint(checkpoint) -> None:
     )
     if not ok:
         raise ValueError(
-            f"checkpoint must be a number of layers per group (0 or None: off), got {checkpoint!r}"
+            "checkpoint must be a number of layers per group (0 or None: off),"
+            f" got {checkpoint!r}"
         )

@@ -1,12 +1,12 @@
 def _layers(module: nn.Module, first: int, last: int, slots: tuple[Tensor, ...]):
-    """Layers first..last-1 of `module` applied to the slots the layer loop carries."""
+    """Layers first..last-1 of `module` applied to the slots it carries."""
     for k in range(first, last):
         slots = module._layer(k, slots)
     return slots
 
 
 def _layer_blocks(module: nn.Module, first: int, last: int) -> list[nn.Module]:
-    """The block instances layers first..last-1 call (a shared block's one instance)."""
+    """The block instances layers first..last-1 call (a shared one once)."""
     found = []
     for instances in module.blocks.values():
         found += [instances[min(k, len(instances) - 1)] for k in range(first, last)]
@@ -14,9 +14,10 @@ def _layer_blocks(module: nn.Module, first: int, last: int) -> list[nn.Module]:
 
 
 class _KeptNormStatistics:
-    """Restores the BatchNorm running statistics of some blocks on exit: a layer computed
-    again in backward (checkpoint, backward reversible) normalizes with the batch's
-    statistics as in forward, and the running averages move once per step, not twice."""
+    """Restores the BatchNorm running statistics of some blocks on exit: a
+    layer computed again in backward (checkpoint, backward reversible)
+    normalizes with the batch's statistics as in forward, and the running
+    averages move once per step, not twice."""
 
     def __init__(self, blocks: list[nn.Module]) -> None:
         self.norms = [
@@ -31,6 +32,6 @@ class _KeptNormStatistics:
 
     def __exit__(self, *exc) -> None:
         with torch.no_grad():
-            for m, buffers in zip(self.norms, self.saved):
+            for m, buffers in zip(self.norms, self.saved, strict=True):
                 for name, value in buffers.items():
                     getattr(m, name).copy_(value)

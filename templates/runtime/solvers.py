@@ -4,13 +4,13 @@ def _per_sample(z: Tensor) -> Tensor:
 
 
 def _relative_residual(fz: Tensor, z: Tensor) -> Tensor:
-    """||f(z) - z|| / ||f(z)|| per sample (a ratio of norms: independent of tensor size)."""
+    """||f(z) - z|| / ||f(z)|| per sample (independent of tensor size)."""
     diff = _per_sample(fz - z).norm(dim=1)
     return diff / _per_sample(fz).norm(dim=1).clamp_min(1e-30)
 
 
 def _fixed_point(f, z: Tensor, max_iter: int, tol: float, **_) -> tuple[Tensor, int, float]:
-    """Plain fixed-point iteration z <- f(z); stops when every sample meets `tol`."""
+    """Plain fixed-point iteration z <- f(z), until every sample meets tol."""
     residual = float("inf")
     iterations = 0
     while iterations < max_iter:
@@ -28,13 +28,13 @@ def _anderson(
 ) -> tuple[Tensor, int, float]:
     """Anderson acceleration of z <- f(z) with memory m, batched per sample.
 
-    Each step mixes the last m values of f with weights alpha (sum 1) that minimise
-    ||sum_i alpha_i (f(x_i) - x_i)||; lists, not buffers written in place, so that
-    `backward unroll` can differentiate through it.
+    Each step mixes the last m values of f with weights alpha (sum 1) that
+    minimise ||sum_i alpha_i (f(x_i) - x_i)||; lists, not buffers written in
+    place, so that `backward unroll` can differentiate through it.
     """
     shape = z.shape
-    # The small least-squares problem in float32 at least, outside autocast: LU has no
-    # float16/bfloat16 kernel, and the mixed iterate keeps the dtype of z.
+    # The small least-squares problem in float32 at least, outside autocast:
+    # LU has no float16/bfloat16 kernel; the mixed iterate keeps z's dtype.
     work = torch.promote_types(z.dtype, torch.float32)
     xs = [_per_sample(z)]
     fs = [_per_sample(f(z))]
@@ -47,9 +47,10 @@ def _anderson(
             g = f_hist - x_hist
             eye = torch.eye(g.shape[1], dtype=work, device=z.device)
             gram = torch.bmm(g, g.transpose(1, 2))
-            # Regularized relative to the Gram matrix's own scale (its largest diagonal
-            # entry): an absolute lam takes over once the residuals are small and slows
-            # the last digits (57 iterations against 17 at tol 1e-13).
+            # Regularized relative to the Gram matrix's own scale (its largest
+            # diagonal entry): an absolute lam takes over once the residuals
+            # are small and slows the last digits (57 iterations against 17 at
+            # tol 1e-13).
             scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-30)
             gram = gram + (lam * scale)[:, None, None] * eye
             weights = torch.linalg.solve(gram, torch.ones_like(gram[..., :1]))[..., 0]
@@ -63,7 +64,7 @@ def _anderson(
 
 
 _SOLVERS = {"fixed_point": _fixed_point, "anderson": _anderson}
-# The options each solver and backward mode takes (optgen's registry, checked by its tests).
+# The options of each solver and backward mode (optgen's registry, tested).
 _SOLVER_OPTIONS = {
     "fixed_point": ("max_iter", "tol", "iterations"),
     "anderson": ("m", "max_iter", "tol", "lam"),
@@ -73,7 +74,7 @@ _COUNTS = ("max_iter", "m", "steps", "iterations")
 
 
 def _check_choice(module: nn.Module, attr: str, table: dict) -> None:
-    """`module.solver` or `module.backward` names a known method with known options."""
+    """`module.solver` or `module.backward`: a known method, known options."""
     owner = f"{type(module).__name__}.{attr}"
     setting = getattr(module, attr)
     name = setting.get("name") if isinstance(setting, dict) else None
@@ -98,10 +99,10 @@ def _check_choice(module: nn.Module, attr: str, table: dict) -> None:
 def _record(
     module: nn.Module, layer: int, phase: str, iterations: int, residual: float, tol: float
 ) -> None:
-    """Append the statistics of one solve; warn once or raise when it missed its tolerance."""
+    """Record one solve's statistics; warn once or raise if it missed tol."""
     if residual != residual or residual in (float("inf"), float("-inf")):
         raise FloatingPointError(
-            f"{type(module).__name__}: the {phase} solve of layer {layer} produced NaN or inf"
+            f"{type(module).__name__}: the {phase} solve of layer {layer}" " produced NaN or inf"
         )
     converged = residual <= tol
     module.solver_stats.append(
@@ -116,8 +117,9 @@ def _record(
     if converged:
         return
     message = (
-        f"{type(module).__name__}: the {phase} solve of layer {layer} stopped after {iterations} iterations"
-        f" at relative residual {residual:.3g} > tol {tol:g}"
+        f"{type(module).__name__}: the {phase} solve of layer {layer} stopped"
+        f" after {iterations} iterations at relative residual {residual:.3g}"
+        f" > tol {tol:g}"
     )
     if module.on_failure == "raise":
         raise RuntimeError(message)
@@ -127,10 +129,12 @@ def _record(
 
 
 def _contraction(f, z: Tensor, iterations: int) -> float:
-    """Power-iteration estimate of the spectral radius of df/dz at z (the largest over the batch).
+    """Power-iteration estimate of the spectral radius of df/dz at z (the
+    largest over the batch).
 
-    Below 1, the layer map is a local contraction at its solution (t * Lip(T) < 1 for the
-    proximal point rule); near or above 1, solves slow down or diverge.
+    Below 1, the layer map is a local contraction at its solution
+    (t * Lip(T) < 1 for the proximal point rule); near or above 1, solves slow
+    down or diverge.
     """
     with torch.enable_grad():
         z = z.detach().requires_grad_()
@@ -153,8 +157,8 @@ def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
         return f(z0)
     fixed = module.solver.get("iterations")
     if fixed is not None:
-        # The exportable path: exactly `fixed` steps, differentiated through, with no
-        # data-dependent exit, no .item() and nothing recorded.
+        # The exportable path: exactly `fixed` steps, differentiated through,
+        # with no data-dependent exit, no .item() and nothing recorded.
         z = z0
         for _ in range(fixed):
             z = f(z)
@@ -180,10 +184,11 @@ def _solve(module: nn.Module, f, z0: Tensor, layer: int) -> Tensor:
         for _ in range(module.backward["steps"]):
             z = f(z)
         return z
-    # Implicit differentiation: the gradient g of z* solves g = grad + J^T g, J = df/dz at z*.
-    # One evaluation of f at a leaf copy of z* serves the adjoint's vector-Jacobian products
-    # and the gradients of parameters and inputs. The hook sits on an alias of its output,
-    # so that the products (taken from the output itself) do not fire it again.
+    # Implicit differentiation: the gradient g of z* solves g = grad + J^T g,
+    # J = df/dz at z*. One evaluation of f at a leaf copy of z* serves the
+    # adjoint's vector-Jacobian products and the gradients of parameters and
+    # inputs. The hook sits on an alias of its output, so that the products
+    # (taken from the output itself) do not fire it again.
     z_star = z.detach().requires_grad_()
     f_star = f(z_star)
     z = f_star.view_as(f_star)
