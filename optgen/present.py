@@ -34,6 +34,21 @@ def number(x, digits: int = 6) -> str:
     return "0" if text in ("-0", "0") else text
 
 
+def literal(value) -> str:
+    """A number as a Python literal in generated code: `3`, `0.5`, `1e-08` (repr of the
+    float round-trips it exactly; an integer stays an integer)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, sympy.Basic) and value.is_integer:
+        return str(int(value))
+    return repr(float(value))
+
+
+def float_literal(value) -> str:
+    """A number as a Python float literal in generated code: `3.0`, `0.5`, `1e-08`."""
+    return repr(float(value))
+
+
 def root_text(re, im, digits: int = 6) -> str:
     """A root of rho: `0.5` or `0.5625+0.496078i` (the mathematicians' i)."""
     if abs(float(im)) < IMAGINARY_ZERO:

@@ -136,7 +136,7 @@ LAYERS = {
     "optgen.syntax": {"optgen.syntax", "optgen.source", "optgen.errors", "optgen.resources"}
     | {"optgen.cache", "optgen._version"},  # the parser's tables are kept in the cache
     "optgen.kinds": {"optgen.kinds", "optgen.ir", "optgen.source", "optgen.resources"}
-    | {"optgen.torch_names", "optgen.schedules"},
+    | {"optgen.torch_names", "optgen.schedules", "optgen.present"},
     "optgen.analysis": {"optgen.analysis", "optgen.ir", "optgen.kinds", "optgen.present"}
     | {"optgen.source", "optgen.errors", "optgen.schedules"},
     # The checks on the IR (ranges, reach, carried slots) run before lowering, without it.

@@ -29,6 +29,7 @@ import sympy
 from mpmath.libmp.libhyper import NoConvergence
 
 from .. import ir
+from ..present import number
 from .recurrence import user_names
 from .stability import exact_roots, root_condition
 
@@ -111,7 +112,7 @@ def show_number(x: sympy.Expr) -> str:
         return f"{frac.numerator}/{frac.denominator}"
     text = sympy.sstr(x)
     if x.is_number and ("CRootOf" in text or len(text) > 24):  # a root of a cubic or worse
-        return f"{float(x):.6g}"
+        return number(x)
     return text
 
 

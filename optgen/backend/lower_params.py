@@ -13,8 +13,9 @@ import sympy
 from .. import ir
 from ..kinds.blocks import Layout
 from ..naming import Namespace
+from ..present import float_literal
 from . import plan
-from .lower_scope import float_text, pyexpr
+from .lower_scope import pyexpr
 
 
 @dataclass
@@ -105,7 +106,7 @@ def fixed_param_values(net: ir.Network) -> list[tuple[str, str]]:
                 )
             )
         else:
-            found.append((p.name, float_text(value)))
+            found.append((p.name, float_literal(value)))
     return found
 
 
@@ -122,11 +123,11 @@ def _raw_code(p: ir.Param) -> tuple[str, bool]:
         return f"math.log(({v} - {lo!r}) / ({hi!r} - {v}))", True
     value = float(p.value)
     if b is None:
-        return float_text(value), False
+        return float_literal(value), False
     if b.hi is None:
-        return float_text(_inverse_softplus(value)), False
+        return float_literal(_inverse_softplus(value)), False
     lo, hi = float(b.lo), float(b.hi)
-    return float_text(math.log((value - lo) / (hi - value))), False
+    return float_literal(math.log((value - lo) / (hi - value))), False
 
 
 def _reparametrization(p: ir.Param) -> tuple[plan.Reparametrization, float, float]:

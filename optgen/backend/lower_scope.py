@@ -13,16 +13,13 @@ import sympy
 
 from .. import ir, naming, schedules
 from ..naming import Namespace
-
-
-def float_text(value) -> str:
-    return repr(float(value))
+from ..present import float_literal
 
 
 def pyexpr(expr: sympy.Expr, names: dict[sympy.Symbol, str]) -> str:
     """Python source for a sympy expression, symbols renamed (rationals as true divisions)."""
     if not expr.free_symbols:
-        return float_text(expr)
+        return float_literal(expr)
     return schedules.python_code(ir.renamed(expr, {s: sympy.Symbol(n) for s, n in names.items()}))
 
 

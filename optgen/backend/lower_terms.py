@@ -26,6 +26,7 @@ from enum import Enum
 import sympy
 
 from .. import ir
+from ..present import number
 from . import plan
 from .lower_schedules import Schedule
 from .lower_scope import Scope, pyexpr, user_text
@@ -231,7 +232,7 @@ class Terms(Scope):
                 negative = expr.as_coeff_Mul()[0] < 0
                 size = -expr if negative else expr
                 if size.is_number:
-                    text = f"{float(size):g}"
+                    text = number(size)
                 else:
                     plain = size.is_Symbol or (
                         size.is_Mul and all(a.is_Symbol or a.is_number for a in size.args)

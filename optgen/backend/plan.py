@@ -15,6 +15,7 @@ from enum import Enum
 from typing import ClassVar
 
 from ..kinds.imports import Import
+from ..present import float_literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +27,7 @@ class Scalar:
 
     @staticmethod
     def number(value: float) -> Scalar:
-        return Scalar(repr(float(value)))
+        return Scalar(float_literal(value))
 
 
 class Reparametrization(Enum):

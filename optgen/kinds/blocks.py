@@ -19,6 +19,7 @@ import sympy
 
 from .. import torch_names
 from ..ir import DIM
+from ..present import literal
 from ..resources import resource_path
 from .imports import Import
 
@@ -196,7 +197,7 @@ def _custom_value(v) -> str:
     v = sympy.sympify(v)
     if DIM in v.free_symbols:
         return dim_code(v)
-    return str(int(v)) if v.is_integer else repr(float(v))
+    return literal(v)
 
 
 def _custom_constructor(block, kind: BlockKind) -> str:

@@ -11,6 +11,7 @@ from typing import NoReturn
 import sympy
 
 from ..errors import Abandon, Reporter
+from ..present import number
 from ..source import SourceFile, Span
 
 RESERVED = {"input": "the network input", "k": "the layer index", "dim": "the feature size"}
@@ -93,4 +94,4 @@ def _clip(text: str, width: int = 40) -> str:
 
 
 def _show(v: float) -> str:
-    return f"{v:g}"
+    return number(v)

@@ -12,6 +12,7 @@ import sympy
 
 from .. import ir, schedules
 from ..kinds.blocks import ELEMENTWISE_MAPS
+from ..present import number
 from ..source import Span
 from ..syntax import ast
 from .context import RESERVED, Context, Job, _clip, _did_you_mean
@@ -483,14 +484,14 @@ class MapArgumentChecks(Job):
             if func == "softshrink" and at[0] < 0:
                 self.fail(
                     node.args[1].span,
-                    f"the threshold of softshrink is {float(at[0]):g}{where}; it must be >= 0",
+                    f"the threshold of softshrink is {number(at[0])}{where}; it must be >= 0",
                     "softshrink(e, lam) shrinks e towards 0 by lam",
                 )
             if func == "clamp" and at[0] > at[1]:
                 self.fail(
                     node.span,
-                    f"clamp's lower bound {float(at[0]):g} is above its upper bound "
-                    f"{float(at[1]):g}{where}",
+                    f"clamp's lower bound {number(at[0])} is above its upper bound "
+                    f"{number(at[1])}{where}",
                     "write clamp(e, lo, hi) with lo <= hi",
                 )
 
