@@ -203,3 +203,34 @@ def test_files_compiled_for_79_columns_are_ruff_clean_at_79(tmp_path):
     files = _compiled(tmp_path, 79, sources + [(RUNTIMES, "runtimes.opt")])
     result = ruff(files, 79)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+
+
+def test_prose_past_the_line_length_is_split_and_code_is_left_alone():
+    from optgen.backend.prose import wrap_prose
+
+    long = "word  " * 20 + "end."
+    source = black.format_str(
+        f'def f(x):\n    """{long}\n\n    - a bullet {long}\n    """\n'
+        f"    # {long}\n    return {'x + ' * 30}x\n",
+        mode=black.Mode(line_length=60),
+    )
+    wrapped = wrap_prose(source, 60)
+    code = [line for line in wrapped.splitlines() if "return" in line or "x +" in line]
+    assert code == [line for line in source.splitlines() if "return" in line or "x +" in line]
+    prose = [line for line in wrapped.splitlines() if line not in code]
+    assert all(len(line) <= 60 and line == line.rstrip() for line in prose)
+    assert "      word" in wrapped  # a bullet's text hangs under it
+    assert black.format_str(wrapped, mode=black.Mode(line_length=60)) == wrapped
+    assert pyast.get_docstring(pyast.parse(wrapped).body[0]).split() == (
+        pyast.get_docstring(pyast.parse(source).body[0]).split()
+    )
+
+
+def test_a_long_certificate_string_is_pieces_that_join_back():
+    from optgen.backend.emit import pyrepr
+
+    value = {"notes": ["a sentence " * 12 + "end", "short"], "text": "b " * 50}
+    literal = pyrepr(value, 79)
+    assert eval(literal) == value
+    source = black.format_str(f"X = {literal}\n", mode=black.Mode(line_length=79))
+    assert max(len(line) for line in source.splitlines()) <= 79

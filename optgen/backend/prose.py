@@ -60,11 +60,13 @@ def _fill(text: str, first: int, rest: int) -> list[str]:
     lines = [words[0]]
     for word in words[1:]:
         limit = first if len(lines) == 1 else rest
-        if width_of(lines[-1]) + 1 + width_of(word) <= limit or not lines[-1].strip():
+        if width_of(lines[-1]) + 1 + width_of(word) <= limit:
             lines[-1] += " " + word
-        else:
+        elif not lines[-1].strip():  # a line holds one word at least
+            lines[-1] += word if len(lines) > 1 else " " + word
+        elif word:
             lines.append(word)
-    return lines
+    return [line.rstrip() for line in lines]  # black strips a docstring's trailing blanks
 
 
 def _hanging(content: str, indent: int, base: int) -> int:
