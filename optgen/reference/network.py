@@ -29,7 +29,6 @@ class Trace:
 
     states: dict[str, list[torch.Tensor]]
     locals: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-
     output: torch.Tensor | None = None
 
 
