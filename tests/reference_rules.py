@@ -1,0 +1,231 @@
+"""Rules for the differential tests of tests/test_reference.py: a generator of random valid
+rules that reach further than tests/fuzzing.py (sums and sliding windows over states and
+locals, local history, maps around and inside statements, learnable per-layer and
+per-channel params, recursive schedules read at k + 1 and 0, `x = ...` targets, inits
+with params, `checkpoint`), and the minimal reproducers of the compiler bugs the
+reference found.
+
+The generator steers clear of the known bugs (each has its reproducer below), so that they
+do not hide anything new; `avoid_known_bugs=False` generates them too.
+"""
+
+from __future__ import annotations
+
+import random
+
+
+def rich_program(rng: random.Random, index: int, avoid_known_bugs: bool = True) -> str:
+    states = rng.sample(["x", "y", "z", "v"], rng.randint(1, 3))
+    lines = [f"network Rich{index} {{", f"    state {', '.join(states)}"]
+    fixed, learnable, schedules, per_layer = _params(rng, lines, avoid_known_bugs)
+    blocks = ["T", "G"][: rng.randint(1, 2)]
+    for block in blocks:
+        kind = rng.choice(["mlp()", "mlp(act=tanh)", "linear()"])
+        lines.append(f"    block {block} = {kind}{rng.choice(['', ' shared'])}")
+    lines.append(f"    layers {rng.randint(1, 5)}")
+    if len(states) > 1 and rng.random() < 0.6:
+        start = [p for p in fixed + learnable if p not in per_layer + schedules]
+        coef = rng.choice(["0.5", "1", *start])
+        lines.append(f"    init {states[1]} = {coef}*{states[0]} + 0.5*input")
+    update = _update(rng, states, blocks, fixed + learnable, schedules, avoid_known_bugs)
+    if rng.random() < 0.25 and not (avoid_known_bugs and _checkpoint_bug(update)):
+        lines.append("    checkpoint 2")
+    return "\n".join([*lines, "    update {", *update, "    }", "}"]) + "\n"
+
+
+def _params(rng, lines, avoid_known_bugs):
+    fixed, learnable, schedules, per_layer = [], [], [], []
+    # A coefficient that mixes a learnable param and a recursive schedule is a known bug.
+    kinds = ["schedule", "positive", "per_layer", "per_channel", "recursive", "constant"]
+    if avoid_known_bugs and rng.random() < 0.5:
+        kinds.remove("recursive")
+    elif avoid_known_bugs:
+        kinds = ["schedule", "recursive", "constant"]
+    for i in range(rng.randint(1, 4)):
+        name, kind = f"p{i}", rng.choice(kinds)
+        if kind == "schedule":
+            lines.append(f"    param {name} = k/(k+{rng.randint(1, 4)})")
+            fixed.append(name)
+            schedules.append(name)
+        elif kind == "recursive":
+            lines.append(f"    param {name}[0] = 1")
+            lines.append(f"    param {name}[k+1] = {name}/2 + 1/(k+2)")
+            fixed.append(name)
+            schedules.append(name)
+        elif kind == "constant":
+            lines.append(f"    param {name} = {rng.choice(['0.5', '0.25', '0.1', '0.9'])}")
+            fixed.append(name)
+        else:
+            option = {
+                "positive": "0.5 learnable positive",
+                "per_layer": "0.4 learnable in (0, 1) per_layer",
+                "per_channel": "0.3 learnable positive per_channel",
+            }[kind]
+            lines.append(f"    param {name} = {option}")
+            learnable.append(name)
+            if kind == "per_layer":
+                per_layer.append(name)
+    return fixed, learnable, schedules, per_layer
+
+
+def _update(rng, states, blocks, params, schedules, avoid_known_bugs) -> list[str]:
+    lines: list[str] = []
+    assigned: list[str] = []
+    locals_: list[str] = []
+    for s in states:
+        if rng.random() < 0.5:
+            local = f"g{len(locals_)}"
+            argument = rng.choice([*states, f"{s} - {rng.choice(states)}-"])
+            lines.append(f"        {local} = {rng.choice(blocks)}({argument})")
+            locals_.append(local)
+        wrap = rng.random()
+        # A schedule read at k + 1 inside a map's argument is a known bug.
+        ahead = not (avoid_known_bugs and wrap < 0.25)
+        terms = [s]
+        for _ in range(rng.randint(1, 4)):
+            atom = rng.choice(_atoms(rng, s, states, blocks, assigned, locals_, avoid_known_bugs))
+            sign = rng.choice(["+", "-"])
+            terms.append(f"{sign} {_coef(rng, params, schedules, ahead)}*{atom}")
+        body = " ".join(terms)
+        if wrap < 0.15:
+            body = f"softshrink({body}, {rng.choice(['0.1', *(p + '*0.1' for p in params)])})"
+        elif wrap < 0.25:
+            body = f"clamp({body}, -1, 1.5)"
+        target = f"{s}+" if rng.random() < 0.6 else s
+        lines.append(f"        {target} = {body}")
+        assigned.append(s)
+    return lines
+
+
+def _atoms(rng, s, states, blocks, assigned, locals_, avoid_known_bugs) -> list[str]:
+    atoms = [
+        f"{rng.choice(blocks)}({rng.choice(states)})",
+        f"({s} - {s}-)",
+        f"{rng.choice(states)}[k-2]",
+        f"{rng.choice(states)}[0]",
+        "input",
+        f"relu({s} - {rng.choice(states)}[0])",
+        f"tanh({rng.choice(states)})",
+    ]
+    # A sum over a state already assigned in this update reads its new value (SumBug).
+    summable = [t for t in states if t not in assigned] if avoid_known_bugs else states
+    if summable:
+        atoms += [
+            f"sum(i = 0..k, {rng.choice(summable)}[i])",
+            f"sum(i = 1..k, (i+1)*{rng.choice(summable)}[i])",
+            f"sum(i = k-1..k, {rng.choice(summable)}[i])",
+        ]
+    atoms += [f"({t}+ - {s})" for t in assigned]
+    for g in locals_:
+        atoms += [g, f"{g}-", f"{g}[k-2]", f"sum(i = 0..k, {g}[i])", f"sum(i = k-2..k, {g}[i])"]
+    return atoms
+
+
+def _coef(rng, params, schedules, ahead: bool) -> str:
+    options = ["0.5", "0.25", "0.1"]
+    if params:
+        p = rng.choice(params)
+        options += [p, f"{p}*0.5", f"(1 - {p})"]
+    if schedules:
+        p = rng.choice(schedules)
+        options += [f"{p}[0]"] + ([f"{p}[k+1]"] if ahead else [])
+    return rng.choice(options)
+
+
+def _checkpoint_bug(update: list[str]) -> bool:
+    """`checkpoint` with a sliding window or a local's history: a known bug."""
+    text = "\n".join(update)
+    return (
+        "k-1..k" in text
+        or "k-2..k" in text
+        or any(f"g{i}-" in text or f"g{i}[k-2]" in text for i in range(4))
+    )
+
+
+# ---------------------------------------------------------------------- known bugs
+# Minimal reproducers of what the reference found besides SumBug, each with the exception
+# the compiled module (or the compiler) raises today.
+KNOWN_BUGS = {
+    # The module's table of tk holds depth values: tk[k+1] inside a map is not seen when
+    # the table is sized (outside a map it is: examples/fista.opt).
+    "schedule_ahead_in_a_map": (
+        """
+network AheadInMap {
+    state x
+    param tk[0] = 1
+    param tk[k+1] = tk/2 + 1
+    block T = mlp()
+    layers 2
+    update { x+ = relu(x - tk[k+1]*T(x)) }
+}
+""",
+        IndexError,
+    ),
+    # A coefficient holding a learnable param and a recursive schedule reads `tk`, which
+    # forward never defines.
+    "learnable_times_recursive_schedule": (
+        """
+network LearnableTimesRecursive {
+    state x
+    param tk[0] = 1
+    param tk[k+1] = tk/2 + 1
+    param s = 0.5 learnable positive
+    block T = mlp()
+    layers 2
+    update { x+ = x - T(x) + (s - tk)*x }
+}
+""",
+        NameError,
+    ),
+    # `checkpoint` with a sliding window: the checkpointed layer appends to `window`,
+    # which it never receives.
+    "checkpoint_with_a_window": (
+        """
+network CheckpointWindow {
+    state x
+    block T = mlp()
+    layers 2
+    checkpoint 2
+    update {
+        g = T(x)
+        x+ = x - 0.5*sum(i = k-1..k, g[i])
+    }
+}
+""",
+        NameError,
+    ),
+    # `checkpoint` with a local's history: the checkpointed layer reads `g_prev`, which it
+    # never receives.
+    "checkpoint_with_local_history": (
+        """
+network CheckpointLocalLag {
+    state x
+    block T = mlp()
+    layers 2
+    checkpoint 2
+    update {
+        g = T(x)
+        x+ = x - 0.5*g-
+    }
+}
+""",
+        UnboundLocalError,
+    ),
+}
+
+# The analysis (optgen.check_source, and so compile) raises a TypeError out of sympy
+# ("cannot determine truth value of Relational"): an internal error, not a diagnostic.
+ANALYSIS_CRASH = """
+network AnalysisCrash {
+    state y, z, x
+    param p0 = k/(k+2)
+    param p1 = 0.25
+    block T = mlp(act=tanh) shared
+    update {
+        y+ = y + 0.1*sum(i = 1..k, (i+1)*y[i]) - 0.5*(y - y-)
+        z = z + p0*(z - z-)
+        g0 = T(x - y-)
+        x = x - p1*0.5*sum(i = k-1..k, x[i]) - p1*g0-
+    }
+}
+"""
