@@ -284,9 +284,6 @@ def test_the_reference_sums_the_iterates_x0_to_xk(sum_bug, depth, expected):
     torch.testing.assert_close(out, torch.full((1, 4), expected, dtype=torch.float64))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="miscompile: the sum reads the new x; fixed by the lowering fix"
-)
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_sum_bug_agrees_with_the_reference(sum_bug, depth):
     network, cls = sum_bug
@@ -294,8 +291,9 @@ def test_sum_bug_agrees_with_the_reference(sum_bug, depth):
     assert_agrees(network, module, torch.ones(1, 4, dtype=torch.float64))
 
 
-# The same bug where the state is assigned without `+` (`x = ...`, read as the new value
-# afterwards) and in a sliding window: a sum's x[k] is still x_k.
+# The same defect where the state is assigned without `+` (`x = ...`, read as the new value
+# afterwards) and in a sliding window: a sum's x[k] is still x_k. Fixed with SumBug
+# (tests/test_miscompiles.py); these now agree with the reference.
 SUM_BUG_VARIANTS = """
 network SumBugNoPlus {
     state x, m
@@ -321,9 +319,6 @@ network SumBugWindow {
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason="miscompile: the sum reads the new x; fixed by the lowering fix"
-)
 @pytest.mark.parametrize("name", ["SumBugNoPlus", "SumBugWindow"])
 def test_sum_bug_variants_agree_with_the_reference(name):
     networks, classes, _ = _compiled(SUM_BUG_VARIANTS, "sum_bug_variants.opt")
