@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import subprocess
 import sys
 import textwrap
@@ -281,3 +282,29 @@ def test_a_parser_cache_others_can_write_is_not_used(tmp_path):
     assert _builds(env) == 1
     assert _builds(env) == 1  # nothing kept, nothing read: built in each process
     assert not list(folder.rglob("*.lark"))
+
+
+DOC = ROOT / "docs" / "architecture.md"
+NAMED = re.compile(r"`([A-Za-z_][\w/.]*?(?:\.py|/))`")
+
+
+def test_every_module_the_architecture_page_names_exists():
+    text = DOC.read_text(encoding="utf-8")
+    files = {p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.py") if ".git" not in p.parts}
+    folders = {p.relative_to(ROOT).as_posix() + "/" for p in ROOT.rglob("*") if p.is_dir()}
+    missing = []
+    for name in sorted(set(NAMED.findall(text))):
+        pool = folders if name.endswith("/") else files
+        if not any(path == name or path.endswith("/" + name) for path in pool):
+            missing.append(name)
+    assert missing == []
+
+
+def test_the_architecture_page_names_every_package_and_top_level_module():
+    text = DOC.read_text(encoding="utf-8")
+    for name, path in MODULES.items():
+        parts = name.split(".")
+        if len(parts) == 2 and path.name != "__init__.py":  # optgen/<module>.py
+            assert f"`{parts[1]}.py`" in text, f"{path.name} is not on the page"
+        elif len(parts) == 2:  # a package of optgen
+            assert f"`{parts[1]}/`" in text, f"{parts[1]}/ is not on the page"
