@@ -126,7 +126,7 @@ def precision_warnings(networks) -> list[Diagnostic]:
     """A solve tolerance float32 cannot reach: the module's own default dtype misses it."""
     found = []
     for net in networks:
-        if net.kind == "explicit":
+        if net.kind is ir.NetworkKind.EXPLICIT:
             continue
         for role, tol, span in tolerances_below_float32(net):
             found.append(

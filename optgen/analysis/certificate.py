@@ -89,7 +89,7 @@ class Certificate:
 
     @property
     def explicit(self) -> bool:
-        return self.kind == "explicit"
+        return self.kind == ir.NetworkKind.EXPLICIT
 
     # ------------------------------------------------------------ outputs
     def as_dict(self) -> dict:

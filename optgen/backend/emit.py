@@ -18,6 +18,7 @@ from .. import ir, present
 from .._version import __version__
 from ..analysis import Certificate
 from ..checks.reach import reaching_output
+from ..ir import NetworkKind
 from ..kinds.blocks import BLOCK_KINDS, ArgKind, tolerances_below_float32
 from ..kinds.imports import Import, import_lines
 from ..naming import certificate_constant, output_files, snake_case
@@ -351,9 +352,11 @@ def render_test(
         unreached=unreached_parameters(net, plan),
         learnable=[p.attr for p in plan.params],
         fixed_point=certificate.consistent is True,
-        implicit=plan.kind != "explicit",
+        implicit=plan.kind is not NetworkKind.EXPLICIT,
         fixed_iterations=plan.solver.get("iterations") is not None,
-        float64_solves=bool(tolerances_below_float32(net)) if plan.kind != "explicit" else False,
+        float64_solves=(
+            bool(tolerances_below_float32(net)) if plan.kind is not NetworkKind.EXPLICIT else False
+        ),
         memory={
             None: "",
             LayerRuntime.CHECKPOINT: "checkpoint",
@@ -590,13 +593,13 @@ def render_model(
         stem=stem,
         input_size=list(model.input),
         num_classes=model.head.classes,
-        explicit=all(p.kind == "explicit" for p in plans),
+        explicit=all(p.kind is NetworkKind.EXPLICIT for p in plans),
         consistent_stages=[
             i
             for i, (network, cert) in enumerate(mcert.stages)
-            if cert.consistent is True and model_plan.plans[network].kind == "explicit"
+            if cert.consistent is True and model_plan.plans[network].kind is NetworkKind.EXPLICIT
         ],
-        solves=any(p.kind != "explicit" for p in plans),
+        solves=any(p.kind is not NetworkKind.EXPLICIT for p in plans),
     )
     module_name, test_name = output_files(model.name)
     files = {module_name: text, test_name: _formatted(test, formatting)}

@@ -54,7 +54,7 @@ class EmitPlan:
     slots: tuple[str, ...] = ()
     init_slots: tuple[plan.Op, ...] = ()
     forward_slots: tuple[plan.Op, ...] = ()
-    kind: str = "explicit"  # "explicit" | "implicit" | "equilibrium"
+    kind: ir.NetworkKind = ir.NetworkKind.EXPLICIT
     solver: dict = field(default_factory=dict)
     backward: dict = field(default_factory=dict)
     # The layer index k is read (schedules, k-dependent start values, sums from a layer on):
@@ -95,7 +95,7 @@ class EmitPlan:
             found.add(plan.Import.MATH)
         for kind in self.block_kinds:
             found |= kind.imports
-        if self.kind != "explicit":
+        if self.kind is not ir.NetworkKind.EXPLICIT:
             found.add(plan.Import.WARNINGS)  # the solver runtime warns on a missed tolerance
         if self.runtime is plan.LayerRuntime.REVERSIBLE:
             found.add(plan.Import.WARNINGS)  # a depth float32 cannot carry back
@@ -337,12 +337,12 @@ class Lowerer(Solves):
 
 
 def solver_config(net: ir.Network) -> dict:
-    return {} if net.kind == "explicit" else blocks.solver_config(net.solver)
+    return {} if net.kind is ir.NetworkKind.EXPLICIT else blocks.solver_config(net.solver)
 
 
 def backward_config(net: ir.Network) -> dict:
     """The backward mode; implicit adjoint solves inherit max_iter and tol from the solver."""
-    if net.kind == "explicit":
+    if net.kind is ir.NetworkKind.EXPLICIT:
         return {}
     return blocks.backward_config(net.backward, solver_config(net))
 

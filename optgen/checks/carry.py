@@ -22,7 +22,7 @@ def slot_mismatches(model: ir.Model, networks: dict[str, ir.Network]) -> list[tu
         before, after = model.stages[i].network, model.stages[i + 1].network
         if t.carry is not ir.Carry.STATES:
             continue
-        solved = [n for n in (before, after) if networks[n].kind == "equilibrium"]
+        solved = [n for n in (before, after) if networks[n].kind is ir.NetworkKind.EQUILIBRIUM]
         if solved:
             problems.append(
                 (
