@@ -116,6 +116,10 @@ class GD(nn.Module):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive int, got {depth!r}")
+        if depth > 100_000:  # the language's bound on layers
+            raise ValueError(f"depth must be at most 100000, got {depth!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 2**20:
+            raise ValueError(f"dim must be an int from 1 to 1048576, got {dim!r}")
         self.dim = dim
         self.depth = depth
         self.blocks = nn.ModuleDict(

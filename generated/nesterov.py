@@ -99,10 +99,31 @@ def _set_param_values(module: nn.Module, values: dict) -> None:
                 f"{name} takes {parameter.numel()} value(s) (one, or shape"
                 f" {list(parameter.shape)}), got shape {shape}"
             )
-        updates.append((parameter, spec.raw(name, value)))
+        raw = spec.raw(name, value)
+        _check_stored(name, spec, raw.to(parameter.dtype), value)
+        updates.append((parameter, raw))
     with torch.no_grad():
         for parameter, raw in updates:
             parameter.copy_(raw.to(device=parameter.device, dtype=parameter.dtype))
+
+
+def _check_stored(name: str, spec: _Learnable, raw: Tensor, value: Tensor) -> None:
+    """ValueError when `value`, stored in the module's dtype, rounds outside its range:
+    1e39 is inf in float32, 1 - 1e-12 rounds to 1.0 outside [0, 1), 1e-300 to 0.0."""
+    stored = spec.value(raw)
+    dtype = str(raw.dtype).removeprefix("torch.")
+    if not torch.isfinite(stored).all():
+        raise ValueError(f"{name} = {value.tolist()} is not finite in {dtype}")
+    if spec.how == "softplus" and (stored <= 0).any():
+        raise ValueError(
+            f"{name} = {value.tolist()} rounds to 0 in {dtype}, outside its range"
+            f" ({spec.declared})"
+        )
+    if spec.how == "sigmoid" and ((stored < spec.lo) | (stored >= spec.hi)).any():
+        raise ValueError(
+            f"{name} = {value.tolist()} rounds to {stored.tolist()} in {dtype}, outside"
+            f" its range ({spec.declared})"
+        )
 
 
 def _start(module: nn.Module, attr: str, values: list[float]) -> nn.Parameter:
@@ -251,6 +272,10 @@ class Nesterov(nn.Module):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive int, got {depth!r}")
+        if depth > 100_000:  # the language's bound on layers
+            raise ValueError(f"depth must be at most 100000, got {depth!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 2**20:
+            raise ValueError(f"dim must be an int from 1 to 1048576, got {dim!r}")
         self.dim = dim
         self.depth = depth
         self.blocks = nn.ModuleDict(
