@@ -12,7 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import ir
+from ..kinds.parts import (
+    HEAD_KINDS,
+    STEM_KINDS,
+    TRANSITION_KINDS,
+    PartContext,
+    PartKind,
+    model_files,
+)
 from ..naming import snake_case
+from .library import copied_sources
 from .lower import EmitPlan, lower
 
 
@@ -41,51 +50,23 @@ class ModelPlan:
     head: str  # constructor expression (uses num_classes)
     num_features: int
     steps: tuple[StageStep | TransitionStep, ...]
-    classes: tuple[str, ...]  # the stem, transition and head classes the file copies
+    sources: tuple[str, ...]  # the stem, transition and head sources the file copies
 
     @property
     def file_stem(self) -> str:
         return snake_case(self.model.name)
 
 
-# The class each stem, transition and head kind builds (templates/models/), which the
-# file then copies; an identity transition builds none.
-STEM_CLASSES = {
-    ir.StemKind.CONV: "ConvStem",
-    ir.StemKind.PATCH: "PatchStem",
-    ir.StemKind.TOKENS: "TokenStem",
-}
-TRANSITION_CLASSES = {
-    ir.TransitionKind.DOWN_CONV: "DownConv",
-    ir.TransitionKind.DOWN_POOL: "DownPool",
-    ir.TransitionKind.UP_CONV: "UpConv",
-    ir.TransitionKind.NORM: "Norm",
-}
-
-
-def _stem(stem: ir.Stem, model: ir.Model) -> str:
-    name = STEM_CLASSES[stem.kind]
-    if stem.kind is ir.StemKind.CONV:
-        return f"{name}(in_chans, {stem.out}, kernel={stem.kernel}, stride={stem.stride})"
-    if stem.kind is ir.StemKind.PATCH:
-        return f"{name}(in_chans, {stem.out}, size={stem.kernel})"
-    _, height, width = model.input
-    tokens = (height // stem.kernel) * (width // stem.kernel)
-    return f"{name}(in_chans, {stem.out}, size={stem.kernel}, tokens={tokens})"
-
-
-def _transition(t: ir.Transition, dim: int, tokens: bool) -> str:
-    kind = ir.TransitionKind
-    name = TRANSITION_CLASSES.get(t.kind)
-    if t.kind is kind.DOWN_CONV:
-        return f"{name}({dim}, {t.out}, stride={t.stride}, kernel={t.kernel})"
-    if t.kind is kind.DOWN_POOL:
-        return f"{name}({dim}, {t.out}, stride={t.stride})"
-    if t.kind is kind.UP_CONV:
-        return f"{name}({dim}, {t.out}, scale={t.scale}, kernel={t.kernel})"
-    if t.kind is kind.NORM:
-        return f"{name}({dim}, tokens={tokens})"
-    return "nn.Identity()"
+def part_sources(kinds: list[PartKind]) -> list[str]:
+    """The sources of the parts a model builds, in the order stems, transitions, heads:
+    the classes of templates/models/ it uses (and what they read), then inline sources."""
+    sources: list[str] = []
+    for role in ("stem", "transition", "head"):
+        used = [k for k in kinds if k.role == role and k.class_name]
+        wanted = [k.class_name for k in used if k.source is None]
+        sources += copied_sources("templates/models", model_files(), dict.fromkeys(wanted))
+        sources += dict.fromkeys(k.source_text() for k in used if k.source is not None)
+    return sources
 
 
 def stage_starts(model: ir.Model) -> tuple[int, ...]:
@@ -119,20 +100,20 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
     used = tuple(dict.fromkeys(s.network for s in model.stages))
     plans = {name: lower(networks[name]) for name in used}
     tokens = model.layout == "sequence"
-    stem = _stem(model.stem, model)
+    features = model.stages[-1].dim
+    stem_kind = STEM_KINDS[model.stem.kind]
+    stem = stem_kind.constructor(dict(model.stem.args), PartContext(model.input, tokens=tokens))
     stage_ctors = tuple(
         _stage_ctor(s, start, plans[s.network])
         for s, start in zip(model.stages, stage_starts(model))
     )
+    transition_kinds = [TRANSITION_KINDS[t.kind] for t in model.transitions]
     transition_ctors = tuple(
-        _transition(t, model.stages[i].dim, tokens) for i, t in enumerate(model.transitions)
+        kind.constructor(dict(t.args), PartContext(model.input, model.stages[i].dim, tokens))
+        for i, (t, kind) in enumerate(zip(model.transitions, transition_kinds))
     )
-    features = model.stages[-1].dim
-    head_class = "FeatureHead" if model.head.classes is None else "ClassifierHead"
-    if model.head.classes is None:
-        head = f"{head_class}()"
-    else:
-        head = f"{head_class}({features}, num_classes, tokens={tokens})"
+    head_kind = HEAD_KINDS[model.head.kind]
+    head = head_kind.constructor(dict(model.head.args), PartContext(model.input, features, tokens))
     steps: list[StageStep | TransitionStep] = []
     for i, stage in enumerate(model.stages):
         net = networks[stage.network]
@@ -144,8 +125,6 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
         assert net.kind != "equilibrium" or (before, after) == (ir.Carry.OUTPUT,) * 2
         if i < len(model.transitions):
             steps.append(TransitionStep(i, model.transitions[i].carry))
-    transition_classes = [TRANSITION_CLASSES.get(t.kind) for t in model.transitions]
-    classes = (STEM_CLASSES[model.stem.kind], *filter(None, transition_classes), head_class)
     return ModelPlan(
         model=model,
         networks=tuple(networks[name] for name in used),
@@ -156,5 +135,5 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
         head=head,
         num_features=features,
         steps=tuple(steps),
-        classes=tuple(dict.fromkeys(classes)),
+        sources=tuple(part_sources([stem_kind, *transition_kinds, head_kind])),
     )

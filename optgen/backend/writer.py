@@ -11,6 +11,7 @@ import re
 import unicodedata
 
 from .. import ir
+from ..kinds.parts import TRANSITION_KINDS
 from . import plan
 from .models import StageStep
 
@@ -291,17 +292,19 @@ def model_features_source(model_plan) -> str:
                 writer.writeline(f"x = slots[{step.output_slot}]")
         else:
             t = model.transitions[step.index]
-            if t.kind is ir.TransitionKind.IDENTITY and step.carry is ir.Carry.OUTPUT:
-                continue
+            kind = TRANSITION_KINDS[t.kind]
+            if not kind.runs:
+                continue  # two stages one after the other: x, or the slots, pass as they are
             module = f"self.transitions[{step.index}]"
-            if step.carry is ir.Carry.STATES:
-                if t.kind is ir.TransitionKind.IDENTITY:
-                    continue  # two stages one after the other: the slots pass as they are
+            if step.carry is ir.Carry.STATES and kind.batched_slots:
                 # One batch of every slot: its BatchNorm takes one statistic and applies one
                 # affine map to all of them, in training and eval alike, so that x - x-
                 # keeps its meaning; slot by slot, each call normalized on its own.
                 writer.writeline(f"# {t.kind}, carry states: every slot in one batch")
                 writer.writeline(f"slots = {module}(torch.cat(slots)).chunk(len(slots))")
+            elif step.carry is ir.Carry.STATES:
+                writer.writeline(f"# {t.kind}, carry states: each slot on its own")
+                writer.writeline(f"slots = [{module}(slot) for slot in slots]")
             else:
                 writer.writeline(f"# {t.kind}, carry {step.carry}")
                 writer.writeline(f"x = {module}(x)")
