@@ -21,22 +21,9 @@ from ..kinds.parts import (
     model_files,
 )
 from ..naming import snake_case
+from . import plan
 from .library import copied_sources
 from .lower import EmitPlan, lower
-
-
-@dataclass(frozen=True)
-class StageStep:
-    index: int
-    from_slots: bool  # the previous transition carries the states into this stage
-    to_slots: bool  # the next transition carries this stage's states on
-    output_slot: int  # where the output state sits among the slots
-
-
-@dataclass(frozen=True)
-class TransitionStep:
-    index: int
-    carry: ir.Carry
 
 
 @dataclass(frozen=True)
@@ -49,7 +36,7 @@ class ModelPlan:
     transition_ctors: tuple[str, ...]  # "" for an identity
     head: str  # constructor expression (uses num_classes)
     num_features: int
-    steps: tuple[StageStep | TransitionStep, ...]
+    steps: tuple[plan.Op, ...]  # forward_features: StemCall, StageCall, TransitionCall
     sources: tuple[str, ...]  # the stem, transition and head sources the file copies
 
     @property
@@ -96,6 +83,14 @@ def _stage_ctor(stage: ir.Stage, start: int, plan: EmitPlan) -> str:
     return f"{stage.network}({stage.dim}, depth={stage.depth}{start_arg})"
 
 
+def _transition_call(index: int, t: ir.Transition, kind: PartKind) -> plan.TransitionCall:
+    if t.carry is ir.Carry.OUTPUT:
+        slots = plan.SlotMap.OUTPUT
+    else:
+        slots = plan.SlotMap.BATCHED if kind.batched_slots else plan.SlotMap.EACH
+    return plan.TransitionCall(index, t.kind, slots)
+
+
 def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
     used = tuple(dict.fromkeys(s.network for s in model.stages))
     plans = {name: lower(networks[name]) for name in used}
@@ -114,17 +109,26 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
     )
     head_kind = HEAD_KINDS[model.head.kind]
     head = head_kind.constructor(dict(model.head.args), PartContext(model.input, features, tokens))
-    steps: list[StageStep | TransitionStep] = []
+    steps: list[plan.Op] = [plan.StemCall()]
     for i, stage in enumerate(model.stages):
         net = networks[stage.network]
         before = model.transitions[i - 1].carry if i > 0 else ir.Carry.OUTPUT
         after = model.transitions[i].carry if i < len(model.transitions) else ir.Carry.OUTPUT
         p = plans[stage.network]
         output_slot = p.slots.index(p.output_var) if p.slots else 0
-        steps.append(StageStep(i, before is ir.Carry.STATES, after is ir.Carry.STATES, output_slot))
+        steps.append(
+            plan.StageCall(
+                i,
+                stage.network,
+                stage.depth,
+                from_slots=before is ir.Carry.STATES,
+                to_slots=after is ir.Carry.STATES,
+                output_slot=output_slot,
+            )
+        )
         assert net.kind != "equilibrium" or (before, after) == (ir.Carry.OUTPUT,) * 2
-        if i < len(model.transitions):
-            steps.append(TransitionStep(i, model.transitions[i].carry))
+        if i < len(model.transitions) and transition_kinds[i].runs:
+            steps.append(_transition_call(i, model.transitions[i], transition_kinds[i]))
     return ModelPlan(
         model=model,
         networks=tuple(networks[name] for name in used),
