@@ -308,3 +308,49 @@ def test_every_part_of_the_registry_names_its_role_and_source():
             assert not kind.class_name or f"class {kind.class_name}(" in kind.source_text()
     assert HEAD_KINDS["classifier"].args == {"classes": None}
     assert TRANSITION_KINDS["identity"].runs is False
+
+
+MEAN_HEAD_SOURCE = '''
+class MeanHead(nn.Module):
+    """A toy head: the spatial mean of each channel, times `scale`."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def reset(self, num_classes: int) -> None:
+        pass
+
+    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return x.mean(dim=(2, 3)) * self.scale
+'''
+
+
+def test_a_toy_head_is_one_entry_too(monkeypatch):
+    _register(monkeypatch)
+    head = PartKind(
+        Role.HEAD,
+        "mean",
+        "MeanHead",
+        "",
+        {"scale": 1},
+        lambda args, ctx: f"MeanHead({args['scale']})",
+        layout_in=None,
+        source=MEAN_HEAD_SOURCE,
+    )
+    monkeypatch.setitem(HEAD_KINDS, "mean", head)
+    text = TOY_MODEL.replace("head classifier(classes=5)", "head mean(scale=2)")
+    (model,) = optgen.api.frontend(text, "toy.opt").models
+    assert (model.head.kind, model.head.args, model.head.classes) == ("mean", (("scale", 2),), None)
+    source = optgen.compile_source(text, "toy.opt")["toy_net.py"]
+    assert "self.head = MeanHead(2)" in source and "class ClassifierHead" not in source
+    namespace: dict = {}
+    exec(compile(source, "toy_net.py", "exec"), namespace)
+    assert namespace["ToyNet"]().eval()(torch.randn(2, 3, 24, 12)).shape == (2, 16)
+    try:
+        optgen.compile_source(text.replace("head mean", "head maen"), "toy.opt")
+    except optgen.OptgenError as err:
+        assert err.diagnostics[0]["message"] == "unknown head 'maen'"
+        assert err.diagnostics[0]["hint"] == "did you mean 'mean'?"
+    else:  # pragma: no cover
+        raise AssertionError("no error")

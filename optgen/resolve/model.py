@@ -303,7 +303,7 @@ class ModelResolver(Job):
             self.report.error(
                 d.word.span,
                 f"{what} needs {_LAYOUT_TEXT[needs]}, but {_layout_giver(stem)}",
-                _TRANSITION_HINTS[layout],
+                _transition_hint(layout),
             )
         carry = default
         if prev_net is not None and next_net is not None:
@@ -357,10 +357,17 @@ _LAYOUT_TEXT = {
     "image": "the image layout [N, C, H, W]",
     "sequence": "the token layout [N, L, C]",
 }
-_TRANSITION_HINTS = {
-    "sequence": "between token stages write norm, or nothing",
-    "image": "between image stages write down conv, down pool, up conv, norm, or nothing",
-}
+_STAGES_TEXT = {"image": "image stages", "sequence": "token stages"}
+
+
+def _transition_hint(layout: str) -> str:
+    """The transitions of the registry that take `layout`: `write norm, or nothing`."""
+    fits = [
+        name
+        for name, kind in TRANSITION_KINDS.items()
+        if kind.written and kind.layout_in in (None, layout)
+    ]
+    return f"between {_STAGES_TEXT[layout]} write {', '.join(fits)}, or nothing"
 
 
 def _stem_layout(stem: ir.Stem) -> str:
