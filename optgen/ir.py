@@ -471,34 +471,6 @@ def carried_slots(net: Network) -> tuple[Slot, ...]:
 
 
 # ---------------------------------------------------------------- models (language.md section 9)
-class StemKind(str, Enum):
-    """How a model turns the image into the first stage's input."""
-
-    CONV = "conv"  # conv(out, kernel=3, stride=1) + BatchNorm + ReLU: [N, out, H/s, W/s]
-    PATCH = "patch"  # patch(out, size): kernel = stride = size, + LayerNorm over channels
-    TOKENS = "tokens"  # tokens(out, size): patchify to [N, L, out] + learned position embedding
-
-    __hash__ = str.__hash__
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class TransitionKind(str, Enum):
-    """What sits between two stages."""
-
-    DOWN_CONV = "down conv"  # conv(out, stride=2, kernel=3) + BatchNorm
-    DOWN_POOL = "down pool"  # average pool (stride 2), 1x1 conv when out differs, BatchNorm
-    UP_CONV = "up conv"  # nearest upsampling (scale), 3x3 conv, BatchNorm
-    NORM = "norm"  # BatchNorm (image layout) or LayerNorm (token layout), dim kept
-    IDENTITY = "identity"  # two stages written one after the other
-
-    __hash__ = str.__hash__
-
-    def __str__(self) -> str:
-        return self.value
-
-
 class Carry(str, Enum):
     """What a transition hands to the next stage."""
 
@@ -511,13 +483,25 @@ class Carry(str, Enum):
         return self.value
 
 
+Args = tuple[tuple[str, int], ...]  # a part's resolved arguments, in its registry order
+
+
+def _arg(args: Args, name: str, default: int | None = None) -> int | None:
+    return next((value for key, value in args if key == name), default)
+
+
 @dataclass(frozen=True, slots=True)
 class Stem:
-    kind: StemKind
-    out: int
-    kernel: int  # conv: kernel; patch and tokens: the patch size
-    stride: int  # conv: stride; patch and tokens: the patch size
+    kind: str  # a key of optgen.kinds.parts.STEM_KINDS: "conv", "patch", "tokens"
+    args: Args  # every argument of the kind, defaults filled in
     span: Span
+
+    def arg(self, name: str, default: int | None = None) -> int | None:
+        return _arg(self.args, name, default)
+
+    @property
+    def out(self) -> int:
+        return self.arg("out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,26 +514,36 @@ class Stage:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    kind: TransitionKind
+    kind: str  # a key of optgen.kinds.parts.TRANSITION_KINDS: "down conv", "norm", ...
     out: int  # channels after the transition
     carry: Carry
     span: Span
-    stride: int = 1  # down conv / down pool: 2
-    kernel: int = 3  # down conv / up conv
-    scale: int = 1  # up conv: 2
+    args: Args = ()  # every argument of the kind, defaults filled in
+
+    def arg(self, name: str, default: int | None = None) -> int | None:
+        return _arg(self.args, name, default)
 
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    classes: int | None  # None: `head none`, the model returns features
+    kind: str  # a key of optgen.kinds.parts.HEAD_KINDS: "classifier", "none"
+    args: Args
     span: Span
+
+    def arg(self, name: str, default: int | None = None) -> int | None:
+        return _arg(self.args, name, default)
+
+    @property
+    def classes(self) -> int | None:
+        """None: the head has no classes (`head none`: the model returns features)."""
+        return self.arg("classes")
 
 
 @dataclass(frozen=True, slots=True)
 class Model:
     """`model Name { input [C, H, W]; stem ...; stage NET(dim=, depth=); down ...; head ... }`.
 
-    `transitions[i]` sits between `stages[i]` and `stages[i + 1]` (IDENTITY when the file
+    `transitions[i]` sits between `stages[i]` and `stages[i + 1]` ("identity" when the file
     writes two stages one after the other), so `len(transitions) == len(stages) - 1`.
     `shapes[i]` is the input shape of stage i without the batch dimension
     (`(C, H, W)` or `(L, C)`), and `output_shape` what the stages hand the head.

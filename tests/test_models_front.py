@@ -82,17 +82,25 @@ def test_a_three_stage_model_resolves_to_its_full_ir():
     assert m == ir.Model(
         name="OptResNet",
         input=(3, 32, 32),
-        stem=ir.Stem(ir.StemKind.CONV, out=32, kernel=5, stride=1, span=line[3]),
+        stem=ir.Stem("conv", (("out", 32), ("kernel", 5), ("stride", 1)), span=line[3]),
         stages=(
             ir.Stage("Hb", dim=32, depth=3, span=line[4]),
             ir.Stage("Hb", dim=64, depth=2, span=line[6]),
             ir.Stage("Nag", dim=128, depth=4, span=line[8]),
         ),
         transitions=(
-            ir.Transition(ir.TransitionKind.DOWN_CONV, 64, ir.Carry.STATES, line[5], stride=2),
-            ir.Transition(ir.TransitionKind.DOWN_POOL, 128, ir.Carry.OUTPUT, line[7], stride=2),
+            ir.Transition(
+                "down conv",
+                64,
+                ir.Carry.STATES,
+                line[5],
+                (("out", 64), ("stride", 2), ("kernel", 3)),
+            ),
+            ir.Transition(
+                "down pool", 128, ir.Carry.OUTPUT, line[7], (("out", 128), ("stride", 2))
+            ),
         ),
-        head=ir.Head(10, line[9]),
+        head=ir.Head("classifier", (("classes", 10),), line[9]),
         layout="image",
         shapes=((32, 32, 32), (64, 16, 16), (128, 8, 8)),
         output_shape=(128, 8, 8),
@@ -139,20 +147,19 @@ def test_the_defaults_of_stems_transitions_and_carries():
         )
         + GD
     )
-    assert (m.stem.kernel, m.stem.stride) == (3, 1)
-    kinds = ir.TransitionKind
+    assert (m.stem.arg("kernel"), m.stem.arg("stride")) == (3, 1)
     assert [(t.kind, t.out, t.carry) for t in m.transitions] == [
-        (kinds.DOWN_CONV, 32, ir.Carry.STATES),  # the same network: its states go on
-        (kinds.DOWN_POOL, 32, ir.Carry.OUTPUT),  # another network, with the same states
-        (kinds.UP_CONV, 8, ir.Carry.OUTPUT),  # other states: written
-        (kinds.NORM, 8, ir.Carry.STATES),  # norm keeps the channels
-        (kinds.IDENTITY, 8, ir.Carry.OUTPUT),  # two stages one after the other
-        (kinds.NORM, 8, ir.Carry.OUTPUT),  # as written
+        ("down conv", 32, ir.Carry.STATES),  # the same network: its states go on
+        ("down pool", 32, ir.Carry.OUTPUT),  # another network, with the same states
+        ("up conv", 8, ir.Carry.OUTPUT),  # other states: written
+        ("norm", 8, ir.Carry.STATES),  # norm keeps the channels
+        ("identity", 8, ir.Carry.OUTPUT),  # two stages one after the other
+        ("norm", 8, ir.Carry.OUTPUT),  # as written
     ]
     down_conv, down_pool, up_conv = m.transitions[:3]
-    assert (down_conv.stride, down_conv.kernel) == (2, 3)
-    assert down_pool.stride == 2
-    assert (up_conv.scale, up_conv.kernel) == (2, 3)
+    assert dict(down_conv.args) == {"out": 32, "stride": 2, "kernel": 3}
+    assert dict(down_pool.args) == {"out": 32, "stride": 2}
+    assert dict(up_conv.args) == {"out": 8, "scale": 2, "kernel": 3}
     assert m.transitions[4].span == Span(13, 5, 13, 29)  # an identity sits at the next stage
     assert m.shapes == (
         (16, 32, 32),
@@ -181,8 +188,8 @@ def test_written_arguments_replace_the_defaults():
             "head classifier(classes=2)",
         )
     )
-    assert (m.stem.kernel, m.stem.stride) == (7, 2)
-    assert [(t.stride, t.kernel, t.scale) for t in m.transitions] == [
+    assert (m.stem.arg("kernel"), m.stem.arg("stride")) == (7, 2)
+    assert [(t.arg("stride", 1), t.arg("kernel", 3), t.arg("scale", 1)) for t in m.transitions] == [
         (3, 5, 1),
         (4, 3, 1),
         (1, 1, 3),
@@ -203,9 +210,9 @@ def test_a_tokens_stem_gives_the_token_layout():
         )
     )
     assert m.layout == "sequence"
-    assert m.stem == ir.Stem(ir.StemKind.TOKENS, 64, 4, 4, Span(3, 5, 3, 32))
+    assert m.stem == ir.Stem("tokens", (("out", 64), ("size", 4)), Span(3, 5, 3, 32))
     assert m.shapes == ((32, 64), (32, 64)) and m.output_shape == (32, 64)
-    assert [(t.kind, t.carry) for t in m.transitions] == [(ir.TransitionKind.NORM, ir.Carry.STATES)]
+    assert [(t.kind, t.carry) for t in m.transitions] == [("norm", ir.Carry.STATES)]
 
 
 def test_a_patch_stem_gives_the_image_layout():
@@ -218,7 +225,7 @@ def test_a_patch_stem_gives_the_image_layout():
         )
     )
     assert m.layout == "image" and m.transitions == ()
-    assert (m.stem.kind, m.stem.kernel, m.stem.stride) == (ir.StemKind.PATCH, 4, 4)
+    assert (m.stem.kind, m.stem.args) == ("patch", (("out", 96), ("size", 4)))
     assert m.shapes == ((96, 16, 16),) and m.output_shape == (96, 16, 16)
 
 

@@ -24,7 +24,7 @@ from ..kinds.imports import Import, import_lines
 from ..naming import certificate_constant, output_files, snake_case
 from ..resources import resource_dir
 from .formatting import BLACK_DEFAULTS, Formatting
-from .library import LEARNABLE_RUNTIME, MODEL_FILES, RUNTIME_FILES, copied_sources
+from .library import LEARNABLE_RUNTIME, RUNTIME_FILES, copied_sources
 from .lower import EmitPlan, lower
 from .models import stage_starts
 from .plan import LayerRuntime
@@ -401,7 +401,7 @@ def _model_doc(model_plan, mcert) -> str:
             + (f", layers k = {start}..{start + s.depth - 1}" if start else "")
             for i, (s, start) in enumerate(zip(model.stages, stage_starts(model)))
         ),
-        f"head: {'none' if model.head.classes is None else 'classifier'}.",
+        f"head: {model.head.kind}.",
         "",
         "Built by the method of",
         *PAPER_LINES,
@@ -549,9 +549,7 @@ def render_model(
     model = model_plan.model
     plans = [model_plan.plans[net.name] for net in model_plan.networks]
     imports = frozenset().union(*(p.imports for p in plans))
-    sources = runtime_sources(plans) + copied_sources(
-        "templates/models", MODEL_FILES, model_plan.classes
-    )
+    sources = runtime_sources(plans) + list(model_plan.sources)
     views = [
         network_view(net, model_plan.plans[net.name], certificates[net.name], with_slots=True)
         for net in model_plan.networks

@@ -17,8 +17,6 @@ from .prose import comment_lines
 
 # The runtime a generated file may copy (templates/runtime/), in the order it is written.
 RUNTIME_FILES = ("params.py", "solvers.py", "layers.py", "checkpoint.py", "reversible.py")
-# The stem, transition and head classes a model may copy (templates/models/).
-MODEL_FILES = ("stems.py", "transitions.py", "heads.py")
 # What the class template calls for learnable params: their `_Learnable` specs, their
 # float64 starts (`_start`), params(), set_params() and the exact starts kept by `_apply`.
 LEARNABLE_RUNTIME = (

@@ -12,22 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import ir
+from ..kinds.parts import (
+    HEAD_KINDS,
+    STEM_KINDS,
+    TRANSITION_KINDS,
+    PartContext,
+    PartKind,
+    model_files,
+)
 from ..naming import snake_case
+from . import plan
+from .library import copied_sources
 from .lower import EmitPlan, lower
-
-
-@dataclass(frozen=True)
-class StageStep:
-    index: int
-    from_slots: bool  # the previous transition carries the states into this stage
-    to_slots: bool  # the next transition carries this stage's states on
-    output_slot: int  # where the output state sits among the slots
-
-
-@dataclass(frozen=True)
-class TransitionStep:
-    index: int
-    carry: ir.Carry
 
 
 @dataclass(frozen=True)
@@ -40,52 +36,24 @@ class ModelPlan:
     transition_ctors: tuple[str, ...]  # "" for an identity
     head: str  # constructor expression (uses num_classes)
     num_features: int
-    steps: tuple[StageStep | TransitionStep, ...]
-    classes: tuple[str, ...]  # the stem, transition and head classes the file copies
+    steps: tuple[plan.Op, ...]  # forward_features: StemCall, StageCall, TransitionCall
+    sources: tuple[str, ...]  # the stem, transition and head sources the file copies
 
     @property
     def file_stem(self) -> str:
         return snake_case(self.model.name)
 
 
-# The class each stem, transition and head kind builds (templates/models/), which the
-# file then copies; an identity transition builds none.
-STEM_CLASSES = {
-    ir.StemKind.CONV: "ConvStem",
-    ir.StemKind.PATCH: "PatchStem",
-    ir.StemKind.TOKENS: "TokenStem",
-}
-TRANSITION_CLASSES = {
-    ir.TransitionKind.DOWN_CONV: "DownConv",
-    ir.TransitionKind.DOWN_POOL: "DownPool",
-    ir.TransitionKind.UP_CONV: "UpConv",
-    ir.TransitionKind.NORM: "Norm",
-}
-
-
-def _stem(stem: ir.Stem, model: ir.Model) -> str:
-    name = STEM_CLASSES[stem.kind]
-    if stem.kind is ir.StemKind.CONV:
-        return f"{name}(in_chans, {stem.out}, kernel={stem.kernel}, stride={stem.stride})"
-    if stem.kind is ir.StemKind.PATCH:
-        return f"{name}(in_chans, {stem.out}, size={stem.kernel})"
-    _, height, width = model.input
-    tokens = (height // stem.kernel) * (width // stem.kernel)
-    return f"{name}(in_chans, {stem.out}, size={stem.kernel}, tokens={tokens})"
-
-
-def _transition(t: ir.Transition, dim: int, tokens: bool) -> str:
-    kind = ir.TransitionKind
-    name = TRANSITION_CLASSES.get(t.kind)
-    if t.kind is kind.DOWN_CONV:
-        return f"{name}({dim}, {t.out}, stride={t.stride}, kernel={t.kernel})"
-    if t.kind is kind.DOWN_POOL:
-        return f"{name}({dim}, {t.out}, stride={t.stride})"
-    if t.kind is kind.UP_CONV:
-        return f"{name}({dim}, {t.out}, scale={t.scale}, kernel={t.kernel})"
-    if t.kind is kind.NORM:
-        return f"{name}({dim}, tokens={tokens})"
-    return "nn.Identity()"
+def part_sources(kinds: list[PartKind]) -> list[str]:
+    """The sources of the parts a model builds, in the order stems, transitions, heads:
+    the classes of templates/models/ it uses (and what they read), then inline sources."""
+    sources: list[str] = []
+    for role in ("stem", "transition", "head"):
+        used = [k for k in kinds if k.role == role and k.class_name]
+        wanted = [k.class_name for k in used if k.source is None]
+        sources += copied_sources("templates/models", model_files(), dict.fromkeys(wanted))
+        sources += dict.fromkeys(k.source_text() for k in used if k.source is not None)
+    return sources
 
 
 def stage_starts(model: ir.Model) -> tuple[int, ...]:
@@ -115,37 +83,52 @@ def _stage_ctor(stage: ir.Stage, start: int, plan: EmitPlan) -> str:
     return f"{stage.network}({stage.dim}, depth={stage.depth}{start_arg})"
 
 
+def _transition_call(index: int, t: ir.Transition, kind: PartKind) -> plan.TransitionCall:
+    if t.carry is ir.Carry.OUTPUT:
+        slots = plan.SlotMap.OUTPUT
+    else:
+        slots = plan.SlotMap.BATCHED if kind.batched_slots else plan.SlotMap.EACH
+    return plan.TransitionCall(index, t.kind, slots)
+
+
 def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
     used = tuple(dict.fromkeys(s.network for s in model.stages))
     plans = {name: lower(networks[name]) for name in used}
     tokens = model.layout == "sequence"
-    stem = _stem(model.stem, model)
+    features = model.stages[-1].dim
+    stem_kind = STEM_KINDS[model.stem.kind]
+    stem = stem_kind.constructor(dict(model.stem.args), PartContext(model.input, tokens=tokens))
     stage_ctors = tuple(
         _stage_ctor(s, start, plans[s.network])
         for s, start in zip(model.stages, stage_starts(model))
     )
+    transition_kinds = [TRANSITION_KINDS[t.kind] for t in model.transitions]
     transition_ctors = tuple(
-        _transition(t, model.stages[i].dim, tokens) for i, t in enumerate(model.transitions)
+        kind.constructor(dict(t.args), PartContext(model.input, model.stages[i].dim, tokens))
+        for i, (t, kind) in enumerate(zip(model.transitions, transition_kinds))
     )
-    features = model.stages[-1].dim
-    head_class = "FeatureHead" if model.head.classes is None else "ClassifierHead"
-    if model.head.classes is None:
-        head = f"{head_class}()"
-    else:
-        head = f"{head_class}({features}, num_classes, tokens={tokens})"
-    steps: list[StageStep | TransitionStep] = []
+    head_kind = HEAD_KINDS[model.head.kind]
+    head = head_kind.constructor(dict(model.head.args), PartContext(model.input, features, tokens))
+    steps: list[plan.Op] = [plan.StemCall()]
     for i, stage in enumerate(model.stages):
         net = networks[stage.network]
         before = model.transitions[i - 1].carry if i > 0 else ir.Carry.OUTPUT
         after = model.transitions[i].carry if i < len(model.transitions) else ir.Carry.OUTPUT
         p = plans[stage.network]
         output_slot = p.slots.index(p.output_var) if p.slots else 0
-        steps.append(StageStep(i, before is ir.Carry.STATES, after is ir.Carry.STATES, output_slot))
+        steps.append(
+            plan.StageCall(
+                i,
+                stage.network,
+                stage.depth,
+                from_slots=before is ir.Carry.STATES,
+                to_slots=after is ir.Carry.STATES,
+                output_slot=output_slot,
+            )
+        )
         assert net.kind != "equilibrium" or (before, after) == (ir.Carry.OUTPUT,) * 2
-        if i < len(model.transitions):
-            steps.append(TransitionStep(i, model.transitions[i].carry))
-    transition_classes = [TRANSITION_CLASSES.get(t.kind) for t in model.transitions]
-    classes = (STEM_CLASSES[model.stem.kind], *filter(None, transition_classes), head_class)
+        if i < len(model.transitions) and transition_kinds[i].runs:
+            steps.append(_transition_call(i, model.transitions[i], transition_kinds[i]))
     return ModelPlan(
         model=model,
         networks=tuple(networks[name] for name in used),
@@ -156,5 +139,5 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
         head=head,
         num_features=features,
         steps=tuple(steps),
-        classes=tuple(dict.fromkeys(classes)),
+        sources=tuple(part_sources([stem_kind, *transition_kinds, head_kind])),
     )

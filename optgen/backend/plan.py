@@ -94,6 +94,52 @@ class Op:
         return dataclasses.replace(self, **changes)
 
 
+# ---------------------------------------------------------------- a model's forward_features
+# The steps of a model's `forward_features` (backend/models.py builds them): `x` flows
+# from the stem through the stages, or the stages' `slots` where a transition carries
+# the states. They read and define the module's own names (x, slots), not a layer's.
+@dataclass(frozen=True, slots=True)
+class StemCall(Op):
+    """`x = self.stem(x)`."""
+
+    DEFINES: ClassVar[tuple[str, ...]] = ()
+    PURE: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class StageCall(Op):
+    """Stage `index` on x, or on the slots the transition before it carried in; it hands
+    on x, or its slots where the transition after it carries the states."""
+
+    index: int
+    network: str
+    depth: int
+    from_slots: bool
+    to_slots: bool
+    output_slot: int  # where the output state sits among the slots
+    DEFINES: ClassVar[tuple[str, ...]] = ()
+    PURE: ClassVar[bool] = False
+
+
+class SlotMap(Enum):
+    """How a transition maps what it carries."""
+
+    OUTPUT = "output"  # carry output: x = transition(x)
+    BATCHED = "batched"  # carry states, every slot in one batch (one BatchNorm statistic)
+    EACH = "each"  # carry states, each slot on its own
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionCall(Op):
+    """Transition `index` (its kind as written, for the comment) on x or on the slots."""
+
+    index: int
+    kind: str
+    slots: SlotMap
+    DEFINES: ClassVar[tuple[str, ...]] = ()
+    PURE: ClassVar[bool] = False
+
+
 # ---------------------------------------------------------------- straight-line ops
 @dataclass(frozen=True, slots=True)
 class Comment(Op):

@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .. import ir
 from . import plan
-from .models import StageStep
 
 
 def visible_text(text: str, keep: str = "\t") -> str:
@@ -270,40 +268,48 @@ def forward_source(ops, output: str) -> str:
     return writer.getvalue()
 
 
+class FeaturesWriter(CodeWriter):
+    """Writes the steps of a model's `forward_features` (plan.StemCall, StageCall,
+    TransitionCall)."""
+
+    def write(self, ops) -> None:
+        for op in ops:
+            getattr(self, f"visit_{type(op).__name__}")(op)
+
+    def visit_StemCall(self, op: plan.StemCall) -> None:
+        self.writeline("x = self.stem(x)")
+
+    def visit_StageCall(self, op: plan.StageCall) -> None:
+        self.writeline(f"# stage {op.index}: {op.network}, {op.depth} layers")
+        call = f"self.stages[{op.index}]"
+        if op.from_slots:
+            self.writeline(f"slots = {call}.forward_slots(slots)")
+        elif op.to_slots:
+            self.writeline(f"slots = {call}.forward_slots({call}.init_slots(x))")
+        else:
+            self.writeline(f"x = {call}(x)")
+        if op.from_slots and not op.to_slots:
+            self.writeline(f"x = slots[{op.output_slot}]")
+
+    def visit_TransitionCall(self, op: plan.TransitionCall) -> None:
+        module = f"self.transitions[{op.index}]"
+        if op.slots is plan.SlotMap.BATCHED:
+            # One batch of every slot: its BatchNorm takes one statistic and applies one
+            # affine map to all of them, in training and eval alike, so that x - x-
+            # keeps its meaning; slot by slot, each call normalized on its own.
+            self.writeline(f"# {op.kind}, carry states: every slot in one batch")
+            self.writeline(f"slots = {module}(torch.cat(slots)).chunk(len(slots))")
+        elif op.slots is plan.SlotMap.EACH:
+            self.writeline(f"# {op.kind}, carry states: each slot on its own")
+            self.writeline(f"slots = [{module}(slot) for slot in slots]")
+        else:
+            self.writeline(f"# {op.kind}, carry output")
+            self.writeline(f"x = {module}(x)")
+
+
 def model_features_source(model_plan) -> str:
     """The statements of a model's `forward_features`: stem, stages and transitions."""
-
-    model = model_plan.model
-    writer = CodeWriter()
-    writer.writeline("x = self.stem(x)")
-    for step in model_plan.steps:
-        if isinstance(step, StageStep):
-            stage = model.stages[step.index]
-            writer.writeline(f"# stage {step.index}: {stage.network}, {stage.depth} layers")
-            call = f"self.stages[{step.index}]"
-            if step.from_slots:
-                writer.writeline(f"slots = {call}.forward_slots(slots)")
-            elif step.to_slots:
-                writer.writeline(f"slots = {call}.forward_slots({call}.init_slots(x))")
-            else:
-                writer.writeline(f"x = {call}(x)")
-            if step.from_slots and not step.to_slots:
-                writer.writeline(f"x = slots[{step.output_slot}]")
-        else:
-            t = model.transitions[step.index]
-            if t.kind is ir.TransitionKind.IDENTITY and step.carry is ir.Carry.OUTPUT:
-                continue
-            module = f"self.transitions[{step.index}]"
-            if step.carry is ir.Carry.STATES:
-                if t.kind is ir.TransitionKind.IDENTITY:
-                    continue  # two stages one after the other: the slots pass as they are
-                # One batch of every slot: its BatchNorm takes one statistic and applies one
-                # affine map to all of them, in training and eval alike, so that x - x-
-                # keeps its meaning; slot by slot, each call normalized on its own.
-                writer.writeline(f"# {t.kind}, carry states: every slot in one batch")
-                writer.writeline(f"slots = {module}(torch.cat(slots)).chunk(len(slots))")
-            else:
-                writer.writeline(f"# {t.kind}, carry {step.carry}")
-                writer.writeline(f"x = {module}(x)")
+    writer = FeaturesWriter()
+    writer.write(model_plan.steps)
     writer.writeline("return x")
     return writer.getvalue()

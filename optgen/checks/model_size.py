@@ -14,6 +14,7 @@ import math
 
 from .. import ir
 from ..errors import Diagnostic, Severity
+from ..kinds.parts import HEAD_KINDS, STEM_KINDS, TRANSITION_KINDS
 from ..source import Span
 
 MAX_CLASSES = 1_000_000  # outputs of a classifier head (ImageNet-21k has 21,843)
@@ -78,12 +79,12 @@ def _attention_error(span: Span, stage: ir.Stage, tokens: int) -> Diagnostic | N
 
 def _stem_errors(model: ir.Model) -> list[Diagnostic | None]:
     stem = model.stem
-    channels = model.input[0]
-    kernel = stem.kernel if stem.kind is ir.StemKind.CONV else stem.stride
+    weights = STEM_KINDS[stem.kind].weights
+    what = f"stem {stem.kind}"
     return [
         _activation_error(model.span, f"the input of model {model.name} is", model.input),
-        _width_error(stem.span, f"stem {stem.kind}", stem.out),
-        _weights_error(stem.span, f"stem {stem.kind}", channels * stem.out * kernel * kernel),
+        _width_error(stem.span, what, stem.out),
+        weights and _weights_error(stem.span, what, weights(dict(stem.args), model.input[0])),
     ]
 
 
@@ -122,13 +123,13 @@ def _stage_errors(model: ir.Model, networks: dict[str, ir.Network]) -> list[Diag
 def _transition_errors(model: ir.Model) -> list[Diagnostic | None]:
     found: list[Diagnostic | None] = []
     for stage, transition in zip(model.stages, model.transitions):
-        if transition.kind in (ir.TransitionKind.IDENTITY, ir.TransitionKind.NORM):
+        weights = TRANSITION_KINDS[transition.kind].weights
+        if weights is None:  # identity, norm: the width of the stage before it
             continue
-        what = str(transition.kind)
-        kernel = transition.kernel if transition.kind is not ir.TransitionKind.DOWN_POOL else 1
+        what = transition.kind
         found.append(_width_error(transition.span, what, transition.out))
         found.append(
-            _weights_error(transition.span, what, stage.dim * transition.out * kernel * kernel)
+            _weights_error(transition.span, what, weights(dict(transition.args), stage.dim))
         )
     return found
 
@@ -146,7 +147,11 @@ def _head_errors(model: ir.Model) -> list[Diagnostic | None]:
             )
         ]
     features = model.output_shape[0] if model.layout == "image" else model.output_shape[-1]
-    return [_weights_error(model.head.span, "head classifier", features * classes)]
+    weights = HEAD_KINDS[model.head.kind].weights
+    if weights is None:
+        return []
+    head = model.head
+    return [_weights_error(head.span, f"head {head.kind}", weights(dict(head.args), features))]
 
 
 def model_size_errors(models, networks: dict[str, ir.Network]) -> list[Diagnostic]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .. import ir
 from ..kinds.blocks import BLOCK_KINDS, Layout
+from ..kinds.parts import STEM_KINDS, TRANSITION_KINDS, transition_name
 from ..syntax import ast
 from .context import MAX_DEPTH, Context, Job, _did_you_mean
 from .declarations import DeclarationResolver
@@ -13,11 +14,6 @@ from .parts import _CARRIES, _STAGE_ARGS, PartResolver, _arg_span
 
 # The declarations a model holds at most once (a model has several stages).
 ONCE = {ast.InputDecl: "input", ast.StemDecl: "stem", ast.HeadDecl: "head"}
-_STEM_LAYOUTS = {
-    ir.StemKind.CONV: Layout.IMAGE.value,
-    ir.StemKind.PATCH: Layout.IMAGE.value,
-    ir.StemKind.TOKENS: Layout.SEQUENCE.value,
-}
 _LAYOUT_NAMES = {
     "vector": "the vector layout [..., dim]",
     "image": "the image layout [N, dim, H, W]",
@@ -78,7 +74,7 @@ class ModelResolver(Job):
 
         stages, between = self.model_sequence(node, networks, declared)
 
-        layout = _STEM_LAYOUTS[stem.kind] if stem is not None else None
+        layout = _stem_layout(stem) if stem is not None else None
         # What flows into the next stage: its channels (and what gives them, for messages)
         # and the spatial size, (H, W) or (L,); None where an earlier error left it unknown.
         channels: int | None = None
@@ -98,6 +94,7 @@ class ModelResolver(Job):
                     self.model_transition,
                     written,
                     d,
+                    stem,
                     layout,
                     channels,
                     prev_net,
@@ -108,7 +105,7 @@ class ModelResolver(Job):
                 else:
                     transitions.append(transition)
                     channels = transition.out
-                    if written is not None and written[0].kind is not None:
+                    if written is not None and "out" in TRANSITION_KINDS[transition.kind].args:
                         giver = f"{_transition_text(written[0])} gives {channels} {_unit(layout)}"
                     elif written is not None:
                         giver = (
@@ -283,26 +280,30 @@ class ModelResolver(Job):
         self,
         written: tuple[ast.TransitionDecl, dict | None] | None,
         next_decl: ast.StageDecl,
+        stem: ir.Stem | None,
         layout: str | None,
         channels: int | None,
         prev_net: ir.Network | None,
         next_net: ir.Network | None,
     ) -> ir.Transition:
-        """The transition before stage `next_decl` (IDENTITY when none is written)."""
+        """The transition before stage `next_decl` ("identity" when none is written)."""
         same = prev_net is not None and next_net is not None and prev_net.name == next_net.name
         default = ir.Carry.STATES if same else ir.Carry.OUTPUT
         if written is None:
             if channels is None:
                 self.report.abandon()
-            return ir.Transition(ir.TransitionKind.IDENTITY, channels, default, next_decl.span)
+            return ir.Transition("identity", channels, default, next_decl.span)
         d, args = written
         what = _transition_text(d)
-        if d.kind is not None and layout == "sequence":
+        name = transition_name(d.word.id, d.kind.id if d.kind is not None else None)
+        known = TRANSITION_KINDS.get(name)
+        # An unknown kind (reported already) after `down` or `up` resizes an image.
+        needs = known.layout_in if known is not None else Layout.IMAGE
+        if needs is not None and layout is not None and layout != needs and stem is not None:
             self.report.error(
                 d.word.span,
-                f"{what} needs the image layout [N, C, H, W], but the tokens stem gives "
-                "the token layout [N, L, C]",
-                "between token stages write norm, or nothing",
+                f"{what} needs {_LAYOUT_TEXT[needs]}, but {_layout_giver(stem)}",
+                _transition_hint(layout),
             )
         carry = default
         if prev_net is not None and next_net is not None:
@@ -325,20 +326,14 @@ class ModelResolver(Job):
             carry = ir.Carry(d.carry.id)
         if args is None:
             self.report.abandon()
-        if d.kind is None:
-            if channels is None:
-                self.report.abandon()
-            return ir.Transition(ir.TransitionKind.NORM, channels, carry, d.span)
-        kind = ir.TransitionKind(f"{d.word.id} {d.kind.id}")
-        return ir.Transition(
-            kind,
-            args["out"],
-            carry,
-            d.span,
-            stride=args.get("stride", 1),
-            kernel=args.get("kernel", 3),
-            scale=args.get("scale", 1),
-        )
+        spec = TRANSITION_KINDS[name].args
+        if "out" in spec:
+            out = args["out"]
+        elif channels is None:
+            self.report.abandon()
+        else:
+            out = channels  # norm keeps the channels
+        return ir.Transition(name, out, carry, d.span, tuple((k, args[k]) for k in spec))
 
 
 def _unit(layout: str | None) -> str:
@@ -357,7 +352,28 @@ def _blocks_text(net: ir.Network) -> str:
     return f"has blocks of {_LAYOUT_NAMES[net.layout]}" if net.blocks else "has no blocks"
 
 
+# What a transition that needs another layout says, by the layout it is given.
+_LAYOUT_TEXT = {
+    "image": "the image layout [N, C, H, W]",
+    "sequence": "the token layout [N, L, C]",
+}
+_STAGES_TEXT = {"image": "image stages", "sequence": "token stages"}
+
+
+def _transition_hint(layout: str) -> str:
+    """The transitions of the registry that take `layout`: `write norm, or nothing`."""
+    fits = [
+        name
+        for name, kind in TRANSITION_KINDS.items()
+        if kind.written and kind.layout_in in (None, layout)
+    ]
+    return f"between {_STAGES_TEXT[layout]} write {', '.join(fits)}, or nothing"
+
+
+def _stem_layout(stem: ir.Stem) -> str:
+    kind = STEM_KINDS[stem.kind]
+    return (kind.layout_out or kind.layout_in).value
+
+
 def _layout_giver(stem: ir.Stem) -> str:
-    if stem.kind is ir.StemKind.TOKENS:
-        return "the tokens stem gives the token layout [N, L, C]"
-    return f"the {stem.kind} stem gives the image layout [N, C, H, W]"
+    return f"the {stem.kind} stem gives {_LAYOUT_TEXT[_stem_layout(stem)]}"

@@ -7,26 +7,14 @@ from __future__ import annotations
 import difflib
 
 from .. import ir
+from ..kinds.parts import HEAD_KINDS, STEM_KINDS, TRANSITION_KINDS, PartKind, transition_name
 from ..source import Span
 from ..syntax import ast
 from .context import Context, Job, _did_you_mean
 from .scalars import ScalarResolver
 
-# The arguments of each stem, stage, transition and head; None marks a required one.
-_STEM_ARGS: dict[str, dict[str, int | None]] = {
-    "conv": {"out": None, "kernel": 3, "stride": 1},
-    "patch": {"out": None, "size": None},
-    "tokens": {"out": None, "size": None},
-}
+# The arguments of a stage; those of the stems, transitions and heads are in their registry.
 _STAGE_ARGS: dict[str, int | None] = {"dim": None, "depth": None}
-_TRANSITION_ARGS: dict[str, dict[str, dict[str, int | None]]] = {
-    "down": {
-        "conv": {"out": None, "stride": 2, "kernel": 3},
-        "pool": {"out": None, "stride": 2},
-    },
-    "up": {"conv": {"out": None, "scale": 2, "kernel": 3}},
-}
-_HEAD_ARGS: dict[str, dict[str, int | None]] = {"classifier": {"classes": None}, "none": {}}
 _CARRIES = ("states", "output")
 
 
@@ -96,13 +84,14 @@ class PartResolver(Job):
             self.fail(node.span, f"{what} must be a positive integer, got {self.text(node)}")
         return int(value)
 
-    def odd_kernel(self, kernel: int, span: Span, what: str) -> None:
-        if kernel % 2 == 0:
-            self.fail(
-                span,
-                f"kernel of {what} must be odd, got {kernel}",
-                f"'same' padding keeps the size only for odd kernels: use {kernel + 1}",
-            )
+    def odd_args(self, kind: PartKind, args: dict[str, int], spans, what: str) -> None:
+        for key in kind.odd:
+            if args[key] % 2 == 0:
+                self.fail(
+                    spans[key],
+                    f"{key} of {what} must be odd, got {args[key]}",
+                    f"'same' padding keeps the size only for odd kernels: use {args[key] + 1}",
+                )
 
     def model_input(self, d: ast.InputDecl) -> tuple[int, int, int]:
         if len(d.sizes) != 3:
@@ -120,29 +109,30 @@ class PartResolver(Job):
         return tuple(sizes)
 
     def model_stem(self, d: ast.StemDecl) -> ir.Stem:
-        kind = d.kind.id
-        if kind not in _STEM_ARGS:
+        name = d.kind.id
+        if name not in STEM_KINDS:
             self.fail(
                 d.kind.span,
-                f"unknown stem '{kind}'",
-                _did_you_mean(kind, _STEM_ARGS) or f"known: {', '.join(_STEM_ARGS)}",
+                f"unknown stem '{name}'",
+                _did_you_mean(name, STEM_KINDS) or f"known: {', '.join(STEM_KINDS)}",
             )
-        args, spans = self.model_args(d.args, _STEM_ARGS[kind], f"stem {kind}", d.kind.span)
-        if kind == "conv":
-            self.odd_kernel(args["kernel"], spans["kernel"], "stem conv")
-            return ir.Stem(ir.StemKind.CONV, args["out"], args["kernel"], args["stride"], d.span)
-        return ir.Stem(ir.StemKind(kind), args["out"], args["size"], args["size"], d.span)
+        kind = STEM_KINDS[name]
+        args, spans = self.model_args(d.args, kind.args, f"stem {name}", d.kind.span)
+        self.odd_args(kind, args, spans, f"stem {name}")
+        return ir.Stem(name, tuple((key, args[key]) for key in kind.args), d.span)
 
     def model_head(self, d: ast.HeadDecl) -> ir.Head:
-        kind = d.kind.id
-        if kind not in _HEAD_ARGS:
+        name = d.kind.id
+        if name not in HEAD_KINDS:
             self.fail(
                 d.kind.span,
-                f"unknown head '{kind}'",
-                _did_you_mean(kind, _HEAD_ARGS) or f"known: {', '.join(_HEAD_ARGS)}",
+                f"unknown head '{name}'",
+                _did_you_mean(name, HEAD_KINDS) or f"known: {', '.join(HEAD_KINDS)}",
             )
-        args, _ = self.model_args(d.args, _HEAD_ARGS[kind], f"head {kind}", d.kind.span)
-        return ir.Head(args.get("classes"), d.span)
+        kind = HEAD_KINDS[name]
+        args, spans = self.model_args(d.args, kind.args, f"head {name}", d.kind.span)
+        self.odd_args(kind, args, spans, f"head {name}")
+        return ir.Head(name, tuple((key, args[key]) for key in kind.args), d.span)
 
     def model_transition_args(self, d: ast.TransitionDecl) -> dict[str, int]:
         word = d.word.id
@@ -156,25 +146,20 @@ class PartResolver(Job):
             if d.carry is not None and d.carry.id not in _CARRIES:
                 self.report.abandon()
             return {}
-        kind = d.kind.id
-        if kind not in _TRANSITION_ARGS[word]:
-            match = difflib.get_close_matches(kind, sorted(_TRANSITION_ARGS[word]), n=1, cutoff=0.6)
-            known = [f"{w} {k}" for w, kinds in _TRANSITION_ARGS.items() for k in kinds]
+        name = transition_name(word, d.kind.id)
+        kind = TRANSITION_KINDS.get(name)
+        if kind is None or not kind.written:
+            prefix = f"{word} "
+            same_word = sorted(k[len(prefix) :] for k in TRANSITION_KINDS if k.startswith(prefix))
+            match = difflib.get_close_matches(d.kind.id, same_word, n=1, cutoff=0.6)
+            known = [k for k, part in TRANSITION_KINDS.items() if part.written]
             self.fail(
                 d.kind.span,
-                f"unknown transition '{word} {kind}'",
-                (
-                    f"did you mean '{word} {match[0]}'?"
-                    if match
-                    else f"known: {', '.join(known)}, norm"
-                ),
+                f"unknown transition '{name}'",
+                f"did you mean '{word} {match[0]}'?" if match else f"known: {', '.join(known)}",
             )
-        args, _ = self.model_args(
-            d.args, _TRANSITION_ARGS[word][kind], f"{word} {kind}", d.kind.span
-        )
-        if "kernel" in args:
-            span = _arg_span(d, "kernel") or d.kind.span
-            self.odd_kernel(args["kernel"], span, f"{word} {kind}")
+        args, spans = self.model_args(d.args, kind.args, name, d.kind.span)
+        self.odd_args(kind, args, spans, name)
         if d.carry is not None and d.carry.id not in _CARRIES:
             self.report.abandon()
         return args
@@ -198,15 +183,7 @@ class PartResolver(Job):
     ) -> tuple[int, ...]:
         """The spatial size the stem gives the first stage: (H, W), or (L,) for tokens."""
         _, height, width = size
-        key = "stride" if stem.kind is ir.StemKind.CONV else "size"
-        step = stem.stride
-        span = _arg_span(d, key) or d.kind.span
-        self.divides(step, span, f"{key}={step} of stem {stem.kind}", height, width)
-        if stem.kind is ir.StemKind.CONV:
-            return (-(-height // step), -(-width // step))
-        if stem.kind is ir.StemKind.PATCH:
-            return (height // step, width // step)
-        return ((height // step) * (width // step),)
+        return self.part_shape(STEM_KINDS[stem.kind], dict(stem.args), d, (height, width))
 
     def transition_shape(
         self,
@@ -215,21 +192,23 @@ class PartResolver(Job):
         spatial: tuple[int, ...],
     ) -> tuple[int, ...]:
         """The spatial size after a transition."""
-        kind = transition.kind
-        if kind in (ir.TransitionKind.IDENTITY, ir.TransitionKind.NORM):
-            return spatial
+        kind = TRANSITION_KINDS[transition.kind]
+        if kind.layout_in is None:
+            return kind.shape(dict(transition.args), spatial)
         if len(spatial) != 2:
             self.report.abandon()  # a down or up transition on tokens: reported already
-        height, width = spatial
-        if kind is ir.TransitionKind.UP_CONV:
-            return (height * transition.scale, width * transition.scale)
-        d = written[0]
-        step = transition.stride
-        span = _arg_span(d, "stride") or d.kind.span
-        self.divides(step, span, f"stride={step} of {kind}", height, width)
-        if kind is ir.TransitionKind.DOWN_CONV:
-            return (-(-height // step), -(-width // step))
-        return (height // step, width // step)
+        return self.part_shape(kind, dict(transition.args), written[0], spatial)
+
+    def part_shape(
+        self, kind: PartKind, args: dict[str, int], d, spatial: tuple[int, int]
+    ) -> tuple[int, ...]:
+        """The spatial size a stem or transition gives, after checking that the arguments
+        its registry entry names divide its input's height and width."""
+        what = f"stem {kind.name}" if kind.role == "stem" else kind.name
+        for key in kind.divides:
+            span = _arg_span(d, key) or d.kind.span
+            self.divides(args[key], span, f"{key}={args[key]} of {what}", *spatial)
+        return kind.shape(args, spatial)
 
 
 def _arg_span(d, key: str) -> Span | None:

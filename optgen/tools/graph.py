@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import ir
 from ..analysis.recurrence import user_names
+from ..kinds.parts import TRANSITION_KINDS, head_text
 
 
 def _edges(net: ir.Network) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
@@ -66,14 +67,13 @@ def _model_edges(model: ir.Model) -> tuple[dict[str, str], list[tuple[str, str, 
         previous = key
         if i < len(model.transitions):
             t = model.transitions[i]
-            if t.kind is ir.TransitionKind.IDENTITY:
+            if not TRANSITION_KINDS[t.kind].runs:
                 continue
             key = f"transition{i}"
             nodes[key] = f"{t.kind}({t.out})"
             edges.append((previous, key, f"carry {t.carry}"))
             previous = key
-    head = "none" if model.head.classes is None else f"classifier({model.head.classes})"
-    nodes["head"] = f"head {head}"
+    nodes["head"] = f"head {head_text(model.head)}"
     edges.append((previous, "head", shape(model.output_shape)))
     return nodes, edges
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .. import ir, present
 from ..analysis.model import ModelCertificate
 from ..backend.emit import build_model, count_flops
+from ..kinds.parts import head_text
 
 
 def _flops_by_part(model, input_size: tuple[int, ...]) -> dict[str, int]:
@@ -81,7 +82,7 @@ def model_summary(model_ir: ir.Model, source: str, cert: ModelCertificate) -> st
     out = _shape(model_ir.output_shape) if head.classes is None else f"[{head.classes}]"
     rows.append(
         (
-            "head " + ("none" if head.classes is None else f"classifier({head.classes})"),
+            f"head {head_text(head)}",
             _params(model.head),
             flops.get("head"),
             out,
