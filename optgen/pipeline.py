@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 from . import ir
 from .analysis import Certificate, analyze
 from .analysis.model import ModelCertificate, analyze_model
-from .analysis.reversible import NotReversible, invert
 from .backend.models import lower_model, stage_networks
 from .checks.carry import slot_mismatches
 from .checks.model_size import model_size_errors
+from .checks.precision import precision_warnings
 from .checks.ranges import range_errors
-from .checks.reach import reaching_output
+from .checks.reach import unreached_warnings
+from .checks.reversible import reversible_errors
 from .errors import Diagnostic, OptgenError, Severity
-from .kinds.blocks import FLOAT32_TOLERANCE_FLOOR, tolerances_below_float32
 from .resolve import resolve
 from .source import SourceFile
 from .syntax.parse import parse
@@ -69,90 +69,6 @@ class Result:
 
     def certificate(self, net: ir.Network) -> Certificate:
         return self.certificates[self.networks.index(net)]
-
-
-REACH_CHECKED_LAYERS = 256  # deeper networks are not walked (the walk grows with depth)
-
-
-def _layers_text(layers: list[int]) -> str:
-    shown = ", ".join(f"k={k}" for k in layers[:3])
-    return shown + (f" and {len(layers) - 3} more" if len(layers) > 3 else "")
-
-
-def unreached_warnings(networks) -> list[Diagnostic]:
-    """Blocks and learnable params that never reach the output get no gradient, and DDP
-    stops at its second step unless `find_unused_parameters=True`: name them."""
-    found = []
-    for net in networks:
-        if net.depth > REACH_CHECKED_LAYERS:
-            continue
-        reach = reaching_output(net, net.depth)
-        layers = 1 if net.equilibrium else net.depth
-        for block in net.blocks:
-            reached = {k for name, k in reach.blocks if name == block.name}
-            missed = (
-                []
-                if (block.shared and reached)
-                else [k for k in range(1 if block.shared else layers) if k not in reached]
-            )
-            if missed:
-                where = (
-                    "" if block.shared or net.equilibrium else f" at layer {_layers_text(missed)}"
-                )
-                found.append(
-                    Diagnostic(
-                        Severity.WARNING,
-                        block.span,
-                        f"block {block.name} of network {net.name}{where} never reaches the"
-                        " output: its parameters get no gradient",
-                        "DistributedDataParallel needs find_unused_parameters=True for it",
-                    )
-                )
-        for p in net.params:
-            if p.learnable and p.name not in reach.params:
-                found.append(
-                    Diagnostic(
-                        Severity.WARNING,
-                        p.span,
-                        f"learnable param {p.name} of network {net.name} never reaches the"
-                        " output: it gets no gradient",
-                        "DistributedDataParallel needs find_unused_parameters=True for it",
-                    )
-                )
-    return found
-
-
-def precision_warnings(networks) -> list[Diagnostic]:
-    """A solve tolerance float32 cannot reach: the module's own default dtype misses it."""
-    found = []
-    for net in networks:
-        if net.kind is ir.NetworkKind.EXPLICIT:
-            continue
-        for role, tol, span in tolerances_below_float32(net):
-            found.append(
-                Diagnostic(
-                    Severity.WARNING,
-                    span,
-                    f"{role} tol={tol:g} of network {net.name} is below what float32 resolves"
-                    f" (about {FLOAT32_TOLERANCE_FLOOR:g}): a float32 module misses it",
-                    "run the module in float64 (module.double()), or raise tol;"
-                    " the generated tests solve in float64",
-                )
-            )
-    return found
-
-
-def reversible_errors(networks) -> list[Diagnostic]:
-    """`backward reversible` on a rule whose layers cannot be undone: a located error."""
-    found = []
-    for net in networks:
-        if not net.reversible:
-            continue
-        try:
-            invert(net)
-        except NotReversible as why:
-            found.append(Diagnostic(Severity.ERROR, net.spans["reversible"], str(why), why.hint))
-    return found
 
 
 def convergence_diagnostics(cert: Certificate, strict: bool) -> list[Diagnostic]:

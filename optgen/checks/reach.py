@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import sympy
 
 from .. import ir
+from ..errors import Diagnostic, Severity
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,54 @@ def reaching_output(net: ir.Network, depth: int) -> Reach:
         if 0 <= layer < depth and (name, is_state) in defs:
             visit(defs[(name, is_state)], layer)
     return Reach(frozenset(blocks), frozenset(params))
+
+
+REACH_CHECKED_LAYERS = 256  # deeper networks are not walked (the walk grows with depth)
+
+
+def _layers_text(layers: list[int]) -> str:
+    shown = ", ".join(f"k={k}" for k in layers[:3])
+    return shown + (f" and {len(layers) - 3} more" if len(layers) > 3 else "")
+
+
+def unreached_warnings(networks) -> list[Diagnostic]:
+    """Blocks and learnable params that never reach the output get no gradient, and DDP
+    stops at its second step unless `find_unused_parameters=True`: name them."""
+    found = []
+    for net in networks:
+        if net.depth > REACH_CHECKED_LAYERS:
+            continue
+        reach = reaching_output(net, net.depth)
+        layers = 1 if net.equilibrium else net.depth
+        for block in net.blocks:
+            reached = {k for name, k in reach.blocks if name == block.name}
+            missed = (
+                []
+                if (block.shared and reached)
+                else [k for k in range(1 if block.shared else layers) if k not in reached]
+            )
+            if missed:
+                where = (
+                    "" if block.shared or net.equilibrium else f" at layer {_layers_text(missed)}"
+                )
+                found.append(
+                    Diagnostic(
+                        Severity.WARNING,
+                        block.span,
+                        f"block {block.name} of network {net.name}{where} never reaches the"
+                        " output: its parameters get no gradient",
+                        "DistributedDataParallel needs find_unused_parameters=True for it",
+                    )
+                )
+        for p in net.params:
+            if p.learnable and p.name not in reach.params:
+                found.append(
+                    Diagnostic(
+                        Severity.WARNING,
+                        p.span,
+                        f"learnable param {p.name} of network {net.name} never reaches the"
+                        " output: it gets no gradient",
+                        "DistributedDataParallel needs find_unused_parameters=True for it",
+                    )
+                )
+    return found
