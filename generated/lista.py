@@ -108,21 +108,20 @@ def _set_param_values(module: nn.Module, values: dict) -> None:
 
 
 def _check_stored(name: str, spec: _Learnable, raw: Tensor, value: Tensor) -> None:
-    """ValueError when `value`, stored in the module's dtype, rounds outside its range:
-    1e39 is inf in float32, 1 - 1e-12 rounds to 1.0 outside [0, 1), 1e-300 to 0.0."""
+    """ValueError when `value`, stored in the module's dtype, rounds outside
+    its range: 1e39 is inf in float32, 1 - 1e-12 rounds to 1.0, outside
+    [0, 1), and 1e-300 to 0.0."""
     stored = spec.value(raw)
     dtype = str(raw.dtype).removeprefix("torch.")
+    given = f"{name} = {value.tolist()}"
     if not torch.isfinite(stored).all():
-        raise ValueError(f"{name} = {value.tolist()} is not finite in {dtype}")
+        raise ValueError(f"{given} is not finite in {dtype}")
     if spec.how == "softplus" and (stored <= 0).any():
-        raise ValueError(
-            f"{name} = {value.tolist()} rounds to 0 in {dtype}, outside its range"
-            f" ({spec.declared})"
-        )
+        raise ValueError(f"{given} rounds to 0 in {dtype}," f" outside its range ({spec.declared})")
     if spec.how == "sigmoid" and ((stored < spec.lo) | (stored >= spec.hi)).any():
         raise ValueError(
-            f"{name} = {value.tolist()} rounds to {stored.tolist()} in {dtype}, outside"
-            f" its range ({spec.declared})"
+            f"{given} rounds to {stored.tolist()} in {dtype},"
+            f" outside its range ({spec.declared})"
         )
 
 

@@ -4,6 +4,7 @@ and `convert_batchnorm` keeps a model's dtype."""
 
 import copy
 import json
+import shutil
 
 import pytest
 from conftest import run_optgen
@@ -118,6 +119,16 @@ def test_convert_batchnorm_keeps_the_dtype_of_a_float64_model():
 RESUMABLE = ["mnist", "--quick", "--seeds", "1", "--networks", "iso_convnext_gd"]
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished quick run, copied by each test that edits its report."""
+    pytest.importorskip("mlxtend")
+    out = tmp_path_factory.mktemp("finished")
+    first = run_optgen("experiment", *RESUMABLE, "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "edit, message",
@@ -126,11 +137,11 @@ RESUMABLE = ["mnist", "--quick", "--seeds", "1", "--networks", "iso_convnext_gd"
         (lambda e: e.update(params=str(e["params"])), "params is a string, not an integer"),
     ],
 )
-def test_resume_from_an_edited_report_is_exit_1_and_leaves_it(tmp_path, edit, message):
-    pytest.importorskip("mlxtend")
+def test_resume_from_an_edited_report_is_exit_1_and_leaves_it(
+    tmp_path, finished_run, edit, message
+):
     out = tmp_path / "out"
-    first = run_optgen("experiment", *RESUMABLE, "--out", str(out))
-    assert first.returncode == 0, first.stderr
+    shutil.copytree(finished_run, out)
     report = json.loads((out / "mnist.json").read_text())
     edit(report["networks"]["iso_convnext_gd"])
     (out / "mnist.json").write_text(json.dumps(report))
