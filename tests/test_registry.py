@@ -12,6 +12,7 @@ from optgen.errors import Severity
 from optgen.ir import NetworkKind
 from optgen.kinds import blocks
 from optgen.kinds.blocks import BLOCK_KINDS, Arg, ArgKind, BlockKind, Layout
+from optgen.kinds.calls import Call, Code
 from optgen.kinds.parts import HEAD_KINDS, STEM_KINDS, TRANSITION_KINDS, PartKind, Role
 
 SCALE_SOURCE = '''
@@ -192,7 +193,7 @@ def toy_parts(batched_slots: bool = True) -> tuple[PartKind, PartKind]:
         "ToyStem",
         "",
         {"out": None},
-        lambda args, ctx: f"ToyStem({ctx.in_chans}, {args['out']})",
+        lambda args, ctx: Call("ToyStem", (Code(ctx.in_chans), args["out"])),
         weights=lambda args, channels: channels * args["out"],
         source=TOY_STEM_SOURCE,
     )
@@ -202,7 +203,7 @@ def toy_parts(batched_slots: bool = True) -> tuple[PartKind, PartKind]:
         "ToyDown",
         "",
         {"out": None, "factor": 2},
-        lambda args, ctx: f"ToyDown({ctx.dim}, {args['out']}, factor={args['factor']})",
+        lambda args, ctx: Call("ToyDown", (ctx.dim, args["out"]), (("factor", args["factor"]),)),
         divides=("factor",),
         shape=lambda args, spatial: tuple(n // args["factor"] for n in spatial),
         weights=lambda args, channels: channels * args["out"],
@@ -334,7 +335,7 @@ def test_a_toy_head_is_one_entry_too(monkeypatch):
         "MeanHead",
         "",
         {"scale": 1},
-        lambda args, ctx: f"MeanHead({args['scale']})",
+        lambda args, ctx: Call("MeanHead", (args["scale"],)),
         layout_in=None,
         source=MEAN_HEAD_SOURCE,
     )

@@ -30,6 +30,7 @@ from .models import stage_starts
 from .plan import LayerRuntime
 from .prose import split_string, width_of, wrap_prose
 from .writer import (
+    call_source,
     comment_text,
     docstring_text,
     forward_source,
@@ -117,6 +118,7 @@ def _environment() -> jinja2.Environment:
     env.filters["pyrepr"] = pyrepr
     env.filters["comment"] = comment
     env.filters["pieces"] = pieces
+    env.filters["call"] = call_source
     return env
 
 

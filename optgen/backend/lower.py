@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from .. import ir
 from ..kinds import blocks
 from ..kinds.blocks import BLOCK_KINDS, Layout
+from ..kinds.calls import Call
 from . import plan
 from .lower_params import ParamPlan, fixed_param_values, param_plans
 from .lower_schedules import RecurrencePlan, Schedule, recurrence_plans
@@ -32,7 +33,7 @@ ONE = ir.ONE
 class BlockPlan:
     name: str  # key in module.blocks
     var: str
-    ctor: str  # python expression constructing one instance (uses `dim`)
+    ctor: Call  # how one instance is built (its arguments read `dim`)
     shared: bool
 
 
@@ -347,7 +348,7 @@ def backward_config(net: ir.Network) -> dict:
     return blocks.backward_config(net.backward, solver_config(net))
 
 
-def block_ctor(block: ir.Block) -> str:
+def block_ctor(block: ir.Block) -> Call:
     kind = BLOCK_KINDS[block.kind]
     return kind.constructor(block, kind)
 

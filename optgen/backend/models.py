@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import ir
+from ..kinds.calls import Call
 from ..kinds.parts import (
     HEAD_KINDS,
     STEM_KINDS,
@@ -31,10 +32,10 @@ class ModelPlan:
     model: ir.Model
     networks: tuple[ir.Network, ...]  # each network the stages run, once, in stage order
     plans: dict[str, EmitPlan]  # network name -> its plan
-    stem: str  # constructor expression (uses in_chans)
-    stage_ctors: tuple[str, ...]
-    transition_ctors: tuple[str, ...]  # "" for an identity
-    head: str  # constructor expression (uses num_classes)
+    stem: Call  # reads the constructor's in_chans
+    stage_ctors: tuple[Call, ...]
+    transition_ctors: tuple[Call, ...]  # nn.Identity() for an identity
+    head: Call  # reads the constructor's num_classes
     num_features: int
     steps: tuple[plan.Op, ...]  # forward_features: StemCall, StageCall, TransitionCall
     sources: tuple[str, ...]  # the stem, transition and head sources the file copies
@@ -78,9 +79,9 @@ def stage_networks(model: ir.Model, networks: dict[str, ir.Network]) -> tuple[ir
     )
 
 
-def _stage_ctor(stage: ir.Stage, start: int, plan: EmitPlan) -> str:
-    start_arg = f", start={start}" if start and plan.uses_k else ""
-    return f"{stage.network}({stage.dim}, depth={stage.depth}{start_arg})"
+def _stage_ctor(stage: ir.Stage, start: int, plan: EmitPlan) -> Call:
+    start_arg = (("start", start),) if start and plan.uses_k else ()
+    return Call(stage.network, (stage.dim,), (("depth", stage.depth), *start_arg))
 
 
 def _transition_call(index: int, t: ir.Transition, kind: PartKind) -> plan.TransitionCall:
@@ -126,7 +127,9 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
                 output_slot=output_slot,
             )
         )
-        assert net.kind != "equilibrium" or (before, after) == (ir.Carry.OUTPUT,) * 2
+        assert (
+            net.kind is not ir.NetworkKind.EQUILIBRIUM or (before, after) == (ir.Carry.OUTPUT,) * 2
+        )
         if i < len(model.transitions) and transition_kinds[i].runs:
             steps.append(_transition_call(i, model.transitions[i], transition_kinds[i]))
     return ModelPlan(

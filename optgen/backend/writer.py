@@ -10,7 +10,25 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from ..kinds.calls import Call, Code, Value
 from . import plan
+
+
+def value_source(value: Value) -> str:
+    """One argument of a constructor call: source in the constructor's names, or repr."""
+    if isinstance(value, Code):
+        return value.text
+    if isinstance(value, Call):
+        return call_source(value)
+    return repr(value)
+
+
+def call_source(call: Call) -> str:
+    """`MLP(dim, hidden=2 * dim, act='relu')`: how the generated file builds a module."""
+    callee = call.callee if isinstance(call.callee, str) else call_source(call.callee)
+    args = [value_source(a) for a in call.args]
+    args += [f"{key}={value_source(value)}" for key, value in call.kwargs]
+    return f"{callee}({', '.join(args)})"
 
 
 def visible_text(text: str, keep: str = "\t") -> str:

@@ -21,6 +21,8 @@ from .. import torch_names
 from ..ir import DIM
 from ..present import literal
 from ..resources import resource_path
+from .calls import DIM as DIM_CODE
+from .calls import Call, Code, Value
 from .imports import Import
 
 # Activations a block may use; every one but `identity` is non-polynomial.
@@ -181,32 +183,38 @@ def _heads_divide_dim(block, kind: BlockKind) -> list[DimCheck]:
     return checks
 
 
-def _keyword_constructor(block, kind: BlockKind) -> str:
+def _dim_value(expr) -> Value:
+    """An integer argument: a number, or Python source in `dim`."""
+    code = dim_code(expr)
+    return int(code) if code.lstrip("-").isdigit() else Code(code)
+
+
+def _keyword_constructor(block, kind: BlockKind) -> Call:
     args = dict(block.args)
-    parts = ["dim"]
+    kwargs = []
     for key, spec in kind.args.items():
         value = args.get(key, spec.default)
-        shown = repr(value) if spec.kind is ArgKind.CHOICE else dim_code(value)
-        parts.append(f"{key}={shown}")
-    return f"{kind.class_name}({', '.join(parts)})"
+        shown = str(value) if spec.kind is ArgKind.CHOICE else _dim_value(value)
+        kwargs.append((key, shown))
+    return Call(kind.class_name, (DIM_CODE,), tuple(kwargs))
 
 
-def _custom_value(v) -> str:
+def _custom_value(v) -> Value:
     if isinstance(v, (str, bool)) or v is None:
-        return repr(v)
+        return v
     v = sympy.sympify(v)
     if DIM in v.free_symbols:
-        return dim_code(v)
-    return literal(v)
+        return _dim_value(v)
+    return Code(literal(v))
 
 
-def _custom_constructor(block, kind: BlockKind) -> str:
-    kwargs = [
-        f"{k}={_custom_value(v)}"
+def _custom_constructor(block, kind: BlockKind) -> Call:
+    kwargs = tuple(
+        (k, _custom_value(v))
         for k, v in sorted(dict(block.args).items())
         if k not in kind.meta_args
-    ]
-    return f"_load_class({block.target!r})(dim{''.join(', ' + a for a in kwargs)})"
+    )
+    return Call(Call("_load_class", (block.target,)), (DIM_CODE,), kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +231,7 @@ class BlockKind:
     doc: str = ""
     helpers: tuple[str, ...] = ()  # other sources it needs, e.g. _activation.py
     imports: frozenset[Import] = frozenset()
-    constructor: Callable[[object, BlockKind], str] = _keyword_constructor
+    constructor: Callable[[object, BlockKind], Call] = _keyword_constructor
     dim_checks: Callable[[object, BlockKind], list[DimCheck]] = _fractional_dims
     # The test width must be a multiple of this argument's value (transformer heads).
     test_dim_multiple_of: str | None = None

@@ -18,6 +18,7 @@ from enum import Enum
 
 from ..resources import resource_path
 from .blocks import Layout
+from .calls import Call, Code, Value
 
 
 class Role(str, Enum):
@@ -51,6 +52,7 @@ class PartContext:
 
 
 Shape = tuple[int, ...]
+Constructor = Callable[[Mapping[str, int], PartContext], Call]
 
 
 def _same(args: Mapping[str, int], spatial: Shape) -> Shape:
@@ -103,8 +105,8 @@ class PartKind:
     template: str  # the file under templates/models/ holding it ("" with `source` or none)
     # Its arguments in order, each with its default; None marks a required one.
     args: dict[str, int | None]
-    # Python source for the module, from the resolved arguments and the context.
-    constructor: Callable[[Mapping[str, int], PartContext], str]
+    # How the generated file builds it, from the resolved arguments and the context.
+    constructor: Constructor
     odd: tuple[str, ...] = ()  # kernel sizes: odd, so that "same" padding keeps the size
     divides: tuple[str, ...] = ()  # must divide the height and width of its input
     # The layout it takes (None: any) and the one it gives (None: the one it takes).
@@ -130,20 +132,35 @@ class PartKind:
         return resource_path("templates/models", self.template).read_text("utf-8").strip()
 
 
-def _conv_stem(args: Mapping[str, int], ctx: PartContext) -> str:
-    return (
-        f"ConvStem({ctx.in_chans}, {args['out']}, kernel={args['kernel']}, "
-        f"stride={args['stride']})"
-    )
+def _building(class_name: str, *first: str, inputs: str = "in_chans", **derived) -> Constructor:
+    """The constructor `class_name(<inputs>, <first args>..., <other args>=..., **derived)`:
+    the part's first argument is the channels flowing in (the model's `in_chans` for a
+    stem, `dim` for the others), then the arguments named in `first` positionally and
+    the rest by keyword, in the registry's order; `derived` adds keywords computed from
+    the arguments and the context."""
+
+    def constructor(args: Mapping[str, int], ctx: PartContext) -> Call:
+        channels: Value = Code(ctx.in_chans) if inputs == "in_chans" else ctx.dim
+        rest = tuple((k, v) for k, v in args.items() if k not in first)
+        extra = tuple((k, f(args, ctx)) for k, f in derived.items())
+        return Call(class_name, (channels, *(args[k] for k in first)), rest + extra)
+
+    return constructor
 
 
-def _patch_stem(args: Mapping[str, int], ctx: PartContext) -> str:
-    return f"PatchStem({ctx.in_chans}, {args['out']}, size={args['size']})"
-
-
-def _token_stem(args: Mapping[str, int], ctx: PartContext) -> str:
+def _token_count(args: Mapping[str, int], ctx: PartContext) -> int:
     (tokens,) = _tokens_shape(args, ctx.input[1:])
-    return f"TokenStem({ctx.in_chans}, {args['out']}, size={args['size']}, tokens={tokens})"
+    return tokens
+
+
+def _tokens(args: Mapping[str, int], ctx: PartContext) -> bool:
+    return ctx.tokens
+
+
+def _classifier_head(args: Mapping[str, int], ctx: PartContext) -> Call:
+    # The classes come from the model's `num_classes` (timm's reset_classifier changes
+    # them), not from the declared `classes`, its default.
+    return Call("ClassifierHead", (ctx.dim, Code(ctx.num_classes)), (("tokens", ctx.tokens),))
 
 
 STEM_KINDS: dict[str, PartKind] = {
@@ -153,7 +170,7 @@ STEM_KINDS: dict[str, PartKind] = {
         "ConvStem",
         "stems.py",
         {"out": None, "kernel": 3, "stride": 1},
-        _conv_stem,
+        _building("ConvStem", "out"),
         odd=("kernel",),
         divides=("stride",),
         shape=_ceil_divided("stride"),
@@ -166,7 +183,7 @@ STEM_KINDS: dict[str, PartKind] = {
         "PatchStem",
         "stems.py",
         {"out": None, "size": None},
-        _patch_stem,
+        _building("PatchStem", "out"),
         divides=("size",),
         shape=_divided("size"),
         weights=_conv_weights("size"),
@@ -178,7 +195,7 @@ STEM_KINDS: dict[str, PartKind] = {
         "TokenStem",
         "stems.py",
         {"out": None, "size": None},
-        _token_stem,
+        _building("TokenStem", "out", tokens=_token_count),
         divides=("size",),
         layout_out=Layout.SEQUENCE,
         shape=_tokens_shape,
@@ -195,9 +212,7 @@ TRANSITION_KINDS: dict[str, PartKind] = {
         "DownConv",
         "transitions.py",
         {"out": None, "stride": 2, "kernel": 3},
-        lambda a, ctx: (
-            f"DownConv({ctx.dim}, {a['out']}, stride={a['stride']}, kernel={a['kernel']})"
-        ),
+        _building("DownConv", "out", inputs="dim"),
         odd=("kernel",),
         divides=("stride",),
         shape=_ceil_divided("stride"),
@@ -210,7 +225,7 @@ TRANSITION_KINDS: dict[str, PartKind] = {
         "DownPool",
         "transitions.py",
         {"out": None, "stride": 2},
-        lambda a, ctx: f"DownPool({ctx.dim}, {a['out']}, stride={a['stride']})",
+        _building("DownPool", "out", inputs="dim"),
         divides=("stride",),
         shape=_divided("stride"),
         weights=_conv_weights(None),
@@ -222,7 +237,7 @@ TRANSITION_KINDS: dict[str, PartKind] = {
         "UpConv",
         "transitions.py",
         {"out": None, "scale": 2, "kernel": 3},
-        lambda a, ctx: f"UpConv({ctx.dim}, {a['out']}, scale={a['scale']}, kernel={a['kernel']})",
+        _building("UpConv", "out", inputs="dim"),
         odd=("kernel",),
         shape=_times("scale"),
         weights=_conv_weights("kernel"),
@@ -234,7 +249,7 @@ TRANSITION_KINDS: dict[str, PartKind] = {
         "Norm",
         "transitions.py",
         {},
-        lambda a, ctx: f"Norm({ctx.dim}, tokens={ctx.tokens})",
+        _building("Norm", inputs="dim", tokens=_tokens),
         layout_in=None,
         doc="BatchNorm (image layout) or LayerNorm (token layout), dim kept",
     ),
@@ -244,7 +259,7 @@ TRANSITION_KINDS: dict[str, PartKind] = {
         "",
         "",
         {},
-        lambda a, ctx: "nn.Identity()",
+        lambda a, ctx: Call("nn.Identity"),
         layout_in=None,
         runs=False,
         written=False,
@@ -260,7 +275,7 @@ HEAD_KINDS: dict[str, PartKind] = {
         "ClassifierHead",
         "heads.py",
         {"classes": None},
-        lambda a, ctx: f"ClassifierHead({ctx.dim}, {ctx.num_classes}, tokens={ctx.tokens})",
+        _classifier_head,
         layout_in=None,
         weights=lambda a, features: features * a["classes"],
         doc="global average pooling, LayerNorm, Linear",
@@ -271,7 +286,7 @@ HEAD_KINDS: dict[str, PartKind] = {
         "FeatureHead",
         "heads.py",
         {},
-        lambda a, ctx: "FeatureHead()",
+        lambda a, ctx: Call("FeatureHead"),
         layout_in=None,
         doc="the last stage's output, unchanged: the model returns features",
     ),
