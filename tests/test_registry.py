@@ -219,6 +219,24 @@ def _register(monkeypatch, batched_slots: bool = True) -> None:
     monkeypatch.setitem(TRANSITION_KINDS, "down toy", down)
 
 
+def test_the_layout_hint_names_the_stems_and_blocks_of_the_registry(monkeypatch):
+    # The hint for a stage whose blocks take another layout than the stem gives is read
+    # from the registry: a new image stem appears in it with no other change.
+    _register(monkeypatch)
+    mlp = "network Mlp {\n    state x\n    block T = mlp()\n    update { x+ = x - T(x) }\n}\n"
+    text = mlp + TOY_MODEL.replace("stage Hb(dim=8, depth=2)", "stage Mlp(dim=8, depth=2)")
+    try:
+        optgen.api.frontend(text, "toy.opt")
+    except optgen.OptgenError as err:
+        hints = [d["hint"] for d in err.diagnostics]
+    else:
+        raise AssertionError("a vector stage after an image stem compiled")
+    assert (
+        "after a conv, patch or toy stem, a stage runs a network of conv or convnext blocks"
+        in hints
+    )
+
+
 def test_a_toy_stem_and_transition_touch_only_the_registry(monkeypatch, tmp_path):
     _register(monkeypatch)
     (model,) = optgen.api.frontend(TOY_MODEL, "toy.opt").models

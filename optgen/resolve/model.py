@@ -19,10 +19,6 @@ _LAYOUT_NAMES = {
     "image": "the image layout [N, dim, H, W]",
     "sequence": "the token layout [N, L, dim]",
 }
-_LAYOUT_HINTS = {
-    "image": "after a conv or patch stem, a stage runs a network of conv or convnext blocks",
-    "sequence": "after a tokens stem, a stage runs a network of transformer blocks",
-}
 
 
 class ModelResolver(Job):
@@ -123,7 +119,7 @@ class ModelResolver(Job):
                 self.report.error(
                     d.network.span,
                     f"stage {net.name} {_blocks_text(net)}, but {_layout_giver(stem)}",
-                    _LAYOUT_HINTS[layout],
+                    _layout_hint(layout),
                 )
             if channels is not None and stage.dim != channels:
                 self.report.error(
@@ -370,9 +366,24 @@ def _transition_hint(layout: str) -> str:
     return f"between {_STAGES_TEXT[layout]} write {', '.join(fits)}, or nothing"
 
 
-def _stem_layout(stem: ir.Stem) -> str:
-    kind = STEM_KINDS[stem.kind]
+def _either(names: list[str]) -> str:
+    return " or ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _layout_hint(layout: str) -> str:
+    """The stems of the registry giving `layout` and the block kinds taking it: `after a
+    tokens stem, a stage runs a network of transformer blocks`."""
+    stems = [name for name, kind in STEM_KINDS.items() if _gives(kind) == layout]
+    blocks = [name for name, kind in BLOCK_KINDS.items() if kind.layout == layout]
+    return f"after a {_either(stems)} stem, a stage runs a network of {_either(blocks)} blocks"
+
+
+def _gives(kind) -> str:
     return (kind.layout_out or kind.layout_in).value
+
+
+def _stem_layout(stem: ir.Stem) -> str:
+    return _gives(STEM_KINDS[stem.kind])
 
 
 def _layout_giver(stem: ir.Stem) -> str:
