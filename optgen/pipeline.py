@@ -157,11 +157,13 @@ def compile(
     figures = []
     for model, model_cert in zip(models, model_certificates):
         plan = lower_model(model, by_name)
-        files, flops, params = render_model(
+        files, measured = render_model(
             plan, by_network, model_cert, source_name, source.sha256, formatting
         )
         outputs.update(files)
-        figures.append((flops, params))
+        figures.append((measured.flops, measured.params))
+        if measured.failure is not None:
+            diagnostics.append(_unmeasured(model, measured.failure))
     return Result(
         source,
         networks,
@@ -171,4 +173,16 @@ def compile(
         models,
         model_certificates,
         tuple(figures),
+    )
+
+
+def _unmeasured(model, failure: str) -> Diagnostic:
+    """A model whose FLOPS (or PARAMS) are written as None: measured on the meta device
+    only, never on a real allocation."""
+    return Diagnostic(
+        Severity.WARNING,
+        model.span,
+        f"model {model.name}: FLOPS and PARAMS are measured on the meta device, and {failure};"
+        " the file writes None for what was not measured",
+        "a custom block that reads tensor values cannot run on the meta device",
     )

@@ -9,8 +9,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT
 
+import optgen
+from optgen.backend import emit
 from optgen.checks import model_size
 
 NETWORKS = """\
@@ -145,3 +148,95 @@ def test_the_catalog_models_are_far_inside_the_bounds():
         result = optgen.api.frontend(path.read_text(), str(path))
         by_name = {net.name: net for net in result.networks}
         assert model_size.model_size_errors(result.models, by_name) == []
+
+
+# A custom block whose forward reads a tensor value: it cannot run on the meta device.
+VALUE_READING_BLOCK = """
+import torch
+from torch import nn
+
+
+class ValueGate(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x):
+        scale = 1.0 if float(x.abs().max()) < 1e6 else 0.5  # reads a value
+        return scale * self.conv(x)
+"""
+VALUE_READING_MODEL = """\
+network Gated {
+    state x
+    param t = 0.5
+    block T = custom("value_gate:ValueGate", layout=image, universal=no)
+    layers 2
+    update { x+ = x - t*T(x) }
+}
+model GatedNet {
+    input [3, 8, 8]
+    stem conv(out=4)
+    stage Gated(dim=4, depth=2)
+    head classifier(classes=3)
+}
+"""
+
+
+def test_flops_are_measured_on_the_meta_device_only(tmp_path, monkeypatch):
+    # A block that reads a value fails on the meta device; its model's FLOPS is written
+    # as None, with a located warning, and nothing is built on a real device to count it.
+    (tmp_path / "value_gate.py").write_text(VALUE_READING_BLOCK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    devices = []
+    build = emit.build_model
+
+    def recording(source, class_name, device="cpu"):
+        devices.append(device)
+        return build(source, class_name, device)
+
+    monkeypatch.setattr(emit, "build_model", recording)
+    with pytest.warns(optgen.OptgenWarning, match="measured on the meta device"):
+        files = optgen.compile_source(VALUE_READING_MODEL, "gated.opt")
+    assert devices == ["meta"]
+    source = files["gated_net.py"]
+    assert "FLOPS = None" in source
+    namespace: dict = {}
+    exec(compile(source, "gated_net.py", "exec"), namespace)
+    model = namespace["GatedNet"]()
+    assert model.PARAMS == sum(p.numel() for p in model.parameters())
+    assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 3)
+    # Its generated test knows FLOPS was not measured.
+    (tmp_path / "gated_net.py").write_text(source)
+    (tmp_path / "test_gated_net.py").write_text(files["test_gated_net.py"])
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_gated_net.py"]
+        + ["-k", "flops_and_params"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_summary_measures_on_the_meta_device_only(tmp_path, monkeypatch, capsys):
+    from optgen.cli import main
+    from optgen.tools import summary
+
+    (tmp_path / "value_gate.py").write_text(VALUE_READING_BLOCK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "gated.opt"
+    path.write_text(VALUE_READING_MODEL)
+    devices = []
+    build = summary.build_model
+
+    def recording(source, class_name, device="cpu"):
+        devices.append(device)
+        return build(source, class_name, device)
+
+    monkeypatch.setattr(summary, "build_model", recording)
+    assert main(["inspect", str(path), "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert devices == ["meta"]
+    total = next(line for line in out.splitlines() if line.strip().startswith("total"))
+    params = sum(p.numel() for p in optgen.load(str(path))["GatedNet"]().parameters())
+    assert f"{params:,}" in total and "?" in total  # params counted, FLOPs unknown

@@ -482,19 +482,40 @@ def count_flops(model, input_size: tuple[int, ...]):
     return counter
 
 
-def _measure(source: str, class_name: str, input_size: tuple[int, ...]) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Measured:
+    """A model's FLOPS and PARAMS as written into its file; None where they could not be
+    measured on the meta device, and why (`failure`)."""
+
+    flops: int | None
+    params: int | None
+    failure: str | None = None
+
+
+def _measure(source: str, class_name: str, input_size: tuple[int, ...]) -> Measured:
     """FLOPs (torch.utils.flop_counter, one image) and parameters of the model in `source`.
 
-    Measured on the meta device: the counter reads the shapes of each matmul and
+    Measured on the meta device only: the counter reads the shapes of each matmul and
     convolution, not their values, so the figures are those of a CPU forward, without its
-    arithmetic (a solving stage counted at 200 iterations took seconds a model)."""
+    arithmetic and without allocating a tensor (a model asking for terabytes costs
+    nothing). A custom block that reads values cannot run there: its figures are left
+    unknown rather than measured on a real allocation."""
     try:
         model = build_model(source, class_name, "meta")
+    except Exception as err:  # noqa: BLE001 - a user's block: reported, not raised
+        return Measured(None, None, f"building it on the meta device failed ({_short(err)})")
+    params = sum(p.numel() for p in model.parameters())
+    try:
         flops = count_flops(model, input_size).get_total_flops()
-    except Exception:  # noqa: BLE001 - a custom block that reads values: measure on the CPU
-        model = build_model(source, class_name)
-        flops = count_flops(model, input_size).get_total_flops()
-    return flops, sum(p.numel() for p in model.parameters())
+    except Exception as err:  # noqa: BLE001 - a user's block that reads tensor values
+        return Measured(None, params, f"its forward pass failed on the meta device ({_short(err)})")
+    return Measured(flops, params)
+
+
+def _short(err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _stage_certificates(
@@ -541,7 +562,7 @@ def render_model(
     source_name: str,
     sha256: str,
     formatting: Formatting = BLACK_DEFAULTS,
-) -> tuple[dict[str, str], int, int]:
+) -> tuple[dict[str, str], Measured]:
     """The two files of one model (`<name>.py`, `test_<name>.py`), its FLOPS and PARAMS."""
     env = _environment()
     model = model_plan.model
@@ -580,7 +601,8 @@ def render_model(
     )
     draft = env.get_template("model.py.j2").render(**context)
     # FLOPS and PARAMS are measured on the module itself, then written into it.
-    context["flops"], context["params"] = _measure(draft, model.name, model.input)
+    measured = _measure(draft, model.name, model.input)
+    context["flops"], context["params"] = measured.flops, measured.params
     text = _formatted(env.get_template("model.py.j2").render(**context), formatting)
     stem = model_plan.file_stem
     test = env.get_template("test_model.py.j2").render(
@@ -596,7 +618,9 @@ def render_model(
             if cert.consistent is True and model_plan.plans[network].kind is NetworkKind.EXPLICIT
         ],
         solves=any(p.kind is not NetworkKind.EXPLICIT for p in plans),
+        flops_measured=measured.flops is not None,
+        params_measured=measured.params is not None,
     )
     module_name, test_name = output_files(model.name)
     files = {module_name: text, test_name: _formatted(test, formatting)}
-    return files, context["flops"], context["params"]
+    return files, measured

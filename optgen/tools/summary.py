@@ -32,8 +32,30 @@ def _flops_by_part(model, input_size: tuple[int, ...]) -> dict[str, int]:
     return parts
 
 
-def _params(module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def _params(module) -> int | None:
+    return None if module is None else sum(p.numel() for p in module.parameters())
+
+
+def _part(model, attr: str, index: int | None = None):
+    """`model.<attr>` (or its entry `index`), None where the model could not be built."""
+    if model is None:
+        return None
+    part = getattr(model, attr)
+    return part if index is None else part[index]
+
+
+def _measured(source: str, model_ir: ir.Model):
+    """The model built on the meta device and its FLOPs per part: shapes only, nothing
+    allocated (the figures `FLOPS` and `PARAMS` hold); None and {} for what a custom block
+    that reads tensor values keeps from running there."""
+    try:
+        model = build_model(source, model_ir.name, "meta")
+    except Exception:  # noqa: BLE001 - a user's block: its figures are unknown
+        return None, {}
+    try:
+        return model, _flops_by_part(model, model_ir.input)
+    except Exception:  # noqa: BLE001 - a user's block that reads tensor values
+        return model, {}
 
 
 def _shape(shape) -> str:
@@ -42,15 +64,14 @@ def _shape(shape) -> str:
 
 def model_summary(model_ir: ir.Model, source: str, cert: ModelCertificate) -> str:
     """The table of one model, from its generated source."""
-    model = build_model(source, model_ir.name)
-    solves = any(hasattr(stage, "solver") for stage in model.stages)
-    flops = _flops_by_part(model, model_ir.input)
+    model, flops = _measured(source, model_ir)
+    solves = any(not stage_cert.explicit for _, stage_cert in cert.stages)
     rows: list[tuple[str, int, int | None, str, str]] = []
     stem = model_ir.stem
     rows.append(
         (
             f"stem {stem.kind}({stem.out})",
-            _params(model.stem),
+            _params(_part(model, "stem")),
             flops.get("stem"),
             _shape(model_ir.shapes[0]),
             "",
@@ -61,7 +82,7 @@ def model_summary(model_ir: ir.Model, source: str, cert: ModelCertificate) -> st
         rows.append(
             (
                 f"stage {i} {stage.network}(dim={stage.dim}, depth={stage.depth})",
-                _params(model.stages[i]),
+                _params(_part(model, "stages", i)),
                 flops.get(f"stages.{i}"),
                 _shape(model_ir.shapes[i]),
                 present.verdict_word(stage_cert.universal),
@@ -72,7 +93,7 @@ def model_summary(model_ir: ir.Model, source: str, cert: ModelCertificate) -> st
             rows.append(
                 (
                     f"{t.kind}({t.out}), carry {t.carry}",
-                    _params(model.transitions[i]),
+                    _params(_part(model, "transitions", i)),
                     flops.get(f"transitions.{i}"),
                     _shape(model_ir.shapes[i + 1]),
                     "",
@@ -83,7 +104,7 @@ def model_summary(model_ir: ir.Model, source: str, cert: ModelCertificate) -> st
     rows.append(
         (
             f"head {head_text(head)}",
-            _params(model.head),
+            _params(_part(model, "head")),
             flops.get("head"),
             out,
             "",
