@@ -19,7 +19,7 @@ from .._version import __version__
 from ..analysis import Certificate
 from ..checks.reach import reaching_output
 from ..ir import NetworkKind
-from ..kinds.blocks import BLOCK_KINDS, ArgKind, tolerances_below_float32
+from ..kinds.blocks import BLOCK_KINDS, ArgKind, helper_source, tolerances_below_float32
 from ..kinds.imports import import_lines
 from ..naming import certificate_constant, output_files, snake_case
 from ..resources import resource_dir
@@ -282,6 +282,10 @@ def runtime_sources(plans: list[EmitPlan]) -> list[str]:
     block kinds, each once."""
     wanted = dict.fromkeys(name for p in plans for name in runtime_names(p))
     sources = copied_sources("templates/runtime", RUNTIME_FILES, wanted)
+    # A helper's table (the activations) holds the entries some block of the file uses.
+    activations = frozenset().union(*(p.activations for p in plans))
+    helpers = dict.fromkeys(name for p in plans for name in p.helpers)
+    sources += [helper_source(name, activations) for name in helpers]
     return sources + list(dict.fromkeys(text for p in plans for text in p.sources))
 
 

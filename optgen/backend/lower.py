@@ -79,10 +79,18 @@ class EmitPlan:
 
     @property
     def sources(self) -> list[str]:
-        """The block sources the file copies: each kind's helpers first, each once."""
-        names = [h for kind in self.block_kinds for h in kind.helpers]
-        texts = [blocks.helper_source(name) for name in dict.fromkeys(names)]
-        return texts + [kind.source_text() for kind in self.block_kinds]
+        """The sources of its block kinds (their shared helpers: `helpers`)."""
+        return [kind.source_text() for kind in self.block_kinds]
+
+    @property
+    def helpers(self) -> list[str]:
+        """The helper sources its block kinds share (templates/blocks/), each once."""
+        return list(dict.fromkeys(h for kind in self.block_kinds for h in kind.helpers))
+
+    @property
+    def activations(self) -> frozenset[str]:
+        """The activations its blocks are built with (their `act` arguments)."""
+        return frozenset(value for b in self.blocks for key, value in b.ctor.kwargs if key == "act")
 
     @property
     def imports(self) -> frozenset[plan.Import]:

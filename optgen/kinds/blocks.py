@@ -11,6 +11,7 @@ emitted; a solver or backward mode its options, defaults and what the adjoint in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -378,9 +379,23 @@ ELEMENTWISE_MAPS: dict[str, ElementwiseMap] = {
 }
 
 
-def helper_source(name: str) -> str:
-    """A source several kinds share (templates/blocks/<name>), e.g. `_activation`."""
-    return resource_path("templates/blocks", name).read_text(encoding="utf-8").strip()
+def helper_source(name: str, activations: frozenset[str] | None = None) -> str:
+    """A source several kinds share (templates/blocks/<name>), e.g. `_activation`; its
+    table of activations cut down to `activations` (those the file's blocks use) when
+    given, so that a file carries only what it uses."""
+    text = resource_path("templates/blocks", name).read_text(encoding="utf-8").strip()
+    if activations is None:
+        return text
+    kept = [
+        line
+        for line in text.splitlines()
+        if not (entry := _TABLE_ENTRY.match(line)) or entry.group(1) in activations
+    ]
+    return "\n".join(kept)
+
+
+# One row of the activation table of templates/blocks/_activation.py: `"relu": nn.ReLU,`.
+_TABLE_ENTRY = re.compile(r'^\s+"(\w+)": nn\.\w+,$')
 
 
 def two_layer_fact(kind: BlockKind, args: dict[str, object]) -> tuple[bool | None, str]:

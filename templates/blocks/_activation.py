@@ -1,5 +1,5 @@
 def _activation(name: str) -> nn.Module:
-    """The activation module for a block's `act` argument."""
+    """The activation module for a block's `act` argument: those this file builds."""
     table = {
         "relu": nn.ReLU,
         "gelu": nn.GELU,
