@@ -310,7 +310,7 @@ class HeavyBallChannel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         beta = 0.5
-        t = F.softplus(self.t_raw)
+        t = F.softplus(self.t_raw).to(x.dtype)
         x_prev = x
         for k in range(self.depth):
             T = self.blocks["T"][k]

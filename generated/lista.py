@@ -304,7 +304,7 @@ class Lista(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         t = 0.1
-        lam = F.softplus(self.lam_raw)
+        lam = F.softplus(self.lam_raw).to(x.dtype)
         for k in range(self.depth):
             T = self.blocks["T"][k]
             lam_t = lam[k] * t

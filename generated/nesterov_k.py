@@ -335,7 +335,7 @@ class NesterovK(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
-        t = F.softplus(self.t_raw)
+        t = F.softplus(self.t_raw).to(x.dtype)
         y = x
         for k in range(self.depth):
             T = self.blocks["T"][k]

@@ -317,7 +317,7 @@ class NesterovTransformer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         beta = 0.9
-        t = F.softplus(self.t_raw)
+        t = F.softplus(self.t_raw).to(x.dtype)
         y = x
         for k in range(self.depth):
             T = self.blocks["T"][k]

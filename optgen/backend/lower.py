@@ -183,9 +183,11 @@ class Lowerer(Solves):
             forward = self._finish((*self.prologue, *self.init, run), {output})
             init_slots = self._finish((*self.prologue, *self.init), set(slots))
             forward_slots = plan.remove_dead((*self.prologue, unpack, run), set(slots))
+            forward_slots = plan.values_like(forward_slots, "slots[0]")
             if runtime is not None:
                 layer_method = plan.remove_dead((*self.prologue, unpack, *layer), set(slots))
                 layer_method = plan.free_temporaries(layer_method, set(slots), repeats=False)
+                layer_method = plan.values_like(layer_method, "slots[0]")
             if runtime is plan.LayerRuntime.REVERSIBLE:
                 inverse_method, inverse_result = self.inverse_layer(slots)
                 inverse_method = plan.reuse_block_calls(inverse_method, plan.BlockReuse.KEEP)

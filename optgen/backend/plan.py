@@ -170,6 +170,10 @@ class ParamValue(Op):
     # A per-channel param on a layout whose channels are not last ([N, dim, H, W]): the
     # number of trailing axes of size 1 it takes, to broadcast along H and W.
     spatial_axes: int = 0
+    # A tensor in scope whose dtype the states take: the value is cast to it, so that
+    # under autocast (bfloat16 states, float32 parameters) a learnable step neither
+    # promotes the states nor meets `torch.lerp`, which wants one dtype, in another.
+    like: str = "x"
 
     @property
     def imports(self) -> frozenset[Import]:
@@ -549,6 +553,14 @@ def _prune(ops: tuple[Op, ...], used: dict[str, int], live: set[str]) -> tuple[O
             continue
         kept.append(op)
     return tuple(kept)
+
+
+def values_like(ops: tuple[Op, ...], like: str) -> tuple[Op, ...]:
+    """The ops with each learnable value cast to the dtype of `like` (a method whose input
+    is `slots`, not `x`)."""
+    return tuple(
+        dataclasses.replace(op, like=like) if isinstance(op, ParamValue) else op for op in ops
+    )
 
 
 def rename_input(ops: tuple[Op, ...], alias: str, source: str) -> tuple[Op, ...]:

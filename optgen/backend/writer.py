@@ -126,7 +126,7 @@ class ForwardWriter(CodeWriter):
             how.SIGMOID: f"torch.sigmoid({raw})",
             how.SCALED_SIGMOID: f"torch.sigmoid({raw}) * {op.hi - op.lo!r} + {op.lo!r}",
         }[op.how]
-        self.writeline(f"{op.target} = {value}")
+        self.writeline(f"{op.target} = {value}.to({op.like}.dtype)")
 
     def visit_ScalarDef(self, op: plan.ScalarDef) -> None:
         self.writeline(f"{op.target} = {op.value.text}")
