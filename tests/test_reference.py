@@ -233,7 +233,9 @@ def test_fuzzed_rules_agree_with_the_reference(fuzzed, index):
     assert_agrees(network, module, sample_input(network, index))
 
 
-RICH_SEED, RICH_CASES = 2, 20
+# A seed whose 20 rules hold every construct the generator once avoided (checkpoint with
+# windows and local history, tk[k+1] in a map, learnable params beside recursive schedules).
+RICH_SEED, RICH_CASES = 10, 20
 
 
 @pytest.fixture(scope="module")
