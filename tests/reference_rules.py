@@ -3,10 +3,7 @@ rules that reach further than tests/fuzzing.py (sums and sliding windows over st
 locals, local history, maps around and inside statements, learnable per-layer and
 per-channel params, recursive schedules read at k + 1 and 0, `x = ...` targets, inits
 with params, `checkpoint`), and the minimal reproducers of the compiler bugs the
-reference found.
-
-The generator steers clear of the known bugs (each has its reproducer below), so that they
-do not hide anything new; `avoid_known_bugs=False` generates them too.
+reference found (all fixed: tests/test_known_bugs.py keeps each as a differential test).
 """
 
 from __future__ import annotations
@@ -14,10 +11,10 @@ from __future__ import annotations
 import random
 
 
-def rich_program(rng: random.Random, index: int, avoid_known_bugs: bool = True) -> str:
+def rich_program(rng: random.Random, index: int) -> str:
     states = rng.sample(["x", "y", "z", "v"], rng.randint(1, 3))
     lines = [f"network Rich{index} {{", f"    state {', '.join(states)}"]
-    fixed, learnable, schedules, per_layer = _params(rng, lines, avoid_known_bugs)
+    fixed, learnable, schedules, per_layer = _params(rng, lines)
     blocks = ["T", "G"][: rng.randint(1, 2)]
     for block in blocks:
         kind = rng.choice(["mlp()", "mlp(act=tanh)", "linear()"])
@@ -27,20 +24,15 @@ def rich_program(rng: random.Random, index: int, avoid_known_bugs: bool = True) 
         start = [p for p in fixed + learnable if p not in per_layer + schedules]
         coef = rng.choice(["0.5", "1", *start])
         lines.append(f"    init {states[1]} = {coef}*{states[0]} + 0.5*input")
-    update = _update(rng, states, blocks, fixed + learnable, schedules, avoid_known_bugs)
-    if rng.random() < 0.25 and not (avoid_known_bugs and _checkpoint_bug(update)):
-        lines.append("    checkpoint 2")
+    update = _update(rng, states, blocks, fixed + learnable, schedules)
+    if rng.random() < 0.25:
+        lines.append(f"    checkpoint {rng.randint(1, 3)}")
     return "\n".join([*lines, "    update {", *update, "    }", "}"]) + "\n"
 
 
-def _params(rng, lines, avoid_known_bugs):
+def _params(rng, lines):
     fixed, learnable, schedules, per_layer = [], [], [], []
-    # A coefficient that mixes a learnable param and a recursive schedule is a known bug.
     kinds = ["schedule", "positive", "per_layer", "per_channel", "recursive", "constant"]
-    if avoid_known_bugs and rng.random() < 0.5:
-        kinds.remove("recursive")
-    elif avoid_known_bugs:
-        kinds = ["schedule", "recursive", "constant"]
     for i in range(rng.randint(1, 4)):
         name, kind = f"p{i}", rng.choice(kinds)
         if kind == "schedule":
@@ -68,7 +60,7 @@ def _params(rng, lines, avoid_known_bugs):
     return fixed, learnable, schedules, per_layer
 
 
-def _update(rng, states, blocks, params, schedules, avoid_known_bugs) -> list[str]:
+def _update(rng, states, blocks, params, schedules) -> list[str]:
     lines: list[str] = []
     assigned: list[str] = []
     locals_: list[str] = []
@@ -79,13 +71,11 @@ def _update(rng, states, blocks, params, schedules, avoid_known_bugs) -> list[st
             lines.append(f"        {local} = {rng.choice(blocks)}({argument})")
             locals_.append(local)
         wrap = rng.random()
-        # A schedule read at k + 1 inside a map's argument is a known bug.
-        ahead = not (avoid_known_bugs and wrap < 0.25)
         terms = [s]
         for _ in range(rng.randint(1, 4)):
-            atom = rng.choice(_atoms(rng, s, states, blocks, assigned, locals_, avoid_known_bugs))
+            atom = rng.choice(_atoms(rng, s, states, blocks, assigned, locals_))
             sign = rng.choice(["+", "-"])
-            terms.append(f"{sign} {_coef(rng, params, schedules, ahead)}*{atom}")
+            terms.append(f"{sign} {_coef(rng, params, schedules)}*{atom}")
         body = " ".join(terms)
         if wrap < 0.15:
             body = f"softshrink({body}, {rng.choice(['0.1', *(p + '*0.1' for p in params)])})"
@@ -97,7 +87,7 @@ def _update(rng, states, blocks, params, schedules, avoid_known_bugs) -> list[st
     return lines
 
 
-def _atoms(rng, s, states, blocks, assigned, locals_, avoid_known_bugs) -> list[str]:
+def _atoms(rng, s, states, blocks, assigned, locals_) -> list[str]:
     atoms = [
         f"{rng.choice(blocks)}({rng.choice(states)})",
         f"({s} - {s}-)",
@@ -107,49 +97,38 @@ def _atoms(rng, s, states, blocks, assigned, locals_, avoid_known_bugs) -> list[
         f"relu({s} - {rng.choice(states)}[0])",
         f"tanh({rng.choice(states)})",
     ]
-    # A sum over a state already assigned in this update reads its new value (SumBug).
-    summable = [t for t in states if t not in assigned] if avoid_known_bugs else states
-    if summable:
-        atoms += [
-            f"sum(i = 0..k, {rng.choice(summable)}[i])",
-            f"sum(i = 1..k, (i+1)*{rng.choice(summable)}[i])",
-            f"sum(i = k-1..k, {rng.choice(summable)}[i])",
-        ]
+    # A sum over a state already assigned in this update (SumBug, fixed) included.
+    atoms += [
+        f"sum(i = 0..k, {rng.choice(states)}[i])",
+        f"sum(i = 1..k, (i+1)*{rng.choice(states)}[i])",
+        f"sum(i = k-1..k, {rng.choice(states)}[i])",
+    ]
     atoms += [f"({t}+ - {s})" for t in assigned]
     for g in locals_:
         atoms += [g, f"{g}-", f"{g}[k-2]", f"sum(i = 0..k, {g}[i])", f"sum(i = k-2..k, {g}[i])"]
     return atoms
 
 
-def _coef(rng, params, schedules, ahead: bool) -> str:
+def _coef(rng, params, schedules) -> str:
     options = ["0.5", "0.25", "0.1"]
     if params:
         p = rng.choice(params)
         options += [p, f"{p}*0.5", f"(1 - {p})"]
     if schedules:
         p = rng.choice(schedules)
-        options += [f"{p}[0]"] + ([f"{p}[k+1]"] if ahead else [])
+        options += [f"{p}[0]", f"{p}[k+1]"]
     return rng.choice(options)
 
 
-def _checkpoint_bug(update: list[str]) -> bool:
-    """`checkpoint` with a sliding window or a local's history: a known bug."""
-    text = "\n".join(update)
-    return (
-        "k-1..k" in text
-        or "k-2..k" in text
-        or any(f"g{i}-" in text or f"g{i}[k-2]" in text for i in range(4))
-    )
-
-
-# ---------------------------------------------------------------------- known bugs
-# Minimal reproducers of what the reference found besides SumBug, each with the exception
-# the compiled module (or the compiler) raises today.
-KNOWN_BUGS = {
-    # The module's table of tk holds depth values: tk[k+1] inside a map is not seen when
-    # the table is sized (outside a map it is: examples/fista.opt).
-    "schedule_ahead_in_a_map": (
-        """
+# ---------------------------------------------------------------------- bugs it found
+# Minimal reproducers of what the reference found besides SumBug, each with what the
+# compiled module (or the compiler) did before its fix; tests/test_known_bugs.py compiles
+# each and compares it, and variations of it, with the reference.
+FOUND_BUGS = {
+    # IndexError in the constructor: the table of tk values was sized from the reads of
+    # tk in the statements' own coefficients, not in a map's argument or scalars (nor a
+    # block's argument), so tk[k+1] inside relu was one value past its end.
+    "schedule_ahead_in_a_map": """
 network AheadInMap {
     state x
     param tk[0] = 1
@@ -159,12 +138,9 @@ network AheadInMap {
     update { x+ = relu(x - tk[k+1]*T(x)) }
 }
 """,
-        IndexError,
-    ),
-    # A coefficient holding a learnable param and a recursive schedule reads `tk`, which
-    # forward never defines.
-    "learnable_times_recursive_schedule": (
-        """
+    # NameError in forward: a coefficient holding a learnable param and a recursive
+    # schedule was computed in forward from `tk`, which only __init__ defines.
+    "learnable_times_recursive_schedule": """
 network LearnableTimesRecursive {
     state x
     param tk[0] = 1
@@ -175,12 +151,9 @@ network LearnableTimesRecursive {
     update { x+ = x - T(x) + (s - tk)*x }
 }
 """,
-        NameError,
-    ),
-    # `checkpoint` with a sliding window: the checkpointed layer appends to `window`,
-    # which it never receives.
-    "checkpoint_with_a_window": (
-        """
+    # NameError in forward: with `checkpoint` a layer runs as `_layer(k, slots)`, and the
+    # list of a sliding window's terms was not among the slots it takes.
+    "checkpoint_with_a_window": """
 network CheckpointWindow {
     state x
     block T = mlp()
@@ -192,12 +165,8 @@ network CheckpointWindow {
     }
 }
 """,
-        NameError,
-    ),
-    # `checkpoint` with a local's history: the checkpointed layer reads `g_prev`, which it
-    # never receives.
-    "checkpoint_with_local_history": (
-        """
+    # UnboundLocalError in forward: likewise, a local's history `g_prev`.
+    "checkpoint_with_local_history": """
 network CheckpointLocalLag {
     state x
     block T = mlp()
@@ -209,12 +178,11 @@ network CheckpointLocalLag {
     }
 }
 """,
-        UnboundLocalError,
-    ),
 }
 
-# The analysis (optgen.check_source, and so compile) raises a TypeError out of sympy
-# ("cannot determine truth value of Relational"): an internal error, not a diagnostic.
+# The analysis (optgen.check_source, and so compile) raised a TypeError out of sympy
+# ("cannot determine truth value of Relational"): the characteristic polynomial of a matrix
+# with a Piecewise entry (the term a sum from layer 1 gains there).
 ANALYSIS_CRASH = """
 network AnalysisCrash {
     state y, z, x
@@ -229,3 +197,4 @@ network AnalysisCrash {
     }
 }
 """
+FOUND_BUGS["analysis_crash"] = ANALYSIS_CRASH

@@ -211,7 +211,9 @@ def needs_differencing(form: Form) -> bool:
     return any(isinstance(a, (ir.Initial, ir.HistorySum)) for a in form)
 
 
-def _scaled_initial(form: Form, schedules: dict) -> tuple[ir.Initial, sympy.Expr] | None:
+def _scaled_initial(
+    form: Form, schedules: dict, depth: int
+) -> tuple[ir.Initial, sympy.Expr] | None:
     """The one x[0] of `form` whose coefficient a(k) follows a schedule in k, with a(k)."""
     found = []
     for atom, coef in form.items():
@@ -228,13 +230,22 @@ def _scaled_initial(form: Form, schedules: dict) -> tuple[ir.Initial, sympy.Expr
             " does not remove it"
         )
     atom, value = found[0]
-    vanishing = [r for r in sympy.solve(value, ir.K) if r.is_integer and r >= 0]
+    vanishing = _zero_layers(value, depth)
     if vanishing:
         raise OutsideTheory(
             f"the coefficient {value} of {atom.show()} is 0 at k={vanishing[0]}, so x[0] cannot"
             " be recovered from the iterates there"
         )
     return atom, value
+
+
+def _zero_layers(value: sympy.Expr, depth: int) -> list:
+    """The layers k >= 0 at which `value` (in k) is 0: solved for, or, where sympy has no
+    method (a recursive schedule `tk(k)` has no closed form), those of the declared depth."""
+    try:
+        return [r for r in sympy.solve(value, ir.K) if r.is_integer and r >= 0]
+    except NotImplementedError:
+        return [k for k in range(depth) if value.subs(ir.K, k) == 0]
 
 
 def _differenced_with_ratio(
@@ -260,14 +271,19 @@ def _differenced_with_ratio(
 
 
 def differenced(
-    state: str, form: Form, locals_: dict[str, Form], schedules: dict | None = None
+    state: str,
+    form: Form,
+    locals_: dict[str, Form],
+    schedules: dict | None = None,
+    depth: int = 1,
 ) -> Form:
     """x_{k+1} = x_k + F_k - F_{k-1}, using x_k = F_{k-1}: x[0] cancels, a sum keeps its last term.
 
     `schedules` maps each fixed param that depends on k to its value: an x[0] whose
-    coefficient follows one is differenced exactly, layer by layer (`_differenced_with_ratio`).
+    coefficient follows one is differenced exactly, layer by layer (`_differenced_with_ratio`),
+    where it is not 0 at a layer (of the declared `depth` when sympy cannot solve for k).
     """
-    scaled = _scaled_initial(form, schedules or {})
+    scaled = _scaled_initial(form, schedules or {}, depth)
     if scaled is not None:
         return _differenced_with_ratio(state, form, *scaled, schedules)
     out: Form = {ir.StateAt(state, 0): ONE}
@@ -339,7 +355,7 @@ def reduce_rule(net: ir.Network) -> Recurrence:
     for state in net.states:
         form = next_values[state]
         if needs_differencing(form):
-            form = differenced(state, form, locals_, schedules)
+            form = differenced(state, form, locals_, schedules, net.depth)
             notes.append(
                 f"{state}+ reads {state}[0] or a sum over history: analysed as the differenced update {state}+ = {_show(form)}"
             )

@@ -122,6 +122,16 @@ def invert(net: ir.Network) -> Inverse:
             f"network {net.name} is not reversible: {why}",
             "backward reversible needs an update that is affine outside its block calls",
         ) from None
+    history = next(
+        (a for st in net.statements for a in st.form.walk() if isinstance(a, ir.Local) and a.lag),
+        None,
+    )
+    if history is not None:
+        raise NotReversible(
+            f"network {net.name} is not reversible: it reads {history.show()}, the history of"
+            " a local, which the layer's slots do not hold",
+            "write the block at the earlier iterate (T(x-)) or make the local a state",
+        )
     for state in net.states:
         if needs_differencing(next_values[state]):
             raise NotReversible(

@@ -63,9 +63,19 @@ class Root:
 
 
 def charpoly(matrix: sympy.Matrix) -> tuple[sympy.Expr, ...]:
-    """Monic characteristic polynomial of `matrix`, coefficients lowest degree first."""
-    coeffs = matrix.charpoly(Z).all_coeffs()
-    return tuple(sympy.cancel(c) for c in reversed(coeffs))
+    """Monic characteristic polynomial of `matrix`, coefficients lowest degree first.
+
+    Every function application of an entry (a `Piecewise`: the term a sum from layer
+    lo > 0 gains at layer lo; a recursive schedule `tk(k)`; `exp`, `min`) stands as a
+    symbol while the polynomial is computed: sympy's charpoly orders the factors it finds
+    by comparing their coefficients, and with such a function among them their domain is
+    sympy's expressions, where a comparison may have no truth value (TypeError, "cannot
+    determine truth value of Relational"). The coefficients are polynomials in the
+    entries, so this is exact."""
+    pieces = {p: sympy.Dummy("piece") for p in matrix.atoms(sympy.Function)}
+    coeffs = matrix.xreplace(pieces).charpoly(Z).all_coeffs()
+    back = {symbol: piece for piece, symbol in pieces.items()}
+    return tuple(sympy.cancel(c).xreplace(back) for c in reversed(coeffs))
 
 
 def poly_of(coeffs) -> sympy.Poly:

@@ -219,8 +219,8 @@ def network_view(
         output_slot=slots.index(plan.output_var) if slots else 0,
         init_slots=forward_source(plan.init_slots, carried) if slots else "",
         forward_slots=forward_source(plan.forward_slots, carried) if slots else "",
-        layer_slots=plan.slots if plan.runtime else (),
-        layer=forward_source(plan.layer, _tuple_text(plan.slots)) if plan.runtime else "",
+        layer_slots=plan.layer_slots,
+        layer=forward_source(plan.layer, _tuple_text(plan.layer_slots)) if plan.runtime else "",
         inverse=(
             forward_source(plan.inverse, _tuple_text(plan.inverse_result)) if plan.inverse else ""
         ),

@@ -70,6 +70,9 @@ class EmitPlan:
     runtime: plan.LayerRuntime | None = None
     checkpoint: int | None = None
     layer: tuple[plan.Op, ...] = ()
+    # What `_layer(k, slots)` takes and returns: the slots, and with `checkpoint` the
+    # history of locals and the terms of sliding windows (`layer_extras`).
+    layer_slots: tuple[str, ...] = ()
     inverse: tuple[plan.Op, ...] = ()
     inverse_result: tuple[str, ...] = ()
 
@@ -151,13 +154,22 @@ class Lowerer(Solves):
             BlockPlan(b.name, self.block_var[b.name], block_ctor(b), b.shared) for b in net.blocks
         ]
         self.init_states()
+        runtime = self.layer_runtime()
         for slot in self.carried:
             atom = slot.atom
             if isinstance(atom, ir.HistorySum):
                 var = self.ns.create(slot.name)
                 self.accumulators[atom] = var
                 self.init.append(plan.Zeros(var, self.input_var))
-                if atom.window is not None:
+                if atom.window is None:
+                    continue
+                if runtime is plan.LayerRuntime.CHECKPOINT:
+                    n = len(self.window_slots)
+                    base = "window" if n == 0 else f"window{n + 1}"
+                    self.window_slots[atom] = tuple(
+                        self.ns.create(ir.lag_name(base, j)) for j in range(1, atom.window + 2)
+                    )
+                else:
                     self.windows[atom] = self.ns.create("window")
                     self.init.append(plan.EmptyWindow(self.windows[atom]))
         for b in blocks_:
@@ -167,26 +179,31 @@ class Lowerer(Solves):
         rotation = self.rotation()
         layer = tuple(self.layer_setup + body + rotation)
         output = self.state_var[net.output]
-        runtime = None
         layer_method, inverse_method, inverse_result = (), (), ()
+        layer_slots: tuple[str, ...] = ()
         if net.equilibrium:
+            runtime = None
             forward = self._finish((*self.prologue, *self.init, *self.equilibrium(layer)), {output})
             slots, init_slots, forward_slots = (), (), ()
         else:
             loop = plan.Loop(layer)
             slots = self.slots()
             unpack = plan.Unpack(slots, "slots")
-            runtime = self.layer_runtime()
             # A module saving memory in backward runs its layers through the runtime, one
-            # `_layer(k, slots)` call at a time (language.md section 15).
-            run = loop if runtime is None else plan.RunLayers(slots, slots, runtime)
-            forward = self._finish((*self.prologue, *self.init, run), {output})
+            # `_layer(k, slots)` call at a time (language.md section 15); with `checkpoint`
+            # that call also takes and returns what a layer keeps for the next ones.
+            extra, start = self.layer_extras(runtime)
+            layer_slots = (*slots, *extra)
+            run = loop if runtime is None else plan.RunLayers(layer_slots, layer_slots, runtime)
+            forward = self._finish((*self.prologue, *self.init, *start, run), {output})
             init_slots = self._finish((*self.prologue, *self.init), set(slots))
-            forward_slots = plan.remove_dead((*self.prologue, unpack, run), set(slots))
+            forward_slots = plan.remove_dead((*self.prologue, unpack, *start, run), set(slots))
             forward_slots = plan.values_like(forward_slots, "slots[0]")
             if runtime is not None:
-                layer_method = plan.remove_dead((*self.prologue, unpack, *layer), set(slots))
-                layer_method = plan.free_temporaries(layer_method, set(slots), repeats=False)
+                layer_unpack = plan.Unpack(layer_slots, "slots")
+                live = set(layer_slots)
+                layer_method = plan.remove_dead((*self.prologue, layer_unpack, *layer), live)
+                layer_method = plan.free_temporaries(layer_method, live, repeats=False)
                 layer_method = plan.values_like(layer_method, "slots[0]")
             if runtime is plan.LayerRuntime.REVERSIBLE:
                 inverse_method, inverse_result = self.inverse_layer(slots)
@@ -227,6 +244,7 @@ class Lowerer(Solves):
             runtime=runtime,
             checkpoint=net.checkpoint,
             layer=layer_method,
+            layer_slots=layer_slots if runtime is not None else (),
             inverse=inverse_method,
             inverse_result=inverse_result,
         )
@@ -237,6 +255,27 @@ class Lowerer(Solves):
         if self.net.checkpoint is not None:
             return plan.LayerRuntime.CHECKPOINT
         return None
+
+    def layer_extras(self, runtime) -> tuple[tuple[str, ...], tuple[plan.Op, ...]]:
+        """What `_layer(k, slots)` carries besides the slots with `checkpoint` (whose
+        groups of layers see nothing but their slots), and the ops giving their values
+        before the first layer: the history of each local (set at layer 0 from the local
+        itself: the state stands in until then) and the last terms of each sliding window
+        (zeros: absent terms). The plain loop keeps these in the forward's own variables
+        (a window in a list); a model's stage starts them again (language.md section 5.2)."""
+        if runtime is not plan.LayerRuntime.CHECKPOINT:
+            return (), ()
+        like = self.state_var[self.net.states[0]]
+        names: list[str] = []
+        ops: list[plan.Op] = []
+        for lags in self.local_lag_var.values():
+            names += lags
+            ops += [plan.Alias(lag, like) for lag in lags]
+        for kept in self.window_slots.values():
+            names += kept
+            ops.append(plan.Zeros(kept[0], like))
+            ops += [plan.Alias(term, kept[0]) for term in kept[1:]]
+        return tuple(names), tuple(ops)
 
     def _finish(self, ops: tuple[plan.Op, ...], live: set[str]) -> tuple[plan.Op, ...]:
         if self.alias_input:

@@ -19,6 +19,9 @@ class Forms(Terms):
         # carried by the layer loop, created with the forward's init).
         self.accumulators: dict[ir.HistorySum, str] = {}
         self.windows: dict[ir.HistorySum, str] = {}
+        # With `checkpoint N` a sliding window is tensors the layer hands on (`_layer`'s
+        # slots: no list): its last m + 1 terms, the newest first.
+        self.window_slots: dict[ir.HistorySum, tuple[str, ...]] = {}
         self.reads_k = False  # a sum gains its first term at a layer after the first
         # In `_inverse_layer` only (every form there reads the slots after the layer, which
         # do not change): the variable already holding a linear form, so that a block
@@ -80,6 +83,12 @@ class Forms(Terms):
             term = self.ns.create("term")
             ops.extend(self.combine(term, terms, self.input_var))
         ops.append(plan.AddAlpha(var, var, term, None))
+        if total in self.window_slots:
+            # The terms start as zeros: subtracting one changes nothing (x - 0 is x).
+            kept = self.window_slots[total]
+            ops.append(plan.AddAlpha(var, var, kept[-1], None, subtract=True))
+            ops.append(plan.Rotate(tuple(reversed(kept)), (*reversed(kept[:-1]), term)))
+            return ops
         ops.append(plan.SlideWindow(self.windows[total], term, var, total.window + 1))
         return ops
 

@@ -40,14 +40,30 @@ class RecurrencePlan:
     count: str  # how many values __init__ needs: "start + depth + 1"
 
 
+def coefficients(form: ir.LinearForm):
+    """Every coefficient `form` holds, nested ones included: the terms' coefficients, those
+    of block and map arguments, a map's scalars (a threshold, a bound) and the body of a sum
+    over history (in k, its index set to k: the term the sum gains at layer k)."""
+    for atom, coef in form.terms:
+        yield coef
+        if isinstance(atom, ir.MapOut):
+            yield from atom.scalars
+        if isinstance(atom, (ir.BlockOut, ir.MapOut)):
+            yield from coefficients(atom.arg)
+        elif isinstance(atom, ir.HistorySum):
+            for inner in coefficients(atom.body):
+                yield sympy.sympify(inner).subs(atom.var, ir.K)
+
+
 def recurrence_plans(net: ir.Network) -> tuple[RecurrencePlan, ...]:
     """The recursive schedules the module computes, each read up to tk[k + ahead]."""
     functions = {f for p in net.params for f in schedules.schedule_functions(p.value)}
     reads = [
         a for p in net.params for a in sympy.sympify(p.value).atoms(schedules.RecursiveSchedule)
     ]
-    for st in net.statements:
-        for _, coef in st.form.terms:
+    forms = [st.form for st in net.statements] + [assign.form for assign in net.init]
+    for form in forms:
+        for coef in coefficients(form):
             reads += sympy.sympify(coef).atoms(schedules.RecursiveSchedule)
     plans = []
     prefix = snake_case(net.name)

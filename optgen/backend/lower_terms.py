@@ -68,6 +68,20 @@ def coef_name(expr: sympy.Expr) -> str:
     return "coef"
 
 
+def _collected(expr: sympy.Expr, symbols: list[sympy.Symbol]) -> sympy.Expr:
+    """`expr` as a sum of monomials in `symbols`, each coefficient simplified, where it is
+    a polynomial in them; else `expr` itself."""
+    try:
+        poly = sympy.Poly(expr, *symbols)
+    except sympy.PolynomialError:
+        return expr
+    monomials = []
+    for powers, coefficient in poly.terms():
+        monomial = sympy.Mul(*(s**n for s, n in zip(symbols, powers)))
+        monomials.append(ir.simplified(sympy.sympify(coefficient)) * monomial)
+    return sympy.Add(*monomials)
+
+
 class Terms(Scope):
     """Coefficients folded (numbers, named constants, per-layer tables, tensors) and
     linear combinations of named tensors lowered to kernels."""
@@ -156,12 +170,44 @@ class Terms(Scope):
             else (self._call_tensor_of, self.prologue)
         )
         if c.value not in table:
-            names = self._tensor_names(printed)
             var = self.ns.create(coef_name(printed) if expr is not None else "coef")
-            uses = tuple(sorted({v.split("[")[0] for v in names.values() if v != "k"}))
+            printed, tables = self._layer_tables(printed)
+            names = {**self._tensor_names(printed), **tables}
+            uses = tuple(sorted({v.split("[")[0] for v in names.values() if v != "k"} - {"self"}))
             ops.append(plan.ScalarDef(var, plan.Scalar(pyexpr(printed, names), uses)))
             table[c.value] = var
         return table[c.value]
+
+    def _layer_tables(self, expr: sympy.Expr) -> tuple[sympy.Expr, dict[sympy.Symbol, str]]:
+        """`expr` with each part that holds no learnable param but depends on k (`1 - tk`,
+        `1/(k + 1)`) read from a per-layer table (`self.coef[k]`), and those tables' names.
+
+        The forward does not know the values of a recursive schedule (`__init__` computes
+        them), and its `k` counts the layers of the module, not from `start`: the tables
+        hold the values at the layers start, ..., start + depth - 1, as every fixed
+        per-layer coefficient does. Written as a polynomial in the learnable params where it
+        is one (`(k*s + s + 1)/(k + 1)` is `s + 1/(k + 1)`)."""
+        if ir.K not in expr.free_symbols:
+            return expr, {}
+        learnable = set(self.learnable)
+        tables: dict[sympy.Symbol, str] = {}
+
+        def visit(e: sympy.Expr) -> sympy.Expr:
+            if not e.free_symbols & learnable:
+                if ir.K not in e.free_symbols:
+                    return e
+                symbol = sympy.Dummy(f"table{len(tables)}")
+                tables[symbol] = self.schedule(Coef(e, e, CoefKind.SCHEDULE))
+                return symbol
+            if not e.args:
+                return e
+            if e.is_Add or e.is_Mul:
+                fixed = [a for a in e.args if not a.free_symbols & learnable]
+                rest = [visit(a) for a in e.args if a.free_symbols & learnable]
+                return e.func(visit(e.func(*fixed)), *rest)
+            return e.func(*(visit(a) for a in e.args))
+
+        return visit(_collected(expr, sorted(expr.free_symbols & learnable, key=str))), tables
 
     def _tensor_parts(self, c: Coef) -> tuple[str, plan.Scalar | None]:
         """c = factor * base with base holding the learnable params, factor fixed."""
