@@ -257,3 +257,91 @@ def test_the_naive_writer_imports_nothing_of_lowering_nor_of_the_reference():
         if part.startswith(forbidden)
     }
     assert not found, f"optgen/backend/naive.py imports {sorted(found)}"
+
+
+def test_a_rule_it_does_not_write_gets_a_comment_instead_of_the_test(monkeypatch):
+    # A construct naive.py does not know (here: every one) skips the test, saying why.
+    from optgen.backend import emit
+
+    monkeypatch.setattr(emit, "naive_network", lambda net: "map prox, which it does not know")
+    files = _compile.__wrapped__((EXAMPLES / "gd.opt").read_text(), "gd.opt")
+    test = files["test_gd.py"]
+    assert TEST not in test and "def naive_forward" not in test
+    assert (
+        "# No test of the forward against the rule evaluated as written: map prox, which it" in test
+    )
+    compile(test, "test_gd.py", "exec")
+
+
+MODEL = """
+model Staged {
+    input [3, 8, 8]
+    stem conv(out=4, kernel=3)
+    stage Apg2Image(dim=4, depth=2)
+    down conv(out=8, stride=2)
+    stage Apg2Image(dim=8, depth=2)
+    down pool(out=8) carry output
+    stage PpmImage(dim=8, depth=2)
+    head classifier(classes=3)
+}
+
+network Apg2Image {
+    state x, z
+    init z = x
+    param theta = 2/(k+2)
+    param t = 0.5
+    block T = conv()
+    update {
+        y = (1 - theta)*x + theta*z
+        z+ = z - (t/theta)*T(y)
+        x+ = (1 - theta)*x + theta*z+ + 0.1*(x[0] - x)
+    }
+}
+
+network PpmImage {
+    state x
+    param t = 0.5
+    block T = conv()
+    update { x+ = x - t*T(x+) }
+}
+"""
+
+
+def _stage_test(folder: Path, stem: str):
+    """The stage test of a generated model's test file in `folder`."""
+    sys.modules.pop(stem, None)
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(f"test_{stem}", folder / f"test_{stem}.py")
+        tests = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tests)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop(stem, None)
+    return tests.test_each_stage_matches_its_rule_evaluated_statement_by_statement
+
+
+def test_a_models_test_checks_each_stage_explicit_and_solved(tmp_path):
+    # Stage 1 continues the recurrence (start 2: theta at k = 2, 3); stage 2 solves.
+    files = _compile(MODEL, "staged.opt")
+    test = files["test_staged.py"]
+    assert "(1, naive_forward_apg2_image, (8, 4, 4), False)" in test
+    assert "(2, naive_forward_ppm_image, (8, 2, 2), True)" in test
+    _stage_test(_write(tmp_path / "model", files), "staged")()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="miscompile found by this test: a coefficient holding a learnable param and k"
+    " (t/theta, theta = 2/(k+2)) reads the loop's layer number, not start + it, in a"
+    " stage that continues the recurrence (the reference agrees with naive_forward)",
+)
+def test_a_learnable_coefficient_in_k_in_a_continuing_stage(tmp_path):
+    text = MODEL.replace(
+        "param theta = 2/(k+2)\n    param t = 0.5",
+        "param theta = 2/(k+2)\n    param t = 0.5 learnable positive",
+    )
+    assert text != MODEL
+    files = _compile(text, "staged.opt")
+    _stage_test(_write(tmp_path / "model", files), "staged")()
