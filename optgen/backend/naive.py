@@ -299,8 +299,8 @@ class _Network:
         self.layer = f"_naive_layer{suffix}"
         self.schedules: set[type] = set()
 
-    def printer(self) -> _Printer:
-        names = {"k": "k", **{p.symbol.name: f"p_{p.name}" for p in self.net.params}}
+    def printer(self, k: str) -> _Printer:
+        names = {"k": k, **{p.symbol.name: f"p_{p.name}" for p in self.net.params}}
         return _Printer(names)
 
     def bindings(self, body: _Body, forms) -> list[str]:
@@ -328,7 +328,7 @@ class _Network:
 
     def forward_source(self) -> str:
         net = self.net
-        body = _Body(net, self.printer(), "0", "0", init=True)
+        body = _Body(net, self.printer("0"), "0", "0", init=True)
         for init in net.init:
             body.emit(f"initial[{init.state!r}] = {body.form(init.form)}")
         for state in net.states:
@@ -377,7 +377,7 @@ class _Network:
 
     def layer_source(self) -> str:
         net = self.net
-        body = _Body(net, self.printer(), "n", "k")
+        body = _Body(net, self.printer("k"), "n", "k")
         for stmt in net.statements:
             body.statement(stmt)
         self.schedules |= body.printer.schedules
