@@ -345,3 +345,27 @@ def test_a_learnable_coefficient_in_k_in_a_continuing_stage(tmp_path):
     assert text != MODEL
     files = _compile(text, "staged.opt")
     _stage_test(_write(tmp_path / "model", files), "staged")()
+
+
+def test_a_continuing_stage_with_a_sum_is_skipped_with_its_reason():
+    # Run alone from k > 0, a sum over history lacks the iterates before: the reference
+    # refuses it too. Stage 0 starts at k = 0 and keeps its test.
+    text = """
+model Summed {
+    input [3, 8, 8]
+    stem conv(out=4, kernel=3)
+    stage DenseImage(dim=4, depth=2)
+    stage DenseImage(dim=4, depth=2)
+    head classifier(classes=3)
+}
+
+network DenseImage {
+    state x
+    block T = conv()
+    update { x+ = x - 0.5*T(x) - 0.1*sum(i = 0..k, x[i]) }
+}
+"""
+    test = _compile(text, "summed.opt")["test_summed.py"]
+    assert "(0, naive_forward_dense_image, (4, 8, 8), False)" in test
+    assert "(1, naive_forward_dense_image" not in test
+    assert "# No test of a stage against its rule evaluated as written: stage 1: a sum" in test

@@ -358,7 +358,7 @@ class _Network:
                 f"    return _naive_fixed_point(update, dict(initial))[{output}]",
             ]
             return "\n".join(lines)
-        if any(isinstance(a, ir.HistorySum) for s in net.statements for a in s.form.walk()):
+        if _has_sums(net):
             lines += [
                 "    if getattr(module, 'start', 0) != 0:",
                 "        raise NotImplementedError('a sum over history from a layer k > 0')",
@@ -519,10 +519,27 @@ def naive_stages(model: ir.Model, networks) -> NaiveStages:
         else:
             written.append((net, suffix))
     names = {net.name: f"naive_forward{suffix}" for net, suffix in written}
-    stages = tuple(
-        (i, names[stage.network], tuple(model.shapes[i]), by_name[stage.network].kind != "explicit")
-        for i, stage in enumerate(model.stages)
-        if stage.network in names
-    )
+    stages = []
+    for i, stage in enumerate(model.stages):
+        net = by_name[stage.network]
+        if stage.network not in names:
+            continue
+        if _continues(model, by_name, i) and _has_sums(net):
+            # Run alone from k > 0, its sum lacks the iterates before: undefined.
+            skipped.append(f"stage {i}: a sum over history in a stage that continues")
+            continue
+        stages.append((i, names[stage.network], tuple(model.shapes[i]), net.kind != "explicit"))
     source = naive_source(written) if written else None
-    return NaiveStages(source, stages, tuple(skipped))
+    return NaiveStages(source, tuple(stages), tuple(skipped))
+
+
+def _continues(model: ir.Model, by_name: dict, index: int) -> bool:
+    """Whether stage `index` continues the recurrence of the one before (its k > 0)."""
+    if index == 0:
+        return False
+    before = by_name[model.stages[index - 1].network]
+    return model.transitions[index - 1].carry == ir.Carry.STATES and not before.equilibrium
+
+
+def _has_sums(net: ir.Network) -> bool:
+    return any(isinstance(a, ir.HistorySum) for s in net.statements for a in s.form.walk())
