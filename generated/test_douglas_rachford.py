@@ -113,3 +113,93 @@ def test_implicit_gradient_agrees_with_the_unrolled_gradient():
     assert len(grads["implicit"]) == len(grads["unroll"])
     for implicit, unrolled in zip(grads["implicit"], grads["unroll"], strict=True):
         torch.testing.assert_close(implicit, unrolled, rtol=1e-4, atol=1e-7)
+
+
+def test_forward_matches_the_rule_evaluated_statement_by_statement():
+    """module(x) against naive_forward (below): the rule as written, evaluated
+    statement by statement with every iterate kept, written by optgen apart
+    from the fused forward (no fused kernels, no slots). Random blocks and
+    learnable params moved off their starts, in float64."""
+    module = make_module(torch.float64)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if name.startswith("blocks."):
+                # Small blocks: the maps contract, both solves reach one fixed point.
+                parameter.mul_(0.3)
+            else:
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    module.solver = {"name": "anderson", "m": 5, "max_iter": 500, "tol": 1e-13}
+    rtol = 1e-8  # both sides solve to 1e-12 or less
+    x = make_input(torch.float64)
+    with torch.no_grad():
+        expected = naive_forward(module, x)
+        actual = module(x)
+    # Against the largest entry: a zero in exact arithmetic is rounding noise in one.
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * max(scale, 1.0))
+
+
+# The rule evaluated as written, from optgen's IR by a path apart from the one
+# that wrote the module's forward.
+def naive_forward(module: nn.Module, input_: Tensor) -> Tensor:
+    """DouglasRachford evaluated as written, statement by statement."""
+    params = module.params()
+    initial: dict[str, Tensor] = {}
+    initial["z"] = input_
+    initial["x"] = initial["z"]
+    initial["y"] = initial["z"]
+    states = {name: [initial[name]] for name in ("z", "x", "y")}
+    locals_: dict[str, list[Tensor]] = {}
+    for n in range(module.depth):
+        k = getattr(module, "start", 0) + n
+        new = _naive_layer(module, params, input_, initial, states, locals_, n, k)
+        for name, value in new.items():
+            states[name].append(value)
+    return states["z"][-1]
+
+
+def _naive_layer(
+    module: nn.Module,
+    params: dict[str, Tensor],
+    input_: Tensor,
+    initial: dict[str, Tensor],
+    states: dict[str, list[Tensor]],
+    locals_: dict[str, list[Tensor]],
+    n: int,
+    k: int,
+) -> dict[str, Tensor]:
+    """One layer of DouglasRachford: layer n of the module, at index k; the states' new values."""
+    p_t = 1 / 2
+    new: dict[str, Tensor] = {}
+
+    # x+ = z - t*F(x+)
+    def statement_1(z: dict[str, Tensor]) -> dict[str, Tensor]:
+        new["x"] = z["x"]
+        b_2 = module.blocks["F"][n](new["x"])
+        return {"x": (-p_t) * b_2 + states["z"][n]}
+
+    new["x"] = _naive_fixed_point(statement_1, {"x": states["x"][n]})["x"]
+
+    # y+ = 2*x+ - z - t*G(y+)
+    def statement_3(z: dict[str, Tensor]) -> dict[str, Tensor]:
+        new["y"] = z["y"]
+        b_4 = module.blocks["G"][n](new["y"])
+        return {"y": (-p_t) * b_4 + (2) * new["x"] - states["z"][n]}
+
+    new["y"] = _naive_fixed_point(statement_3, {"y": states["y"][n]})["y"]
+    # z+ = z + y+ - x+
+    new["z"] = -new["x"] + new["y"] + states["z"][n]
+    return new
+
+
+def _naive_fixed_point(f, z: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Simple iteration z <- f(z) until the largest relative residual of a sample,
+    ||f(z) - z|| / ||f(z)||, is at most 1e-12 (at most 2000 steps)."""
+    for _ in range(2000):
+        fz = f(z)
+        diff = sum((fz[s] - z[s]).reshape(fz[s].shape[0], -1).square().sum(1) for s in fz)
+        size = sum(fz[s].reshape(fz[s].shape[0], -1).square().sum(1) for s in fz)
+        if (diff.sqrt() <= 1e-12 * size.sqrt()).all():
+            return fz
+        z = fz
+    raise RuntimeError("the naive fixed-point iteration did not converge")

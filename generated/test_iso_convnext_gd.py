@@ -100,3 +100,71 @@ def test_compiles_with_fullgraph_and_exports():
         torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-5)
         exported = torch.export.export(model, (x,))
         torch.testing.assert_close(exported.module()(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_each_stage_matches_its_rule_evaluated_statement_by_statement():
+    """Each stage, run alone from its inits, against the naive_forward_* of its
+    network (below): the rule as written, evaluated statement by statement with
+    every iterate kept, written by optgen apart from the fused forward. Random
+    blocks and learnable params moved off their starts, in float64."""
+    model = make_model(torch.float64)
+    generator = torch.Generator().manual_seed(1)
+    stages = [
+        (0, naive_forward_gd_convnext, (32, 8, 8), False),
+    ]
+    for index, naive, shape, solved in stages:
+        stage = model.stages[index]
+        with torch.no_grad():
+            for name, parameter in stage.named_parameters():
+                if not name.startswith("blocks."):
+                    parameter.add_(0.3 * torch.randn_like(parameter))
+                elif solved:  # small blocks: the maps contract
+                    parameter.mul_(0.3)
+        if solved:
+            stage.solver = {"name": "anderson", "m": 5, "max_iter": 500, "tol": 1e-13}
+        rtol = 1e-8 if solved else 1e-10
+        x = torch.randn(2, *shape, generator=generator, dtype=torch.float64).to(DEVICE)
+        with torch.no_grad():
+            expected = naive(stage, x)
+            actual = stage(x)
+        scale = max(expected.abs().max().item(), 1.0)
+        try:
+            torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
+        except AssertionError as err:
+            raise AssertionError(f"stage {index}: {err}") from None
+
+
+# The rules evaluated as written, from optgen's IR by a path apart from the one
+# that wrote the model's forward.
+def naive_forward_gd_convnext(module: nn.Module, input_: Tensor) -> Tensor:
+    """GdConvnext evaluated as written, statement by statement."""
+    params = module.params()
+    initial: dict[str, Tensor] = {}
+    initial["x"] = input_
+    states = {name: [initial[name]] for name in ("x",)}
+    locals_: dict[str, list[Tensor]] = {}
+    for n in range(module.depth):
+        k = getattr(module, "start", 0) + n
+        new = _naive_layer_gd_convnext(module, params, input_, initial, states, locals_, n, k)
+        for name, value in new.items():
+            states[name].append(value)
+    return states["x"][-1]
+
+
+def _naive_layer_gd_convnext(
+    module: nn.Module,
+    params: dict[str, Tensor],
+    input_: Tensor,
+    initial: dict[str, Tensor],
+    states: dict[str, list[Tensor]],
+    locals_: dict[str, list[Tensor]],
+    n: int,
+    k: int,
+) -> dict[str, Tensor]:
+    """One layer of GdConvnext: layer n of the module, at index k; the states' new values."""
+    p_t = 1
+    new: dict[str, Tensor] = {}
+    # x+ = x - t*T(x)
+    b_1 = module.blocks["T"][n](states["x"][n])
+    new["x"] = (-p_t) * b_1 + states["x"][n]
+    return new

@@ -79,3 +79,67 @@ def test_gradcheck_of_the_learnable_params_float64():
 def test_blocks_hold_one_module_per_layer():
     module = make_module()
     assert len(module.blocks["T"]) == DEPTH
+
+
+def test_forward_matches_the_rule_evaluated_statement_by_statement():
+    """module(x) against naive_forward (below): the rule as written, evaluated
+    statement by statement with every iterate kept, written by optgen apart
+    from the fused forward (no fused kernels, no slots). Random blocks and
+    learnable params moved off their starts, in float64."""
+    module = make_module(torch.float64)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if not name.startswith("blocks."):
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    rtol = 1e-10
+    x = make_input(torch.float64)
+    with torch.no_grad():
+        expected = naive_forward(module, x)
+        actual = module(x)
+    # Against the largest entry: a zero in exact arithmetic is rounding noise in one.
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * max(scale, 1.0))
+
+
+# The rule evaluated as written, from optgen's IR by a path apart from the one
+# that wrote the module's forward.
+def naive_forward(module: nn.Module, input_: Tensor) -> Tensor:
+    """Lista evaluated as written, statement by statement."""
+    params = module.params()
+    initial: dict[str, Tensor] = {}
+    initial["x"] = input_
+    states = {name: [initial[name]] for name in ("x",)}
+    locals_: dict[str, list[Tensor]] = {}
+    for n in range(module.depth):
+        k = getattr(module, "start", 0) + n
+        new = _naive_layer(module, params, input_, initial, states, locals_, n, k)
+        for name, value in new.items():
+            states[name].append(value)
+    return states["x"][-1]
+
+
+def _naive_layer(
+    module: nn.Module,
+    params: dict[str, Tensor],
+    input_: Tensor,
+    initial: dict[str, Tensor],
+    states: dict[str, list[Tensor]],
+    locals_: dict[str, list[Tensor]],
+    n: int,
+    k: int,
+) -> dict[str, Tensor]:
+    """One layer of Lista: layer n of the module, at index k; the states' new values."""
+    p_t = 1 / 10
+    p_lam = params["lam"][n]
+    new: dict[str, Tensor] = {}
+    # x+ = softshrink(x - t*T(x), t*lam)
+    b_2 = module.blocks["T"][n](states["x"][n])
+    m_1 = _naive_softshrink((-p_t) * b_2 + states["x"][n], p_lam * p_t)
+    new["x"] = m_1
+    return new
+
+
+def _naive_softshrink(e: Tensor, lam) -> Tensor:
+    """e - lam above lam, e + lam below -lam, 0 between."""
+    lam = torch.as_tensor(lam, dtype=e.dtype, device=e.device)
+    return torch.where(e > lam, e - lam, torch.where(e < -lam, e + lam, torch.zeros_like(e)))

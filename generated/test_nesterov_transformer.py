@@ -89,3 +89,64 @@ def test_input_is_a_fixed_point_when_every_block_outputs_zero():
             layers[index] = ZeroBlock()
     x = make_input(torch.float64)
     torch.testing.assert_close(module(x), x, rtol=1e-9, atol=1e-9)
+
+
+def test_forward_matches_the_rule_evaluated_statement_by_statement():
+    """module(x) against naive_forward (below): the rule as written, evaluated
+    statement by statement with every iterate kept, written by optgen apart
+    from the fused forward (no fused kernels, no slots). Random blocks and
+    learnable params moved off their starts, in float64."""
+    module = make_module(torch.float64)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if not name.startswith("blocks."):
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    rtol = 1e-10
+    x = make_input(torch.float64)
+    with torch.no_grad():
+        expected = naive_forward(module, x)
+        actual = module(x)
+    # Against the largest entry: a zero in exact arithmetic is rounding noise in one.
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * max(scale, 1.0))
+
+
+# The rule evaluated as written, from optgen's IR by a path apart from the one
+# that wrote the module's forward.
+def naive_forward(module: nn.Module, input_: Tensor) -> Tensor:
+    """NesterovTransformer evaluated as written, statement by statement."""
+    params = module.params()
+    initial: dict[str, Tensor] = {}
+    initial["x"] = input_
+    initial["y"] = initial["x"]
+    states = {name: [initial[name]] for name in ("x", "y")}
+    locals_: dict[str, list[Tensor]] = {}
+    for n in range(module.depth):
+        k = getattr(module, "start", 0) + n
+        new = _naive_layer(module, params, input_, initial, states, locals_, n, k)
+        for name, value in new.items():
+            states[name].append(value)
+    return states["x"][-1]
+
+
+def _naive_layer(
+    module: nn.Module,
+    params: dict[str, Tensor],
+    input_: Tensor,
+    initial: dict[str, Tensor],
+    states: dict[str, list[Tensor]],
+    locals_: dict[str, list[Tensor]],
+    n: int,
+    k: int,
+) -> dict[str, Tensor]:
+    """One layer of NesterovTransformer: layer n of the module, at index k; the states' new
+    values."""
+    p_t = params["t"]
+    p_beta = 9 / 10
+    new: dict[str, Tensor] = {}
+    # x+ = y - t*T(y)
+    b_1 = module.blocks["T"][n](states["y"][n])
+    new["x"] = (-p_t) * b_1 + states["y"][n]
+    # y = x+ + beta*(x+ - x)
+    new["y"] = (-p_beta) * states["x"][n] + (p_beta + 1) * new["x"]
+    return new

@@ -27,6 +27,7 @@ from .formatting import BLACK_DEFAULTS, Formatting
 from .library import LEARNABLE_RUNTIME, RUNTIME_FILES, copied_sources
 from .lower import EmitPlan, lower
 from .models import stage_starts
+from .naive import naive_network, naive_stages
 from .plan import LayerRuntime
 from .prose import split_string, width_of, wrap_prose
 from .writer import (
@@ -343,7 +344,11 @@ def render_test(
 ) -> str:
     env = _environment()
     stem = snake_case(net.name)
+    naive = naive_network(net)
     return env.get_template("test_module.py.j2").render(
+        naive="" if isinstance(naive, str) else naive.text,
+        naive_imports=() if isinstance(naive, str) else naive.imports,
+        naive_skip=naive if isinstance(naive, str) else "",
         header=header(source_name, sha256),
         class_name=plan.class_name,
         stem=stem,
@@ -610,6 +615,7 @@ def render_model(
     text = _formatted(env.get_template("model.py.j2").render(**context), formatting)
     stem = model_plan.file_stem
     test = env.get_template("test_model.py.j2").render(
+        naive=naive_stages(model, model_plan.networks),
         header=header(source_name, sha256),
         class_name=model.name,
         stem=stem,
