@@ -57,6 +57,28 @@ network NesterovPerChannel {
     layers 3
     update { x+ = y - t*T(y); y = x+ + beta*(x+ - x) }
 }
+network MomentumReversible {
+    state x, v
+    init v = 0
+    param t = 0.5 learnable positive
+    param beta = 0.9
+    block T = mlp()
+    layers 3
+    backward reversible
+    update {
+        v+ = beta*v - t*T(x)
+        x+ = x + v+
+    }
+}
+network NesterovCheckpointed {
+    state x, y
+    param t = 0.5 learnable positive
+    param beta = 0.9 learnable in [0, 1)
+    block T = mlp()
+    layers 4
+    checkpoint 2
+    update { x+ = y - t*T(y); y = x+ + beta*(x+ - x) }
+}
 network Relaxed {
     state x
     param a = 0.5 learnable in (0, 1)
@@ -143,6 +165,8 @@ def learnable():
         "NesterovLearnable",
         "NesterovPerLayer",
         "NesterovPerChannel",
+        "MomentumReversible",
+        "NesterovCheckpointed",
         "Relaxed",
     ],
 )

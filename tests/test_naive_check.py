@@ -330,14 +330,10 @@ def test_a_models_test_checks_each_stage_explicit_and_solved(tmp_path):
     _stage_test(_write(tmp_path / "model", files), "staged")()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="miscompile found by this test: a coefficient holding a learnable param and k"
-    " (t/theta, theta = 2/(k+2)) reads the loop's layer number, not start + it, in a"
-    " stage that continues the recurrence (the reference agrees with naive_forward)",
-)
-def test_a_learnable_coefficient_in_k_in_a_continuing_stage(tmp_path):
+# A miscompile this test found: a coefficient holding a learnable param and k (t/theta,
+# theta = 2/(k+2)) read the loop's layer number, not start + it, in a stage continuing the
+# recurrence (fixed in backend/lower_terms.py: such a coefficient reads a per-layer table).
+def test_a_learnable_coefficient_in_k_reads_start_plus_k_in_a_continuing_stage(tmp_path):
     text = MODEL.replace(
         "param theta = 2/(k+2)\n    param t = 0.5",
         "param theta = 2/(k+2)\n    param t = 0.5 learnable positive",

@@ -207,6 +207,7 @@ class Lowerer(Solves):
                 layer_method = plan.values_like(layer_method, "slots[0]")
             if runtime is plan.LayerRuntime.REVERSIBLE:
                 inverse_method, inverse_result = self.inverse_layer(slots)
+                inverse_method = plan.values_like(inverse_method, "slots[0]")
                 inverse_method = plan.reuse_block_calls(inverse_method, plan.BlockReuse.KEEP)
                 layer_method = plan.reuse_block_calls(layer_method, plan.BlockReuse.REUSE)
                 inverse_method = plan.free_temporaries(

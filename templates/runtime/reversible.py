@@ -35,6 +35,9 @@ class _ReversibleLayer(torch.autograd.Function):
         slots = tuple(s.view_as(s) if any(s is t for t in inputs) else s for s in slots)
         ctx.module, ctx.k, ctx.tape, ctx.count = module, k, tape, count
         ctx.params = tensors[count:]
+        # Backward runs outside the caller's autocast: the inverse and the recompute
+        # enter it again, so that they compute what forward computed.
+        ctx.autocast = _autocast_state(inputs[0].device.type)
         ctx.last = k == module.depth - 1
         if ctx.last:
             ctx.save_for_backward(*slots)
@@ -51,7 +54,7 @@ class _ReversibleLayer(torch.autograd.Function):
         # The running statistics come back once this layer's graphs are done
         # with: a kept block call's graph saved them as they were.
         try:
-            with _KeptNormStatistics(blocks):
+            with _KeptNormStatistics(blocks), torch.autocast(*ctx.autocast):
                 with torch.no_grad():
                     before = module._inverse_layer(k, after)
                 tape.after = before if k > 0 else None
@@ -72,6 +75,21 @@ class _ReversibleLayer(torch.autograd.Function):
             for g, s in zip(found[:count], before, strict=True)
         )
         return (None, None, None, None, *slot_grads, *found[count:])
+
+
+def _autocast_state(device: str) -> tuple[str, torch.dtype | None, bool]:
+    """The arguments of `torch.autocast` that restore the autocast on `device`
+    (a device with none, such as meta: a CPU autocast turned off)."""
+    try:
+        enabled = torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device)
+    except TypeError:  # torch < 2.4 takes no device here
+        cpu = device == "cpu"
+        enabled = torch.is_autocast_cpu_enabled() if cpu else torch.is_autocast_enabled()
+        dtype = torch.get_autocast_cpu_dtype() if cpu else torch.get_autocast_gpu_dtype()
+    except RuntimeError:  # no autocast on this device type
+        enabled = False
+    return (device, dtype, True) if enabled else ("cpu", None, False)
 
 
 class _KeptBlockCalls:
