@@ -201,8 +201,13 @@ class NesterovStage(nn.Module):
                 )
             raise ValueError(f"{type(self).__name__} has no param {name!r}; learnable: none")
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_slots(self.init_slots(x))[0]
+    def forward(
+        self, x: Tensor | tuple[Tensor, ...], carry: bool = False
+    ) -> Tensor | tuple[Tensor, ...]:
+        """The stage's output from its input `x`, or from the slots a transition
+        carried in (a tuple); `carry=True` returns the slots for the next one."""
+        slots = self.forward_slots(x if isinstance(x, tuple) else self.init_slots(x))
+        return slots if carry else slots[0]
 
     def init_slots(self, x: Tensor) -> tuple[Tensor, ...]:
         """What the layer loop carries, x, y, from this stage's input."""
@@ -352,16 +357,17 @@ class DeepNesterov(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)
         # stage 0: NesterovStage, 3 layers
-        slots = self.stages[0].forward_slots(self.stages[0].init_slots(x))
+        slots = self.stages[0](x, carry=True)
         # down conv, carry states: every slot in one batch
-        slots = self.transitions[0](torch.cat(slots)).chunk(len(slots))
+        batched = self.transitions[0](torch.cat(slots))
+        slots = batched.unflatten(0, (len(slots), -1)).unbind()
         # stage 1: NesterovStage, 3 layers
-        slots = self.stages[1].forward_slots(slots)
+        slots = self.stages[1](slots, carry=True)
         # down conv, carry states: every slot in one batch
-        slots = self.transitions[1](torch.cat(slots)).chunk(len(slots))
+        batched = self.transitions[1](torch.cat(slots))
+        slots = batched.unflatten(0, (len(slots), -1)).unbind()
         # stage 2: NesterovStage, 3 layers
-        slots = self.stages[2].forward_slots(slots)
-        x = slots[0]
+        x = self.stages[2](slots)
         return x
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

@@ -193,8 +193,13 @@ class Apg2Convnext(nn.Module):
                 )
             raise ValueError(f"{type(self).__name__} has no param {name!r}; learnable: none")
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_slots(self.init_slots(x))[0]
+    def forward(
+        self, x: Tensor | tuple[Tensor, ...], carry: bool = False
+    ) -> Tensor | tuple[Tensor, ...]:
+        """The stage's output from its input `x`, or from the slots a transition
+        carried in (a tuple); `carry=True` returns the slots for the next one."""
+        slots = self.forward_slots(x if isinstance(x, tuple) else self.init_slots(x))
+        return slots if carry else slots[0]
 
     def init_slots(self, x: Tensor) -> tuple[Tensor, ...]:
         """What the layer loop carries, x, z, from this stage's input."""

@@ -84,12 +84,13 @@ def _stage_ctor(stage: ir.Stage, start: int, plan: EmitPlan) -> Call:
     return Call(stage.network, (stage.dim,), (("depth", stage.depth), *start_arg))
 
 
-def _transition_call(index: int, t: ir.Transition, kind: PartKind) -> plan.TransitionCall:
+def _transition_call(
+    index: int, t: ir.Transition, kind: PartKind, count: int
+) -> plan.TransitionCall:
     if t.carry is ir.Carry.OUTPUT:
-        slots = plan.SlotMap.OUTPUT
-    else:
-        slots = plan.SlotMap.BATCHED if kind.batched_slots else plan.SlotMap.EACH
-    return plan.TransitionCall(index, t.kind, slots)
+        return plan.TransitionCall(index, t.kind, plan.SlotMap.OUTPUT)
+    slots = plan.SlotMap.BATCHED if kind.batched_slots else plan.SlotMap.EACH
+    return plan.TransitionCall(index, t.kind, slots, count)
 
 
 def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
@@ -131,7 +132,8 @@ def lower_model(model: ir.Model, networks: dict[str, ir.Network]) -> ModelPlan:
             net.kind is not ir.NetworkKind.EQUILIBRIUM or (before, after) == (ir.Carry.OUTPUT,) * 2
         )
         if i < len(model.transitions) and transition_kinds[i].runs:
-            steps.append(_transition_call(i, model.transitions[i], transition_kinds[i]))
+            count = len(p.slots)
+            steps.append(_transition_call(i, model.transitions[i], transition_kinds[i], count))
     return ModelPlan(
         model=model,
         networks=tuple(networks[name] for name in used),

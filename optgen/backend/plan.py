@@ -136,6 +136,7 @@ class TransitionCall(Op):
     index: int
     kind: str
     slots: SlotMap
+    count: int = 1  # the slots it carries (1 for carry output)
     DEFINES: ClassVar[tuple[str, ...]] = ()
     PURE: ClassVar[bool] = False
 

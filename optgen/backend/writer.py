@@ -299,15 +299,13 @@ class FeaturesWriter(CodeWriter):
 
     def visit_StageCall(self, op: plan.StageCall) -> None:
         self.writeline(f"# stage {op.index}: {op.network}, {op.depth} layers")
+        # Through the module's __call__: its hooks fire and FSDP2 can wrap each stage.
         call = f"self.stages[{op.index}]"
-        if op.from_slots:
-            self.writeline(f"slots = {call}.forward_slots(slots)")
-        elif op.to_slots:
-            self.writeline(f"slots = {call}.forward_slots({call}.init_slots(x))")
+        given = "slots" if op.from_slots else "x"
+        if op.to_slots:
+            self.writeline(f"slots = {call}({given}, carry=True)")
         else:
-            self.writeline(f"x = {call}(x)")
-        if op.from_slots and not op.to_slots:
-            self.writeline(f"x = slots[{op.output_slot}]")
+            self.writeline(f"x = {call}({given})")
 
     def visit_TransitionCall(self, op: plan.TransitionCall) -> None:
         module = f"self.transitions[{op.index}]"
@@ -315,11 +313,18 @@ class FeaturesWriter(CodeWriter):
             # One batch of every slot: its BatchNorm takes one statistic and applies one
             # affine map to all of them, in training and eval alike, so that x - x-
             # keeps its meaning; slot by slot, each call normalized on its own.
-            self.writeline(f"# {op.kind}, carry states: every slot in one batch")
-            self.writeline(f"slots = {module}(torch.cat(slots)).chunk(len(slots))")
+            # Split by the slots' own batch (unflatten, not chunk): export keeps the batch
+            # dimension dynamic. A single slot needs no batch of its own.
+            if op.count == 1:
+                self.writeline(f"# {op.kind}, carry states: the one slot")
+                self.writeline(f"slots = ({module}(slots[0]),)")
+            else:
+                self.writeline(f"# {op.kind}, carry states: every slot in one batch")
+                self.writeline(f"batched = {module}(torch.cat(slots))")
+                self.writeline("slots = batched.unflatten(0, (len(slots), -1)).unbind()")
         elif op.slots is plan.SlotMap.EACH:
             self.writeline(f"# {op.kind}, carry states: each slot on its own")
-            self.writeline(f"slots = [{module}(slot) for slot in slots]")
+            self.writeline(f"slots = tuple({module}(slot) for slot in slots)")
         else:
             self.writeline(f"# {op.kind}, carry output")
             self.writeline(f"x = {module}(x)")
