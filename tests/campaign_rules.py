@@ -688,7 +688,7 @@ def known_bug(text: str, err: BaseException) -> str | None:
     """The known bug (KNOWN) a crash is, from its exception and the construct in the text."""
     windows = any(w in text for w in WINDOWS)
     local_lag = re.search(r"\bg\d+(-|\[k-)", text) is not None
-    recursive = "[k+1] =" in text
+    recursive = re.search(r"param \w+\[k\+1\]", text) is not None
     if isinstance(err, TypeError) and "Relational" in str(err):
         return "analysis_crash"
     if type(err).__name__ == "DomainError" and "zoo" in str(err):
