@@ -139,11 +139,19 @@ class Summary:
             "compared": len(compared),
             "order_sensitive_compared": order,
             "agree": status["compared"],
-            "mismatches": [finding(r) for r in rows if r["status"] == "mismatch"],
+            "mismatches": [
+                finding(r) for r in rows if r["status"] == "mismatch" and not r["known"]
+            ],
+            "known_bug_mismatches": dict(
+                collections.Counter(
+                    r["known"] for r in rows if r["status"] == "mismatch" and r["known"]
+                )
+            ),
             "crashes": [finding(r) for r in new_crashes],
             "known_bug_crashes": dict(known),
             "known_bug_examples": {
-                k: next(r["seed"] for r in crashes if r["known"] == k) for k in known
+                k: [r["seed"] for r in rows if r["known"] == k][:5]
+                for k in sorted({r["known"] for r in rows if r["known"]})
             },
             "crash_signatures": _signatures(crashes),
             "unsupported": status["unsupported"],
@@ -194,7 +202,8 @@ def _print(summary: dict) -> None:
         "not_converged",
     ):
         print(f"  {key}: {summary[key]}")
-    print(f"  mismatches: {len(summary['mismatches'])}")
+    print(f"  mismatches (new): {len(summary['mismatches'])}")
+    print(f"  known-bug mismatches: {summary['known_bug_mismatches']}")
     print(f"  crashes (new): {len(summary['crashes'])}")
     print(f"  known-bug crashes: {summary['known_bug_crashes']}")
     for signature, group in summary["crash_signatures"].items():
@@ -270,7 +279,8 @@ def main(argv=None) -> int:
                 print(
                     f"{done} cases, {len(partial['mismatches'])} mismatches, "
                     f"{len(partial['crashes'])} new crashes, "
-                    f"{sum(partial['known_bug_crashes'].values())} known, "
+                    f"{sum(partial['known_bug_crashes'].values())} known crashes, "
+                    f"{sum(partial['known_bug_mismatches'].values())} known mismatches, "
                     f"{partial['rejected']} rejected, {partial['time_s']:.0f} s",
                     file=sys.stderr,
                     flush=True,

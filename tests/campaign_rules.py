@@ -26,6 +26,7 @@ is, from its exception and the construct in the text.
 from __future__ import annotations
 
 import functools
+import inspect
 import random
 import re
 import signal
@@ -60,6 +61,11 @@ KNOWN = {
     # Found by this campaign (reproducers in tests/test_differential_campaign.py):
     "implicit_sum_in_a_map": "an implicit statement in a map, with a sum: UnboundLocalError",
     "analysis_domain_error": "x[0] and a lag scaled by a fraction in k: sympy DomainError",
+    "analysis_division_by_zero": "a sum and a lag scaled by k/(k+1): ZeroDivisionError",
+    "learnable_times_k_without_start": (
+        "k only in coefficients with a learnable param: the class takes no `start` "
+        "(TypeError), a continuing model stage restarts at k = 0 (a mismatch)"
+    ),
 }
 
 
@@ -695,6 +701,10 @@ def known_bug(text: str, err: BaseException) -> str | None:
         return "analysis_domain_error"
     if isinstance(err, UnboundLocalError) and "history_sum" in str(err):
         return "implicit_sum_in_a_map"
+    if isinstance(err, ZeroDivisionError) and "lambdifygenerated" in _where(err):
+        return "analysis_division_by_zero"
+    if isinstance(err, TypeError) and "unexpected keyword argument 'start'" in str(err):
+        return "learnable_times_k_without_start"
     if isinstance(err, IndexError) and re.search(r"\w\[k\+\d\]", text.split("update {")[-1]):
         return "schedule_ahead_in_a_map"
     if isinstance(err, UnboundLocalError) and "checkpoint" in text and local_lag:
@@ -705,6 +715,22 @@ def known_bug(text: str, err: BaseException) -> str | None:
         if recursive and "learnable" in text:
             return "learnable_times_recursive_schedule"
     return None
+
+
+def _where(err: BaseException) -> str:
+    return "".join(traceback.format_tb(err.__traceback__))
+
+
+def _restarts_k(case: Case, classes: dict[str, type]) -> bool:
+    """A model stage whose class takes no `start` though its update reads `k`: after
+    `carry states` it restarts at k = 0 (learnable_times_k_without_start)."""
+    for part in case.text.split("network ")[1:]:
+        name = part.split()[0]
+        update = re.sub(r"\[[^\]]*\]", "", part.split("update {")[-1])
+        k = re.search(r"\bk\b", update) is not None
+        if k and name in classes and "start" not in inspect.signature(classes[name]).parameters:
+            return True
+    return False
 
 
 def _load(result: pipeline.Result, names: list[str]) -> dict[str, type]:
@@ -853,6 +879,8 @@ def check_case(case: Case, result: pipeline.Result, deadline: int = 0) -> Outcom
         if not outcome.error <= rtol:  # NaN is a mismatch too
             outcome.status = "mismatch"
             outcome.message = f"{outcome.worst} differs by {outcome.error:.3g} (rtol {rtol:g})"
+            if case.model and "carry:states" in case.features and _restarts_k(case, classes):
+                outcome.known = "learnable_times_k_without_start"
     outcome.seconds = time.perf_counter() - start
     return outcome
 
