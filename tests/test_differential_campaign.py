@@ -196,8 +196,23 @@ network SumAndScaledLag {
 """,
         ZeroDivisionError,
     ),
-    # `k` only in a coefficient holding a learnable param: the class takes no `start`
-    # (docs/language.md section 10: a rule whose coefficients depend on k takes it).
+    # `k` in a coefficient holding a learnable param reads the layer loop's k, not
+    # start + k: from a later first layer, t*k*T(x) is computed as at k = 0, 1, ...
+    "learnable_times_k_ignores_start": (
+        """
+network LearnableTimesKStart {
+    state x
+    param t = 0.5 learnable positive
+    param s = 1/(k+1)
+    block T = mlp()
+    layers 2
+    update { x+ = x - t*k*T(x) - s*T(x) }
+}
+""",
+        None,
+    ),
+    # ... and when nothing else reads k, the class takes no `start` at all (docs/language.md
+    # section 10: a rule whose coefficients depend on k takes it).
     "learnable_times_k_without_start": (
         """
 network LearnableTimesK {
@@ -232,7 +247,10 @@ network LearnableK {
         None,
     ),
 }
-SIGNATURE = {"learnable_times_k_in_a_continuing_stage": "learnable_times_k_without_start"}
+SIGNATURE = {
+    "learnable_times_k_without_start": "learnable_times_k_ignores_start",
+    "learnable_times_k_in_a_continuing_stage": "learnable_times_k_ignores_start",
+}
 
 
 @pytest.mark.parametrize("name", sorted(FOUND))
