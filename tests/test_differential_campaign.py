@@ -279,3 +279,17 @@ def test_the_pilot_seeds_are_reproducible():
     rng = random.Random(0)
     seeds = [rng.randrange(10**7) for _ in range(3)]
     assert [campaign_case(s).seed for s in seeds] == seeds
+
+
+def test_a_rejected_case_leaves_the_rest_of_its_batch_compared():
+    valid = "network Good{i} {{\n    state x\n    block T = mlp()\n    update {{ x+ = x - 0.5*T(x) }}\n}}\n"
+    invalid = "network Bad {\n    state x\n    block T = mlp()\n    update { x+ = x*T(x) }\n}\n"
+    cases = [
+        Case(1, "network", valid.format(i=1), ["Good1"]),
+        Case(2, "network", invalid, ["Bad"]),
+        Case(3, "network", valid.format(i=3), ["Good3"]),
+    ]
+    outcomes = check_batch(cases)
+    assert [o.status for o in outcomes] == ["compared", "rejected", "compared"]
+    assert outcomes[1].message.startswith("4:")  # the line within its own case
+    assert "product of two tensor expressions" in outcomes[1].message
