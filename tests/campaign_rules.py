@@ -61,6 +61,7 @@ KNOWN = {
     "implicit_sum_in_a_map": "an implicit statement in a map, with a sum: UnboundLocalError",
     "analysis_domain_error": "x[0] and a lag scaled by a fraction in k: sympy DomainError",
     "analysis_division_by_zero": "a sum and a lag scaled by k/(k+1): ZeroDivisionError",
+    "analysis_min_schedule": "x[0] scaled by a min/max schedule: sympy NotImplementedError",
     "learnable_times_k_ignores_start": (
         "k in a coefficient with a learnable param reads the loop's k, not start + k: a "
         "mismatch from a later `start` or in a stage after `carry states`; the class takes "
@@ -703,6 +704,8 @@ def known_bug(text: str, err: BaseException) -> str | None:
         return "implicit_sum_in_a_map"
     if isinstance(err, ZeroDivisionError) and "lambdifygenerated" in _where(err):
         return "analysis_division_by_zero"
+    if isinstance(err, NotImplementedError) and "solve equation" in str(err):
+        return "analysis_min_schedule"
     if isinstance(err, TypeError) and "unexpected keyword argument 'start'" in str(err):
         return "learnable_times_k_ignores_start"
     if isinstance(err, IndexError) and re.search(r"\w\[k\+\d\]", text.split("update {")[-1]):

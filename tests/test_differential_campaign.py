@@ -196,6 +196,21 @@ network SumAndScaledLag {
 """,
         ZeroDivisionError,
     ),
+    # x[0] scaled by a schedule written with min (or max): the analysis asks sympy for
+    # the layers where the coefficient vanishes, which it cannot solve
+    # (NotImplementedError out of compile and check_source).
+    "analysis_min_schedule": (
+        """
+network MinSchedule {
+    state x
+    param p = min(0.5, k/4)
+    block T = mlp()
+    layers 4
+    update { x+ = x - 0.1*T(x) + 0.5*p*x[0] }
+}
+""",
+        NotImplementedError,
+    ),
     # `k` in a coefficient holding a learnable param reads the layer loop's k, not
     # start + k: from a later first layer, t*k*T(x) is computed as at k = 0, 1, ...
     "learnable_times_k_ignores_start": (
