@@ -61,7 +61,7 @@ KNOWN = {
     "implicit_sum_in_a_map": "an implicit statement in a map, with a sum: UnboundLocalError",
     "analysis_domain_error": "x[0] and a lag scaled by a fraction in k: sympy DomainError",
     "analysis_division_by_zero": "a sum and a lag scaled by k/(k+1): ZeroDivisionError",
-    "analysis_min_schedule": "x[0] scaled by a min/max schedule: sympy NotImplementedError",
+    "analysis_min_schedule": "x[0] scaled by a min/max or recursive schedule: sympy solve fails",
     "learnable_times_k_ignores_start": (
         "k in a coefficient with a learnable param reads the loop's k, not start + k: a "
         "mismatch from a later `start` or in a stage after `carry states`; the class takes "

@@ -211,6 +211,20 @@ network MinSchedule {
 """,
         NotImplementedError,
     ),
+    # ... and by a recursive schedule.
+    "analysis_recursive_schedule": (
+        """
+network RecursiveScalesInitial {
+    state x
+    param tk[0] = 1
+    param tk[k+1] = tk/(1 + tk)
+    block T = mlp()
+    layers 4
+    update { x+ = x - 0.1*T(x) + 0.5*(tk - 1)*x[0] }
+}
+""",
+        NotImplementedError,
+    ),
     # `k` in a coefficient holding a learnable param reads the layer loop's k, not
     # start + k: from a later first layer, t*k*T(x) is computed as at k = 0, 1, ...
     "learnable_times_k_ignores_start": (
@@ -263,6 +277,7 @@ network LearnableK {
     ),
 }
 SIGNATURE = {
+    "analysis_recursive_schedule": "analysis_min_schedule",
     "learnable_times_k_without_start": "learnable_times_k_ignores_start",
     "learnable_times_k_in_a_continuing_stage": "learnable_times_k_ignores_start",
 }
