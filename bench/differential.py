@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -111,8 +112,10 @@ class Summary:
             for r in compared
         )
 
-        def worst(solved: bool) -> dict | None:
+        def worst(solved: bool, agreeing: bool = False) -> dict | None:
             pool = [r for r in compared if r["solved"] == solved]
+            if agreeing:
+                pool = [r for r in pool if r["status"] == "compared"]
             if not pool:
                 return None
             r = max(pool, key=lambda r: r["error"])
@@ -157,6 +160,19 @@ class Summary:
             "unsupported": status["unsupported"],
             "not_converged": status["not_converged"],
             "max_relative_error": {"explicit": worst(False), "solved": worst(True)},
+            "max_relative_error_agreeing": {
+                "explicit": worst(False, True),
+                "solved": worst(True, True),
+            },
+            "error_decades": dict(
+                sorted(
+                    collections.Counter(
+                        "0" if r["error"] == 0 else f"1e{math.floor(math.log10(r['error']))}"
+                        for r in compared
+                        if r["error"] == r["error"]  # not NaN
+                    ).items()
+                )
+            ),
             "rejections": dict(rejections.most_common()),
             "rejection_examples": {
                 p: next(
@@ -209,6 +225,7 @@ def _print(summary: dict) -> None:
     for signature, group in summary["crash_signatures"].items():
         print(f"    {group['count']} x [{group['known'] or 'NEW'}] {signature}")
     print(f"  max relative error: {summary['max_relative_error']}")
+    print(f"  ... of the agreeing cases: {summary['max_relative_error_agreeing']}")
     print(f"  rejection rate: {summary['rejection_rate']:.3f}")
     for pattern, count in summary["rejections"].items():
         print(f"    {count} x {pattern}")
