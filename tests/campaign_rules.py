@@ -62,6 +62,7 @@ KNOWN = {
     "analysis_domain_error": "x[0] and a lag scaled by a fraction in k: sympy DomainError",
     "analysis_division_by_zero": "a sum and a lag scaled by k/(k+1): ZeroDivisionError",
     "analysis_min_schedule": "x[0] scaled by a min/max or recursive schedule: sympy solve fails",
+    "analysis_nan_step": "a local of x[0] and T(x - x-) read at lags: the step h is NaN (TypeError)",
     "learnable_times_k_ignores_start": (
         "k in a coefficient with a learnable param reads the loop's k, not start + k: a "
         "mismatch from a later `start` or in a stage after `carry states`; the class takes "
@@ -704,6 +705,8 @@ def known_bug(text: str, err: BaseException) -> str | None:
         return "implicit_sum_in_a_map"
     if isinstance(err, ZeroDivisionError) and "lambdifygenerated" in _where(err):
         return "analysis_division_by_zero"
+    if isinstance(err, TypeError) and "Invalid NaN comparison" in str(err):
+        return "analysis_nan_step"
     if isinstance(err, NotImplementedError) and "solve equation" in str(err):
         return "analysis_min_schedule"
     if isinstance(err, TypeError) and "unexpected keyword argument 'start'" in str(err):

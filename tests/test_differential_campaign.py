@@ -225,6 +225,23 @@ network RecursiveScalesInitial {
 """,
         NotImplementedError,
     ),
+    # A local holding x[0] and a block of x - x-, read at two lags with coefficients in
+    # k: the consistency check compares a NaN step h with 0 (sympy's TypeError "Invalid
+    # NaN comparison" out of compile; found by the 10,000-case campaign, seed 2000180).
+    "analysis_nan_step": (
+        """
+network NanStep {
+    state y
+    block T = mlp()
+    layers 5
+    update {
+        g = -1/(k+2)*T(y - y-) + 0.1*y[0]
+        y+ = y - 1/(k+2)*g[k-2] - 0.125*g-
+    }
+}
+""",
+        TypeError,
+    ),
     # `k` in a coefficient holding a learnable param reads the layer loop's k, not
     # start + k: from a later first layer, t*k*T(x) is computed as at k = 0, 1, ...
     "learnable_times_k_ignores_start": (
