@@ -79,6 +79,13 @@ network NesterovCheckpointed {
     checkpoint 2
     update { x+ = y - t*T(y); y = x+ + beta*(x+ - x) }
 }
+network ShiftedRange {
+    state x
+    param c = -0.2 learnable in (-1, 1)
+    block T = mlp()
+    layers 3
+    update { x+ = x - 0.5*T(x) + c*x }
+}
 network Relaxed {
     state x
     param a = 0.5 learnable in (0, 1)
@@ -167,6 +174,7 @@ def learnable():
         "NesterovPerChannel",
         "MomentumReversible",
         "NesterovCheckpointed",
+        "ShiftedRange",
         "Relaxed",
     ],
 )

@@ -124,7 +124,7 @@ class ForwardWriter(CodeWriter):
             how.IDENTITY: raw,
             how.SOFTPLUS: f"F.softplus({raw})",
             how.SIGMOID: f"torch.sigmoid({raw})",
-            how.SCALED_SIGMOID: f"torch.sigmoid({raw}) * {op.hi - op.lo!r} + {op.lo!r}",
+            how.SCALED_SIGMOID: f"(torch.sigmoid({raw}) * {op.hi - op.lo!r} + {op.lo!r})",
         }[op.how]
         self.writeline(f"{op.target} = {value}.to({op.like}.dtype)")
 
