@@ -3,6 +3,8 @@
 # sha256 7fa97c9083ca4e3df4575f0d9d93d384c8ba8df456ccef1db7c960c5fff48a4c
 """WideGd, compiled by optgen from staged.opt."""
 
+import sys
+
 import torch
 from torch import Tensor, nn
 
@@ -97,6 +99,21 @@ class ClassifierHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
+def _take_indices(count: int, indices: int | list[int] | None) -> list[int]:
+    """timm's `indices` over `count` stages: None every stage, an int n the
+    last n, a list those (negative from the end); sorted."""
+    if indices is None:
+        return list(range(count))
+    if isinstance(indices, int):
+        if not 0 < indices <= count:
+            raise ValueError(f"indices must lie in 1..{count}, got {indices}")
+        return list(range(count - indices, count))
+    taken = sorted({i % count if -count <= i < count else i for i in indices})
+    if any(not 0 <= i < count for i in taken):
+        raise ValueError(f"stage indices must lie in -{count}..{count - 1}, got {indices}")
+    return taken
+
+
 # The rule's convergence and universality certificate (`optgen check --json`).
 GD_STAGE_CERTIFICATE = {
     "name": "GdStage",
@@ -159,6 +176,7 @@ class GdStage(nn.Module):
 
     RULE = "x+ = x - t*T(x)"
     CERTIFICATE = GD_STAGE_CERTIFICATE
+    OUTPUT_SLOT = 0  # where the output state sits among the slots
     # The params of the rule, and how the learnable ones are stored (params()).
     PARAM_NAMES = ("t",)
     LEARNABLE_PARAMS = {}
@@ -204,7 +222,7 @@ class GdStage(nn.Module):
         """The stage's output from its input `x`, or from the slots a transition
         carried in (a tuple); `carry=True` returns the slots for the next one."""
         slots = self.forward_slots(x if isinstance(x, tuple) else self.init_slots(x))
-        return slots if carry else slots[0]
+        return slots if carry else slots[self.OUTPUT_SLOT]
 
     def init_slots(self, x: Tensor) -> tuple[Tensor, ...]:
         """What the layer loop carries, x, from this stage's input."""
@@ -322,6 +340,18 @@ class WideGd(nn.Module):
     INPUT_SIZE = [3, 32, 32]
     FLOPS = 133892608
     PARAMS = 482986
+    # timm's description of the model (timm.create_model reads it, and
+    # timm.data.resolve_data_config the input it expects).
+    PRETRAINED_CFG = {
+        "input_size": (3, 32, 32),
+        "num_classes": 10,
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "first_conv": "stem.conv",
+        "classifier": "head.fc",
+    }
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3) -> None:
         super().__init__()
@@ -342,28 +372,135 @@ class WideGd(nn.Module):
         )
         self.num_features = 128
         self.head = ClassifierHead(128, num_classes, tokens=False)
+        # Each stage's output: its channels and how much smaller than the input it is.
+        self.feature_info = [
+            {"num_chs": 32, "reduction": 1, "module": "stages.0"},
+            {"num_chs": 64, "reduction": 2, "module": "stages.1"},
+            {"num_chs": 128, "reduction": 4, "module": "stages.2"},
+        ]
+        self.pretrained_cfg = self.default_cfg = dict(self.PRETRAINED_CFG)
+        self.grad_checkpointing = False
+
+    def get_classifier(self) -> nn.Module:
+        """The head's last layer (an identity for `head none` or num_classes=0)."""
+        return getattr(self.head, "fc", nn.Identity())
 
     def reset_classifier(self, num_classes: int) -> None:
         """A classifier with `num_classes` outputs (0: the pooled features)."""
         self.num_classes = num_classes
         self.head.reset(num_classes)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage in backward instead of keeping its activations."""
+        self.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        """The parameters an optimizer should not decay: position embeddings and
+        the rules' learnable steps."""
+        return {
+            name
+            for name, _ in self.named_parameters()
+            if name.endswith(".position")
+            or any(
+                name == f"stages.{i}.{spec.attr}"
+                for i, stage in enumerate(self.stages)
+                for spec in stage.LEARNABLE_PARAMS.values()
+            )
+        }
+
+    def _stage(
+        self, index: int, x: Tensor | tuple[Tensor, ...], carry: bool = False
+    ) -> Tensor | tuple[Tensor, ...]:
+        """Stage `index` called as a module, checkpointed when that is on."""
+        stage = self.stages[index]
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(stage, x, carry, use_reentrant=False)
+        return stage(x, carry)
+
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)
         # stage 0: GdStage, 1 layers
-        slots = self.stages[0](x, carry=True)
+        slots = self._stage(0, x, carry=True)
         # down conv, carry states: the one slot
         slots = (self.transitions[0](slots[0]),)
         # stage 1: GdStage, 1 layers
-        slots = self.stages[1](slots, carry=True)
+        slots = self._stage(1, slots, carry=True)
         # down conv, carry states: the one slot
         slots = (self.transitions[1](slots[0]),)
         # stage 2: GdStage, 1 layers
-        x = self.stages[2](slots)
+        x = self._stage(2, slots)
         return x
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """timm's feature API: the output of each stage `indices` picks (None:
+        every stage; n: the last n; a list: those), with the final features
+        unless `intermediates_only`. Every stage runs (`stop_early` is
+        accepted); there is no norm after the last stage, and a token stage
+        gives [N, L, C] whatever `output_fmt` says."""
+        take = _take_indices(len(self.stages), indices)
+        found: dict[int, Tensor] = {}
+
+        def keep(index: int):
+            def hook(stage: nn.Module, args, out) -> None:
+                found[index] = out[stage.OUTPUT_SLOT] if isinstance(out, tuple) else out
+
+            return hook
+
+        hooks = [self.stages[i].register_forward_hook(keep(i)) for i in take]
+        try:
+            x = self.forward_features(x)
+        finally:
+            for handle in hooks:
+                handle.remove()
+        intermediates = [found[i] for i in take]
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """timm's pruning: the head goes (`prune_head`); the stages stay, since
+        the model is one straight pass. Returns the stage indices taken."""
+        if prune_head:
+            self.reset_classifier(0)
+        return _take_indices(len(self.stages), indices)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+# timm is optional: where it imports, timm.create_model builds the model by
+# the file's name; without it (or where it cannot import), nothing changes.
+try:
+    from timm.models import build_model_with_cfg, register_model
+except Exception:
+    register_model = None
+
+# Only a file imported as a module registers: timm reads it in sys.modules
+# (source exec'd into a dict has no __name__ of its own).
+if register_model is not None and globals().get("__name__") in sys.modules:
+
+    @register_model
+    def wide_gd(pretrained: bool = False, **kwargs) -> WideGd:
+        """WideGd built by timm (num_classes, in_chans, features_only, ...)."""
+        kwargs["pretrained_cfg"] = kwargs.get("pretrained_cfg") or WideGd.PRETRAINED_CFG
+        return build_model_with_cfg(
+            WideGd,
+            "wide_gd",
+            pretrained,
+            feature_cfg=dict(feature_cls="getter"),
+            **kwargs,
+        )

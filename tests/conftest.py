@@ -70,3 +70,36 @@ def opt_file(tmp_path):
         return path
 
     return write
+
+
+def import_timm():
+    """timm, or a skip when it is not installed (`pip install 'optgen[timm]'`).
+
+    On these machines the package index's torchvision is a CUDA build whose C ops cannot
+    load beside the CPU torch, so `import timm` fails at `torchvision::nms` (then `qnms`)
+    while torchvision registers their fake kernels. Defining those two schemas first lets
+    the import go through; nothing here calls them. Users with a matching torchvision need
+    nothing of the kind.
+    """
+    import pytest
+    import torch
+
+    try:
+        import timm
+    except ImportError:
+        pytest.skip("timm is not installed: pip install 'optgen[timm]'")
+    except RuntimeError:
+        global _TORCHVISION_STUBS
+        if _TORCHVISION_STUBS is None:
+            _TORCHVISION_STUBS = torch.library.Library("torchvision", "DEF")
+            for name in ("nms", "qnms"):
+                _TORCHVISION_STUBS.define(
+                    f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
+                )
+        for module in [m for m in sys.modules if m.split(".")[0] in ("timm", "torchvision")]:
+            del sys.modules[module]
+        import timm
+    return timm
+
+
+_TORCHVISION_STUBS = None  # the library defining the two schemas, kept alive

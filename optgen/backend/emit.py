@@ -20,7 +20,7 @@ from ..analysis import Certificate
 from ..checks.reach import reaching_output
 from ..ir import NetworkKind
 from ..kinds.blocks import BLOCK_KINDS, ArgKind, helper_source, tolerances_below_float32
-from ..kinds.imports import import_lines
+from ..kinds.imports import Import, import_lines
 from ..naming import certificate_constant, output_files, snake_case
 from ..resources import resource_dir
 from .formatting import BLACK_DEFAULTS, Formatting
@@ -429,7 +429,8 @@ def build_model(source: str, class_name: str, device: str = "cpu"):
     `device` (`"meta"`: shapes only, no storage and no arithmetic)."""
     import torch
 
-    namespace: dict = {}
+    # A name no module holds: the file's timm registration is for imported modules only.
+    namespace: dict = {"__name__": f"<optgen model {class_name}>"}
     exec(compile(source, f"<optgen model {class_name}>", "exec"), namespace)
     if device == "meta" and "F" in namespace:
         namespace["F"] = _CpuAttentionOnMeta(namespace["F"])
@@ -564,6 +565,35 @@ def _certificate_text(data: dict, network: NetworkView, width: int) -> str:
     return "{" + ", ".join(entries) + "}"
 
 
+def _pretrained_cfg(model) -> dict:
+    """timm's `pretrained_cfg` of a model: its input, its classes, where its first conv and
+    classifier are; ImageNet's mean and std, which timm's data pipeline normalizes with
+    unless told otherwise (no weights come with it)."""
+    return {
+        "input_size": tuple(model.input),
+        "num_classes": model.head.classes or 0,
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "first_conv": "stem.conv",
+        "classifier": "head.fc",
+    }
+
+
+def _feature_info(model) -> list[dict]:
+    """timm's `feature_info`: each stage's channels and its reduction of the input."""
+    _, height, width = model.input
+    info = []
+    for i, (stage, shape) in enumerate(zip(model.stages, model.shapes)):
+        if len(shape) == 3:  # [C, H, W]
+            reduction = height // shape[1]
+        else:  # [L, C]: tokens of a square patch
+            reduction = round(math.sqrt(height * width / shape[0]))
+        info.append({"num_chs": stage.dim, "reduction": reduction, "module": f"stages.{i}"})
+    return info
+
+
 def render_model(
     model_plan,
     certificates: dict,
@@ -576,8 +606,9 @@ def render_model(
     env = _environment()
     model = model_plan.model
     plans = [model_plan.plans[net.name] for net in model_plan.networks]
-    imports = frozenset().union(*(p.imports for p in plans))
+    imports = frozenset().union(*(p.imports for p in plans)) | {Import.SYS}
     sources = runtime_sources(plans) + list(model_plan.sources)
+    sources += copied_sources("templates/runtime", RUNTIME_FILES, ["_take_indices"])
     views = [
         network_view(net, model_plan.plans[net.name], certificates[net.name], with_slots=True)
         for net in model_plan.networks
@@ -607,6 +638,9 @@ def render_model(
         flops=None,
         params=None,
         width=width,
+        stem=model_plan.file_stem,
+        pretrained_cfg=_pretrained_cfg(model),
+        feature_info=_feature_info(model),
     )
     draft = env.get_template("model.py.j2").render(**context)
     # FLOPS and PARAMS are measured on the module itself, then written into it.

@@ -16,7 +16,14 @@ from ..resources import resource_path
 from .prose import comment_lines
 
 # The runtime a generated file may copy (templates/runtime/), in the order it is written.
-RUNTIME_FILES = ("params.py", "solvers.py", "layers.py", "checkpoint.py", "reversible.py")
+RUNTIME_FILES = (
+    "params.py",
+    "solvers.py",
+    "layers.py",
+    "checkpoint.py",
+    "reversible.py",
+    "models.py",
+)
 # What the class template calls for learnable params: their `_Learnable` specs, their
 # float64 starts (`_start`), params(), set_params() and the exact starts kept by `_apply`.
 LEARNABLE_RUNTIME = (

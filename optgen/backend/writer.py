@@ -299,13 +299,13 @@ class FeaturesWriter(CodeWriter):
 
     def visit_StageCall(self, op: plan.StageCall) -> None:
         self.writeline(f"# stage {op.index}: {op.network}, {op.depth} layers")
-        # Through the module's __call__: its hooks fire and FSDP2 can wrap each stage.
-        call = f"self.stages[{op.index}]"
+        # Through the module's __call__ (`_stage`): its hooks fire, FSDP2 can wrap each
+        # stage, and set_grad_checkpointing() can checkpoint it.
         given = "slots" if op.from_slots else "x"
         if op.to_slots:
-            self.writeline(f"slots = {call}({given}, carry=True)")
+            self.writeline(f"slots = self._stage({op.index}, {given}, carry=True)")
         else:
-            self.writeline(f"x = {call}({given})")
+            self.writeline(f"x = self._stage({op.index}, {given})")
 
     def visit_TransitionCall(self, op: plan.TransitionCall) -> None:
         module = f"self.transitions[{op.index}]"

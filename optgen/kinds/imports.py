@@ -15,6 +15,7 @@ class Import(Enum):
     MATH = "import math"
     IMPORTLIB = "import importlib"
     WARNINGS = "import warnings"
+    SYS = "import sys"  # a model file: timm registers a module found in sys.modules
 
     @property
     def stdlib(self) -> bool:
