@@ -299,3 +299,110 @@ network ReversibleLocalLag {
     with pytest.raises(optgen.OptgenError, match="history of a local") as raised:
         optgen.compile_source(text, "reversible.opt")
     assert "reversible.opt:6:5" in str(raised.value)
+
+
+# ---------------------------------------------------------------------- the differential campaign
+# The bugs tests/test_differential_campaign.py found (`FOUND` there holds the reproducers).
+SUMS_IN_IMPLICIT_TERMS = """
+network ImplicitSumInMap {
+    state x
+    block T = mlp()
+    layers 2
+    update { x+ = relu(x - 0.1*sum(i = 0..k, x[i]) - 0.5*T(x+)) }
+}
+
+network WindowInMap {
+    state x
+    block T = mlp()
+    layers 3
+    update { x+ = relu(x - 0.1*sum(i = k-2..k, x[i]) - 0.5*T(x+)) }
+}
+
+network LaterSumInMap {
+    state x
+    block T = mlp()
+    layers 3
+    update { x+ = tanh(x - 0.1*sum(i = 1..k, (i+1)*x[i]) - 0.5*T(x+)) }
+}
+
+network LocalSumInMap {
+    state x
+    block T = mlp()
+    block S = mlp()
+    layers 3
+    update {
+        g = T(x)
+        x+ = softshrink(x - 0.1*sum(i = 0..k, g[i]) - 0.5*S(x+), 0.05)
+    }
+}
+
+network SumInImplicitBlockArg {
+    state x
+    block T = mlp()
+    layers 3
+    update { x+ = x - 0.5*T(x+ - 0.1*sum(i = 0..k, x[i])) }
+}
+
+network TwoSumsOfTwoStatesInMap {
+    state x, y
+    block T = mlp()
+    layers 3
+    update {
+        y+ = y - 0.2*T(y)
+        x+ = relu(x - 0.1*sum(i = 0..k, y[i] + x[i]) - 0.05*sum(i = k-1..k, x[i]) - 0.5*T(x+) + 0.1*y+)
+    }
+}
+"""
+SUM_IN_MAP_MODEL = """
+network SumMapStage {
+    state x
+    block T = conv()
+    update { x+ = relu(x - 0.1*sum(i = 0..k, x[i]) - 0.5*T(x+)) }
+}
+
+model SumMapModel {
+    input [3, 8, 8]
+    stem conv(out=4, kernel=3)
+    stage SumMapStage(dim=4, depth=2)
+    down conv(out=8, stride=2) carry output
+    stage SumMapStage(dim=8, depth=3)
+    head classifier(classes=10)
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ImplicitSumInMap",
+        "WindowInMap",
+        "LaterSumInMap",
+        "LocalSumInMap",
+        "SumInImplicitBlockArg",
+        "TwoSumsOfTwoStatesInMap",
+    ],
+)
+def test_implicit_sum_in_a_map_is_accumulated_once_before_the_solve(name):
+    # The solved map of x+ = relu(x - 0.1*sum(...) - 0.5*T(x+)) added x to history_sum
+    # itself: a name the map does not hold (UnboundLocalError in forward), and a total
+    # that every solver iteration would have added to again.
+    for depth in (1, 4):
+        _agrees(SUMS_IN_IMPLICIT_TERMS, depth, name=name)
+
+
+def test_implicit_sum_in_a_map_in_a_model_stage_agrees():
+    # In a model it failed at compile time, where the FLOPs are measured.
+    networks, classes, result = _compiled_once(SUM_IN_MAP_MODEL)
+    (model,) = result.models
+    torch.manual_seed(0)
+    module = classes["SumMapModel"]().double().eval()
+    with torch.no_grad():
+        for stage in module.stages:
+            for p in stage.blocks.parameters():
+                p.mul_(0.3)
+            stage.solver = {"name": "anderson", "m": 5, "max_iter": 500, "tol": 1e-12}
+            stage.backward = {"name": "implicit", "max_iter": 500, "tol": 1e-12}
+    image = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    found = compare(module, lambda z: evaluate_model(model, networks.values(), module, z), image)
+    worst = max(found, key=found.get)
+    assert found[worst] <= 1e-7, f"{worst} differs by {found[worst]:.3g}"
