@@ -19,7 +19,7 @@ from .. import ir, present
 from ..errors import Diagnostic, Severity
 from ..present import number
 from ..source import Span
-from . import reversible, runge_kutta
+from . import reversible, runge_kutta, stability
 from .convergence import (
     fill_checks,
     fill_conditions,
@@ -30,7 +30,15 @@ from .convergence import (
     record_runge_kutta_layers,
     runge_kutta_layers,
 )
-from .draft import Draft, expr_text, limit_warning, param_values, poly_text, primal_states
+from .draft import (
+    Draft,
+    expr_text,
+    limit_warning,
+    param_values,
+    poly_text,
+    primal_states,
+    record_limit,
+)
 from .recurrence import OutsideTheory, reduce_rule
 from .verdict import block_reasons, equilibrium_reading, runge_kutta_universality, universality
 
@@ -272,7 +280,18 @@ def _runge_kutta_certificate(net: ir.Network, base: dict, lmm_why: OutsideTheory
         return Certificate(**base, universal=None, universal_reasons=reasons, outside_theory=text)
     draft = Draft()
     values = param_values(net)
-    layers = runge_kutta_layers(net, reading, values, EXACT_LAYERS)
+    try:
+        layers = runge_kutta_layers(net, reading, values, EXACT_LAYERS)
+    except stability.Undefined as why:
+        text = f"{why}: one-step Runge-Kutta method, zero-stability and consistency unknown"
+        record_limit(net, draft, text)
+        return Certificate(
+            **base,
+            universal=None,
+            universal_reasons=(f"convergence unknown: {text}",) + tuple(block_reasons(net)),
+            notes=tuple(draft.notes),
+            diagnostics=tuple(draft.diagnostics),
+        )
     first = layers[0]
     fill_runge_kutta(net, reading, first, draft)
     if len(layers) > 1:

@@ -9,6 +9,7 @@ The limits they stop at are passed in by `certificate`, which owns them.
 
 from __future__ import annotations
 
+import numpy
 import sympy
 
 from .. import ir, schedules
@@ -51,6 +52,26 @@ def _call_coefficients(rec: Recurrence) -> list:
 
 
 def fill_checks(net: ir.Network, rec: Recurrence, draft: Draft, exact_layers: int) -> None:
+    """The checks of every layer, or, where a coefficient has no value at a layer (a
+    division by zero there), verdicts unknown with that layer as the reason."""
+    try:
+        _fill_checks(net, rec, draft, exact_layers)
+    except stability.Undefined as why:
+        message = f"unknown: {why}, so that layer cannot be checked"
+        draft.fields.update(
+            zero_stable=None, zero_stability=message, consistent=None, consistency=message
+        )
+        record_limit(net, draft, f"{why}: zero-stability and consistency are not decided")
+
+
+def _check_at(rec: Recurrence, values: dict, k: int, output: str, primal: set[str]):
+    try:
+        return stability.check_layer(rec, _at_layer(values, k), output, primal)
+    except stability.Undefined as why:
+        raise stability.Undefined(f"at layer k={k}: {why}") from None
+
+
+def _fill_checks(net: ir.Network, rec: Recurrence, draft: Draft, exact_layers: int) -> None:
     values = param_values(net)
     primal = primal_states(net)
     if not _depends_on_k(net, rec):
@@ -60,12 +81,18 @@ def fill_checks(net: ir.Network, rec: Recurrence, draft: Draft, exact_layers: in
         return
     depth, start = net.depth, net.start
     exact = [
-        stability.check_layer(rec, _at_layer(values, k), net.output, primal)
+        _check_at(rec, values, k, net.output, primal)
         for k in range(start, start + min(depth, exact_layers))
     ]
+    mats = stability.layer_matrices(rec, values, ir.K, depth, start)
+    undefined = [i for i, m in enumerate(mats) if not numpy.isfinite(m).all()]
+    if undefined:
+        raise stability.Undefined(
+            f"at layer k={start + undefined[0]}: a coefficient of the recurrence is undefined"
+            " (a division by zero)"
+        )
     _record_layer(rec, exact[0], draft, _at_layer(values, start))
     _note_float_roots(net, exact, draft)
-    mats = stability.layer_matrices(rec, values, ir.K, depth, start)
     float_radii = stability.radii(mats[len(exact) :]) if depth > len(exact) else []
     draft.fields["per_layer"] = tuple(json_float(layer.radius) for layer in exact) + tuple(
         json_float(r) for r in float_radii
@@ -277,13 +304,23 @@ def _trained_range_note(net: ir.Network, rec: Recurrence, p: ir.Param) -> str:
 def runge_kutta_layers(
     net: ir.Network, reading: runge_kutta.Reading, values: dict, exact_layers: int
 ) -> list[runge_kutta.Tableau]:
-    """The tableau of the first layer, or of every exactly checked layer when it uses k."""
+    """The tableau of the first layer, or of every exactly checked layer when it uses k;
+    `stability.Undefined` at a layer where a coefficient has no value."""
     symbols = set()
-    for e in (reading.keep, *reading.b_raw, *(x for row in reading.a_raw for x in row)):
+    coefficients = (reading.keep, *reading.b_raw, *(x for row in reading.a_raw for x in row))
+    for e in coefficients:
         symbols |= sympy.sympify(e).xreplace(values).free_symbols
     start = net.start
     count = min(net.depth, exact_layers) if ir.K in symbols else 1
-    return [runge_kutta.tableau(reading, _at_layer(values, k)) for k in range(start, start + count)]
+    layers = []
+    for k in range(start, start + count):
+        at = _at_layer(values, k)
+        if not all(stability.defined(sympy.sympify(e).xreplace(at)) for e in coefficients):
+            raise stability.Undefined(
+                f"at layer k={k}: a coefficient of the tableau is undefined (a division by zero)"
+            )
+        layers.append(runge_kutta.tableau(reading, at))
+    return layers
 
 
 def fill_runge_kutta(

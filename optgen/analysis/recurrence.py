@@ -93,9 +93,11 @@ def _has_block_or_sum(form: Form) -> ir.Atom | None:
 class _Substituter:
     """Replaces locals by their definitions and next values by their new values, in order."""
 
-    def __init__(self):
+    def __init__(self, start: int = 0, schedules: dict | None = None):
         self.locals: dict[str, Form] = {}
         self.next_values: dict[str, Form] = {}
+        self.start = start  # the k of the first layer
+        self.schedules = schedules or {}  # fixed param symbol -> its value in k
 
     def form(self, form: ir.LinearForm, in_block: str | None = None) -> Form:
         out: Form = {}
@@ -107,7 +109,7 @@ class _Substituter:
     def atom(self, atom, in_block: str | None) -> Form:
         if isinstance(atom, ir.Local):
             value = self._local(atom.name, in_block)
-            return value if atom.lag == 0 else _earlier(atom, value)
+            return value if atom.lag == 0 else _earlier(atom, value, self.start, self.schedules)
         if isinstance(atom, ir.StateAt) and atom.lag == 1 and in_block is None:
             return self.next_values[atom.name]
         if isinstance(atom, ir.MapOut):
@@ -141,9 +143,10 @@ class _Substituter:
         return value
 
 
-def _earlier(local: ir.Local, value: Form) -> Form:
+def _earlier(local: ir.Local, value: Form, start: int = 0, schedules: dict | None = None) -> Form:
     """`g-`, `g[k-2]`: the value of g = F(s_k) at an earlier layer, F(s_{k+lag}); with
-    x_{-1} = x_0 this matches the language (before layer 0, g is its layer-0 value)."""
+    x_{-1} = x_0 and the coefficients of the first layer before it (`earlier_coefficient`)
+    this matches the language (before the first layer, g is its value there)."""
     out: Form = {}
     for atom, coef in value.items():
         if isinstance(atom, ir.HistorySum):
@@ -153,13 +156,29 @@ def _earlier(local: ir.Local, value: Form) -> Form:
             )
         for _ in range(-local.lag):
             atom = _shift_atom(atom)
-        _add(out, atom, coef.subs(ir.K, ir.K + local.lag))
+        _add(out, atom, earlier_coefficient(coef, local.lag, start, schedules))
     return _clean(out)
+
+
+def earlier_coefficient(
+    coef: sympy.Expr, lag: int, start: int = 0, schedules: dict | None = None
+) -> sympy.Expr:
+    """The coefficient c(k) of a term read `-lag` layers back: c(k + lag) from the layer at
+    which that earlier layer exists (k + lag >= start, the first layer's k), and c(start)
+    before it, where the language reads the first layer's value (language.md 5.2). A
+    coefficient like k/(k+1) is never evaluated at a layer before the first (k = -1 would
+    divide by zero). A fixed param that follows a schedule in k is shifted with it."""
+    coef = sympy.sympify(coef).xreplace(schedules or {})
+    if lag == 0 or ir.K not in coef.free_symbols:
+        return coef
+    return sympy.Piecewise(
+        (coef.subs(ir.K, ir.K + lag), ir.K >= start - lag), (coef.subs(ir.K, start), True)
+    )
 
 
 def substituted_updates(net: ir.Network) -> tuple[dict[str, Form], dict[str, Form]]:
     """Next value of every state and value of every local, over base atoms."""
-    sub = _Substituter()
+    sub = _Substituter(net.start, schedules_of(net))
     for stmt in net.statements:
         value = sub.form(stmt.form)
         (sub.next_values if stmt.is_state else sub.locals)[stmt.target] = value
@@ -180,7 +199,12 @@ def _shift_atom(atom):
     return atom  # input is the same at every layer
 
 
-def _sum_at_k(total: ir.HistorySum, locals_: dict[str, Form]) -> Form:
+def schedules_of(net: ir.Network) -> dict:
+    """Each fixed param that depends on k -> its value in k."""
+    return {p.symbol: p.value for p in net.params if not p.learnable and p.depends_on_k}
+
+
+def _sum_at_k(total: ir.HistorySum, locals_: dict[str, Form], schedules: dict) -> Form:
     """S_k - S_{k-1} for S_k = sum(i = lo..k, body): the body at i = k from layer lo on
     (a step function of k); with a window k - m, less the body at i = k - m - 1 from
     layer m + 1 on (the term that leaves the window)."""
@@ -197,7 +221,7 @@ def _sum_at_k(total: ir.HistorySum, locals_: dict[str, Form]) -> Form:
         if total.window is not None:
             lag = total.window + 1
             leaves = coef.subs(total.var, ir.K - lag) * _from_layer(lag)
-            for base, c in _earlier(ir.Local(atom.name, -lag), value).items():
+            for base, c in _earlier(ir.Local(atom.name, -lag), value, 0, schedules).items():
                 _add(out, base, -leaves * c)
     return out
 
@@ -212,7 +236,7 @@ def needs_differencing(form: Form) -> bool:
 
 
 def _scaled_initial(
-    form: Form, schedules: dict, depth: int
+    form: Form, schedules: dict, depth: int, start: int = 0
 ) -> tuple[ir.Initial, sympy.Expr] | None:
     """The one x[0] of `form` whose coefficient a(k) follows a schedule in k, with a(k)."""
     found = []
@@ -230,7 +254,7 @@ def _scaled_initial(
             " does not remove it"
         )
     atom, value = found[0]
-    vanishing = _zero_layers(value, depth)
+    vanishing = _zero_layers(value, depth, start)
     if vanishing:
         raise OutsideTheory(
             f"the coefficient {value} of {atom.show()} is 0 at k={vanishing[0]}, so x[0] cannot"
@@ -239,24 +263,25 @@ def _scaled_initial(
     return atom, value
 
 
-def _zero_layers(value: sympy.Expr, depth: int) -> list:
-    """The layers k >= 0 at which `value` (in k) is 0: solved for, or, where sympy has no
-    method (a recursive schedule `tk(k)` has no closed form), those of the declared depth."""
+def _zero_layers(value: sympy.Expr, depth: int, start: int = 0) -> list:
+    """The layers k >= start at which `value` (in k) is 0: solved for, or, where sympy has
+    no method (a recursive schedule `tk(k)` has no closed form), those of the declared depth."""
     try:
-        return [r for r in sympy.solve(value, ir.K) if r.is_integer and r >= 0]
+        return [r for r in sympy.solve(value, ir.K) if r.is_integer and r >= start]
     except NotImplementedError:
-        return [k for k in range(depth) if value.subs(ir.K, k) == 0]
+        return [k for k in range(start, start + depth) if value.subs(ir.K, k) == 0]
 
 
 def _differenced_with_ratio(
-    state: str, form: Form, initial: ir.Initial, a: sympy.Expr, schedules: dict
+    state: str, form: Form, initial: ir.Initial, a: sympy.Expr, schedules: dict, start: int
 ) -> Form:
-    """x_{k+1} = a(k) x0 + G_k with a(k) depending on k: from layer 1 on, x0 = (x_k -
+    """x_{k+1} = a(k) x0 + G_k with a(k) depending on k: after the first layer, x0 = (x_k -
     G_{k-1}) / a(k-1) gives x_{k+1} = r(k) (x_k - G_{k-1}) + G_k with r = a(k)/a(k-1); at
-    layer 0, x0 is x_0 itself. Exact at every layer (Halpern's lam = 1/(k+2))."""
+    the first layer (k = start), x0 is x_k itself. Exact at every layer (Halpern's lam =
+    1/(k+2))."""
     ratio = sympy.simplify(a / a.subs(ir.K, ir.K - 1))
-    later = _from_layer(1)
-    first = ONE - later  # 1 at layer 0
+    later = _from_layer(start + 1)
+    first = ONE - later  # 1 at the first layer
     out: Form = {}
     _add(out, ir.StateAt(state, 0), sympy.piecewise_fold(ratio * later + a * first))
     for atom, coef in form.items():
@@ -276,30 +301,35 @@ def differenced(
     locals_: dict[str, Form],
     schedules: dict | None = None,
     depth: int = 1,
+    start: int = 0,
 ) -> Form:
     """x_{k+1} = x_k + F_k - F_{k-1}, using x_k = F_{k-1}: x[0] cancels, a sum keeps its last term.
 
     `schedules` maps each fixed param that depends on k to its value: an x[0] whose
     coefficient follows one is differenced exactly, layer by layer (`_differenced_with_ratio`),
     where it is not 0 at a layer (of the declared `depth` when sympy cannot solve for k).
+    F_{k-1} at the first layer (k = `start`) has the first layer's coefficients, as the
+    language reads every value before the first layer (`earlier_coefficient`).
     """
-    scaled = _scaled_initial(form, schedules or {}, depth)
+    schedules = schedules or {}
+    scaled = _scaled_initial(form, schedules, depth, start)
     if scaled is not None:
-        return _differenced_with_ratio(state, form, *scaled, schedules)
+        return _differenced_with_ratio(state, form, *scaled, schedules, start)
     out: Form = {ir.StateAt(state, 0): ONE}
     for atom, coef in form.items():
-        if isinstance(atom, (ir.Initial, ir.HistorySum)) and ir.K in coef.free_symbols:
+        in_k = ir.K in sympy.sympify(coef).xreplace(schedules).free_symbols
+        if isinstance(atom, (ir.Initial, ir.HistorySum)) and in_k:
             raise OutsideTheory(
                 f"the coefficient {coef} of {atom.show()} depends on k, so differencing the update does not remove it"
             )
         if isinstance(atom, ir.Initial):
             continue
         if isinstance(atom, ir.HistorySum):
-            for base, c in _sum_at_k(atom, locals_).items():
+            for base, c in _sum_at_k(atom, locals_, schedules).items():
                 _add(out, base, coef * c)
             continue
         _add(out, atom, coef)
-        _add(out, _shift_atom(atom), -coef.subs(ir.K, ir.K - 1))
+        _add(out, _shift_atom(atom), -earlier_coefficient(coef, -1, start, schedules))
     return _clean(out)
 
 
@@ -349,13 +379,13 @@ def stack(
 def reduce_rule(net: ir.Network) -> Recurrence:
     """The stacked recurrence of `net`, or OutsideTheory with the reason."""
     next_values, locals_ = substituted_updates(net)
-    schedules = {p.symbol: p.value for p in net.params if not p.learnable and p.depends_on_k}
+    schedules = schedules_of(net)
     notes = []
     forms = {}
     for state in net.states:
         form = next_values[state]
         if needs_differencing(form):
-            form = differenced(state, form, locals_, schedules, net.depth)
+            form = differenced(state, form, locals_, schedules, net.depth, net.start)
             notes.append(
                 f"{state}+ reads {state}[0] or a sum over history: analysed as the differenced update {state}+ = {_show(form)}"
             )
@@ -384,13 +414,18 @@ def user_names(expr: sympy.Expr) -> sympy.Expr:
 
 def iverson(expr: sympy.Expr) -> sympy.Expr:
     """`expr` with each step function Piecewise((c, k >= lo), (0, True)) of a sum from a
-    later layer shown as c*[k >= lo] (1 from layer lo on, else 0)."""
+    later layer shown as c*[k >= lo] (1 from layer lo on, else 0), and a coefficient read
+    at an earlier layer, Piecewise((c(k-1), k >= 1), (c(0), True)), as
+    c(k-1)*[k >= 1] + c(0)*[k < 1]."""
 
     def bracket(piecewise: sympy.Piecewise) -> sympy.Expr:
         (value, condition), rest = piecewise.args[0], piecewise.args[1:]
-        if len(rest) != 1 or rest[0][0] != 0:
+        if len(rest) != 1 or rest[0][1] != sympy.true:
             return piecewise
-        return value * sympy.Symbol(f"[{condition}]")
+        shown = value * sympy.Symbol(f"[{condition}]")
+        if rest[0][0] == 0:
+            return shown
+        return shown + rest[0][0] * sympy.Symbol(f"[{condition.negated}]")
 
     return sympy.sympify(expr).replace(lambda e: isinstance(e, sympy.Piecewise), bracket)
 

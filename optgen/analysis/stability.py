@@ -314,15 +314,31 @@ def numeric_calls(calls: tuple[BlockCall, ...], values: dict) -> tuple[BlockCall
     )
 
 
+class Undefined(Exception):
+    """A coefficient of the recurrence has no value at a layer (a division by zero there):
+    that layer cannot be checked, and the certificate says so (verdicts unknown)."""
+
+
+UNDEFINED = (sympy.zoo, sympy.oo, -sympy.oo, sympy.nan)
+
+
+def defined(expr) -> bool:
+    return not sympy.sympify(expr).has(*UNDEFINED)
+
+
 def check_layer(rec: Recurrence, values: dict, output: str, primal: set[str]) -> LayerCheck:
-    """All exact checks of one layer; `values` maps every symbol (params, k) to a number."""
+    """All exact checks of one layer; `values` maps every symbol (params, k) to a number.
+    Undefined when a coefficient has no value there."""
     matrix = sympy.Matrix(rec.matrix.xreplace(values)).applyfunc(
         lambda e: sympy.nsimplify(e, rational=True)
     )
+    calls = numeric_calls(rec.calls, values)
+    coefficients = [c for call in calls for _, c in call.weights + call.arg_now + call.arg_next]
+    if not all(defined(e) for e in [*matrix, *coefficients]):
+        raise Undefined("a coefficient of the recurrence is undefined (a division by zero)")
     rho = charpoly(matrix)
     roots = exact_roots(rho)
     zero = root_condition(roots, None if rec.one_state else matrix)
-    calls = numeric_calls(rec.calls, values)
     return LayerCheck(
         rho,
         roots,
@@ -336,11 +352,19 @@ def check_layer(rec: Recurrence, values: dict, output: str, primal: set[str]) ->
 def layer_matrices(
     rec: Recurrence, values: dict, k_symbol: sympy.Symbol, depth: int, start: int = 0
 ) -> numpy.ndarray:
-    """M_k for k = start..start+depth-1 as a float array of shape (depth, n, n)."""
+    """M_k for k = start..start+depth-1 as a float array of shape (depth, n, n).
+
+    k is a float64: numpy evaluates every branch of a Piecewise (`select`), also the one
+    of an earlier layer that does not apply at k (c(k-1) = (k-1)/k at k = 0), and a
+    division by zero there is inf, not a Python ZeroDivisionError; an entry undefined
+    at a layer is nan or inf in that layer's matrix."""
     matrix = rec.matrix.xreplace({s: v for s, v in values.items() if s != k_symbol})
     fn = sympy.lambdify(k_symbol, matrix, "numpy")
     layers = range(start, start + depth)
-    return numpy.array([numpy.array(fn(k), dtype=float) for k in layers], dtype=float)
+    with numpy.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return numpy.array(
+            [numpy.array(fn(numpy.float64(k)), dtype=float) for k in layers], dtype=float
+        )
 
 
 def radii(mats: numpy.ndarray) -> list[float]:

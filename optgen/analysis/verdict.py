@@ -65,12 +65,16 @@ def equilibrium_reading(net: ir.Network, draft: Draft) -> None:
     return None
 
 
-def _convergence_reason(net: ir.Network, rec: Recurrence, draft: Draft) -> bool:
+def _convergence_reason(net: ir.Network, rec: Recurrence, draft: Draft) -> bool | None:
     f = draft.fields
     if f.get("zero_stable") and f.get("consistent"):
         h = f"h = {number(f['step'])}" if f.get("step") is not None else "h > 0"
         draft.reasons.append(f"convergent: zero-stable and consistent ({h})")
         return True
+    if f.get("zero_stable") is None and f.get("consistent") is None:
+        # A layer the checks could not evaluate (`convergence.fill_checks`): no verdict.
+        draft.reasons.append(f"convergence {f['zero_stability']}")
+        return None
     learnable = {p.symbol: p.name for p in net.params if p.learnable}
     failed = []
     statement = statement_span(net)

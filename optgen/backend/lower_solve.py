@@ -27,6 +27,14 @@ class Solves(Forms):
             known = self.operand(
                 ir.LinearForm(tuple(explicit)), values, ops, f"{st.target}_explicit"
             )
+        # A sum over history inside an implicit term (`relu(x - sum(...) - T(x+))`) is a
+        # running total the layer adds to once: it never reads x+ (language.md: v[i] is x_i,
+        # never x_{k+1}), so it is accumulated before the solve, not in the map, where each
+        # iteration would add again to a name the map does not hold.
+        for atom, _ in implicit:
+            for inner_atom in ir.LinearForm.of(atom).walk():
+                if isinstance(inner_atom, ir.HistorySum):
+                    ops.extend(self.materialize(inner_atom, values))
         fn = self.ns.create(f"{st.target}_map")
         z = self.ns.create("z")
         inner = dict(values)
