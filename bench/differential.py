@@ -130,7 +130,7 @@ class Summary:
             "optgen": optgen.__version__,
             "command": " ".join(["python", "bench/differential.py", *sys.argv[1:]]),
             "seed": self.args.seed,
-            "first_case_seed": self.args.seed * SEED_STRIDE,
+            "first_case_seed": self.args.seed * SEED_STRIDE + self.args.skip,
             "avoid_known_bugs": not self.args.allow_known_bugs,
             "cases": len(rows),
             "network_cases": sum(r["kind"] == "network" for r in rows),
@@ -261,11 +261,14 @@ def main(argv=None) -> int:
         "--allow-known-bugs", action="store_true", help="generate the known bugs' constructs"
     )
     parser.add_argument("--case", type=int, default=None, help="run the case of one seed")
+    parser.add_argument(
+        "--skip", type=int, default=0, help="start at case i (a campaign run in parts)"
+    )
     args = parser.parse_args(argv)
     avoid = not args.allow_known_bugs
     if args.case is not None:
         return _one(args.case, avoid, args.deadline)
-    first = args.seed * SEED_STRIDE
+    first = args.seed * SEED_STRIDE + args.skip
     seeds = list(range(first, first + args.cases))
     jobs = [
         (seeds[i : i + args.batch], avoid, args.deadline) for i in range(0, len(seeds), args.batch)

@@ -191,7 +191,7 @@ class _Network:
                     self.positive.append(name)
                 if "per_layer" not in option:
                     self.start_params.append(name)
-                else:
+                if "(k + 1)" in option:  # a per-layer start in k: the class takes `start`
                     self.k_dependent = True
                 self.note("param:learnable")
                 if "per_channel" in option:
