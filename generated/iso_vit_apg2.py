@@ -392,9 +392,11 @@ class IsoVitApg2(nn.Module):
     ) -> Tensor | tuple[Tensor, ...]:
         """Stage `index` called as a module, checkpointed when that is on."""
         stage = self.stages[index]
+        # A stage that carries nothing (an equilibrium) takes its input alone.
+        args = (x, carry) if carry else (x,)
         if self.grad_checkpointing and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(stage, x, carry, use_reentrant=False)
-        return stage(x, carry)
+            return torch.utils.checkpoint.checkpoint(stage, *args, use_reentrant=False)
+        return stage(*args)
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)
