@@ -570,3 +570,27 @@ network ScaledSum {{
         assert "depends on k, so differencing the update does not remove it" in (
             certificate["universal"]["reasons"][0]
         )
+
+
+# Found by the 10,000-case campaign (seed 3002005): a schedule sqrt(k+1)/(k+2) puts an
+# irrational number, sqrt(2)/24, into a per-layer characteristic polynomial; its root was
+# made a sympy.Rational, which refuses it (TypeError out of compile and check_source).
+IRRATIONAL_ROOT = """
+network IrrationalRoot {
+    state v, z
+    param p0 = sqrt(k+1)/(k+2)
+    block T = mlp(act=tanh)
+    layers 4
+    init z = 0
+    update {
+        z+ = z + 0.5*p0*0.25*(z - z-)
+        v = v + p0[k+1]*z+ - 0.1*T(v)
+    }
+}
+"""
+
+
+def test_an_irrational_per_layer_root_is_analysed():
+    (certificate,) = _certificates(IRRATIONAL_ROOT).values()
+    assert certificate["per_layer"] is not None and len(certificate["per_layer"]) == 4
+    _agrees(IRRATIONAL_ROOT, depth=4)

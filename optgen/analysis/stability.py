@@ -92,6 +92,7 @@ def exact_roots(coeffs) -> tuple[Root, ...]:
         exact = factor.degree() <= EXACT_ROOT_DEGREE
         for value in _factor_roots(factor) if exact else _float_roots(factor):
             re, im = value.as_real_imag()
+            re, im = sympy.N(re, DIGITS), sympy.N(im, DIGITS)
             root = Root(sympy.Float(re, DIGITS), sympy.Float(im, DIGITS), mult, factor, exact)
             roots.extend([root] * mult)
     return tuple(sorted(roots, key=lambda r: (-r.modulus, -r.re, -r.im)))
@@ -100,7 +101,9 @@ def exact_roots(coeffs) -> tuple[Root, ...]:
 def _factor_roots(factor: sympy.Poly) -> list:
     if factor.degree() == 1:
         a, b = factor.all_coeffs()
-        return [sympy.Rational(-b, a)]
+        # Exact, and not only rational: a schedule such as sqrt(k+1)/(k+2) puts sqrt(2)/24
+        # in a per-layer polynomial (sympy.Rational refuses it).
+        return [-b / a]
     return factor.nroots(n=DIGITS, maxsteps=200)
 
 
