@@ -594,3 +594,27 @@ def test_an_irrational_per_layer_root_is_analysed():
     (certificate,) = _certificates(IRRATIONAL_ROOT).values()
     assert certificate["per_layer"] is not None and len(certificate["per_layer"]) == 4
     _agrees(IRRATIONAL_ROOT, depth=4)
+
+
+# Found by the same campaign (seed 3002233): a schedule 0.9^k is a power, not a function,
+# so charpoly did not stand it in as a symbol, and sympy compared -1 with an expression in
+# 0.9^k while ordering the factors (the "truth value of Relational" TypeError again).
+POWER_SCHEDULE = """
+network PowerSchedule {
+    state y, x
+    param p0 = 0.9^k
+    block T = mlp()
+    layers 4
+    output x
+    update {
+        y = y + 0.5*p0*(y - y-) - 0.1*T(y)
+        x+ = x + 1/(k+2)*x- - 0.1*T(x)
+    }
+}
+"""
+
+
+def test_a_power_schedule_in_the_matrix_is_analysed():
+    (certificate,) = _certificates(POWER_SCHEDULE).values()
+    assert certificate["per_layer"] is not None
+    _agrees(POWER_SCHEDULE, depth=4)

@@ -72,7 +72,9 @@ def charpoly(matrix: sympy.Matrix) -> tuple[sympy.Expr, ...]:
     sympy's expressions, where a comparison may have no truth value (TypeError, "cannot
     determine truth value of Relational"). The coefficients are polynomials in the
     entries, so this is exact."""
-    pieces = {p: sympy.Dummy("piece") for p in matrix.atoms(sympy.Function)}
+    # So does a power that is not a polynomial in k (`0.9**k`, `sqrt(k + 1)`).
+    powers = {p for p in matrix.atoms(sympy.Pow) if p.free_symbols and not p.exp.is_Integer}
+    pieces = {p: sympy.Dummy("piece") for p in matrix.atoms(sympy.Function) | powers}
     coeffs = matrix.xreplace(pieces).charpoly(Z).all_coeffs()
     back = {symbol: piece for piece, symbol in pieces.items()}
     return tuple(sympy.cancel(c).xreplace(back) for c in reversed(coeffs))
