@@ -27,10 +27,14 @@ EXAMPLES = ROOT / "examples"
 GENERATED = ROOT / "generated"
 
 
-def load_generated(stem: str):
-    """Import generated/<stem>.py as a fresh module."""
-    spec = importlib.util.spec_from_file_location(f"generated_{stem}", GENERATED / f"{stem}.py")
+def load_generated(stem: str, prefix: str = "generated", registered: bool = False):
+    """Import generated/<stem>.py as a fresh module (`registered`: in `sys.modules` too, as
+    an import would, which timm's `register_model` reads)."""
+    name = f"{prefix}_{stem}"
+    spec = importlib.util.spec_from_file_location(name, GENERATED / f"{stem}.py")
     module = importlib.util.module_from_spec(spec)
+    if registered:
+        sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -182,19 +182,25 @@ model GatedNet {
 """
 
 
-def test_flops_are_measured_on_the_meta_device_only(tmp_path, monkeypatch):
-    # A block that reads a value fails on the meta device; its model's FLOPS is written
-    # as None, with a located warning, and nothing is built on a real device to count it.
-    (tmp_path / "value_gate.py").write_text(VALUE_READING_BLOCK)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    devices = []
-    build = emit.build_model
+def _recording_devices(monkeypatch, module) -> list[str]:
+    """The devices `module.build_model` is asked for, from now on."""
+    devices: list[str] = []
+    build = module.build_model
 
     def recording(source, class_name, device="cpu"):
         devices.append(device)
         return build(source, class_name, device)
 
-    monkeypatch.setattr(emit, "build_model", recording)
+    monkeypatch.setattr(module, "build_model", recording)
+    return devices
+
+
+def test_flops_are_measured_on_the_meta_device_only(tmp_path, monkeypatch):
+    # A block that reads a value fails on the meta device; its model's FLOPS is written
+    # as None, with a located warning, and nothing is built on a real device to count it.
+    (tmp_path / "value_gate.py").write_text(VALUE_READING_BLOCK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    devices = _recording_devices(monkeypatch, emit)
     with pytest.warns(optgen.OptgenWarning, match="measured on the meta device"):
         files = optgen.compile_source(VALUE_READING_MODEL, "gated.opt")
     assert devices == ["meta"]
@@ -226,14 +232,7 @@ def test_the_summary_measures_on_the_meta_device_only(tmp_path, monkeypatch, cap
     monkeypatch.syspath_prepend(str(tmp_path))
     path = tmp_path / "gated.opt"
     path.write_text(VALUE_READING_MODEL)
-    devices = []
-    build = summary.build_model
-
-    def recording(source, class_name, device="cpu"):
-        devices.append(device)
-        return build(source, class_name, device)
-
-    monkeypatch.setattr(summary, "build_model", recording)
+    devices = _recording_devices(monkeypatch, summary)
     assert main(["inspect", str(path), "--summary"]) == 0
     out = capsys.readouterr().out
     assert devices == ["meta"]

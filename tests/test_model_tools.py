@@ -4,7 +4,6 @@ stage), and every explicit catalog model exports with a dynamic batch dimension,
 `torch.export` and with the dynamo ONNX exporter (run in onnxruntime at batch sizes other
 than the traced one)."""
 
-import re
 import warnings
 
 import pytest
@@ -15,9 +14,8 @@ MODEL_FILES = {p.stem: p for p in sorted(GENERATED.glob("*.py")) if "RULES = " i
 
 
 def _model_class(stem: str):
-    text = MODEL_FILES[stem].read_text()
-    (name,) = re.findall(r"^class (\w+)\(nn\.Module\):\n(?:    .*\n|\n)*?    RULES = ", text, re.M)
-    return getattr(load_generated(stem), name)
+    module = load_generated(stem)
+    return getattr(module, module.__all__[0])
 
 
 def _model(stem: str):

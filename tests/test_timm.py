@@ -4,12 +4,9 @@ by `timm.create_model` (classes, input channels, features_only), with timm's fea
 `set_grad_checkpointing` and `no_weight_decay`, and trained a few steps with timm's own data
 config, transforms, optimizer, scheduler, Mixup and EMA."""
 
-import importlib.util
-import sys
-
 import pytest
 import torch
-from conftest import GENERATED, import_timm
+from conftest import GENERATED, import_timm, load_generated
 
 STAGED, ISOTROPIC, SOLVING = "deep_heavy_ball", "iso_vit_apg2", "wide_apg2"
 
@@ -19,19 +16,12 @@ def timm():
     return import_timm()
 
 
-def _imported(stem: str):
-    """generated/<stem>.py imported as a module (so that timm registers it)."""
-    name = f"generated_timm_{stem}"
-    spec = importlib.util.spec_from_file_location(name, GENERATED / f"{stem}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def registered(timm):
-    return {stem: _imported(stem) for stem in (STAGED, ISOTROPIC, SOLVING)}
+    return {
+        stem: load_generated(stem, "generated_timm", registered=True)
+        for stem in (STAGED, ISOTROPIC, SOLVING)
+    }
 
 
 def _images(n: int = 2, channels: int = 3) -> torch.Tensor:
