@@ -294,11 +294,14 @@ class IsoVitGd(nn.Module):
         GD_TRANSFORMER_CERTIFICATE,
     ]
     CERTIFICATE = ISO_VIT_GD_CERTIFICATE
-    # At the declared input size, one image (torch.utils.flop_counter); a
-    # solving stage is counted at its whole iteration budget, max_iter
-    # evaluations of its layer map.
+    # At the declared input size, one image (torch.utils.flop_counter): a
+    # multiply-add counts 2 FLOPS and 1 MAC; attention counts its two
+    # matmuls, 4*L*L*dim; elementwise work is not counted. A solving stage
+    # is counted at its whole iteration budget, max_iter evaluations of its
+    # layer map.
     INPUT_SIZE = [3, 32, 32]
-    FLOPS = 6488704
+    FLOPS = 8585856
+    MACS = 4292928
     PARAMS = 54826
     # timm's description of the model (timm.create_model reads it, and
     # timm.data.resolve_data_config the input it expects).

@@ -11,6 +11,7 @@ import os
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 # Beside its module in a package (a folder with __init__.py) or a folder.
@@ -64,9 +65,13 @@ def test_gradcheck_float64():
 def test_flops_and_params_at_the_declared_input_size():
     model = make_model().eval()
     assert sum(p.numel() for p in model.parameters()) == model.PARAMS
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *INPUT_SIZE, device=DEVICE))
+    # Attention through its math path: its matmuls are counted whichever fused
+    # kernel this device would pick.
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        with FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *INPUT_SIZE, device=DEVICE))
     assert counter.get_total_flops() == model.FLOPS
+    assert 2 * model.MACS == model.FLOPS
 
 
 def test_reset_classifier():

@@ -161,7 +161,7 @@ def compile(
             plan, by_network, model_cert, source_name, source.sha256, formatting
         )
         outputs.update(files)
-        figures.append((measured.flops, measured.params))
+        figures.append((measured.total_flops, measured.total_params))
         if measured.failure is not None:
             diagnostics.append(_unmeasured(model, measured.failure))
     return Result(

@@ -321,12 +321,12 @@ def model_check_text(cert) -> str:
     return "\n".join([head, *(f"  {line}" for line in model_stage_lines(cert))])
 
 
-MODEL_HEADER = ("model", "file", "stages", "params", "FLOPs", "universal")
+MODEL_HEADER = ("model", "file", "stages", "params", "FLOPs", "MACs", "universal")
 
 
 def model_markdown_table(rows) -> str:
     """The models of `optgen check --markdown`: rows of (file name, ModelCertificate,
-    FLOPS or None, PARAMS), one image at the declared input size."""
+    FLOPS or None, PARAMS), one image at the declared input size; MACs are FLOPs / 2."""
     lines = [
         "",
         "| " + " | ".join(MODEL_HEADER) + " |",
@@ -340,6 +340,7 @@ def model_markdown_table(rows) -> str:
             stages,
             f"{params:,}",
             "?" if flops is None else f"{flops:,}",
+            "?" if flops is None else f"{flops // 2:,}",
             verdict_word(cert.universal),
         ]
         lines.append("| " + " | ".join(cells) + " |")

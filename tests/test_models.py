@@ -214,7 +214,8 @@ def test_inspect_summary_lists_every_part_with_params_flops_and_shapes(opt_file)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "model Staged: input [3, 8, 8], one image"
-    names = [line[2:].split("  ")[0] for line in lines[2:]]
+    rows = [line for line in lines[2:] if not line.strip().startswith("(")]
+    names = [line[2:].split("  ")[0] for line in rows]
     assert names == [
         "stem conv(4)",
         "stage 0 HeavyBall(dim=4, depth=2)",
@@ -226,9 +227,12 @@ def test_inspect_summary_lists_every_part_with_params_flops_and_shapes(opt_file)
         "total",
     ]
     Staged = load(CLASSIFIER, "staged.py")["Staged"]
-    total = lines[-1].split()
+    total = rows[-1].split()
     assert total[1] == f"{Staged.PARAMS:,}" and total[2] == f"{Staged.FLOPS:,}"
-    assert "[8, 2, 2]" in lines[-3] and total[3] == "[5]"
+    assert total[3] == f"{Staged.MACS:,}" and 2 * Staged.MACS == Staged.FLOPS
+    assert "[8, 2, 2]" in rows[-3] and total[4] == "[5]"
+    assert lines[1].split() == ["part", "params", "FLOPs", "MACs", "output", "universal"]
+    assert "a multiply-add counts 2 FLOPs and 1 MAC" in lines[-1]
     only_networks = opt_file(STAGES, "n.opt")
     refused = run_optgen("inspect", str(only_networks), "--summary")
     assert refused.returncode == 1

@@ -23,6 +23,8 @@ from ..kinds.blocks import BLOCK_KINDS, ArgKind, helper_source, tolerances_below
 from ..kinds.imports import Import, import_lines
 from ..naming import certificate_constant, output_files, snake_case
 from ..resources import resource_dir
+from . import costs
+from .costs import Costs
 from .formatting import BLACK_DEFAULTS, Formatting
 from .library import LEARNABLE_RUNTIME, RUNTIME_FILES, copied_sources
 from .lower import EmitPlan, lower
@@ -424,110 +426,6 @@ def _model_doc(model_plan, mcert) -> str:
     return docstring_text("\n".join(lines)) + "\n"
 
 
-def build_model(source: str, class_name: str, device: str = "cpu"):
-    """The model class defined by a generated `source`, built at seed 0, in eval mode, on
-    `device` (`"meta"`: shapes only, no storage and no arithmetic)."""
-    import torch
-
-    # A name no module holds: the file's timm registration is for imported modules only.
-    namespace: dict = {"__name__": f"<optgen model {class_name}>"}
-    exec(compile(source, f"<optgen model {class_name}>", "exec"), namespace)
-    if device == "meta" and "F" in namespace:
-        namespace["F"] = _CpuAttentionOnMeta(namespace["F"])
-    torch.manual_seed(0)
-    with torch.device(device):
-        return namespace[class_name]().eval()
-
-
-class _CpuAttentionOnMeta:
-    """`torch.nn.functional` whose attention, on meta tensors, takes the kernel a CPU
-    forward takes, so that the FLOP counter counts what it counts on the CPU.
-
-    On the CPU, `scaled_dot_product_attention` runs one fused kernel that the counter has
-    no formula for (it counts 0); on meta it would fall back to the math path, whose
-    batched matmuls are counted. The FLOPS written into a module are the CPU figures.
-    """
-
-    def __init__(self, functional):
-        self._functional = functional
-
-    def __getattr__(self, name):
-        return getattr(self._functional, name)
-
-    def scaled_dot_product_attention(self, query, key, value, *args, **kwargs):
-        import torch
-
-        real = self._functional.scaled_dot_product_attention
-        if query.device.type != "meta" or args or kwargs:
-            return real(query, key, value, *args, **kwargs)
-        on_cpu = [torch.empty(t.shape, dtype=t.dtype) for t in (query, key, value)]
-        flash = int(torch.nn.attention.SDPBackend.FLASH_ATTENTION)
-        if torch._fused_sdp_choice(*on_cpu) == flash:
-            return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value)[0]
-        return real(query, key, value)
-
-
-def count_flops(model, input_size: tuple[int, ...]):
-    """A `FlopCounterMode` after one forward of one zero image through `model`.
-
-    The iterations of a solve depend on the data, so every solving stage is counted at its
-    whole iteration budget: `max_iter` evaluations of its layer map (the fixed-iteration
-    path), the count the generated test reproduces.
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    saved = {}
-    for i, stage in enumerate(model.stages):
-        if hasattr(stage, "solver"):
-            saved[i] = stage.solver
-            stage.fixed_iterations(stage.solver["max_iter"])
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_size, device=device))
-    finally:
-        for i, solver in saved.items():
-            model.stages[i].solver = solver
-    return counter
-
-
-@dataclass(frozen=True)
-class Measured:
-    """A model's FLOPS and PARAMS as written into its file; None where they could not be
-    measured on the meta device, and why (`failure`)."""
-
-    flops: int | None
-    params: int | None
-    failure: str | None = None
-
-
-def _measure(source: str, class_name: str, input_size: tuple[int, ...]) -> Measured:
-    """FLOPs (torch.utils.flop_counter, one image) and parameters of the model in `source`.
-
-    Measured on the meta device only: the counter reads the shapes of each matmul and
-    convolution, not their values, so the figures are those of a CPU forward, without its
-    arithmetic and without allocating a tensor (a model asking for terabytes costs
-    nothing). A custom block that reads values cannot run there: its figures are left
-    unknown rather than measured on a real allocation."""
-    try:
-        model = build_model(source, class_name, "meta")
-    except Exception as err:  # noqa: BLE001 - a user's block: reported, not raised
-        return Measured(None, None, f"building it on the meta device failed ({_short(err)})")
-    params = sum(p.numel() for p in model.parameters())
-    try:
-        flops = count_flops(model, input_size).get_total_flops()
-    except Exception as err:  # noqa: BLE001 - a user's block that reads tensor values
-        return Measured(None, params, f"its forward pass failed on the meta device ({_short(err)})")
-    return Measured(flops, params)
-
-
-def _short(err: Exception) -> str:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    text = f"{type(err).__name__}: {first}" if first else type(err).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def _stage_certificates(
     model_name: str, mcert, certificates: dict, views, width: int
 ) -> tuple[list[str], list[tuple[int, str, str]]]:
@@ -601,8 +499,8 @@ def render_model(
     source_name: str,
     sha256: str,
     formatting: Formatting = BLACK_DEFAULTS,
-) -> tuple[dict[str, str], Measured]:
-    """The two files of one model (`<name>.py`, `test_<name>.py`), its FLOPS and PARAMS."""
+) -> tuple[dict[str, str], Costs]:
+    """The two files of one model (`<name>.py`, `test_<name>.py`), and its costs."""
     env = _environment()
     model = model_plan.model
     plans = [model_plan.plans[net.name] for net in model_plan.networks]
@@ -636,6 +534,7 @@ def render_model(
         plan=model_plan,
         features=model_features_source(model_plan),
         flops=None,
+        macs=None,
         params=None,
         width=width,
         stem=model_plan.file_stem,
@@ -643,9 +542,10 @@ def render_model(
         feature_info=_feature_info(model),
     )
     draft = env.get_template("model.py.j2").render(**context)
-    # FLOPS and PARAMS are measured on the module itself, then written into it.
-    measured = _measure(draft, model.name, model.input)
-    context["flops"], context["params"] = measured.flops, measured.params
+    # FLOPS, MACS and PARAMS are measured on the module itself, then written into it.
+    measured = costs.measure(draft, model.name, model.input)
+    context["flops"], context["macs"] = measured.total_flops, measured.total_macs
+    context["params"] = measured.total_params
     text = _formatted(env.get_template("model.py.j2").render(**context), formatting)
     stem = model_plan.file_stem
     test = env.get_template("test_model.py.j2").render(
