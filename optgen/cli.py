@@ -10,6 +10,7 @@ import difflib
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -313,6 +314,53 @@ def _summaries(args, results: list[Result], files: list[str]) -> int:
     return 0
 
 
+def cmd_match(args) -> int:
+    from .tools.match import Figure, match
+
+    within = _fraction(args.within)
+    source = _source(args.file)
+    found = match(source, args.model, args.to, Figure(args.by), within)
+    report = (
+        f"# {found.model}: widths {_listed(found.original)} -> {_listed(found.widths)},"
+        f" {found.figure.value} {found.reached:,} against {found.baseline}'s {found.target:,}"
+        f" ({found.error:+.2%}; {found.candidates} candidates compiled)"
+    )
+    if args.write:
+        _replace_text(Path(args.file), found.text)
+        print(report)
+        return 0
+    print(report)
+    print(found.item)
+    return 0
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """`path` holds `text`, or (on a failure) what it held: written beside it, then moved."""
+    staged = path.with_name(f".{path.name}.optgen-new")
+    try:
+        staged.write_bytes(text.encode("utf-8"))
+        shutil.copymode(path, staged)
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _fraction(text: str) -> float:
+    """`2%`, `2` (percent) or `0.02%`: a fraction."""
+    number = text[:-1] if text.endswith("%") else text
+    try:
+        value = float(number) / 100
+    except ValueError:
+        raise UsageError(f"--within takes a percentage such as 2%, got {text!r}") from None
+    if not 0 < value < 1:
+        raise UsageError(f"--within takes a percentage above 0 and below 100, got {text!r}")
+    return value
+
+
+def _listed(widths) -> str:
+    return ", ".join(str(w) for w in widths)
+
+
 def cmd_experiment(args) -> int:
     from .experiments import (
         DEFAULT_NETWORKS,
@@ -532,6 +580,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-size", type=int, metavar="N", help="training images (mnist 4000, digits 1500)"
     )
     p.set_defaults(run=cmd_experiment)
+
+    p = sub.add_parser(
+        "match",
+        help="choose a model's widths so that its FLOPs (or params) match a baseline model's",
+    )
+    p.add_argument("file", metavar="FILE", help="the .opt file with both models")
+    p.add_argument("--model", required=True, metavar="NAME", help="the model whose widths change")
+    p.add_argument("--to", required=True, metavar="BASELINE", help="the model to match")
+    p.add_argument(
+        "--by",
+        choices=["flops", "params"],
+        default="flops",
+        help="what to match (default: flops)",
+    )
+    p.add_argument(
+        "--within", default="2%", metavar="PCT", help="the largest difference allowed (2%%)"
+    )
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="rewrite the model's widths in FILE instead of printing the model",
+    )
+    p.set_defaults(run=cmd_match)
 
     p = sub.add_parser("inspect", help="print the generated module (or the layer graph)")
     p.add_argument("files", nargs="+", metavar="FILE", help=FILES_HELP)

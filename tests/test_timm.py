@@ -70,7 +70,8 @@ def test_intermediates_are_the_stage_outputs(registered):
         _, (first, *_) = model.forward_intermediates(x)
         expected = model.stages[0](model.stem(x))
     torch.testing.assert_close(first, expected)
-    assert model.forward_intermediates(x, indices=1, intermediates_only=True)[0].shape[1] == 64
+    last = model.forward_intermediates(x, indices=1, intermediates_only=True)[0]
+    assert last.shape[1] == model.feature_info[-1]["num_chs"] == model.num_features
 
 
 def test_prune_keeps_the_stages_and_drops_the_head(registered):
