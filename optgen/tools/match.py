@@ -221,7 +221,7 @@ def _nearest_by_scale(search: _Search, widths: tuple[int, ...], target: int) -> 
     factor, value = 1.0, search.value(widths)
     slope = 2.0
     for _ in range(6):
-        if value is None or value == target:
+        if value == target:
             break
         step = math.log(target / value) / slope
         new_factor = factor * math.exp(step)
@@ -235,8 +235,6 @@ def _nearest_by_scale(search: _Search, widths: tuple[int, ...], target: int) -> 
             measured = math.log(new_value / value) / math.log(new_factor / factor)
             slope = measured if 0.5 <= measured <= 4 else slope
         factor, value = new_factor, new_value
-        if candidate == best and _distance(new_value, target) == 0:
-            break
     return best
 
 
