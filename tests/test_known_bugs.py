@@ -618,3 +618,42 @@ def test_a_power_schedule_in_the_matrix_is_analysed():
     (certificate,) = _certificates(POWER_SCHEDULE).values()
     assert certificate["per_layer"] is not None
     _agrees(POWER_SCHEDULE, depth=4)
+
+
+# Found by the 10,000-case campaign, part 3 (seed 3006087): a schedule min(0.5, k/4) read
+# at k+1 puts `Min` in the layer matrix. charpoly stood functions in as symbols, but Min
+# and Max are sympy applications, not Functions, so sympy compared expressions in Min while
+# ordering the factors: "cannot determine truth value of Relational" (an internal error).
+MIN_SCHEDULE_AHEAD = """
+network MinScheduleAhead {
+    state y, x
+    param p2 = min(0.5, k/4)
+    block T = linear() shared
+    layers 4
+    output x
+    update {
+        x = x + p2[k+1]*x[0]
+        g0 = T(x+ - x)
+        y = y + (1 - p2)*x
+    }
+}
+"""
+
+
+def test_a_min_schedule_in_the_matrix_is_analysed():
+    (certificate,) = _certificates(MIN_SCHEDULE_AHEAD).values()
+    assert certificate["per_layer"] is not None
+    _agrees(MIN_SCHEDULE_AHEAD, depth=4)
+
+
+def test_the_reference_solve_reaches_a_map_that_sends_a_sample_to_zero():
+    # Campaign seed 3005766 (the reference's, not the compiler's): a shrinkage that maps
+    # the first guess to exactly 0 made the relative residual ||f(z) - z|| / ||f(z)||
+    # overflow to inf, reported as divergence; the next step is the fixed point 0.
+    from optgen.reference.solve import FixedPoint, relative_residual
+
+    z = {"x": torch.ones(2, 3, dtype=torch.float64)}
+    zero = {"x": torch.zeros(2, 3, dtype=torch.float64)}
+    assert relative_residual(zero, z) == 1.0
+    solved = FixedPoint(tol=1e-12).solve(lambda s: {"x": torch.relu(s["x"] - 5)}, z)
+    assert torch.equal(solved["x"], zero["x"])

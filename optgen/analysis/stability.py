@@ -74,7 +74,9 @@ def charpoly(matrix: sympy.Matrix) -> tuple[sympy.Expr, ...]:
     entries, so this is exact."""
     # So does a power that is not a polynomial in k (`0.9**k`, `sqrt(k + 1)`).
     powers = {p for p in matrix.atoms(sympy.Pow) if p.free_symbols and not p.exp.is_Integer}
-    pieces = {p: sympy.Dummy("piece") for p in matrix.atoms(sympy.Function) | powers}
+    # Application, not Function: `Min` and `Max` are applications but not Functions.
+    applied = matrix.atoms(sympy.core.function.Application)
+    pieces = {p: sympy.Dummy("piece") for p in applied | powers}
     coeffs = matrix.xreplace(pieces).charpoly(Z).all_coeffs()
     back = {symbol: piece for piece, symbol in pieces.items()}
     return tuple(sympy.cancel(c).xreplace(back) for c in reversed(coeffs))

@@ -38,10 +38,17 @@ class FixedPoint:
 
     def solve(self, f: Callable[[State], State], start: State) -> State:
         z = start
-        for _ in range(self.max_iter):
+        for step in range(self.max_iter):
             fz = f(z)
-            if relative_residual(fz, z) <= self.tol:
-                return fz
+            try:
+                if relative_residual(fz, z) <= self.tol:
+                    return fz
+            except FloatingPointError:
+                # Diverged: no fixed point is reached from here either.
+                raise NotConverged(
+                    f"simple iteration diverged (NaN or inf after {step + 1} steps):"
+                    " the map is not a contraction here"
+                ) from None
             z = fz
         raise NotConverged(
             f"simple iteration did not reach the relative residual {self.tol:g} in"
@@ -51,10 +58,14 @@ class FixedPoint:
 
 
 def relative_residual(fz: State, z: State) -> float:
-    """max over samples of ||f(z) - z|| / ||f(z)||, all states of a sample together."""
+    """max over samples of ||f(z) - z|| / max(||f(z)||, ||z||), all states of a sample
+    together. The larger norm, not ||f(z)|| alone: a map that sends a sample to exactly 0
+    (a relu or a shrinkage) made the ratio overflow to inf (campaign seed 3005766)."""
     with torch.no_grad():
         diff = sum(_per_sample_square(fz[name] - z[name]) for name in fz)
-        size = sum(_per_sample_square(fz[name]) for name in fz)
+        size = sum(
+            torch.maximum(_per_sample_square(fz[name]), _per_sample_square(z[name])) for name in fz
+        )
         ratio = torch.sqrt(diff) / torch.sqrt(size).clamp_min(torch.finfo(size.dtype).tiny)
         if not torch.isfinite(ratio).all():
             raise FloatingPointError("the fixed-point iteration produced NaN or inf")
