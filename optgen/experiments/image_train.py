@@ -27,13 +27,13 @@ def schedule(s: ImageSettings):
     return factor
 
 
-def build(cls: type, seed: int, world: World):
+def build(cls: type, seed: int, world: World, channels: int = 1, classes: int = 10):
     """The model of `seed`, the same on every rank (DDP would broadcast rank 0's anyway),
     with its BatchNorm layers taking global-batch statistics."""
     import torch
 
     torch.manual_seed(seed)
-    model = convert_batchnorm(cls(num_classes=10, in_chans=1))
+    model = convert_batchnorm(cls(num_classes=classes, in_chans=channels))
     return model.to(world.device)
 
 
@@ -43,7 +43,7 @@ def train_seed(cls: type, s: ImageSettings, data: ImageData, seed: int, world: W
     import torch.nn.functional as F
 
     start = time.perf_counter()
-    model = build(cls, seed, world)
+    model = build(cls, seed, world, data.channels, data.classes)
     ddp = data_parallel(model, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(s))
