@@ -389,6 +389,10 @@ def cmd_experiment(args) -> int:
             ("--train-size", args.train_size),
             ("--test-size", args.test_size),
             ("--data", args.data),
+            ("--device", args.device),
+            ("--bf16", args.bf16),
+            ("--channels-last", args.channels_last),
+            ("--compile", args.compile),
         )
         if value not in (None, False)
     ]
@@ -600,6 +604,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="fashion-mnist: the folder of its IDX files (default"
         " /usr/share/datasets/fashion-mnist, from Debian's dataset-fashion-mnist); folder:"
         " IDX files, CIFAR-style pickle batches or train/CLASS/*, test/CLASS/* images",
+    )
+    images.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="where to train: auto (CUDA when there is a device, the default), cpu or cuda;"
+        " under torchrun each rank takes cuda:LOCAL_RANK",
+    )
+    images.add_argument(
+        "--bf16",
+        action="store_true",
+        help="forward passes under bf16 autocast (a setting: it changes the numbers)",
+    )
+    images.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="the models and batches in torch.channels_last memory format",
+    )
+    images.add_argument(
+        "--compile", action="store_true", help="the training forward through torch.compile"
     )
     p.set_defaults(run=cmd_experiment)
 

@@ -23,7 +23,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .distributed import World, broadcast, join, leave
+from .distributed import World, broadcast, join, leave, use_cuda
 from .extras import MissingExtra, require_extras
 from .image_data import ImageData, MissingData, load_images
 from .image_models import (
@@ -38,7 +38,7 @@ from .image_models import (
 )
 from .image_plots import plot_images
 from .image_sources import DataError, SourceImages, load_source
-from .image_train import train_seed
+from .image_train import Runtime, train_seed
 from .networks import write_modules
 from .report_schema import ReportMismatch, check_report
 from .settings import SOURCE_EXPERIMENTS, ImageSettings, check_ranges, image_settings_for
@@ -51,10 +51,18 @@ class ResumeRefused(Exception):
     """--resume against a file that is not a run of the same settings."""
 
 
+# Settings added after the first reports were written: left out of the digest at these
+# values, so that those reports keep their digest (and stay resumable).
+LATER_SETTINGS = {"bf16": False}
+
+
 def settings_digest(s: ImageSettings) -> str:
     """The sha256 of everything that decides the numbers of a run, the report's format
     included; the data's own digest is checked beside it."""
-    text = json.dumps({"format": FORMAT, **asdict(s)}, sort_keys=True)
+    fields = {
+        k: v for k, v in asdict(s).items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]
+    }
+    text = json.dumps({"format": FORMAT, **fields}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -65,14 +73,16 @@ def run_images(
     resume: bool = False,
     progress_bar: bool = True,
     images: SourceImages | None = None,
+    runtime: Runtime | None = None,
 ) -> dict | None:
     """Train every network for every seed of `s`; rank 0 writes out/NAME.json and
     out/NAME.png. `images`: the data folder read, for the SOURCE_EXPERIMENTS. Every check
     (names, compilation, input, world size, the resumed file) is done before the first
     network is trained or anything is written. Returns the report on rank 0, None on the
-    other ranks."""
+    other ranks. `runtime`: the device, memory format and compilation."""
     import torch
 
+    runtime = runtime or Runtime()
     torch.set_num_threads(1)  # one thread a rank: scale out with ranks, not threads
     sources, files = prepare_models(networks)
     classes = {source.label: model_class(source) for source in sources}
@@ -80,7 +90,7 @@ def run_images(
     for source in sources:
         check_input(source, classes[source.label], s.size, *shape)
     data = load_images(s, images)
-    world = join()
+    world = join(runtime.device)
     try:
         if s.batch % world.size:
             raise ValueError(
@@ -91,7 +101,7 @@ def run_images(
             raise report
         if world.is_main:
             write_modules(files, out / "modules")
-        _train_all(s, out, sources, classes, data, report, world, progress_bar)
+        _train_all(s, out, sources, classes, data, report, world, progress_bar, runtime)
         if not world.is_main:
             return None
         report["complete"] = True
@@ -215,7 +225,9 @@ def _resumed(path: Path, fresh: dict, sources: list[ModelSource]) -> dict:
     return merged
 
 
-def _train_all(s, out, sources, classes, data, report, world: World, progress_bar) -> None:
+def _train_all(
+    s, out, sources, classes, data, report, world: World, progress_bar, runtime: Runtime
+) -> None:
     import tqdm
 
     todo = [
@@ -233,7 +245,7 @@ def _train_all(s, out, sources, classes, data, report, world: World, progress_ba
     ) as bar:
         for source, seed in todo:
             bar.set_postfix_str(f"{source.label} seed {seed}")
-            result = train_seed(classes[source.label], s, data, seed, world, bar)
+            result = train_seed(classes[source.label], s, data, seed, world, bar, runtime)
             if world.is_main:
                 _record(report["networks"][source.label], seed, result)
                 _write(out, report)
@@ -287,7 +299,13 @@ def run_image_command(args, progress_bar: bool = True) -> list[str]:
     )
     data = getattr(args, "data", None)
     test_size = getattr(args, "test_size", None)
+    runtime = Runtime(
+        getattr(args, "device", None) or "auto",
+        bool(getattr(args, "channels_last", False)),
+        bool(getattr(args, "compile", False)),
+    )
     try:
+        use_cuda(runtime.device)  # --device cuda without CUDA: refused before any work
         if data is not None and args.name not in SOURCE_EXPERIMENTS:
             raise ValueError(
                 f"--data: only for the {' and '.join(SOURCE_EXPERIMENTS)} experiments (the"
@@ -301,8 +319,9 @@ def run_image_command(args, progress_bar: bool = True) -> list[str]:
         if args.name in SOURCE_EXPERIMENTS:
             images = load_source(args.name, data)
         pool = images.pool if images is not None else None
-        s = image_settings_for(args.name, args.quick, *options, pool=pool)
-        report = run_images(s, Path(args.out), networks, args.resume, progress_bar, images)
+        bf16 = bool(getattr(args, "bf16", False))
+        s = image_settings_for(args.name, args.quick, *options, pool=pool, bf16=bf16)
+        report = run_images(s, Path(args.out), networks, args.resume, progress_bar, images, runtime)
     except (
         MissingExtra,
         MissingData,

@@ -61,6 +61,7 @@ class ImageSettings:
     size: int = 32  # images are fed at size x size, one channel
     seeds: int = 3
     data_seed: int = 1234
+    bf16: bool = False  # forward passes under bf16 autocast (the device's); float32 else
 
     @property
     def steps_per_epoch(self) -> int:
@@ -89,6 +90,7 @@ def image_settings_for(
     train_size: int | None = None,
     test_size: int | None = None,
     pool: tuple[int, int] | None = None,
+    bf16: bool = False,
 ) -> ImageSettings:
     """The default settings of `name`, `--quick`'s, then the options given on top.
 
@@ -117,7 +119,7 @@ def image_settings_for(
         base = ImageSettings(name)
     if quick and name not in SOURCE_EXPERIMENTS:
         base = replace(base, n_train=256, n_test=200, epochs=1, batch=32, seeds=1)
-    base = replace(base, **{k: v for k, v in chosen.items() if v is not None})
+    base = replace(base, bf16=bf16, **{k: v for k, v in chosen.items() if v is not None})
     if name in SOURCE_EXPERIMENTS:
         for option, size, held in (
             ("n_train", base.n_train, pool[0]),
