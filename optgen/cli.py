@@ -387,11 +387,20 @@ def cmd_experiment(args) -> int:
             ("--epochs", args.epochs),
             ("--batch", args.batch),
             ("--train-size", args.train_size),
+            ("--test-size", args.test_size),
+            ("--data", args.data),
+            ("--device", args.device),
+            ("--bf16", args.bf16),
+            ("--channels-last", args.channels_last),
+            ("--compile", args.compile),
         )
         if value not in (None, False)
     ]
     if image_only:
-        raise UsageError(f"{', '.join(image_only)}: only for the mnist and digits experiments")
+        raise UsageError(
+            f"{', '.join(image_only)}: only for the image experiments"
+            f" ({', '.join(IMAGE_EXPERIMENTS)})"
+        )
     networks = (
         [n.strip() for n in args.networks.split(",") if n.strip()]
         if args.networks
@@ -547,12 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "experiment",
-        help="train catalog networks on one of the paper's experiments (synthetic or digits)",
+        help="train catalog networks on one of the paper's experiments (synthetic or images)",
     )
     p.add_argument(
         "name",
-        choices=["rings", "parity", "telgarsky", "mnist", "digits"],
-        help="the experiment: rings, parity, telgarsky (synthetic) or mnist, digits (images)",
+        choices=["rings", "parity", "telgarsky", "mnist", "digits", "fashion-mnist", "folder"],
+        help="the experiment: rings, parity, telgarsky (synthetic) or mnist, digits,"
+        " fashion-mnist, folder (images; folder needs --data)",
     )
     p.add_argument("--quick", action="store_true", help="a short run (under a minute on two cores)")
     p.add_argument("--seeds", type=int, help="number of seeds (default 3, 1 with --quick)")
@@ -566,18 +576,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--networks",
         metavar="A,B,...",
         help="catalog names or .opt files (default: gd,heavy_ball,nesterov,nesterov_k,dense,ladmm;"
-        " for mnist and digits the 12 catalog models wide_gd, ..., iso_vit_apg2)",
+        " for the image experiments the 12 catalog models wide_gd, ..., iso_vit_apg2)",
     )
-    images = p.add_argument_group("mnist and digits only")
+    images = p.add_argument_group("image experiments only (mnist, digits, fashion-mnist, folder)")
     images.add_argument(
         "--resume",
         action="store_true",
         help="continue DIR/NAME.json from its last finished network and seed (same settings)",
     )
-    images.add_argument("--epochs", type=int, help="training epochs (mnist 2, digits 8)")
+    images.add_argument("--epochs", type=int, help="training epochs (2; digits 8)")
     images.add_argument("--batch", type=int, help="global batch, split over the ranks (64)")
     images.add_argument(
-        "--train-size", type=int, metavar="N", help="training images (mnist 4000, digits 1500)"
+        "--train-size",
+        type=int,
+        metavar="N",
+        help="training images (mnist 4000, digits 1500, fashion-mnist and folder 10000 or all)",
+    )
+    images.add_argument(
+        "--test-size",
+        type=int,
+        metavar="N",
+        help="test images (mnist 1000, digits 297, fashion-mnist and folder: all of the test set)",
+    )
+    images.add_argument(
+        "--data",
+        metavar="DIR",
+        help="fashion-mnist: the folder of its IDX files (default"
+        " /usr/share/datasets/fashion-mnist, from Debian's dataset-fashion-mnist); folder:"
+        " IDX files, CIFAR-style pickle batches or train/CLASS/*, test/CLASS/* images",
+    )
+    images.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="where to train: auto (CUDA when there is a device, the default), cpu or cuda;"
+        " under torchrun each rank takes cuda:LOCAL_RANK",
+    )
+    images.add_argument(
+        "--bf16",
+        action="store_true",
+        help="forward passes under bf16 autocast (a setting: it changes the numbers)",
+    )
+    images.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="the models and batches in torch.channels_last memory format",
+    )
+    images.add_argument(
+        "--compile", action="store_true", help="the training forward through torch.compile"
     )
     p.set_defaults(run=cmd_experiment)
 

@@ -156,7 +156,7 @@ def test_quick_digits_feeds_the_vit_its_declared_token_count(tmp_path):
         (["mnist", "--seeds", "0"], "optgen: error: --seeds must be at least 1\n"),
         (
             ["rings", "--resume"],
-            "optgen: error: --resume: only for the mnist and digits experiments\n",
+            "optgen: error: --resume: only for the image experiments (mnist, digits, fashion-mnist, folder)\n",
         ),
     ],
 )

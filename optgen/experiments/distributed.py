@@ -40,16 +40,34 @@ class World:
         return self.rank == 0
 
 
-def join() -> World:
-    """The process group of a torchrun launch, or a world of one."""
+def use_cuda(device: str = "auto") -> bool:
+    """Whether to train on CUDA: `device` "auto" (when there is a CUDA device), "cuda" (a
+    `ValueError` when there is none) or "cpu"."""
     import torch
 
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device {device}: give auto, cpu or cuda")
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        raise ValueError(
+            "--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False;"
+            f" torch {torch.__version__}, built with CUDA {torch.version.cuda})"
+        )
+    return available if device == "auto" else device == "cuda"
+
+
+def join(device: str = "auto") -> World:
+    """The process group of a torchrun launch, or a world of one; on CUDA (NCCL between
+    the ranks, each on cuda:LOCAL_RANK) or on the CPU (gloo), as `use_cuda(device)` says."""
+    import torch
+
+    cuda = use_cuda(device)
     if "WORLD_SIZE" not in os.environ:
-        return World(device="cuda" if torch.cuda.is_available() else "cpu")
+        return World(device="cuda" if cuda else "cpu")
     import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if cuda:
         backend, device = "nccl", f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
     else:
@@ -132,6 +150,11 @@ def _global_batchnorm_class():
         """
 
         def forward(self, x):
+            # Under bf16 autocast the statistics and the normalisation are computed in the
+            # parameters' dtype, as autocast does for BatchNorm2d.
+            own = self.weight if self.weight is not None else self.running_mean
+            if own is not None and x.is_floating_point() and x.dtype != own.dtype:
+                x = x.to(own.dtype)
             if not self.training:
                 return super().forward(x)
             dims = (0, 2, 3)

@@ -131,28 +131,34 @@ def model_class(source: ModelSource) -> type:
     return getattr(module, source.class_name)
 
 
-def check_input(source: ModelSource, cls: type, size: int) -> None:
-    """Refuse a model that cannot take one-channel size x size images."""
+def check_input(
+    source: ModelSource, cls: type, size: int, channels: int = 1, classes: int = 10
+) -> None:
+    """Refuse a model that cannot take `channels`-channel size x size images (or give
+    `classes` logits)."""
     import torch
 
     try:
         with torch.no_grad():
-            cls(num_classes=10, in_chans=1).eval()(torch.zeros(1, 1, size, size))
+            model = cls(num_classes=classes, in_chans=channels).eval()
+            logits = model(torch.zeros(1, channels, size, size))
+        if tuple(logits.shape) != (1, classes):
+            raise ValueError(f"it gives logits of shape {list(logits.shape)}, not [1, {classes}]")
     except Exception as err:  # any failure: the model and the experiment do not fit
         raise ValueError(
             f"network {source.label} ({source.class_name}, declared input"
-            f" {list(cls.INPUT_SIZE)}) does not take the [1, {size}, {size}] images of the"
-            f" experiment: {type(err).__name__}: {err}"
+            f" {list(cls.INPUT_SIZE)}) does not take the [{channels}, {size}, {size}] images"
+            f" of the experiment: {type(err).__name__}: {err}"
         ) from None
 
 
-def cost(cls: type, size: int) -> tuple[int, int]:
+def cost(cls: type, size: int, channels: int = 1, classes: int = 10) -> tuple[int, int]:
     """(parameters, FLOPs of one image) of the model as the experiment builds and feeds it:
-    10 classes, one channel, size x size; counted as the class's FLOPS is."""
+    `classes` classes, `channels` channels, size x size; counted as the class's FLOPS is."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = cls(num_classes=10, in_chans=1).eval()
+    model = cls(num_classes=classes, in_chans=channels).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 1, size, size))
+        model(torch.zeros(1, channels, size, size))
     return sum(p.numel() for p in model.parameters()), int(counter.get_total_flops())

@@ -23,7 +23,8 @@ def plot_images(report: dict, path: Path) -> None:
 
     networks = {k: v for k, v in report["networks"].items() if v["runs"]}
     fig, (ax, staged_ax, iso_ax) = plt.subplots(1, 3, figsize=(17, 5.2))
-    _error_against_flops(ax, networks)
+    shape = report.get("data", {}).get("input", [1, 32, 32])
+    _error_against_flops(ax, networks, "x".join(str(n) for n in shape))
     isotropic = {"iso_convnext", "iso_vit"}
     epochs = report["settings"]["epochs"]
     _curves(staged_ax, {k: v for k, v in networks.items() if v["family"] not in isotropic}, epochs)
@@ -33,7 +34,7 @@ def plot_images(report: dict, path: Path) -> None:
     s = report["settings"]
     fig.suptitle(
         f"optgen experiment {report['experiment']}: {s['n_train']} training / {s['n_test']} test"
-        f" images at 32x32, {s['epochs']} epoch(s) ({s['steps']} steps of {s['batch']}),"
+        f" images at {shape}, {s['epochs']} epoch(s) ({s['steps']} steps of {s['batch']}),"
         f" {s['seeds']} seed(s)",
         fontsize=10,
     )
@@ -42,7 +43,7 @@ def plot_images(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _error_against_flops(ax, networks: dict) -> None:
+def _error_against_flops(ax, networks: dict, shape: str = "1x32x32") -> None:
     for label, entry in networks.items():
         error = entry["metrics"]["test_error"]
         if error["mean"] is None:  # every seed diverged: nothing to place
@@ -55,7 +56,7 @@ def _error_against_flops(ax, networks: dict) -> None:
             ax.scatter([x], [y], s=260, facecolors="none", edgecolors="black", linewidths=1.2)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("MFLOPs per image (1x32x32)")
+    ax.set_xlabel(f"MFLOPs per image ({shape})")
     ax.set_ylabel("test error (%), mean ± std over seeds")
     ax.set_title("test error against FLOPs (circled: the gd baseline of each family)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)

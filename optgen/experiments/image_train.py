@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 from .distributed import World, all_sum, convert_batchnorm, data_parallel, rank_batches
 from .image_data import ImageData, augment, epoch_shifts
@@ -12,6 +14,25 @@ from .settings import ImageSettings
 
 # Evaluation batch: any size gives the same numbers (eval mode is per image).
 EVAL_BATCH = 250
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a run is executed, not what it computes (bf16, which changes the numbers, is a
+    setting: `ImageSettings.bf16`). Each finished seed records it."""
+
+    device: str = "auto"  # auto (CUDA when there is one), cpu or cuda
+    channels_last: bool = False  # the model and every batch in torch.channels_last
+    compile: bool = False  # the training forward through torch.compile
+
+
+def autocast(s: ImageSettings, world: World):
+    """bf16 autocast on the run's device when `s.bf16`, else nothing."""
+    import torch
+
+    if not s.bf16:
+        return nullcontext()
+    return torch.autocast(world.device.split(":")[0], dtype=torch.bfloat16)
 
 
 def schedule(s: ImageSettings):
@@ -27,27 +48,38 @@ def schedule(s: ImageSettings):
     return factor
 
 
-def build(cls: type, seed: int, world: World):
+def build(cls: type, seed: int, world: World, channels: int = 1, classes: int = 10):
     """The model of `seed`, the same on every rank (DDP would broadcast rank 0's anyway),
     with its BatchNorm layers taking global-batch statistics."""
     import torch
 
     torch.manual_seed(seed)
-    model = convert_batchnorm(cls(num_classes=10, in_chans=1))
+    model = convert_batchnorm(cls(num_classes=classes, in_chans=channels))
     return model.to(world.device)
 
 
-def train_seed(cls: type, s: ImageSettings, data: ImageData, seed: int, world: World, bar=None):
+def train_seed(
+    cls: type,
+    s: ImageSettings,
+    data: ImageData,
+    seed: int,
+    world: World,
+    bar=None,
+    runtime: Runtime = Runtime(),
+):
     """Train on the split, evaluate on the test set; the run's entry of the report."""
     import torch
     import torch.nn.functional as F
 
     start = time.perf_counter()
-    model = build(cls, seed, world)
+    model = build(cls, seed, world, data.channels, data.classes)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     ddp = data_parallel(model, world)
+    forward = torch.compile(ddp) if runtime.compile else ddp
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(s))
-    normalise = _normaliser(data)
+    normalise = _normaliser(data, runtime)
     curve: list[float] = []
     model.train()
     for epoch in range(s.epochs):
@@ -58,7 +90,9 @@ def train_seed(cls: type, s: ImageSettings, data: ImageData, seed: int, world: W
             images, labels = normalise(images).to(world.device), data.train_y[index]
             # The mean over this rank's share; DDP averages the gradients over the ranks,
             # which makes it the mean over the global batch, as on one rank.
-            loss = F.cross_entropy(ddp(images), labels.to(world.device))
+            with autocast(s, world):
+                logits = forward(images)
+            loss = F.cross_entropy(logits.float(), labels.to(world.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -66,7 +100,7 @@ def train_seed(cls: type, s: ImageSettings, data: ImageData, seed: int, world: W
             curve.append(all_sum(loss.detach()).item() / world.size)
             if bar is not None:
                 bar.update(1)
-    error, test_loss = evaluate(model, data, world, normalise)
+    error, test_loss = evaluate(model, data, world, normalise, s)
     weight_norm = torch.sqrt(sum(p.detach().double().square().sum() for p in model.parameters()))
     return {
         "test_error": error,
@@ -76,10 +110,29 @@ def train_seed(cls: type, s: ImageSettings, data: ImageData, seed: int, world: W
         "curve": curve,
         "wall_time_s": time.perf_counter() - start,
         "world_size": world.size,
+        "runtime": {
+            "device": world.device,
+            "device_name": _device_name(world.device),
+            "channels_last": runtime.channels_last,
+            "compile": runtime.compile,
+            "torch": torch.__version__,
+        },
     }
 
 
-def evaluate(model, data: ImageData, world: World, normalise) -> tuple[float, float]:
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def evaluate(
+    model, data: ImageData, world: World, normalise, s: ImageSettings | None = None
+) -> tuple[float, float]:
     """(test error, mean test loss): each rank takes every world.size-th test image and
     the counts are summed, so the numbers do not depend on the world size."""
     import torch
@@ -93,15 +146,21 @@ def evaluate(model, data: ImageData, world: World, normalise) -> tuple[float, fl
         for chunk in mine.split(EVAL_BATCH):
             images = normalise(data.test_x[chunk]).to(world.device)
             labels = data.test_y[chunk].to(world.device)
-            logits = model(images)
+            with autocast(s, world) if s is not None else nullcontext():
+                logits = model(images).float()
             wrong += (logits.argmax(1) != labels).sum()
             loss += F.cross_entropy(logits, labels, reduction="sum").double()
     n = len(data.test_y)
     return all_sum(wrong).item() / n, all_sum(loss).item() / n
 
 
-def _normaliser(data: ImageData):
+def _normaliser(data: ImageData, runtime: Runtime = Runtime()):
+    import torch
+
     def normalise(images):
-        return (images - data.mean) / data.std
+        images = (images - data.mean) / data.std
+        if runtime.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
 
     return normalise

@@ -1,8 +1,11 @@
-"""The paper's image-classification comparison on real digits: `optgen experiment mnist`
-and `optgen experiment digits`.
+"""The paper's image-classification comparison on real images: `optgen experiment mnist`
+and `optgen experiment digits` (digits from Python packages), `optgen experiment
+fashion-mnist` and `optgen experiment folder --data DIR` (a data folder: see
+`image_sources`).
 
 Every network is a catalog model (or a model of the user's `.opt` file) compiled by
-optgen's public API, built with 10 classes and one input channel and fed 32x32 images.
+optgen's public API, built with the data's classes and channels (10 and one for the
+digits) and fed 32x32 images.
 All networks of a run see the same split (its digest is in the report), the same
 optimizer (AdamW), schedule (warm-up, cosine), augmentation (random shift) and seeds
 (0, 1, ...: initialisation, data order, augmentation). The run is data-parallel under
@@ -20,7 +23,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .distributed import World, broadcast, join, leave
+from .distributed import World, broadcast, join, leave, use_cuda
 from .extras import MissingExtra, require_extras
 from .image_data import ImageData, MissingData, load_images
 from .image_models import (
@@ -34,10 +37,11 @@ from .image_models import (
     prepare_models,
 )
 from .image_plots import plot_images
-from .image_train import train_seed
+from .image_sources import DataError, SourceImages, load_source
+from .image_train import Runtime, train_seed
 from .networks import write_modules
 from .report_schema import ReportMismatch, check_report
-from .settings import ImageSettings, image_settings_for
+from .settings import SOURCE_EXPERIMENTS, ImageSettings, check_ranges, image_settings_for
 from .train import summarize, thin
 
 FORMAT = 1  # of the report; a change of layout is a change of settings
@@ -47,10 +51,18 @@ class ResumeRefused(Exception):
     """--resume against a file that is not a run of the same settings."""
 
 
+# Settings added after the first reports were written: left out of the digest at these
+# values, so that those reports keep their digest (and stay resumable).
+LATER_SETTINGS = {"bf16": False}
+
+
 def settings_digest(s: ImageSettings) -> str:
     """The sha256 of everything that decides the numbers of a run, the report's format
     included; the data's own digest is checked beside it."""
-    text = json.dumps({"format": FORMAT, **asdict(s)}, sort_keys=True)
+    fields = {
+        k: v for k, v in asdict(s).items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]
+    }
+    text = json.dumps({"format": FORMAT, **fields}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -60,20 +72,25 @@ def run_images(
     networks: list[str],
     resume: bool = False,
     progress_bar: bool = True,
+    images: SourceImages | None = None,
+    runtime: Runtime | None = None,
 ) -> dict | None:
     """Train every network for every seed of `s`; rank 0 writes out/NAME.json and
-    out/NAME.png. Every check (names, compilation, input, world size, the resumed file)
-    is done before the first network is trained or anything is written. Returns the
-    report on rank 0, None on the other ranks."""
+    out/NAME.png. `images`: the data folder read, for the SOURCE_EXPERIMENTS. Every check
+    (names, compilation, input, world size, the resumed file) is done before the first
+    network is trained or anything is written. Returns the report on rank 0, None on the
+    other ranks. `runtime`: the device, memory format and compilation."""
     import torch
 
+    runtime = runtime or Runtime()
     torch.set_num_threads(1)  # one thread a rank: scale out with ranks, not threads
     sources, files = prepare_models(networks)
     classes = {source.label: model_class(source) for source in sources}
+    shape = (images.channels, images.num_classes) if images is not None else (1, 10)
     for source in sources:
-        check_input(source, classes[source.label], s.size)
-    data = load_images(s)
-    world = join()
+        check_input(source, classes[source.label], s.size, *shape)
+    data = load_images(s, images)
+    world = join(runtime.device)
     try:
         if s.batch % world.size:
             raise ValueError(
@@ -84,7 +101,7 @@ def run_images(
             raise report
         if world.is_main:
             write_modules(files, out / "modules")
-        _train_all(s, out, sources, classes, data, report, world, progress_bar)
+        _train_all(s, out, sources, classes, data, report, world, progress_bar, runtime)
         if not world.is_main:
             return None
         report["complete"] = True
@@ -122,12 +139,15 @@ def _fresh_report(s, sources, classes, data: ImageData) -> dict:
         "networks": {},
     }
     for source in sources:
-        report["networks"][source.label] = _network_entry(source, classes[source.label], s)
+        entry = _network_entry(source, classes[source.label], s, data.channels, data.classes)
+        report["networks"][source.label] = entry
     return report
 
 
-def _network_entry(source: ModelSource, cls: type, s: ImageSettings) -> dict:
-    params, flops = cost(cls, s.size)
+def _network_entry(
+    source: ModelSource, cls: type, s: ImageSettings, channels: int = 1, num_classes: int = 10
+) -> dict:
+    params, flops = cost(cls, s.size, channels, num_classes)
     universal = source.certificate.get("universal") or {}
     return {
         "class": source.class_name,
@@ -177,7 +197,8 @@ def _resumed(path: Path, fresh: dict, sources: list[ModelSource]) -> dict:
     if old.get("data_digest") != fresh["data_digest"]:
         raise ResumeRefused(
             f"cannot resume from {path}: its data digest differs from this machine's"
-            f" {fresh['experiment']} data (another version of the data set's package?)"
+            f" {fresh['experiment']} data (other data, or another version of the data"
+            " set's package?)"
         )
     try:
         check_report(old, fresh["settings"]["seeds"])
@@ -204,7 +225,9 @@ def _resumed(path: Path, fresh: dict, sources: list[ModelSource]) -> dict:
     return merged
 
 
-def _train_all(s, out, sources, classes, data, report, world: World, progress_bar) -> None:
+def _train_all(
+    s, out, sources, classes, data, report, world: World, progress_bar, runtime: Runtime
+) -> None:
     import tqdm
 
     todo = [
@@ -222,7 +245,7 @@ def _train_all(s, out, sources, classes, data, report, world: World, progress_ba
     ) as bar:
         for source, seed in todo:
             bar.set_postfix_str(f"{source.label} seed {seed}")
-            result = train_seed(classes[source.label], s, data, seed, world, bar)
+            result = train_seed(classes[source.label], s, data, seed, world, bar, runtime)
             if world.is_main:
                 _record(report["networks"][source.label], seed, result)
                 _write(out, report)
@@ -261,24 +284,52 @@ def _write(out: Path, report: dict) -> None:
 
 
 class ImageExperimentError(Exception):
-    """A bad input of `optgen experiment mnist|digits`: the CLI prints it and exits 1."""
+    """A bad input of `optgen experiment mnist|digits|fashion-mnist|folder`: the CLI prints
+    it and exits 1."""
 
 
 def run_image_command(args, progress_bar: bool = True) -> list[str]:
-    """`optgen experiment mnist|digits` from its parsed arguments: run, and return the lines
-    to print (none on ranks other than 0). Raises `ImageExperimentError` for a bad input."""
+    """`optgen experiment mnist|digits|fashion-mnist|folder` from its parsed arguments: run,
+    and return the lines to print (none on ranks other than 0). Raises
+    `ImageExperimentError` for a bad input."""
     networks = (
         [n.strip() for n in args.networks.split(",") if n.strip()]
         if args.networks
         else list(QUICK_NETWORKS if args.quick else IMAGE_NETWORKS)
     )
+    data = getattr(args, "data", None)
+    test_size = getattr(args, "test_size", None)
+    runtime = Runtime(
+        getattr(args, "device", None) or "auto",
+        bool(getattr(args, "channels_last", False)),
+        bool(getattr(args, "compile", False)),
+    )
     try:
+        use_cuda(runtime.device)  # --device cuda without CUDA: refused before any work
+        if data is not None and args.name not in SOURCE_EXPERIMENTS:
+            raise ValueError(
+                f"--data: only for the {' and '.join(SOURCE_EXPERIMENTS)} experiments (the"
+                f" {args.name} experiment reads its images from a Python package)"
+            )
         require_extras()
-        s = image_settings_for(
-            args.name, args.quick, args.seeds, args.epochs, args.batch, args.train_size
-        )
-        report = run_images(s, Path(args.out), networks, args.resume, progress_bar)
-    except (MissingExtra, MissingData, ResumeRefused, ValueError, FileNotFoundError) as err:
+        options = (args.seeds, args.epochs, args.batch, args.train_size, test_size)
+        # The options' ranges first, then the data (whose size the defaults depend on).
+        check_ranges(*options)
+        images = None
+        if args.name in SOURCE_EXPERIMENTS:
+            images = load_source(args.name, data)
+        pool = images.pool if images is not None else None
+        bf16 = bool(getattr(args, "bf16", False))
+        s = image_settings_for(args.name, args.quick, *options, pool=pool, bf16=bf16)
+        report = run_images(s, Path(args.out), networks, args.resume, progress_bar, images, runtime)
+    except (
+        MissingExtra,
+        MissingData,
+        DataError,
+        ResumeRefused,
+        ValueError,
+        FileNotFoundError,
+    ) as err:
         raise ImageExperimentError(str(err)) from None
     if report is None:
         return []

@@ -41,6 +41,8 @@ RUN = {
     "wall_time_s": NUMBER,
     "world_size": (int,),
 }
+# Keys a run may lack (written by later versions): how it was executed.
+RUN_OPTIONAL = {"runtime": (dict,)}
 TOP = {
     "experiment": (str,),
     "settings": (dict,),
@@ -68,17 +70,18 @@ def _is(value, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
-def _check_fields(value, layout: dict, where: str) -> None:
+def _check_fields(value, layout: dict, where: str, optional: dict | None = None) -> None:
+    optional = optional or {}
     if not isinstance(value, dict):
         raise ReportMismatch(f"{where} is {type(value).__name__}, not an object")
     missing = [key for key in layout if key not in value]
     if missing:
         raise ReportMismatch(f"{where} has no {', '.join(missing)}")
-    foreign = [key for key in value if key not in layout]
+    foreign = [key for key in value if key not in layout and key not in optional]
     if foreign:
         raise ReportMismatch(f"{where} has keys no report holds: {', '.join(foreign)}")
-    for key, types in layout.items():
-        if not _is(value[key], types):
+    for key, types in {**layout, **optional}.items():
+        if key in value and not _is(value[key], types):
             raise ReportMismatch(
                 f"{where}: {key} is {json_type(value[key])}, not {_type_names(types)}"
             )
@@ -104,7 +107,7 @@ def check_report(report, seeds: int) -> None:
                     f"{where} has a run of seed {seed!r}, but this run has seeds 0 to"
                     f" {seeds - 1}"
                 )
-            _check_fields(run, RUN, f"{where}, seed {seed}")
+            _check_fields(run, RUN, f"{where}, seed {seed}", RUN_OPTIONAL)
             bad = [v for v in run["curve"] if not _is(v, OPTIONAL_NUMBER)]
             if bad:
                 raise ReportMismatch(f"{where}, seed {seed}: its curve holds {json_type(bad[0])}")

@@ -33,8 +33,12 @@ def settings_for(name: str, quick: bool, seeds: int | None) -> Settings:
     return base
 
 
-# The image experiments: real digits, the catalog's image classifiers.
-IMAGE_EXPERIMENTS = ("mnist", "digits")
+# The image experiments: real images, the catalog's image classifiers. The first two take
+# their test set out of one pool of images; the others read a data folder (the IDX files of
+# Debian's dataset-fashion-mnist, or any folder of `--data DIR`) that has its own training
+# and test sets.
+SOURCE_EXPERIMENTS = ("fashion-mnist", "folder")
+IMAGE_EXPERIMENTS = ("mnist", "digits", *SOURCE_EXPERIMENTS)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class ImageSettings:
     size: int = 32  # images are fed at size x size, one channel
     seeds: int = 3
     data_seed: int = 1234
+    bf16: bool = False  # forward passes under bf16 autocast (the device's); float32 else
 
     @property
     def steps_per_epoch(self) -> int:
@@ -67,8 +72,13 @@ class ImageSettings:
         return self.epochs * self.steps_per_epoch
 
 
-# Each data set's size, to check --train-size against.
+# Each data set's size, to check --train-size against; a data folder's are those found.
 IMAGE_POOL = {"mnist": 5000, "digits": 1797}
+# A data folder's default training set: the first DEFAULT_TRAIN images of a seeded
+# permutation of its training images (all of them if fewer); its test set is all of its
+# test images. --quick: QUICK_TRAIN and QUICK_TEST (or all, if fewer).
+DEFAULT_TRAIN = 10_000
+QUICK_TRAIN, QUICK_TEST = 256, 200
 
 
 def image_settings_for(
@@ -78,34 +88,86 @@ def image_settings_for(
     epochs: int | None = None,
     batch: int | None = None,
     train_size: int | None = None,
+    test_size: int | None = None,
+    pool: tuple[int, int] | None = None,
+    bf16: bool = False,
 ) -> ImageSettings:
     """The default settings of `name`, `--quick`'s, then the options given on top.
 
-    Raises `ValueError` for an option out of range.
+    `pool`: the (training, test) images of the data folder of a SOURCE_EXPERIMENTS run,
+    which its defaults and checks depend on. Raises `ValueError` for an option out of range.
     """
-    if name == "digits":
+    chosen = check_ranges(seeds, epochs, batch, train_size, test_size)
+    if name in SOURCE_EXPERIMENTS:
+        if pool is None:
+            raise ValueError(f"the {name} experiment's settings depend on its data: give pool")
+        base = ImageSettings(name, n_train=min(DEFAULT_TRAIN, pool[0]), n_test=pool[1])
+        if quick:
+            base = replace(
+                base,
+                n_train=min(QUICK_TRAIN, pool[0]),
+                n_test=min(QUICK_TEST, pool[1]),
+                epochs=1,
+                batch=32,
+                seeds=1,
+            )
+    elif name == "digits":
         # 8x8 digits: each pixel becomes a 4x4 block (one patch of the patchify stems), so
         # a shift of 4 is one pixel of the original; 1,797 images, hence more epochs.
         base = ImageSettings(name, n_train=1500, n_test=297, epochs=8, shift=4)
     else:
         base = ImageSettings(name)
-    if quick:
+    if quick and name not in SOURCE_EXPERIMENTS:
         base = replace(base, n_train=256, n_test=200, epochs=1, batch=32, seeds=1)
-    chosen = {"seeds": seeds, "epochs": epochs, "batch": batch, "n_train": train_size}
-    for option, value in chosen.items():
-        if value is not None and value < 1:
-            raise ValueError(f"--{_flag(option)} must be at least 1")
-    base = replace(base, **{k: v for k, v in chosen.items() if v is not None})
-    room = IMAGE_POOL[name] - base.n_test
-    if base.n_train > room:
-        raise ValueError(
-            f"--train-size {base.n_train} is too large: the {name} data set has"
-            f" {IMAGE_POOL[name]} images and {base.n_test} are kept for the test"
-        )
+    base = replace(base, bf16=bf16, **{k: v for k, v in chosen.items() if v is not None})
+    if name in SOURCE_EXPERIMENTS:
+        for option, size, held in (
+            ("n_train", base.n_train, pool[0]),
+            ("n_test", base.n_test, pool[1]),
+        ):
+            if size > held:
+                which = "training" if option == "n_train" else "test"
+                raise ValueError(
+                    f"--{_flag(option)} {size} is too large: the {which} set of the {name}"
+                    f" data has {held} images"
+                )
+    else:
+        if base.n_test >= IMAGE_POOL[name]:
+            raise ValueError(
+                f"--test-size {base.n_test} is too large: the {name} data set has"
+                f" {IMAGE_POOL[name]} images, and some must be left for training"
+            )
+        room = IMAGE_POOL[name] - base.n_test
+        if base.n_train > room:
+            raise ValueError(
+                f"--train-size {base.n_train} is too large: the {name} data set has"
+                f" {IMAGE_POOL[name]} images and {base.n_test} are kept for the test"
+            )
     if base.batch > base.n_train:
         raise ValueError(f"--batch {base.batch} is larger than the {base.n_train} training images")
     return base
 
 
+def check_ranges(
+    seeds: int | None = None,
+    epochs: int | None = None,
+    batch: int | None = None,
+    train_size: int | None = None,
+    test_size: int | None = None,
+) -> dict:
+    """The options given, by settings field; raise `ValueError` for one below 1."""
+    chosen = {
+        "seeds": seeds,
+        "epochs": epochs,
+        "batch": batch,
+        "n_train": train_size,
+        "n_test": test_size,
+    }
+    for option, value in chosen.items():
+        if value is not None and value < 1:
+            raise ValueError(f"--{_flag(option)} must be at least 1")
+    return chosen
+
+
 def _flag(option: str) -> str:
-    return "train-size" if option == "n_train" else option
+    return {"n_train": "train-size", "n_test": "test-size"}.get(option, option)
