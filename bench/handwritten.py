@@ -6,16 +6,17 @@ Two cases, each a model of examples/models/ and its hand-written twin:
 - `deep_gd` (staged.opt): `DeepGd`, three gd stages of pre-activation conv blocks, against
   a ResNet written as timm writes its ResNet: a stem (conv, BatchNorm, ReLU), stages in an
   `nn.Sequential`, each a downsample (strided conv and BatchNorm) and its blocks, a block
-  one operation a line ending in `return x + shortcut`; pooling, LayerNorm and Linear.
+  one operation a line ending in `return shortcut - x`; pooling, LayerNorm and Linear.
 - `iso_convnext_gd` (isotropic.opt): `IsoConvnextGd`, one gd stage of ConvNeXt blocks,
   against a ConvNeXt written the same way (patchify stem, LayerNorm, the blocks
   `dwconv - permute - LayerNorm - Linear - GELU - Linear - permute`, one a line).
 
 Equal architecture: the hand-written model has the same modules and parameters (its state
 dict takes the generated one's, every key once), and its outputs are the generated ones
-(checked, training and eval mode): the rule x+ = x - t*T(x) with t = 1 is the residual
-x + B(x) of a branch B whose last layer holds -1 times the block's last weights, and
-both sums are exact, so the copy negates those weights (`copy_weights`).
+(checked, training and eval mode). A block ends as the rule x+ = x - t*T(x) (t = 1) does,
+`shortcut - x`; with `--residual add` it ends as a ResNet's, `x + shortcut`, and the
+weight copy negates the branch's last layer (-T(x) is T with its last layer's weights
+and bias negated, exactly), so the outputs are still equal (`copy_weights`).
 
 Per case, ratios generated / hand-written:
 
@@ -41,8 +42,9 @@ Per case, ratios generated / hand-written:
   median). "within" when the generated median lies at most at the largest hand-written one.
 
     python bench/handwritten.py [--cases deep_gd,iso_convnext_gd] [--batch 32]
-                                [--rounds 5] [--repeats 20] [--compile-repeats 5]
-                                [--no-compile] [--quick] [--json FILE] [--device cpu|cuda]
+                                [--residual sub|add] [--rounds 5] [--repeats 20]
+                                [--compile-repeats 5] [--no-compile] [--quick]
+                                [--json FILE] [--device cpu|cuda]
 
 `--quick` is the smoke test's size (batch 2, 2 rounds of 2 repeats, 1 compile each).
 """
@@ -73,10 +75,12 @@ from torch import Tensor, nn
 
 
 class PreActBasicBlock(nn.Module):
-    """Pre-activation basic block: BN-ReLU-conv twice, added to the shortcut."""
+    """Pre-activation basic block: BN-ReLU-conv twice, subtracted from the shortcut
+    (`subtract=False`: added to it)."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, subtract: bool = True) -> None:
         super().__init__()
+        self.subtract = subtract
         self.bn1 = nn.BatchNorm2d(dim)
         self.act1 = nn.ReLU()
         self.conv1 = nn.Conv2d(dim, hidden, 3, padding=1, bias=False)
@@ -92,14 +96,16 @@ class PreActBasicBlock(nn.Module):
         x = self.bn2(x)
         x = self.act2(x)
         x = self.conv2(x)
-        return x + shortcut
+        return shortcut - x if self.subtract else x + shortcut
 
 
 class ConvNeXtBlock(nn.Module):
-    """ConvNeXt block: depthwise conv, LayerNorm, inverted bottleneck, residual."""
+    """ConvNeXt block: depthwise conv, LayerNorm, inverted bottleneck, subtracted from
+    the shortcut (`subtract=False`: added to it)."""
 
-    def __init__(self, dim: int, kernel: int = 7, expand: int = 4) -> None:
+    def __init__(self, dim: int, kernel: int = 7, expand: int = 4, subtract: bool = True) -> None:
         super().__init__()
+        self.subtract = subtract
         self.conv_dw = nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim)
         self.norm = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, expand * dim)
@@ -115,7 +121,7 @@ class ConvNeXtBlock(nn.Module):
         x = self.act(x)
         x = self.fc2(x)
         x = x.permute(0, 3, 1, 2)
-        return x + shortcut
+        return shortcut - x if self.subtract else x + shortcut
 
 
 class Stage(nn.Module):
@@ -136,7 +142,12 @@ class ResNet(nn.Module):
     """Pre-activation ResNet: conv stem, stages at halving resolution, pooled head."""
 
     def __init__(
-        self, widths=(16, 32, 64), depth: int = 3, num_classes: int = 10, in_chans: int = 3
+        self,
+        widths=(16, 32, 64),
+        depth: int = 3,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        subtract: bool = True,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)
@@ -150,7 +161,8 @@ class ResNet(nn.Module):
                     nn.Conv2d(widths[i - 1], width, 3, stride=2, padding=1, bias=False),
                     nn.BatchNorm2d(width),
                 )
-            stages.append(Stage(downsample, [PreActBasicBlock(width, width) for _ in range(depth)]))
+            blocks = [PreActBasicBlock(width, width, subtract) for _ in range(depth)]
+            stages.append(Stage(downsample, blocks))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(widths[-1])
         self.fc = nn.Linear(widths[-1], num_classes)
@@ -183,11 +195,13 @@ class ConvNeXt(nn.Module):
         patch: int = 4,
         num_classes: int = 10,
         in_chans: int = 3,
+        subtract: bool = True,
     ) -> None:
         super().__init__()
         self.stem_conv = nn.Conv2d(in_chans, dim, patch, stride=patch)
         self.stem_norm = nn.LayerNorm(dim)
-        self.stages = nn.Sequential(Stage(None, [ConvNeXtBlock(dim) for _ in range(depth)]))
+        blocks = [ConvNeXtBlock(dim, subtract=subtract) for _ in range(depth)]
+        self.stages = nn.Sequential(Stage(None, blocks))
         self.norm = nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, num_classes)
 
@@ -237,7 +251,7 @@ class Case:
     class_name: str
     hand: type
     names: list  # RESNET_NAMES or CONVNEXT_NAMES
-    negated: str  # the branch's last layer: its weights (and bias) change sign
+    last: str  # the branch's last layer (its weights change sign for `--residual add`)
 
 
 CASES = {
@@ -268,20 +282,22 @@ def hand_name(name: str, names: list) -> str:
 
 def copy_weights(generated: nn.Module, hand: nn.Module, case: Case) -> None:
     """The generated model's parameters and buffers into the hand-written one (strict:
-    every key of each once), the blocks' last layer negated: x - T(x) = x + (-T)(x)."""
+    every key of each once); for a hand-written `x + shortcut`, the blocks' last layer
+    negated: x - T(x) = x + (-T)(x)."""
     state = {}
+    add = not hand.stages[0].blocks[0].subtract
     for name, value in generated.state_dict().items():
-        if f".{case.negated}." in name and ".blocks." in name:
+        if add and f".{case.last}." in name and ".blocks." in name:
             value = -value
         state[hand_name(name, case.names)] = value
     hand.load_state_dict(state, strict=True)
 
 
-def build(case: Case, device: torch.device) -> dict[str, nn.Module]:
+def build(case: Case, device: torch.device, residual: str = "sub") -> dict[str, nn.Module]:
     """The generated model, its hand-written twin, and a second hand-written copy."""
     torch.manual_seed(0)
     generated = load_generated(case.stem, case.class_name)().to(device)
-    hand = case.hand().to(device)
+    hand = case.hand(subtract=residual == "sub").to(device)
     copy_weights(generated, hand, case)
     return {"generated": generated, "hand-written": hand, "hand-written again": copy.deepcopy(hand)}
 
@@ -335,14 +351,14 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def child(stem: str, variant: str, batch: int, device: torch.device) -> dict:
+def child(stem: str, variant: str, batch: int, residual: str, device: torch.device) -> dict:
     from torch._dynamo.utils import counters
 
     # Inductor's one-time start-up (imports, its C++ toolchain checks) is not the model's.
     torch.compile(lambda a: a + 1)(torch.ones(2, device=device))
     torch._dynamo.reset()
     counters.clear()
-    model = build(CASES[stem], device)[variant]
+    model = build(CASES[stem], device, residual)[variant]
     x, target = data(batch, device)
     step = train_step(torch.compile(model), x, target)
     sync(device)
@@ -356,7 +372,7 @@ def child(stem: str, variant: str, batch: int, device: torch.device) -> dict:
     }
 
 
-def run_child(stem: str, variant: str, batch: int, device: torch.device) -> dict:
+def run_child(stem: str, variant: str, batch: int, residual: str, device: torch.device) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"optgen-handwritten-{stem}-") as cache:
         env = {
             **os.environ,
@@ -365,7 +381,7 @@ def run_child(stem: str, variant: str, batch: int, device: torch.device) -> dict
         }
         command = [
             *(sys.executable, __file__, "--child", stem, variant),
-            *("--batch", str(batch), "--device", str(device)),
+            *("--batch", str(batch), "--residual", residual, "--device", str(device)),
         ]
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     if done.returncode != 0:
@@ -373,13 +389,15 @@ def run_child(stem: str, variant: str, batch: int, device: torch.device) -> dict
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cold_compiles(stem: str, batch: int, device: torch.device, repeats: int) -> dict[str, list]:
+def cold_compiles(
+    stem: str, batch: int, residual: str, device: torch.device, repeats: int
+) -> dict[str, list]:
     """Each variant's cold compiles, the two taking turns at going first."""
     variants = ("generated", "hand-written")
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for r in range(repeats):
         for variant in variants if r % 2 == 0 else variants[::-1]:
-            runs[variant].append(run_child(stem, variant, batch, device))
+            runs[variant].append(run_child(stem, variant, batch, residual, device))
     return runs
 
 
@@ -432,7 +450,7 @@ def compile_times(runs: dict[str, list]) -> dict:
 
 
 def measure(case: Case, args, device: torch.device) -> dict:
-    models = build(case, device)
+    models = build(case, device, args.residual)
     x, target = data(args.batch, device)
     difference = check_equal(models, x)
     pair = {v: models[v] for v in ("generated", "hand-written")}
@@ -451,7 +469,7 @@ def measure(case: Case, args, device: torch.device) -> dict:
         "compile": None,
     }
     if args.compile_repeats > 0:
-        runs = cold_compiles(case.stem, args.batch, device, args.compile_repeats)
+        runs = cold_compiles(case.stem, args.batch, args.residual, device, args.compile_repeats)
         found["compile"] = compile_times(runs)
     return found
 
@@ -502,6 +520,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated stems")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--residual",
+        choices=("sub", "add"),
+        default="sub",
+        help="hand-written blocks end in shortcut - x (the rule), or x + shortcut",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20, help="interleaved calls a round")
     parser.add_argument("--compile-repeats", type=int, default=5, help="cold compiles each")
@@ -513,7 +537,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.child:
-        print(json.dumps(child(*args.child, args.batch, device)))
+        print(json.dumps(child(*args.child, args.batch, args.residual, device)))
         return 0
     if args.quick:
         args.batch, args.rounds, args.repeats, args.compile_repeats = 2, 2, 2, 1
@@ -525,7 +549,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
     print(
         f"device {device} ({torch.get_num_threads()} threads), torch {torch.__version__},"
-        f" batch {args.batch}; step: {args.rounds} rounds of {args.repeats} interleaved"
+        f" batch {args.batch}, hand-written residual {args.residual}; step: {args.rounds} rounds of {args.repeats} interleaved"
         f" repeats; compile: {args.compile_repeats} cold compiles each (CPU time);"
         " ratios are generated / hand-written"
     )
