@@ -20,11 +20,12 @@ and bias negated, exactly), so the outputs are still equal (`copy_weights`).
 
 Per case, ratios generated / hand-written:
 
-- inference peak: the peak of live tensor bytes of one forward under no_grad in eval mode
-  (bench/common.py: PeakTensorBytes, a TorchDispatchMode that counts each storage an
-  operator creates until it is freed: a count of bytes that does not depend on the
-  allocator or the load, so it is asserted in tests/test_bench.py); also the peak of a
-  training step (forward and backward);
+- inference peak: the peak memory of one forward under no_grad in eval mode, on CPU the
+  peak of live tensor bytes (bench/common.py: PeakTensorBytes, a TorchDispatchMode that
+  counts each storage an operator creates until it is freed: a count of bytes that does
+  not depend on the allocator or the load, so it is asserted in tests/test_bench.py), on
+  CUDA the caching allocator's peak; also the peak of a training step (forward and
+  backward) the same way;
 - step time: a training step (forward, cross-entropy, backward, SGD step), `--rounds`
   rounds of `--repeats` interleaved calls each (bench/common.py: interleaved_times), the
   median of each round; the ratio of the generated median to the hand-written one's, and
@@ -67,7 +68,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import PeakTensorBytes, interleaved_times, load_generated, peak_bytes, sync
+from common import interleaved_times, load_generated, peak_bytes, sync
 from torch import Tensor, nn
 
 # The hand-written models: timm's layout (stem, stages, head; downsample then blocks in a
@@ -295,6 +296,10 @@ def copy_weights(generated: nn.Module, hand: nn.Module, case: Case) -> None:
 
 def build(case: Case, device: torch.device, residual: str = "sub") -> dict[str, nn.Module]:
     """The generated model, its hand-written twin, and a second hand-written copy."""
+    if device.type == "cuda":
+        # TF32 would round the two apart where their operators differ (--residual add).
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     generated = load_generated(case.stem, case.class_name)().to(device)
     hand = case.hand(subtract=residual == "sub").to(device)
@@ -315,11 +320,14 @@ def check_equal(models: dict[str, nn.Module], x: Tensor) -> float:
     return largest
 
 
-def inference_peak(model: nn.Module, x: Tensor) -> int:
+def inference_peak(model: nn.Module, x: Tensor, device: torch.device) -> int:
     model.eval()
-    with torch.no_grad(), PeakTensorBytes() as tracker:
-        model(x)
-    return tracker.peak
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    return peak_bytes(forward, device)
 
 
 def train_step(model: nn.Module, x: Tensor, target: Tensor):
@@ -454,7 +462,7 @@ def measure(case: Case, args, device: torch.device) -> dict:
     x, target = data(args.batch, device)
     difference = check_equal(models, x)
     pair = {v: models[v] for v in ("generated", "hand-written")}
-    inference = {v: inference_peak(m, x) for v, m in pair.items()}
+    inference = {v: inference_peak(m, x, device) for v, m in pair.items()}
     training = {v: peak_bytes(train_step(m, x, target), device) for v, m in pair.items()}
     found = {
         "case": case.label,
