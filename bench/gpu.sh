@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The CUDA measurements of docs/performance.md in one run (at most about 8 minutes):
-# the generated tests on the GPU, then bench/fusion.py, model.py, memory.py and deq.py
-# with --device cuda, every output into one results file.
+# The CUDA measurements of docs/performance.md in one run (at most about 11 minutes):
+# the generated tests on the GPU, then bench/fusion.py, model.py, memory.py, deq.py and
+# handwritten.py with --device cuda, every output into one results file.
 #
 #     bash bench/gpu.sh            # writes bench/results/gpu-<UTC date and time>.txt
 #     OUT=/some/folder bash bench/gpu.sh   # writes $OUT/gpu-<date>.txt instead
@@ -78,7 +78,7 @@ step() {
 WORKERS=""
 python -c "import xdist" 2>/dev/null && WORKERS="-n 4"
 
-# The limits add up to 7.5 minutes with the installs (estimates: not yet run on a GPU).
+# The limits add up to 10.5 minutes with the installs (estimates: not yet run on a GPU).
 # model.py compiles every case twice cold (one fresh process per variant): the four
 # cases below cover mlp, conv, attention blocks and a staged model within its limit.
 # shellcheck disable=SC2086  # WORKERS is empty or two words
@@ -91,6 +91,8 @@ step "bench/model.py" 180 python bench/model.py --device cuda --repeats 15 \
     --cases nesterov,nesterov_conv,nesterov_transformer,deep_nesterov
 step "bench/memory.py" 40 python bench/memory.py --device cuda --repeats 5
 step "bench/deq.py" 40 python bench/deq.py --device cuda --repeats 10
+# Two staged models against their hand-written twins; one cold compile per variant.
+step "bench/handwritten.py" 180 python bench/handwritten.py --device cuda --compile-repeats 1
 
 rm -f "$PIN"
 echo "results: $RESULTS"

@@ -37,8 +37,13 @@ class ConvBlock(nn.Module):
         self.conv2 = nn.Conv2d(hidden, dim, kernel, padding=kernel // 2, bias=False)
 
     def forward(self, z: Tensor) -> Tensor:
-        z = self.conv1(self.act1(self.bn1(z)))
-        return self.conv2(self.act2(self.bn2(z)))
+        # One operation a line: z holds one intermediate at a time.
+        z = self.bn1(z)
+        z = self.act1(z)
+        z = self.conv1(z)
+        z = self.bn2(z)
+        z = self.act2(z)
+        return self.conv2(z)
 
 
 # The rule's convergence and universality certificate (`optgen check --json`).

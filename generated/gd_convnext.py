@@ -27,8 +27,12 @@ class ConvNeXtBlock(nn.Module):
         self.fc2 = nn.Linear(expand * dim, dim)
 
     def forward(self, z: Tensor) -> Tensor:
+        # One operation a line: z holds one intermediate at a time.
         z = self.dwconv(z).permute(0, 2, 3, 1)
-        z = self.fc2(self.act(self.fc1(self.norm(z))))
+        z = self.norm(z)
+        z = self.fc1(z)
+        z = self.act(z)
+        z = self.fc2(z)
         return z.permute(0, 3, 1, 2)
 
 

@@ -39,8 +39,13 @@ class ConvBlock(nn.Module):
         self.conv2 = nn.Conv2d(hidden, dim, kernel, padding=kernel // 2, bias=False)
 
     def forward(self, z: Tensor) -> Tensor:
-        z = self.conv1(self.act1(self.bn1(z)))
-        return self.conv2(self.act2(self.bn2(z)))
+        # One operation a line: z holds one intermediate at a time.
+        z = self.bn1(z)
+        z = self.act1(z)
+        z = self.conv1(z)
+        z = self.bn2(z)
+        z = self.act2(z)
+        return self.conv2(z)
 
 
 class ConvStem(nn.Module):
@@ -434,6 +439,7 @@ class WideHeavyBall(nn.Module):
         x = self.stem(x)
         # stage 0: HeavyBallStage, 1 layers
         slots = self._stage(0, x, carry=True)
+        del x  # the stage's input; the slots carry on
         # down conv, carry states: every slot in one batch
         batched = self.transitions[0](torch.cat(slots))
         slots = batched.unflatten(0, (len(slots), -1)).unbind()

@@ -2,6 +2,7 @@
 the figures of docs/performance.md come from the full runs named there)."""
 
 import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -160,6 +161,67 @@ def test_kernels_counts_the_compiled_work_of_both_variants(tmp_path, monkeypatch
         assert 0 < kernels[0] <= kernels[1] and 0 < loads[0] <= loads[1], row
         assert 0 < stores[0] <= stores[1] and library[0] == library[1] > 0, row
         assert row[5] == "yes", row  # the same matmuls, in number and kind
+
+
+HANDWRITTEN_CASES = [
+    "deep_gd (staged.opt) vs ResNet",
+    "iso_convnext_gd (isotropic.opt) vs ConvNeXt",
+]
+
+
+@pytest.mark.parametrize("residual", ["sub", "add"])
+def test_handwritten_twins_equal_and_no_leaner_than_generated(tmp_path, residual):
+    figures = tmp_path / "handwritten.json"
+    done = run_bench(
+        "handwritten.py", "--quick", "--no-compile", "--residual", residual, "--json", str(figures)
+    )
+    assert done.returncode == 0, done.stderr  # includes: the outputs agree, the weights load
+    rows = table_rows(done.stdout)
+    assert [row[0] for row in rows] == HANDWRITTEN_CASES
+    cases = json.loads(figures.read_text())["cases"]
+    assert [case["case"] for case in cases] == HANDWRITTEN_CASES
+    for case in cases:
+        assert case["max_difference"] < 1e-5, case
+        # Peaks are counts of live tensor bytes: deterministic, so compared exactly.
+        for peak in (case["inference_peak"], case["train_peak"]):
+            assert 0 < peak["generated"] <= peak["hand-written"], case
+        assert case["step"]["generated_ms"] > 0 and case["step"]["hand_ms"] > 0, case
+        assert case["compile"] is None, case
+
+
+def load_bench(script: str):
+    """A bench script as a module (it imports bench/common.py from its folder)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{Path(script).stem}", BENCH / script)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def test_handwritten_compiles_alternate_and_report_the_hand_written_spread(monkeypatch):
+    # No compiling here: the fresh process is replaced by a record of calls.
+    handwritten = load_bench("handwritten.py")
+    calls = []
+    seconds = iter([10.0, 9.0, 12.0, 11.0, 10.5, 10.0])
+
+    def fake_child(stem, variant, batch, residual, device):
+        calls.append(variant)
+        return {"cpu_s": next(seconds), "wall_s": 1.0, "graph_breaks": 0}
+
+    monkeypatch.setattr(handwritten, "run_child", fake_child)
+    runs = handwritten.cold_compiles("deep_gd", 2, "sub", torch.device("cpu"), 3)
+    generated, hand = "generated", "hand-written"
+    assert calls == [generated, hand, hand, generated, generated, hand]
+    found = handwritten.compile_times(runs)
+    # generated 10.0, 11.0, 10.5; hand-written 9.0, 12.0, 10.0: medians 10.5 and 10.0.
+    assert found["ratio"] == pytest.approx(1.05)
+    assert found["hand_spread"] == pytest.approx([0.9, 1.2])
+    assert found["generated_spread"] == pytest.approx([1.0, 1.1])
+    assert found["within"] and found["graph_breaks"] == [0, 0]
 
 
 MEMORY_VARIANTS = [

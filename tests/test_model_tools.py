@@ -5,6 +5,7 @@ stage), and every explicit catalog model exports with a dynamic batch dimension,
 than the traced one)."""
 
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -69,6 +70,22 @@ def test_a_single_slot_is_carried_without_a_copy():
     text = MODEL_FILES["deep_gd"].read_text()
     features = text[text.index("def forward_features") : text.index("def forward_head")]
     assert "torch.cat" not in features and "(self.transitions[0](slots[0]),)" in features
+
+
+@pytest.mark.parametrize("stem", ["deep_gd", "deep_nesterov", "wide_apg2"])
+def test_a_stage_input_the_slots_carry_on_is_freed_after_its_stage(stem):
+    # forward_features holds no reference to the stem's output once stage 0 has
+    # returned its slots (`del x`): the later stages run without it.
+    model = _model(stem)
+    stem_output = []
+    model.stem.register_forward_hook(lambda module, args, out: stem_output.append(weakref.ref(out)))
+    alive = []
+    model.stages[1].register_forward_pre_hook(
+        lambda module, args: alive.append(stem_output[0]() is not None)
+    )
+    with torch.no_grad():
+        model(_batch(model, 2))
+    assert alive == [False]
 
 
 @pytest.mark.parametrize("stem", EXPLICIT_MODELS)

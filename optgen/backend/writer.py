@@ -304,6 +304,9 @@ class FeaturesWriter(CodeWriter):
         given = "slots" if op.from_slots else "x"
         if op.to_slots:
             self.writeline(f"slots = self._stage({op.index}, {given}, carry=True)")
+            if given == "x":
+                # The slots carry on: x would hold the stage's input through the later stages.
+                self.writeline("del x  # the stage's input; the slots carry on")
         else:
             self.writeline(f"x = self._stage({op.index}, {given})")
 
