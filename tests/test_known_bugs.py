@@ -657,3 +657,29 @@ def test_the_reference_solve_reaches_a_map_that_sends_a_sample_to_zero():
     assert relative_residual(zero, z) == 1.0
     solved = FixedPoint(tol=1e-12).solve(lambda s: {"x": torch.relu(s["x"] - 5)}, z)
     assert torch.equal(solved["x"], zero["x"])
+
+
+# Found by the same part (seed 3007145): exp(-1) squared as a coefficient gives a step h in
+# exp(2), exp(4), ... whose sign sympy cannot decide exactly: `h <= 0` raised "cannot
+# determine truth value of Relational" (an internal error). It is now decided to 60 digits.
+EXP_COEFFICIENT = """
+network ExpCoefficient {
+    state lambda
+    param p0 = min(0.3, 1/3)
+    param p2 = 0.9^k
+    param p3 = exp(-1)
+    block T = mlp(hidden=2*dim, act=gelu) shared
+    layers 5
+    output lambda
+    update {
+        g0 = T(lambda)
+        lambda+ = lambda - 0.5*p3^2*(lambda - lambda-) + 0.125*sum(i = k-3..k, g0[i]) - p0*0.5*lambda[k-2]
+    }
+}
+"""
+
+
+def test_a_step_in_exp_constants_is_decided():
+    (certificate,) = _certificates(EXP_COEFFICIENT).values()
+    assert certificate["per_layer"] is not None
+    _agrees(EXP_COEFFICIENT, depth=5)

@@ -237,6 +237,23 @@ def _step_of_call(call: BlockCall, w: sympy.Matrix, e: sympy.Matrix, rec: Recurr
     return sympy.nsimplify(wb * ce, rational=True)
 
 
+def _sign(h: sympy.Expr) -> int:
+    """-1, 0 or 1: the sign of a step, a constant. sympy cannot always decide it exactly
+    (a step in exp(2), exp(4), ... from `exp(-1)` squared: comparing raised TypeError,
+    campaign seed 3007145); then it is evaluated to 60 digits, where a value below 1e-50
+    is taken for the 0 it is in exact arithmetic."""
+    if h.is_zero:
+        return 0
+    if h.is_positive is not None:
+        return 1 if h.is_positive else -1
+    value = sympy.N(h, 60)
+    if not value.is_real:
+        raise Undefined(f"the step h = {number(h)} is not a real number")
+    if abs(value) < sympy.Float("1e-50"):
+        return 0
+    return 1 if value > 0 else -1
+
+
 def consistency(
     rho, matrix, rec: Recurrence, calls: tuple[BlockCall, ...], output: str, primal: set[str]
 ) -> Consistency:
@@ -263,10 +280,11 @@ def consistency(
     for call in calls:
         steps[call.block] = steps.get(call.block, sympy.Integer(0)) + _step_of_call(call, w, e, rec)
     for block, h in steps.items():
-        if h <= 0:
+        sign = _sign(h)
+        if sign <= 0:
             sense = (
                 "does not enter the fixed-point dynamics"
-                if h == 0
+                if sign == 0
                 else "integrates the ODE backward in time"
             )
             return Consistency(
