@@ -47,7 +47,7 @@ def train_seed(cls: type, s: ImageSettings, data: ImageData, seed: int, world: W
     ddp = data_parallel(model, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(s))
-    normalise = _normaliser(data)
+    normalise = _normaliser(data, next(model.parameters()).dtype)
     curve: list[float] = []
     model.train()
     for epoch in range(s.epochs):
@@ -100,8 +100,12 @@ def evaluate(model, data: ImageData, world: World, normalise) -> tuple[float, fl
     return all_sum(wrong).item() / n, all_sum(loss).item() / n
 
 
-def _normaliser(data: ImageData):
+def _normaliser(data: ImageData, dtype):
+    """Normalised images in the model's dtype: float32 as the data is, or float64 when the
+    model was built under `torch.set_default_dtype(torch.float64)` (the test that compares
+    a run on 2 ranks with one on 1 runs so: see tests/test_experiments_images.py)."""
+
     def normalise(images):
-        return (images - data.mean) / data.std
+        return (images.to(dtype) - data.mean) / data.std
 
     return normalise
