@@ -260,30 +260,91 @@ def test_resume_from_a_file_that_is_no_report_is_refused(tmp_path):
 # -- data-parallel ------------------------------------------------------------------------
 
 
+# `python -m optgen ARGS` with torch's default dtype float64: every model is built, trained
+# and evaluated in float64 (image_train feeds the images in the model's dtype).
+FLOAT64_CLI = textwrap.dedent("""
+    import sys
+
+    import torch
+
+    torch.set_default_dtype(torch.float64)
+    from optgen.cli import main
+
+    sys.exit(main(sys.argv[1:]))
+    """)
+
+# Why the comparison runs in float64, and its tolerance. The 2-rank run does the 1-rank
+# run's arithmetic in another order: convolutions and BatchNorm sums over 16 images a rank
+# instead of 32, the gradient summed by the all-reduce and halved instead of averaged over
+# 32 at once. Measured on this quick run (deep_gd, 8 AdamW steps, lr 2e-3, eps 1e-8):
+# - float32 (unit roundoff 6e-8): rounding moves the ReLU inputs by 2e-7 on average, and of
+#   6e6 ReLU inputs a step, 0.42 per unit lie near zero: about one changes sign a step (at
+#   step 0 one did: -5.5e-7 in float64, +2.3e-7 in float32, which changed that layer's
+#   gradient by 6 %). Adam's first step moves every weight by lr * g / (|g| + eps), about
+#   lr whatever |g|, so the 30 gradient entries whose sign changed put weights 2 * lr = 4e-3
+#   apart, and the later steps carry that on. The test losses came 1.4e-5 apart with the
+#   AVX-512 kernels, 5.4e-4 with the AVX2 ones (ATEN_CPU_CAPABILITY=avx2
+#   ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2), which failed the former 1e-4.
+#   Nothing separates that from a wrong run: summing the ranks' gradients instead of
+#   averaging them (which AdamW nearly forgives, as only eps sees the scale) moves the
+#   float64 test loss by 5.4e-4 too.
+# - float64 (unit roundoff 1.1e-16): gradients move by ~1e-14 relative (measured 2e-14); a
+#   ReLU input changes sign only within ~4e-16 of zero (5e7 inputs a run: 2e-8 expected);
+#   Adam turns a gradient difference d into at most lr * d / eps = 2e5 * d of weight a
+#   step, and with |g| < 0.1, d < 1e-15, so the weights stay within 2e-10 a step, 2e-9
+#   after 8. Measured: weights 7.5e-13 apart, losses and weight norms at most 4.4e-16, the
+#   same bits on AVX-512 and AVX2 kernels.
+# TOLERANCE sits above that bound and below every difference the two wrong runs give in
+# float64: sum instead of mean, test loss 5.4e-4 (5e4 times TOLERANCE), weight norm 1.2e-5,
+# second training loss 7.4e-8; per-rank BatchNorm statistics, test loss 1.8e-2, first
+# training loss 8.8e-3.
+TOLERANCE = 1e-8
+
+
 @pytest.mark.slow
 def test_two_ranks_give_the_metrics_of_one_rank(tmp_path):
-    """The same global batch and seeds on 2 ranks (torchrun, gloo) and on 1 (no torchrun):
-    the same metrics to 1e-4. deep_gd has BatchNorm in every block and transition."""
+    """The same global batch and seeds on 2 ranks (torchrun, gloo) and on 1 (no torchrun),
+    in float64: the same test error, and the same test loss, weight norm and training
+    losses to TOLERANCE. deep_gd has BatchNorm in every block and transition."""
+    script = tmp_path / "optgen_float64.py"
+    script.write_text(FLOAT64_CLI)
     args = ["experiment", "mnist", "--quick", "--networks", "deep_gd"]
-    two = torchrun(2, *args, "--out", str(tmp_path / "two"))
+    two = torchrun(2, *args, "--out", str(tmp_path / "two"), script=str(script))
     assert two.returncode == 0, two.stderr[-3000:]
-    one = run_optgen(*args, "--out", str(tmp_path / "one"), env=single_thread_env())
+    one = subprocess.run(
+        [sys.executable, str(script), *args, "--out", str(tmp_path / "one")],
+        cwd=ROOT, capture_output=True, text=True, env=single_thread_env(), timeout=LIMIT_S,
+    )  # fmt: skip
     assert one.returncode == 0, one.stderr
     run_two = report_of(tmp_path / "two")["networks"]["deep_gd"]["runs"]["0"]
     run_one = report_of(tmp_path / "one")["networks"]["deep_gd"]["runs"]["0"]
     assert (run_two["world_size"], run_one["world_size"]) == (2, 1)
     assert run_two["test_error"] == run_one["test_error"]
     for metric in ("test_loss", "weight_norm"):
-        assert run_two[metric] == pytest.approx(run_one[metric], abs=1e-4), metric
-    # Training losses: the first step sees the same model and batch; later steps differ by
-    # float32 rounding of the reductions (1e-7) as Adam amplifies it (to about 1e-4).
-    assert run_two["curve"][0] == pytest.approx(run_one["curve"][0], abs=1e-6)
-    assert run_two["curve"] == pytest.approx(run_one["curve"], abs=1e-3)
+        assert run_two[metric] == pytest.approx(run_one[metric], rel=0, abs=TOLERANCE), metric
+    assert len(run_two["curve"]) == len(run_one["curve"]) == 8
+    assert run_two["curve"] == pytest.approx(run_one["curve"], rel=0, abs=TOLERANCE)
     # Only rank 0 prints and writes.
     assert two.stdout.count("mnist deep_gd: test error") == 1
 
 
+@pytest.mark.slow
+def test_two_ranks_run_the_float32_default(tmp_path):
+    """The default dtype (float32) on 2 ranks: it runs and writes one report. Its metrics
+    are not compared with 1 rank's: see TOLERANCE."""
+    two = torchrun(
+        2, "experiment", "mnist", "--quick", "--networks", "deep_gd", "--out", str(tmp_path)
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    run = report_of(tmp_path)["networks"]["deep_gd"]["runs"]["0"]
+    assert run["world_size"] == 2 and len(run["curve"]) == 8
+    assert all(math.isfinite(v) for v in (run["test_loss"], run["weight_norm"], *run["curve"]))
+    assert two.stdout.count("mnist deep_gd: test error") == 1
+    assert (tmp_path / "mnist.png").read_bytes()[:8] == PNG
+
+
 GRADIENTS = textwrap.dedent("""
+    import os
     import sys
 
     import torch
@@ -314,6 +375,11 @@ GRADIENTS = textwrap.dedent("""
         grads = {name: p.grad for name, p in model.named_parameters()}
         torch.save({**grads, **dict(model.named_buffers())}, sys.argv[1])
     leave(world)
+    # Out without the interpreter's teardown: a gloo group that a DDP still references
+    # is destroyed at exit from a C++ destructor, which aborted rank 1 now and then
+    # ("terminate called without an active exception") after its work was done.
+    sys.stdout.flush()
+    os._exit(0)
     """)
 
 

@@ -79,7 +79,7 @@ def train_seed(
     forward = torch.compile(ddp) if runtime.compile else ddp
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(s))
-    normalise = _normaliser(data, runtime)
+    normalise = _normaliser(data, next(model.parameters()).dtype, runtime)
     curve: list[float] = []
     model.train()
     for epoch in range(s.epochs):
@@ -92,7 +92,7 @@ def train_seed(
             # which makes it the mean over the global batch, as on one rank.
             with autocast(s, world):
                 logits = forward(images)
-            loss = F.cross_entropy(logits.float(), labels.to(world.device))
+            loss = F.cross_entropy(_at_least_float32(logits), labels.to(world.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -147,18 +147,28 @@ def evaluate(
             images = normalise(data.test_x[chunk]).to(world.device)
             labels = data.test_y[chunk].to(world.device)
             with autocast(s, world) if s is not None else nullcontext():
-                logits = model(images).float()
+                logits = _at_least_float32(model(images))
             wrong += (logits.argmax(1) != labels).sum()
             loss += F.cross_entropy(logits, labels, reduction="sum").double()
     n = len(data.test_y)
     return all_sum(wrong).item() / n, all_sum(loss).item() / n
 
 
-def _normaliser(data: ImageData, runtime: Runtime = Runtime()):
+def _at_least_float32(logits):
+    """bf16 logits (under --bf16) in float32 for the loss; float32 and float64 as they are."""
+    import torch
+
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def _normaliser(data: ImageData, dtype, runtime: Runtime = Runtime()):
+    """Normalised images in the model's dtype: float32 as the data is, or float64 when the
+    model was built under `torch.set_default_dtype(torch.float64)` (the test that compares
+    a run on 2 ranks with one on 1 runs so: see tests/test_experiments_images.py)."""
     import torch
 
     def normalise(images):
-        images = (images - data.mean) / data.std
+        images = (images.to(dtype) - data.mean) / data.std
         if runtime.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
