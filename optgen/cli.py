@@ -10,7 +10,6 @@ import difflib
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -27,6 +26,7 @@ from .output import (
     abandoned,
     foreign,
     outputs_of,
+    replace_text,
     stale,
     write_all,
 )
@@ -315,50 +315,23 @@ def _summaries(args, results: list[Result], files: list[str]) -> int:
 
 
 def cmd_match(args) -> int:
-    from .tools.match import Figure, match
+    from .tools.match import Figure, match, widths_text, within_fraction
 
-    within = _fraction(args.within)
+    within = within_fraction(args.within)
     source = _source(args.file)
     found = match(source, args.model, args.to, Figure(args.by), within)
     report = (
-        f"# {found.model}: widths {_listed(found.original)} -> {_listed(found.widths)},"
+        f"# {found.model}: widths {widths_text(found.original)} -> {widths_text(found.widths)},"
         f" {found.figure.value} {found.reached:,} against {found.baseline}'s {found.target:,}"
         f" ({found.error:+.2%}; {found.candidates} candidates compiled)"
     )
     if args.write:
-        _replace_text(Path(args.file), found.text)
+        replace_text(Path(args.file), found.text)
         print(report)
         return 0
     print(report)
     print(found.item)
     return 0
-
-
-def _replace_text(path: Path, text: str) -> None:
-    """`path` holds `text`, or (on a failure) what it held: written beside it, then moved."""
-    staged = path.with_name(f".{path.name}.optgen-new")
-    try:
-        staged.write_bytes(text.encode("utf-8"))
-        shutil.copymode(path, staged)
-        os.replace(staged, path)
-    finally:
-        staged.unlink(missing_ok=True)
-
-
-def _fraction(text: str) -> float:
-    """`2%`, `2` (percent) or `0.02%`: a fraction."""
-    number = text[:-1] if text.endswith("%") else text
-    try:
-        value = float(number) / 100
-    except ValueError:
-        raise UsageError(f"--within takes a percentage such as 2%, got {text!r}") from None
-    if not 0 < value < 1:
-        raise UsageError(f"--within takes a percentage above 0 and below 100, got {text!r}")
-    return value
-
-
-def _listed(widths) -> str:
-    return ", ".join(str(w) for w in widths)
 
 
 def cmd_experiment(args) -> int:

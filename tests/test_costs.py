@@ -82,7 +82,7 @@ def _networks(text: str) -> dict[str, str]:
 
 STAGED = (EXAMPLES / "models" / "staged.opt").read_text()
 ISOTROPIC = (EXAMPLES / "models" / "isotropic.opt").read_text()
-SEEDS = 12
+SEEDS = 8
 CONV_STAGES = {**_networks(STAGED), **_networks(EXTRA_STAGES)}
 TOKEN_STAGES = _networks(ISOTROPIC)
 

@@ -205,7 +205,7 @@ def match(
     if abs(found.error) > within:
         raise UsageError(
             f"no widths of {model_name} found within {within:.1%} of {baseline}'s"
-            f" {figure.value} ({target:,}): the nearest, {_widths(best)}, gives {reached:,}"
+            f" {figure.value} ({target:,}): the nearest, {widths_text(best)}, gives {reached:,}"
             f" ({found.error:+.1%}) after {found.candidates} candidates"
         )
     return found
@@ -254,7 +254,19 @@ def _refined(search: _Search, best: tuple[int, ...], target: int) -> tuple[int, 
         best = nearest
 
 
-def _widths(widths: tuple[int, ...]) -> str:
+def within_fraction(text: str) -> float:
+    """`--within`: `2%`, `2` (percent) or `0.5%`, as a fraction."""
+    number = text[:-1] if text.endswith("%") else text
+    try:
+        value = float(number) / 100
+    except ValueError:
+        raise UsageError(f"--within takes a percentage such as 2%, got {text!r}") from None
+    if not 0 < value < 1:
+        raise UsageError(f"--within takes a percentage above 0 and below 100, got {text!r}")
+    return value
+
+
+def widths_text(widths: tuple[int, ...]) -> str:
     return ", ".join(str(w) for w in widths)
 
 
