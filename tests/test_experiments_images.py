@@ -14,7 +14,13 @@ import pytest
 from conftest import ROOT, run_optgen
 
 from optgen.experiments.distributed import World, rank_batches
-from optgen.experiments.image_models import IMAGE_NETWORKS, QUICK_NETWORKS
+from optgen.experiments.image_models import (
+    IMAGE_NETWORKS,
+    QUICK_NETWORKS,
+    cost,
+    model_class,
+    prepare_models,
+)
 from optgen.experiments.images import settings_digest
 from optgen.experiments.settings import image_settings_for
 
@@ -95,6 +101,16 @@ def test_default_settings_cover_the_twelve_catalog_models():
     assert len(IMAGE_NETWORKS) == 12 and set(QUICK_NETWORKS) < set(IMAGE_NETWORKS)
     s = image_settings_for("mnist")
     assert (s.n_train, s.n_test, s.seeds, s.size) == (4000, 1000, 3, 32)
+
+
+def test_a_run_counts_costs_as_the_class_does_attention_included():
+    (source,), _ = prepare_models(["iso_vit_gd"])
+    cls = model_class(source)
+    figures = cost(cls, 32, channels=3, classes=10)  # the class's own build and input
+    assert figures == {"params": cls.PARAMS, "flops": cls.FLOPS, "macs": cls.MACS}
+    # torch's counter alone misses the CPU attention kernel's two matmuls.
+    one_channel = cost(cls, 32, channels=1, classes=10)
+    assert one_channel["flops"] < cls.FLOPS and 2 * one_channel["macs"] == one_channel["flops"]
 
 
 # -- the CLI ------------------------------------------------------------------------------

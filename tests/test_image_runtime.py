@@ -14,7 +14,7 @@ from conftest import run_optgen
 from test_image_sources import fashion_folder
 
 from optgen.experiments.distributed import convert_batchnorm, use_cuda
-from optgen.experiments.images import settings_digest
+from optgen.experiments.images import FORMAT, settings_digest
 from optgen.experiments.report_schema import ReportMismatch, check_report
 from optgen.experiments.settings import image_settings_for
 
@@ -22,7 +22,7 @@ from optgen.experiments.settings import image_settings_for
 def test_bf16_is_a_setting_and_leaves_older_digests_alone():
     s = image_settings_for("mnist", quick=True)
     before = {k: v for k, v in asdict(s).items() if k != "bf16"}
-    text = json.dumps({"format": 1, **before}, sort_keys=True)
+    text = json.dumps({"format": FORMAT, **before}, sort_keys=True)
     assert settings_digest(s) == hashlib.sha256(text.encode("utf-8")).hexdigest()
     assert settings_digest(image_settings_for("mnist", quick=True, bf16=True)) != settings_digest(s)
 

@@ -237,7 +237,7 @@ def test_a_batch_that_would_run_code_is_refused(tmp_path, capsys):
 def test_the_split_keeps_the_test_set_and_pads_28_to_32(tmp_path):
     source = load_idx(fashion_folder(tmp_path / "d", 300, 200, gz=False), FASHION_CLASSES)
     s = image_settings_for("fashion-mnist", pool=source.pool)
-    assert (s.n_train, s.n_test, s.epochs, s.seeds) == (300, 200, 2, 3)
+    assert (s.n_train, s.n_test, s.epochs, s.seeds) == (300, 200, 4, 5)
     quick = image_settings_for("fashion-mnist", quick=True, pool=source.pool)
     assert (quick.n_train, quick.n_test, quick.epochs, quick.seeds) == (256, 200, 1, 1)
     data = load_images(quick, source)
@@ -250,7 +250,7 @@ def test_the_split_keeps_the_test_set_and_pads_28_to_32(tmp_path):
     assert data.record["input"] == [1, 32, 32] and data.record["format"] == "idx"
     assert load_images(quick, source).record["digest"] == data.record["digest"]
     full = image_settings_for("fashion-mnist", pool=(60000, 10000))
-    assert (full.n_train, full.n_test) == (10000, 10000)
+    assert (full.n_train, full.n_test, full.epochs, full.seeds) == (15000, 10000, 4, 5)
 
 
 def test_sizes_are_checked_against_the_data_found():

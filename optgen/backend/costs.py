@@ -52,7 +52,7 @@ class Costs:
 
     @property
     def total_macs(self) -> int | None:
-        return None if self.flops is None else self.flops["total"] // 2
+        return None if self.flops is None else macs(self.flops["total"])
 
     @property
     def total_params(self) -> int | None:
@@ -135,6 +135,11 @@ def _at_budget(model):
     finally:
         for i, solver in saved.items():
             model.stages[i].solver = solver
+
+
+def macs(flops: int) -> int:
+    """Multiply-adds of a FLOP count: every op counted is a sum of products, 2 FLOPs each."""
+    return flops // 2
 
 
 def _counted(run) -> dict[str, int]:

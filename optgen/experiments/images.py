@@ -30,6 +30,7 @@ from .image_models import (
     FAMILIES,
     IMAGE_NETWORKS,
     QUICK_NETWORKS,
+    SOURCE_NETWORKS,
     ModelSource,
     check_input,
     cost,
@@ -44,7 +45,8 @@ from .report_schema import ReportMismatch, check_report
 from .settings import SOURCE_EXPERIMENTS, ImageSettings, check_ranges, image_settings_for
 from .train import summarize, thin
 
-FORMAT = 1  # of the report; a change of layout is a change of settings
+FORMAT = 2  # of the report; a change of layout is a change of settings
+# 2: an entry's "macs"; FLOPs with attention by its formula (optgen.backend.costs)
 
 
 class ResumeRefused(Exception):
@@ -147,7 +149,7 @@ def _fresh_report(s, sources, classes, data: ImageData) -> dict:
 def _network_entry(
     source: ModelSource, cls: type, s: ImageSettings, channels: int = 1, num_classes: int = 10
 ) -> dict:
-    params, flops = cost(cls, s.size, channels, num_classes)
+    figures = cost(cls, s.size, channels, num_classes)
     universal = source.certificate.get("universal") or {}
     return {
         "class": source.class_name,
@@ -158,8 +160,7 @@ def _network_entry(
         "family_description": FAMILIES.get(source.family, (None, "a model of the user's"))[1],
         "rule": source.rule,
         "baseline": source.baseline,
-        "params": params,
-        "flops": flops,
+        **figures,  # params, flops, macs
         "certificate": {
             "universal": universal.get("guaranteed"),
             "reasons": universal.get("reasons", []),
@@ -292,11 +293,12 @@ def run_image_command(args, progress_bar: bool = True) -> list[str]:
     """`optgen experiment mnist|digits|fashion-mnist|folder` from its parsed arguments: run,
     and return the lines to print (none on ranks other than 0). Raises
     `ImageExperimentError` for a bad input."""
-    networks = (
-        [n.strip() for n in args.networks.split(",") if n.strip()]
-        if args.networks
-        else list(QUICK_NETWORKS if args.quick else IMAGE_NETWORKS)
-    )
+    if args.networks:
+        networks = [n.strip() for n in args.networks.split(",") if n.strip()]
+    elif args.quick:
+        networks = list(QUICK_NETWORKS)
+    else:
+        networks = list(SOURCE_NETWORKS if args.name in SOURCE_EXPERIMENTS else IMAGE_NETWORKS)
     data = getattr(args, "data", None)
     test_size = getattr(args, "test_size", None)
     runtime = Runtime(

@@ -31,6 +31,8 @@ ENTRY = {
     "metrics": (dict,),
     "wall_time_s": NUMBER,
 }
+# Keys an entry may lack: written from report format 2 on.
+ENTRY_OPTIONAL = {"macs": (int, type(None))}
 # The keys of one finished seed (`image_train.train_seed`, NaN stored as null).
 RUN = {
     "test_error": OPTIONAL_NUMBER,
@@ -100,7 +102,7 @@ def check_report(report, seeds: int) -> None:
     _check_fields_present(report)
     for label, entry in report["networks"].items():
         where = f"network {label}"
-        _check_fields(entry, ENTRY, where)
+        _check_fields(entry, ENTRY, where, ENTRY_OPTIONAL)
         for seed, run in entry["runs"].items():
             if not (seed.isdigit() and str(int(seed)) == seed and int(seed) < seeds):
                 raise ReportMismatch(

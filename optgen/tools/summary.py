@@ -87,7 +87,7 @@ def model_summary(model_ir: ir.Model, source: str, cert: ModelCertificate) -> st
         return "?" if value is None else f"{value:,}"
 
     def macs(value: int | None) -> str:
-        return count(None if value is None else value // 2)
+        return count(None if value is None else costs.macs(value))
 
     c, h, w = model_ir.input
     header = ("part", "params", "FLOPs", "MACs", "output", "universal")
