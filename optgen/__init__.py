@@ -1,7 +1,7 @@
 """optgen: compile first-order optimization update rules into checked PyTorch modules."""
 
 from ._version import __version__
-from .api import check_source, compile_source, load, loads
+from .api import check_source, compile_source, costs, load, loads
 from .errors import OptgenError, OptgenWarning
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "OptgenWarning",
     "check_source",
     "compile_source",
+    "costs",
     "load",
     "loads",
     "__version__",

@@ -89,6 +89,22 @@ def loads(text: str, filename: str = "<string>") -> dict[str, type]:
     }
 
 
+def costs(model, input_size) -> dict[str, int]:
+    """Parameters, FLOPs and MACs of one input of `input_size` (no batch dimension, e.g.
+    `(1, 32, 32)`) through `model`, counted as a generated model's `FLOPS`, `MACS` and
+    `PARAMS` are: on a forward of zeros, attention by its formula, a multiply-add 2 FLOPs
+    and 1 MAC, elementwise work not counted. For a model built with other arguments or fed
+    another input than the class's declared ones (another channel count or class count)."""
+    from .backend import costs as counting
+
+    flops = counting.count_flops(model, tuple(input_size))["total"]
+    return {
+        "params": counting.count_params(model)["total"],
+        "flops": flops,
+        "macs": counting.macs(flops),
+    }
+
+
 def cache_folder() -> Path:
     """Where `load` writes its packages: $OPTGEN_CACHE, else the user's cache folder."""
     return cache.cache_folder()

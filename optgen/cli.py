@@ -538,7 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
         " fashion-mnist, folder (images; folder needs --data)",
     )
     p.add_argument("--quick", action="store_true", help="a short run (under a minute on two cores)")
-    p.add_argument("--seeds", type=int, help="number of seeds (default 3, 1 with --quick)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        help="number of seeds (default 3; fashion-mnist and folder 5; 1 with --quick)",
+    )
     p.add_argument(
         "--out",
         default="out/experiments",
@@ -549,7 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--networks",
         metavar="A,B,...",
         help="catalog names or .opt files (default: gd,heavy_ball,nesterov,nesterov_k,dense,ladmm;"
-        " for the image experiments the 12 catalog models wide_gd, ..., iso_vit_apg2)",
+        " for mnist and digits the 12 catalog models wide_gd, ..., iso_vit_apg2; for"
+        " fashion-mnist and folder deep_* and iso_*)",
     )
     images = p.add_argument_group("image experiments only (mnist, digits, fashion-mnist, folder)")
     images.add_argument(
@@ -557,13 +562,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue DIR/NAME.json from its last finished network and seed (same settings)",
     )
-    images.add_argument("--epochs", type=int, help="training epochs (2; digits 8)")
+    images.add_argument(
+        "--epochs", type=int, help="training epochs (2; digits 8; fashion-mnist and folder 4)"
+    )
     images.add_argument("--batch", type=int, help="global batch, split over the ranks (64)")
     images.add_argument(
         "--train-size",
         type=int,
         metavar="N",
-        help="training images (mnist 4000, digits 1500, fashion-mnist and folder 10000 or all)",
+        help="training images (mnist 4000, digits 1500, fashion-mnist and folder 15000 or all)",
     )
     images.add_argument(
         "--test-size",

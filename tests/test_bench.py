@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_optgen
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -311,22 +313,32 @@ def test_deq_without_torchdeq_prints_its_columns_empty():
     check_deq_rows(rows, torchdeq=False)
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="bench/gpu.sh is a bash script")
-def test_gpu_script_fails_clearly_without_cuda(tmp_path):
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the GPU scripts are bash scripts")
+@pytest.mark.parametrize("script", ["gpu.sh", "gpu_experiment.sh"])
+def test_gpu_script_fails_clearly_without_cuda(tmp_path, script):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: the script would run the whole GPU bench")
     done = subprocess.run(
-        ["bash", str(BENCH / "gpu.sh")],
+        ["bash", str(BENCH / script)],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "OUT": str(tmp_path / "results")},
     )
     assert done.returncode == 1
-    assert "bench/gpu.sh: no CUDA device" in done.stderr
+    assert f"bench/{script}: no CUDA device" in done.stderr
     assert not (tmp_path / "results").exists()  # nothing installed, nothing written
+
+
+def test_the_gpu_experiment_gives_only_options_the_experiment_has():
+    text = (BENCH / "gpu_experiment.sh").read_text()
+    given = set(re.findall(r"(--[a-z][a-z0-9-]+)", text.split("ARGS=(", 1)[1].split("{", 1)[0]))
+    assert {"--train-size", "--epochs", "--seeds", "--bf16", "--channels-last"} <= given
+    done = run_optgen("experiment", "--help")
+    assert done.returncode == 0
+    assert {flag for flag in given if flag not in done.stdout} == set()
 
 
 def test_allocation_probe_times_both_settings():

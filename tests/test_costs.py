@@ -237,6 +237,16 @@ def test_every_generated_model_gives_macs_as_half_its_flops():
         assert 2 * macs == flops, path.name
 
 
+def test_the_public_count_gives_the_class_figures_and_follows_the_build():
+    classes = optgen.load(EXAMPLES / "models" / "isotropic.opt")
+    cls = classes["IsoVitGd"]
+    figures = optgen.costs(cls(), cls.INPUT_SIZE)
+    assert figures == {"params": cls.PARAMS, "flops": cls.FLOPS, "macs": cls.MACS}
+    grey = optgen.costs(cls(num_classes=3, in_chans=1), (1, 32, 32))
+    assert grey["params"] < cls.PARAMS and grey["flops"] < cls.FLOPS
+    assert 2 * grey["macs"] == grey["flops"]
+
+
 def test_the_costs_bench_runs_in_its_quick_form():
     # bench/costs.py's figures are in docs/performance.md; here only that it runs and that
     # its attention row agrees with the count by hand (times are not asserted).

@@ -172,7 +172,7 @@ def test_the_layout_of_every_catalog_network_is_read_from_its_generated_class():
             assert set(files) == {f"{path.stem}.py", f"test_{path.stem}.py"}
 
 
-PUBLIC_API = {"compile_source", "check_source", "load", "OptgenError", "__version__"}
+PUBLIC_API = {"compile_source", "check_source", "costs", "load", "OptgenError", "__version__"}
 
 
 def _optgen_imports(path):

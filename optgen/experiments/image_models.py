@@ -16,7 +16,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import check_source, compile_source
+from .. import check_source, compile_source, costs
 from ..resources import resource_dir
 
 MODELS = resource_dir("examples") / "models"
@@ -162,10 +162,6 @@ def check_input(
 def cost(cls: type, size: int, channels: int = 1, classes: int = 10) -> dict[str, int]:
     """Parameters, FLOPs and MACs of one image through the model as the experiment builds
     and feeds it (`classes` classes, `channels` channels, size x size), counted as the
-    class's FLOPS is: `optgen.backend.costs`, attention by its formula, a multiply-add 2
-    FLOPs, MACs half the FLOPs."""
-    from ..backend import costs
-
+    class's FLOPS is (`optgen.costs`: attention by its formula, MACs half the FLOPs)."""
     model = cls(num_classes=classes, in_chans=channels).eval()
-    flops = costs.count_flops(model, (channels, size, size))["total"]
-    return {"params": costs.count_params(model)["total"], "flops": flops, "macs": costs.macs(flops)}
+    return costs(model, (channels, size, size))

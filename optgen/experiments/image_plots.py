@@ -1,5 +1,6 @@
-"""The figure of an image run: test error against FLOPs (one point per network, error bars
-over the seeds, baselines circled) and the training curves, staged and isotropic apart."""
+"""The figure of an image run: test error against FLOPs (one point per network, its 95 %
+interval over the seeds, baselines circled), each model's paired difference from its
+baseline with its 95 % interval, and the training curves, staged and isotropic apart."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ def plot_images(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     networks = {k: v for k, v in report["networks"].items() if v["runs"]}
-    fig, (ax, staged_ax, iso_ax) = plt.subplots(1, 3, figsize=(17, 5.2))
+    fig, (ax, paired_ax, staged_ax, iso_ax) = plt.subplots(1, 4, figsize=(22, 5.2))
     shape = report.get("data", {}).get("input", [1, 32, 32])
     _error_against_flops(ax, networks, "x".join(str(n) for n in shape))
+    _paired(paired_ax, networks)
     isotropic = {"iso_convnext", "iso_vit"}
     epochs = report["settings"]["epochs"]
     _curves(staged_ax, {k: v for k, v in networks.items() if v["family"] not in isotropic}, epochs)
@@ -48,7 +50,8 @@ def _error_against_flops(ax, networks: dict, shape: str = "1x32x32") -> None:
         error = entry["metrics"]["test_error"]
         if error["mean"] is None:  # every seed diverged: nothing to place
             continue
-        x, y, spread = entry["flops"] / 1e6, 100 * error["mean"], 100 * error["std"]
+        x, y = entry["flops"] / 1e6, 100 * error["mean"]
+        spread = 100 * (error.get("ci95") or 0.0)
         colour = RULE_STYLE.get(entry["rule"], "tab:purple")
         marker = FAMILY_MARKER.get(entry["family"], "P")
         ax.errorbar(x, y, yerr=spread, fmt=marker, color=colour, ms=7, capsize=3)
@@ -57,9 +60,32 @@ def _error_against_flops(ax, networks: dict, shape: str = "1x32x32") -> None:
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel(f"MFLOPs per image ({shape})")
-    ax.set_ylabel("test error (%), mean ± std over seeds")
+    ax.set_ylabel("test error (%), mean and 95 % interval over seeds")
     ax.set_title("test error against FLOPs (circled: the gd baseline of each family)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
+
+
+def _paired(ax, networks: dict) -> None:
+    """Per model with a baseline: the mean paired difference of test error (points), with
+    its 95 % interval; left of 0 is better than the baseline."""
+    rows = [
+        (label, entry["versus_baseline"]["test_error"])
+        for label, entry in networks.items()
+        if "versus_baseline" in entry and entry["versus_baseline"]["test_error"]["n"]
+    ]
+    for i, (label, diff) in enumerate(rows):
+        colour = RULE_STYLE.get(networks[label]["rule"], "tab:purple")
+        spread = 100 * (diff["ci95"] or 0.0)
+        ax.errorbar(100 * diff["mean"], i, xerr=spread, fmt="o", color=colour, capsize=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(
+        range(len(rows)),
+        [f"{label} - {networks[label]['versus_baseline']['baseline']}" for label, _ in rows],
+        fontsize=7,
+    )
+    ax.set_xlabel("test error difference (points), paired by seed, 95 % interval")
+    ax.set_title("each model against its family's gd baseline", fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
 
 
 def _curves(ax, networks: dict, epochs: int) -> None:

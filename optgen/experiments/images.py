@@ -43,7 +43,8 @@ from .image_train import Runtime, train_seed
 from .networks import write_modules
 from .report_schema import ReportMismatch, check_report
 from .settings import SOURCE_EXPERIMENTS, ImageSettings, check_ranges, image_settings_for
-from .train import summarize, thin
+from .stats import majority_error, paired, summarize
+from .train import thin
 
 FORMAT = 2  # of the report; a change of layout is a change of settings
 # 2: an entry's "macs"; FLOPs with attention by its formula (optgen.backend.costs)
@@ -257,11 +258,45 @@ def _record(entry: dict, seed: int, result: dict) -> None:
     result = dict(result, curve=thin(result["curve"]))
     entry["runs"][str(seed)] = _finite_or_none(result)
     runs = [entry["runs"][k] for k in sorted(entry["runs"], key=int)]
-    entry["metrics"] = {
-        key: summarize([math.nan if r[key] is None else r[key] for r in runs])
-        for key in ("test_error", "test_loss", "final_train_loss")
-    }
+    entry["metrics"] = {key: summarize([r[key] for r in runs]) for key in METRICS}
     entry["wall_time_s"] = sum(r["wall_time_s"] for r in runs)
+
+
+METRICS = ("test_error", "test_loss", "final_train_loss")
+
+
+def baseline_of(report: dict, label: str) -> str | None:
+    """The label of the gd model of `label`'s family in the report (None for a baseline, a
+    custom model, or a family whose baseline is not in the report)."""
+    entry = report["networks"][label]
+    if entry["baseline"] or entry["family"] not in FAMILIES:
+        return None
+    candidate = f"{entry['family']}_gd"
+    return candidate if candidate in report["networks"] else None
+
+
+def refresh_statistics(report: dict) -> None:
+    """Recompute what follows from the runs: each entry's paired differences against its
+    family's baseline, seed by seed (`versus_baseline`), and the trivial classifier's test
+    error (`trivial`)."""
+    networks = report["networks"]
+    for label, entry in networks.items():
+        base = baseline_of(report, label)
+        if base is None:
+            entry.pop("versus_baseline", None)
+            continue
+        seeds = sorted(set(entry["runs"]) | set(networks[base]["runs"]), key=int)
+        entry["versus_baseline"] = {"baseline": base}
+        for key in METRICS:
+            mine = [entry["runs"].get(s, {}).get(key) for s in seeds]
+            theirs = [networks[base]["runs"].get(s, {}).get(key) for s in seeds]
+            entry["versus_baseline"][key] = paired(mine, theirs)
+    data = report["data"]
+    if "train_class_counts" in data and "test_class_counts" in data:
+        report["trivial"] = {
+            "rule": "always the most frequent class of the training set",
+            "test_error": majority_error(data["train_class_counts"], data["test_class_counts"]),
+        }
 
 
 def _finite_or_none(value):
@@ -278,6 +313,7 @@ def _finite_or_none(value):
 def _write(out: Path, report: dict) -> None:
     """Write the report atomically: a run killed while writing keeps the previous file."""
     out.mkdir(parents=True, exist_ok=True)
+    refresh_statistics(report)
     path = out / f"{report['experiment']}.json"
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     partial.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")

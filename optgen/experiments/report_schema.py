@@ -31,8 +31,9 @@ ENTRY = {
     "metrics": (dict,),
     "wall_time_s": NUMBER,
 }
-# Keys an entry may lack: written from report format 2 on.
-ENTRY_OPTIONAL = {"macs": (int, type(None))}
+# Keys an entry may lack: written from report format 2 on (versus_baseline: only a model
+# whose family's baseline is in the report; recomputed from the runs at every write).
+ENTRY_OPTIONAL = {"macs": (int, type(None)), "versus_baseline": (dict,)}
 # The keys of one finished seed (`image_train.train_seed`, NaN stored as null).
 RUN = {
     "test_error": OPTIONAL_NUMBER,

@@ -8,6 +8,7 @@ import time
 
 from .networks import NetworkSource
 from .settings import Settings
+from .stats import summarize
 
 
 def wrap(cls, s: Settings, in_features: int, out_features: int):
@@ -85,19 +86,6 @@ def train_network(
         "wall_time_s": wall,
     }
     return entry, runs[0]["model"]
-
-
-def summarize(values: list[float]) -> dict:
-    """Mean and std over seeds; a diverged run (NaN or inf) is kept as null and counted."""
-    finite = [v for v in values if math.isfinite(v)]
-    mean = statistics.fmean(finite) if finite else None
-    std = (statistics.pstdev(finite) if len(finite) > 1 else 0.0) if finite else None
-    return {
-        "mean": mean,
-        "std": std,
-        "values": [v if math.isfinite(v) else None for v in values],
-        "diverged": len(values) - len(finite),
-    }
 
 
 def thin(curve: list[float], points: int = 100) -> list[float]:
