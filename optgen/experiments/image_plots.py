@@ -26,6 +26,16 @@ def plot_images(report: dict, path: Path) -> None:
     fig, (ax, paired_ax, staged_ax, iso_ax) = plt.subplots(1, 4, figsize=(22, 5.2))
     shape = report.get("data", {}).get("input", [1, 32, 32])
     _error_against_flops(ax, networks, "x".join(str(n) for n in shape))
+    if "trivial" in report:
+        ax.axhline(100 * report["trivial"]["test_error"], color="grey", ls=":", lw=1)
+        ax.annotate(
+            "trivial classifier",
+            (0.02, 100 * report["trivial"]["test_error"]),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="grey",
+            va="bottom",
+        )
     _paired(paired_ax, networks)
     isotropic = {"iso_convnext", "iso_vit"}
     epochs = report["settings"]["epochs"]
