@@ -1,7 +1,8 @@
 """Scalar functions of schedules and recursive schedules (`param tk[k+1] = ...`).
 
-A param value may use `sqrt`, `exp`, `log`, `min`, `max` and `^`; these are sympy
-functions of the params and `k`, so the analysis reads them exactly. A recursive schedule
+A param value may use `sqrt`, `exp`, `log`, `cos`, `sin`, `floor`, `ceil`, `abs`, `min`,
+`max`, `^`, `%` and `pi`; these are sympy functions of the params and `k`, so the analysis
+reads them exactly. A recursive schedule
 
     param tk[0] = 1
     param tk[k+1] = (1 + sqrt(1 + 4*tk^2))/2
@@ -50,6 +51,11 @@ SCALAR_FUNCTIONS = {
         ScalarFunction("sqrt", (1, 1), sympy.sqrt, "sqrt(a)"),
         ScalarFunction("exp", (1, 1), sympy.exp, "exp(a)"),
         ScalarFunction("log", (1, 1), sympy.log, "log(a)"),
+        ScalarFunction("cos", (1, 1), sympy.cos, "cos(a)"),
+        ScalarFunction("sin", (1, 1), sympy.sin, "sin(a)"),
+        ScalarFunction("floor", (1, 1), sympy.floor, "floor(a)"),
+        ScalarFunction("ceil", (1, 1), sympy.ceiling, "ceil(a)"),
+        ScalarFunction("abs", (1, 1), sympy.Abs, "abs(a)"),
         ScalarFunction("min", (2, None), sympy.Min, "min(a, b, ...)"),
         ScalarFunction("max", (2, None), sympy.Max, "max(a, b, ...)"),
     )
@@ -148,7 +154,8 @@ def schedule_functions(expr) -> set[type[RecursiveSchedule]]:
 
 class _ModulePrinter(StrPrinter):
     """Python for the generated module: sympy's text with `math.sqrt`, `math.exp`,
-    `math.log`, `min`, `max` and `tk[k + 1]` (a list of the module)."""
+    `math.log`, `math.cos`, `math.sin`, `math.floor`, `math.ceil`, `math.pi`, `abs`, `min`,
+    `max`, `%` and `tk[k + 1]` (a list of the module)."""
 
     printmethod = "_modulecode"
 
@@ -168,11 +175,47 @@ class _ModulePrinter(StrPrinter):
     def _print_Exp1(self, expr) -> str:
         return "math.e"
 
+    def _print_Pi(self, expr) -> str:
+        return "math.pi"
+
+    def _print_cos(self, expr) -> str:
+        return f"math.cos({self._print(expr.args[0])})"
+
+    def _print_sin(self, expr) -> str:
+        return f"math.sin({self._print(expr.args[0])})"
+
+    def _print_floor(self, expr) -> str:
+        return f"math.floor({self._print(expr.args[0])})"
+
+    def _print_ceiling(self, expr) -> str:
+        return f"math.ceil({self._print(expr.args[0])})"
+
+    def _print_Abs(self, expr) -> str:
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_Mod(self, expr) -> str:
+        return mod_code(self, expr)
+
+    def parenthesize(self, item, level, strict=False) -> str:
+        if isinstance(item, sympy.Mod):  # printed in parentheses already
+            return self._print(item)
+        return super().parenthesize(item, level, strict)
+
     def _print_Min(self, expr) -> str:
         return f"min({', '.join(self._print(a) for a in expr.args)})"
 
     def _print_Max(self, expr) -> str:
         return f"max({', '.join(self._print(a) for a in expr.args)})"
+
+
+def mod_code(printer, expr) -> str:
+    """`(a % b)`: Python's % is sympy's Mod (the sign of the divisor). Always in
+    parentheses: sympy's printers put a product's sign and factors around it
+    (`-Mod(k, 3)/20` printed `-k % 3/20`, which Python reads as `((-k) % 3)/20`)."""
+    left, right = (printer._print(a) for a in expr.args)
+    left = left if expr.args[0].is_Atom else f"({left})"
+    right = right if expr.args[1].is_Atom else f"({right})"
+    return f"({left} % {right})"
 
 
 def needs_math(expr) -> bool:

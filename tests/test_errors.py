@@ -56,7 +56,7 @@ ERRORS = {
         "network A {\n    state x\n    update { x+ = x y+ = x }\n}\n",
         3,
         21,
-        "unexpected 'y+', expected '(', '*', '+', '-', '/', '[', '^', '}' or a new line or ';'",
+        "unexpected 'y+', expected '%', '(', '*', '+', '-', '/', '[', '^', '}' or a new line or ';'",
     ),
     "syntax_unclosed_brace": (
         "network A {\n    state x\n",

@@ -208,6 +208,13 @@ def _note_limit(net: ir.Network, rec: Recurrence, draft: Draft) -> None:
         limit = sympy.Matrix(matrix).applyfunc(lambda e: sympy.limit(e, ir.K, sympy.oo))
     except (NotImplementedError, ValueError, TypeError):  # pragma: no cover - sympy gives up
         return
+    if any(e.has(sympy.AccumBounds) or ir.K in e.free_symbols for e in limit):
+        # cos(pi*k/8), k % 3: the coefficients keep oscillating, with no limit to analyse.
+        draft.notes.append(
+            "some coefficient of M_k has no limit as k -> infinity (it oscillates): only the "
+            "finite depth is covered (see amplification)"
+        )
+        return
     if any(not e.is_finite for e in limit):
         draft.notes.append("some coefficient of M_k grows without bound as k -> infinity")
         return

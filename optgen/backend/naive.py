@@ -28,7 +28,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .. import ir
 from ..naming import snake_case
-from ..schedules import PREVIOUS, RecursiveSchedule
+from ..schedules import PREVIOUS, RecursiveSchedule, mod_code
 
 MAPS = ("relu", "sigmoid", "tanh", "softshrink", "clamp")
 
@@ -71,6 +71,14 @@ class _Printer(PythonCodePrinter):
 
     def _print_Rational(self, expr):
         return f"({expr.p}/{expr.q})"
+
+    def _print_Mod(self, expr):
+        return mod_code(self, expr)
+
+    def parenthesize(self, item, level, strict=False):
+        if isinstance(item, sympy.Mod):  # printed in parentheses already
+            return self._print(item)
+        return super().parenthesize(item, level, strict)
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.base, expr.exp

@@ -14,7 +14,12 @@ from ..errors import Abandon, Reporter
 from ..present import number
 from ..source import SourceFile, Span
 
-RESERVED = {"input": "the network input", "k": "the layer index", "dim": "the feature size"}
+RESERVED = {
+    "input": "the network input",
+    "k": "the layer index",
+    "dim": "the feature size",
+    "pi": "the constant pi",
+}
 MAX_DEPTH = 100_000
 
 

@@ -16,7 +16,7 @@ from ..present import number
 from ..source import Span
 from ..syntax import ast
 from .context import RESERVED, Context, Job, _clip, _did_you_mean
-from .scalars import ScalarResolver
+from .scalars import CONSTANTS, ScalarResolver
 
 # A limit on the size of one file's items (docs/robustness.md, "Limits"): each coefficient
 # is simplified exactly, at a cost that grows faster than its size.
@@ -89,6 +89,8 @@ class ExpressionResolver(Job):
             return Scalar(scope.params[name].symbol, node.span)
         if name == "k":
             return Scalar(ir.K, node.span)
+        if name in CONSTANTS:
+            return Scalar(CONSTANTS[name], node.span)
         if name in scope.states:
             lag = 1 if name in scope.rebound else 0
             return Tensor(ir.LinearForm.of(ir.StateAt(name, lag)), node.span)
@@ -392,6 +394,13 @@ class ExpressionResolver(Job):
             value = self.scalars.scalar_binary(node, left.expr, right.expr)
             self.check_symbol_count(value.free_symbols, node)
             return Scalar(value, node.span)
+        if op == "%":
+            which = "left" if isinstance(left, Tensor) else "right"
+            self.fail(
+                node.span,
+                f"'%' takes integers, but the {which} side of '{_clip(self.text(node))}' is a tensor",
+                "'%' is for coefficients of the layer index (k % 4)",
+            )
         if op == "^":
             which = "base" if isinstance(left, Tensor) else "exponent"
             self.fail(

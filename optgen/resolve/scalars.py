@@ -1,6 +1,7 @@
 """Scalar expressions: numbers, the values of params, interval bounds, options and block
-arguments, the functions of scalars (sqrt, exp, log, min, max), powers, the read of a
-schedule at another layer (`tk[k+1]`), and the rule that every number is a float64."""
+arguments, the functions of scalars (sqrt, exp, log, cos, sin, floor, ceil, abs, min, max),
+the constant pi, powers, the remainder of integers (`k % 4`), the read of a schedule at
+another layer (`tk[k+1]`), and the rule that every number is a float64."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ MAX_EXPONENT = 400
 MAX_EXPONENT_FLOAT = 307
 MAX_FLOAT = sympy.Rational(10) ** MAX_EXPONENT_FLOAT
 MIN_FLOAT = sympy.Rational(1, 10**MAX_EXPONENT_FLOAT)
+# Named constants of every scalar expression (reserved: no declaration may take the name).
+CONSTANTS = {"pi": sympy.pi}
 
 
 class ScalarResolver(Job):
@@ -58,6 +61,8 @@ class ScalarResolver(Job):
         if isinstance(node, ast.Name):
             if node.id in allowed:
                 return allowed[node.id]
+            if node.id in CONSTANTS:
+                return CONSTANTS[node.id]
             self.fail(
                 node.span,
                 f"'{node.id}' cannot be used in {what}",
@@ -77,6 +82,8 @@ class ScalarResolver(Job):
             if right == 0:
                 self.fail(node.right.span, "division by zero")
             return self.finite(left / right, node)
+        if node.op == "%":
+            return self.remainder(node, left, right)
         return self.finite({"+": left + right, "-": left - right, "*": left * right}[node.op], node)
 
     def scalar_function(self, node: ast.Call, args: list[sympy.Expr]) -> sympy.Expr:
@@ -93,6 +100,20 @@ class ScalarResolver(Job):
         if node.func == "exp" and not args[0].free_symbols and args[0] > 710:
             self.fail(node.span, f"'{_clip(self.text(node))}' overflows a float64")
         return self.finite(spec.build(*args), node)
+
+    def remainder(self, node: ast.Binary, left: sympy.Expr, right: sympy.Expr) -> sympy.Expr:
+        """`a % b` of integers (k, whole numbers, floor and ceil of scalars): the remainder
+        of floor division, as Python's, with the sign of b (`-1 % 5` is 4)."""
+        for operand, value in ((node.left, left), (node.right, right)):
+            if value.is_integer is not True:
+                self.fail(
+                    operand.span,
+                    f"'%' takes integers, but '{_clip(self.text(operand))}' is not one",
+                    "use k, whole numbers, or floor(...) / ceil(...) of a scalar, e.g. k % 4",
+                )
+        if right == 0:
+            self.fail(node.right.span, "remainder of a division by zero")
+        return self.finite(sympy.Mod(left, right), node)
 
     def power(self, node: ast.Binary, base: sympy.Expr, exponent: sympy.Expr) -> sympy.Expr:
         """`base ^ exponent`, refused before sympy computes a number past float64."""

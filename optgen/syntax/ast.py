@@ -76,7 +76,7 @@ class HistorySum:
 
 @dataclass(frozen=True, slots=True)
 class Binary:
-    op: str  # one of + - * / ^
+    op: str  # one of + - * / % ^
     left: Expr
     right: Expr
     span: Span

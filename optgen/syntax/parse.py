@@ -221,6 +221,7 @@ class _ToAst(Transformer_NonRecursive):
     sub = _binary("-")
     mul = _binary("*")
     div = _binary("/")
+    mod = _binary("%")
     pow = _binary("^")
 
     @v_args(meta=True)
