@@ -8,6 +8,7 @@ c_j: sympy expressions in the params (as symbols) and the layer index `k`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -17,6 +18,9 @@ import sympy
 from .source import Span
 
 K = sympy.Symbol("k", integer=True, nonnegative=True)
+# `L`: the depth the module is built with (its constructor's `depth`). The analysis reads a
+# network at its declared layers (`at_depth`); the generated module at the depth it is built.
+L = sympy.Symbol("L", integer=True, positive=True)
 ONE = sympy.Integer(1)
 # The feature size given to the generated constructor, in block arguments.
 DIM = sympy.Symbol("dim", integer=True, positive=True)
@@ -272,7 +276,9 @@ class Param:
 
     @property
     def depends_on_k(self) -> bool:
-        return K in self.value.free_symbols
+        """Whether the value changes from layer to layer, or with the depth (`L`): a table
+        over the layers, computed when the module is built."""
+        return bool({K, L} & self.value.free_symbols)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +365,57 @@ class Network:
         if self.equilibrium:
             return NetworkKind.EQUILIBRIUM
         return NetworkKind.IMPLICIT if self.implicit else NetworkKind.EXPLICIT
+
+
+def substituted(value, mapping: dict):
+    """`value` (a network, a model, any part of the IR) with every sympy expression in it
+    given `xreplace(mapping)`; linear forms are built again (a coefficient may become 0)."""
+    if isinstance(value, sympy.Basic):
+        return value.xreplace(mapping)
+    if isinstance(value, LinearForm):
+        coefs: dict = {}
+        for atom, coef in value.terms:
+            key = substituted(atom, mapping)
+            coefs[key] = coefs.get(key, sympy.Integer(0)) + coef.xreplace(mapping)
+        return LinearForm.from_dict(coefs)
+    if isinstance(value, (tuple, list)):
+        return type(value)(substituted(v, mapping) for v in value)
+    if isinstance(value, dict):
+        return {k: substituted(v, mapping) for k, v in value.items()}
+    if isinstance(value, Span) or not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return value
+    changes = {
+        f.name: substituted(getattr(value, f.name), mapping) for f in dataclasses.fields(value)
+    }
+    return dataclasses.replace(value, **changes)
+
+
+def symbols_of(value) -> set:
+    """Every sympy symbol in `value`, a network or any part of the IR."""
+    if isinstance(value, sympy.Basic):
+        return set(value.free_symbols)
+    if isinstance(value, LinearForm):
+        return set().union(*(symbols_of(a) | c.free_symbols for a, c in value.terms))
+    if isinstance(value, (tuple, list)):
+        return set().union(*(symbols_of(v) for v in value))
+    if isinstance(value, dict):
+        return set().union(*(symbols_of(v) for v in value.values()))
+    if isinstance(value, Span) or not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return set()
+    return set().union(*(symbols_of(getattr(value, f.name)) for f in dataclasses.fields(value)))
+
+
+def reads_depth(net: Network) -> bool:
+    """Whether a coefficient or param of `net` reads `L`, the depth it is built with."""
+    return L in symbols_of((net.params, net.statements, net.init))
+
+
+def at_depth(net: Network, depth: int | None = None) -> Network:
+    """`net` with `L` replaced by `depth` (its declared layers by default): what the
+    analysis and the checks read. The network itself when it does not read `L`."""
+    if not reads_depth(net):
+        return net
+    return substituted(net, {L: sympy.Integer(net.depth if depth is None else depth)})
 
 
 def validate(net: Network) -> None:

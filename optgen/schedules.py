@@ -62,6 +62,24 @@ SCALAR_FUNCTIONS = {
 }
 
 
+class Depth(sympy.Function):
+    """`L`, the depth, as the code writer sees it: `Depth(k)` is a function of the layer
+    index only so that every coefficient that reads it is computed where those that read
+    `k` are, in the per-layer tables the constructor fills (`for k in range(start, start +
+    depth)`), where it is printed `depth`. The analysis never sees it (`ir.at_depth`)."""
+
+    nargs = 1
+
+    def _modulecode(self, printer) -> str:
+        return "depth"
+
+    def _eval_is_integer(self):
+        return True
+
+    def _eval_is_positive(self):
+        return True
+
+
 class RecursiveSchedule(sympy.Function):
     """`name(n)`: the recursive schedule at layer n; a subclass per schedule holds its rule.
 

@@ -17,7 +17,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 
-from .. import ir
+from .. import ir, schedules
 from ..kinds import blocks
 from ..kinds.blocks import BLOCK_KINDS, Layout
 from ..kinds.calls import Call
@@ -404,6 +404,13 @@ def block_ctor(block: ir.Block) -> Call:
 
 
 @functools.cache
+def with_depth(net: ir.Network) -> ir.Network:
+    """`net` with `L` as `Depth(k)`: tabulated per layer by the constructor, from `depth`."""
+    if not ir.reads_depth(net):
+        return net
+    return ir.substituted(net, {ir.L: schedules.Depth(ir.K)})
+
+
 def lower(net: ir.Network) -> EmitPlan:
     """The plan of one network (cached: a model's checks and its files use it again)."""
-    return Lowerer(net).lower()
+    return Lowerer(with_depth(net)).lower()

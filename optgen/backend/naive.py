@@ -46,6 +46,10 @@ class NaiveSource:
 
 
 # ---------------------------------------------------------------- coefficients
+# `L` in a coefficient: the depth the module under test is built with.
+DEPTH = "module.depth"
+
+
 class _Printer(PythonCodePrinter):
     """sympy to Python: each symbol by the name given it, a recursive schedule as a call
     of its helper (`_naive_schedule_tk(k + 1)`), `math.sqrt` and the like for functions."""
@@ -308,7 +312,7 @@ class _Network:
         self.schedules: set[type] = set()
 
     def printer(self, k: str) -> _Printer:
-        names = {"k": k, **{p.symbol.name: f"p_{p.name}" for p in self.net.params}}
+        names = {"k": k, "L": DEPTH, **{p.symbol.name: f"p_{p.name}" for p in self.net.params}}
         return _Printer(names)
 
     def bindings(self, body: _Body, forms) -> list[str]:
@@ -325,7 +329,7 @@ class _Network:
                 if p.per_channel and self.net.layout == "image":
                     value += ".reshape(-1, 1, 1)"
             else:
-                printer = _Printer({"k": body.k})
+                printer = _Printer({"k": body.k, "L": DEPTH})
                 value = printer.doprint(p.value)
                 self.schedules |= printer.schedules
             lines.append(f"    p_{p.name} = {value}")

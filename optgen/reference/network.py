@@ -59,12 +59,12 @@ def trace(
 
     `depth` and `start` default to the module's (`start`: the `k` of the first layer).
     `carried` continues a recurrence (a model's stage after `carry states`): the
-    histories of every state, in place of the inits."""
-    run = _Run(network, module, x, solver or FixedPoint())
+    histories of every state, in place of the inits. `L` in a coefficient is `depth`."""
     if network.equilibrium:
-        return run.equilibrium()
+        return _Run(network, module, x, solver or FixedPoint()).equilibrium()
     depth = module.depth if depth is None else depth
     start = getattr(module, "start", network.start) if start is None else start
+    run = _Run(ir.at_depth(network, depth), module, x, solver or FixedPoint())
     return run.layers(depth, start, carried)
 
 

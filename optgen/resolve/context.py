@@ -19,6 +19,7 @@ RESERVED = {
     "k": "the layer index",
     "dim": "the feature size",
     "pi": "the constant pi",
+    "L": "the depth the module is built with",
 }
 MAX_DEPTH = 100_000
 

@@ -89,6 +89,8 @@ class ExpressionResolver(Job):
             return Scalar(scope.params[name].symbol, node.span)
         if name == "k":
             return Scalar(ir.K, node.span)
+        if name == "L":
+            return Scalar(ir.L, node.span)
         if name in CONSTANTS:
             return Scalar(CONSTANTS[name], node.span)
         if name in scope.states:
@@ -373,6 +375,8 @@ class ExpressionResolver(Job):
         for _, coef in body.terms:
             if ir.K in coef.free_symbols:
                 self.fail(node.body.span, "the terms of a sum may depend on the index, not on k")
+            if ir.L in coef.free_symbols:
+                self.fail(node.body.span, "the terms of a sum may depend on the index, not on L")
             if any(self._learnable(s, scope) for s in coef.free_symbols):
                 self.fail(
                     node.body.span, "the coefficients inside a sum must be fixed, not learnable"

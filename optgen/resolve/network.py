@@ -266,7 +266,12 @@ class NetworkResolver(Job):
             if p.depends_on_k or p.per_layer:
                 self.report.error(
                     p.span,
-                    f"param {p.name} depends on the layer, but an equilibrium network has no layers",
+                    (
+                        f"param {p.name} depends on the layer, but an equilibrium network has no layers"
+                        if ir.K in p.value.free_symbols or p.per_layer
+                        else f"param {p.name} depends on L, the depth, but an equilibrium network"
+                        " has no depth"
+                    ),
                     "use a constant value",
                 )
         for st in statements:
@@ -285,6 +290,8 @@ class NetworkResolver(Job):
         for _, coef in st.form.terms:
             if ir.K in coef.free_symbols:
                 self.fail(st.span, "k has no meaning in an equilibrium network")
+            if ir.L in coef.free_symbols:
+                self.fail(st.span, "L has no meaning in an equilibrium network: it has no depth")
 
 
 class UpdateResolver(Job):

@@ -34,7 +34,7 @@ class ParamResolver(Job):
     ) -> ir.Param:
         """Param `d`, given the params before it (`unknown`: those whose value failed)."""
         self.param_options(d)
-        allowed: dict[str, sympy.Expr] = {"k": ir.K}
+        allowed: dict[str, sympy.Expr] = {"k": ir.K, "L": ir.L}
         for p in fixed.values():
             if not p.learnable and p.name not in unknown:
                 allowed[p.name] = p.value
@@ -73,10 +73,11 @@ class ParamResolver(Job):
                 f"per_layer only applies to learnable params; '{d.name.id}' is fixed",
                 "add 'learnable', or use k in its value for a schedule",
             )
-        if d.learnable and ir.K in value.free_symbols and not d.per_layer:
+        if d.learnable and {ir.K, ir.L} & value.free_symbols and not d.per_layer:
+            which = "k" if ir.K in value.free_symbols else "L (the depth)"
             self.fail(
                 d.value.span,
-                f"learnable param '{d.name.id}' depends on k but is shared by all layers",
+                f"learnable param '{d.name.id}' depends on {which} but is shared by all layers",
                 "add 'per_layer'",
             )
         if d.per_channel and not d.learnable:
@@ -259,6 +260,13 @@ class ParamResolver(Job):
             rule = self.scalars.scalar(step.value, inside, f"the recursion of {name}")
         finally:
             self.ctx.recursion = None
+        if ir.L in rule.free_symbols:
+            self.fail(
+                step.value.span,
+                f"the recursion of {name} depends on L, the depth, through a param",
+                "a recursion's values are computed once for every depth; write the "
+                "depth-dependent factor in the param that uses the schedule instead",
+            )
         text = f"{name}[0] = {self.text(start.value)}; {name}[k+1] = {self.text(step.value)}"
         recurrence = schedules.Recurrence(name, first, sympy.simplify(rule), text)
         for n in range(min(depth, MAX_DEPTH) + 1):
@@ -292,7 +300,7 @@ class ParamResolver(Job):
         """A learnable param is the attribute `module.<name>` (`<name>_raw` when it is
         constrained); a k-dependent one the table `module.<name>`. Neither may be an
         attribute the module has already (`named_parameters`, `_modules`, `solver`, ...)."""
-        if not (d.learnable or _mentions(d.value, "k")):
+        if not (d.learnable or _mentions(d.value, "k") or _mentions(d.value, "L")):
             return  # a fixed number: a local of forward, named freely
         constrained = d.learnable and (d.positive or d.interval is not None)
         attribute = f"{d.name.id}_raw" if constrained else d.name.id
@@ -349,7 +357,8 @@ class ParamResolver(Job):
     ) -> list[tuple[int, float]]:
         """The value at every layer k < depth (k-dependent) or once; an undefined value is an error."""
         layers = list(range(min(depth, MAX_DEPTH))) if param.depends_on_k else [0]
-        fn = sympy.lambdify(ir.K, param.value, "math")
+        # L is the declared layers here, as in the certificate.
+        fn = sympy.lambdify(ir.K, param.value.xreplace({ir.L: depth}), "math")
         values = []
         for k in layers:
             try:
