@@ -35,6 +35,22 @@ MAX_EXPONENT = 307
 MAX_FLOAT = sympy.Integer(10) ** MAX_EXPONENT
 # The value of the previous layer inside the recursion (`tk` in `tk[k+1] = ...tk...`).
 PREVIOUS = sympy.Symbol("_previous", real=True)
+# How far back a recursion may read its own values (`tk[k-1]`, ..., `tk[k-MAX_LAG]`).
+MAX_LAG = 64
+
+
+def lagged(lag: int) -> sympy.Symbol:
+    """`tk[k - lag]` inside the recursion of tk (lag >= 1): before layer lag, tk[0]."""
+    return sympy.Symbol(f"_previous{lag}", real=True)
+
+
+def lags_of(step: sympy.Expr) -> list[int]:
+    """The lags j >= 1 of `tk[k - j]` a recursion's step reads, in order."""
+    found = []
+    for s in step.free_symbols:
+        if s.name.startswith("_previous") and s.name != PREVIOUS.name:
+            found.append(int(s.name[len("_previous") :]))
+    return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -132,17 +148,25 @@ class Recurrence:
         return self._values[n]
 
     def _next(self, previous: sympy.Rational, k: int) -> sympy.Rational:
+        lags = lags_of(self.step)
+        earlier = [self._values[max(k - j, 0)] for j in lags]  # before the start: tk[0]
         if self._numeric is None:
-            exact = self.step.xreplace({PREVIOUS: previous, ir.K: sympy.Integer(k)})
+            bindings = {PREVIOUS: previous, ir.K: sympy.Integer(k)}
+            bindings.update({lagged(j): v for j, v in zip(lags, earlier)})
+            exact = self.step.xreplace(bindings)
             if exact.is_Rational and _small(exact):
                 return self._in_range(exact, k)
             if exact.is_Rational or not exact.is_finite or exact.is_real is False:
                 if not exact.is_finite or exact.is_real is False:
                     raise ValueError(f"{self.name}[{k + 1}] is not a finite real number")
-            self._numeric = sympy.lambdify((PREVIOUS, ir.K), self.step, "mpmath")
+            symbols = (PREVIOUS, *(lagged(j) for j in lags), ir.K)
+            # Another schedule the step reads, at its exact (or 50-digit) values.
+            others = {f.__name__: _mp_values(f) for f in schedule_functions(self.step)}
+            self._numeric = sympy.lambdify(symbols, self.step, [others, "mpmath"])
         with mpmath.workdps(DIGITS):
             try:
-                value = self._numeric(mpmath.mpf(previous.p) / previous.q, k)
+                inputs = [mpmath.mpf(v.p) / v.q for v in (previous, *earlier)]
+                value = self._numeric(*inputs, k)
             except (ZeroDivisionError, OverflowError, ValueError) as err:
                 raise ValueError(f"{self.name}[{k + 1}] is not a finite real number") from err
             if isinstance(value, mpmath.mpc) or not mpmath.isfinite(value):
@@ -159,6 +183,14 @@ class Recurrence:
 
     def float_values(self, count: int) -> list[float]:
         return [float(self.value(n)) for n in range(count)]
+
+
+def _mp_values(function):
+    def value(n) -> mpmath.mpf:
+        exact = function.rule.value(int(n))
+        return mpmath.mpf(exact.p) / exact.q
+
+    return value
 
 
 def _small(value: sympy.Rational) -> bool:
@@ -249,3 +281,8 @@ def recurrence_code(rule: Recurrence) -> str:
     """The step of `rule` as a Python expression in `name` (the previous value) and k."""
     step = rule.step.xreplace({PREVIOUS: sympy.Symbol(rule.name)})
     return python_code(step)
+
+
+def lag_name(previous: str, lag: int) -> str:
+    """The variable of `tk[k - lag]` beside `previous` (tk[k]) in the code that iterates it."""
+    return f"{previous}_{lag}_back"

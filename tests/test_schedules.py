@@ -294,11 +294,11 @@ ERRORS = {
         (4, 28),
         "schedule tk is defined by a recursion, so it is fixed: 'learnable' does not apply",
     ),
-    "recursion_reads_earlier_lag": (
-        "    param tk[0] = 1\n    param tk[k+1] = tk[k-1]",
+    "recursion_reads_too_deep_a_lag": (
+        "    param tk[0] = 1\n    param tk[k+1] = tk[k-65]",
         "x+ = x - tk*T(x)",
         (4, 24),
-        "unsupported index 'k-1' of schedule 'tk'",
+        "lag -65 is too deep",
     ),
     "sqrt_of_learnable": (
         "    param t = 0.1 learnable positive",

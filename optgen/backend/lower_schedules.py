@@ -35,9 +35,26 @@ class RecurrencePlan:
     table: str  # the module-level tuple of optgen's values
     values: tuple[float, ...]
     previous: str  # the name of the previous value inside `function`
-    step: str  # Python expression of the next value in `previous` and k
+    step: str  # Python expression of the next value in `previous`, the lags and k
     shown: str  # the two equations as the rule writes them
     count: str  # how many values __init__ needs: "start + depth + 1"
+    # (variable, lag) of each earlier value the step reads: `tk[k-1]` is values[k - 1].
+    lags: tuple[tuple[str, int], ...] = ()
+    # (name, function, count) of each other schedule the step reads: `name =
+    # function(count)` holds its values (`count` in the `count` of this function).
+    reads: tuple[tuple[str, str, str], ...] = ()
+
+
+def _table_name(wanted: str, taken: set[str]) -> str:
+    """A module-level name for a schedule's table, unique: the upper-cased names of
+    schedules `A` and `a` are the same (`_NET_A_VALUES`), and one table would replace
+    the other."""
+    name, n = wanted, 1
+    while name in taken:
+        n += 1
+        name = f"{wanted}_{n}"
+    taken.add(name)
+    return name
 
 
 def coefficients(form: ir.LinearForm):
@@ -67,6 +84,7 @@ def recurrence_plans(net: ir.Network) -> tuple[RecurrencePlan, ...]:
             reads += sympy.sympify(coef).atoms(schedules.RecursiveSchedule)
     plans = []
     prefix = snake_case(net.name)
+    tables: set[str] = set()
     for function in sorted(functions, key=lambda f: f.__name__):
         name = function.__name__
         rule = function.rule
@@ -84,7 +102,25 @@ def recurrence_plans(net: ir.Network) -> tuple[RecurrencePlan, ...]:
         previous = (
             name if name not in naming.reserved(naming.Reserved.SCHEDULE_LOCAL) else "previous"
         )
-        step = rule.step.subs(schedules.PREVIOUS, sympy.Symbol(previous))
+        lags = tuple((schedules.lag_name(previous, j), j) for j in schedules.lags_of(rule.step))
+        step = rule.step.xreplace(
+            {
+                schedules.PREVIOUS: sympy.Symbol(previous),
+                **{schedules.lagged(j): sympy.Symbol(var) for var, j in lags},
+            }
+        )
+        reads_other = []
+        for other in sorted(schedules.schedule_functions(rule.step), key=lambda f: f.__name__):
+            applied = [a for a in rule.step.atoms(schedules.RecursiveSchedule) if a.func is other]
+            further = max(
+                (int(a.args[0] - ir.K) for a in applied if ir.K in a.args[0].free_symbols),
+                default=0,
+            )
+            fixed = [int(a.args[0]) + 1 for a in applied if a.args[0].is_Integer]
+            other_count = "count" + (f" + {further}" if further else "")
+            if fixed:
+                other_count = f"max({other_count}, {max(fixed)})"
+            reads_other.append((other.__name__, f"_{prefix}_{other.__name__}", other_count))
         need = "start + depth" + (f" + {ahead}" if ahead else "")
         if fixed_reads:
             need = f"max({need}, {max(fixed_reads) + 1})"
@@ -92,12 +128,14 @@ def recurrence_plans(net: ir.Network) -> tuple[RecurrencePlan, ...]:
             RecurrencePlan(
                 name=name,
                 function=f"_{prefix}_{name}",
-                table=f"_{prefix}_{name}_values".upper(),
+                table=_table_name(f"_{prefix}_{name}_values".upper(), tables),
                 values=tuple(rule.float_values(count)),
                 previous=previous,
                 step=schedules.python_code(step),
                 shown=rule.text,
                 count=need,
+                lags=lags,
+                reads=tuple(reads_other),
             )
         )
     return tuple(plans)

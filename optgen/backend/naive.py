@@ -28,7 +28,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .. import ir
 from ..naming import snake_case
-from ..schedules import PREVIOUS, RecursiveSchedule, mod_code
+from ..schedules import PREVIOUS, RecursiveSchedule, lagged, lags_of, mod_code
 
 MAPS = ("relu", "sigmoid", "tanh", "softshrink", "clamp")
 
@@ -451,20 +451,38 @@ _MAP_SOURCES = {
 def _schedule_source(function: type, more: set[type]) -> str:
     """A recursive schedule's helper: its recursion iterated in float64."""
     rule = function.rule
-    printer = _Printer({"k": "k", PREVIOUS.name: "previous"})
+    lags = lags_of(rule.step)
+    names = {"k": "k", PREVIOUS.name: "previous"}
+    names.update({lagged(j).name: f"previous_{j}" for j in lags})
+    printer = _Printer(names)
     start = printer.doprint(sympy.sympify(rule.start))
     step = printer.doprint(rule.step)
     more |= printer.schedules
     name = function.__name__
-    index = "k" if "k" in {x.name for x in sympy.sympify(rule.step).free_symbols} else "_"
+    doc = f'    """{_safe(rule.text)}, iterated in float64."""'.replace("\\", "\\\\")
+    if not lags:
+        index = "k" if "k" in {x.name for x in sympy.sympify(rule.step).free_symbols} else "_"
+        return "\n".join(
+            [
+                f"def _naive_schedule_{name}(n: int) -> float:",
+                doc,
+                f"    previous = float({start})",
+                f"    for {index} in range(n):",
+                f"        previous = float({step})",
+                "    return previous",
+            ]
+        )
+    # tk[k-j] reads an earlier value: keep them all (tk[0] before the start).
     return "\n".join(
         [
             f"def _naive_schedule_{name}(n: int) -> float:",
-            f'    """{_safe(rule.text)}, iterated in float64."""'.replace("\\", "\\\\"),
-            f"    previous = float({start})",
-            f"    for {index} in range(n):",
-            f"        previous = float({step})",
-            "    return previous",
+            doc,
+            f"    values = [float({start})]",
+            "    for k in range(n):",
+            "        previous = values[k]",
+            *(f"        previous_{j} = values[max(k - {j}, 0)]" for j in lags),
+            f"        values.append(float({step}))",
+            "    return values[n]",
         ]
     )
 

@@ -248,11 +248,14 @@ class ParamResolver(Job):
                 f"the start value of {name} must be a number, not depend on k",
             )
         for other in self.ctx.schedules:
-            if _mentions(step.value, other):
+            if _mentions(step.value, other) and other in naming.reserved(
+                naming.Reserved.SCHEDULE_LOCAL
+            ):
                 self.fail(
                     step.value.span,
-                    f"the recursion of {name} reads the recursive schedule '{other}'",
-                    "a recursion may use its own previous value, k, numbers and fixed params",
+                    f"the recursion of {name} reads the recursive schedule '{other}', whose"
+                    " name the generated code that continues the recursion already uses",
+                    f"rename {other}, such as {other}_k",
                 )
         self.ctx.recursion = (name, first)
         try:

@@ -141,7 +141,8 @@ class ScalarResolver(Job):
         start; `tk[k+1]` and later lie ahead of the value being defined."""
         index = self.scalar(node.index, {"k": ir.K}, "an index")
         offset = sympy.expand(index - ir.K) if ir.K in index.free_symbols else None
-        shape_ok = (offset is not None and offset.is_Integer and offset >= 0) or (
+        own = self.ctx.recursion is not None and self.ctx.recursion[0] == node.id
+        shape_ok = (offset is not None and offset.is_Integer and (offset >= 0 or own)) or (
             offset is None and index.is_Integer and index >= 0
         )
         if not shape_ok:
@@ -162,9 +163,18 @@ class ScalarResolver(Job):
                 return schedules.PREVIOUS
             if index == 0:
                 return self.ctx.recursion[1]
+            if offset is not None and -offset <= schedules.MAX_LAG:
+                return schedules.lagged(int(-offset))  # tk[k-1]: tk[0] before it exists
+            if offset is not None:
+                self.fail(
+                    node.index.span,
+                    f"lag {offset} is too deep",
+                    f"a recursion reads at most {schedules.MAX_LAG} values back",
+                )
             self.fail(
                 node.index.span,
-                f"the recursion of {node.id} can only read {node.id}[k] and {node.id}[0]",
+                f"the recursion of {node.id} can only read {node.id}[k], {node.id}[k-1], ..."
+                f" and {node.id}[0]",
             )
         if ir.K not in value.free_symbols:
             self.fail(
