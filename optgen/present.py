@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import sympy
 
+from . import schedules
+
 if TYPE_CHECKING:  # annotations only: the presenter reads a certificate's fields
     from .analysis.certificate import Certificate
 
@@ -59,7 +61,7 @@ def root_text(re, im, digits: int = 6) -> str:
 
 def _plain(expr) -> str:
     expr = sympy.sympify(expr)
-    return number(expr) if expr.is_number else sympy.sstr(expr).replace("**", "^")
+    return number(expr) if expr.is_number else schedules.user_str(expr).replace("**", "^")
 
 
 def _looks_negative(expr: sympy.Expr) -> bool:

@@ -268,6 +268,30 @@ def mod_code(printer, expr) -> str:
     return f"({left} % {right})"
 
 
+class _LanguagePrinter(StrPrinter):
+    """sympy's text in the language's spelling, for what users read (certificates,
+    comments, messages): `k % 3`, `ceil(a)`, `abs(a)` for sympy's Mod, ceiling and Abs."""
+
+    def _print_Mod(self, expr) -> str:
+        return mod_code(self, expr)
+
+    def parenthesize(self, item, level, strict=False) -> str:
+        if isinstance(item, sympy.Mod):  # printed in parentheses already
+            return self._print(item)
+        return super().parenthesize(item, level, strict)
+
+    def _print_ceiling(self, expr) -> str:
+        return f"ceil({self._print(expr.args[0])})"
+
+    def _print_Abs(self, expr) -> str:
+        return f"abs({self._print(expr.args[0])})"
+
+
+def user_str(expr, **settings) -> str:
+    """`sympy.sstr(expr, **settings)` in the language's spelling (see `_LanguagePrinter`)."""
+    return _LanguagePrinter(settings).doprint(expr)
+
+
 def needs_math(expr) -> bool:
     """Whether the module text of `expr` calls a function of `math`."""
     return "math." in python_code(expr)

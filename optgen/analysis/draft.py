@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from .. import ir, present
+from .. import ir, present, schedules
 from ..errors import Diagnostic, Severity
 from ..present import number
 from ..source import Span
@@ -23,7 +23,7 @@ def expr_text(expr) -> str:
     expr = sympy.sympify(expr)
     if expr.is_number:
         return number(expr)
-    return sympy.sstr(user_names(expr)).replace("**", "^")
+    return schedules.user_str(user_names(expr)).replace("**", "^")
 
 
 def poly_text(coeffs, var: str = "z") -> str:

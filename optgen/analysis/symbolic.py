@@ -28,7 +28,7 @@ import numpy
 import sympy
 from mpmath.libmp.libhyper import NoConvergence
 
-from .. import ir
+from .. import ir, schedules
 from ..present import number
 from .recurrence import user_names
 from .stability import exact_roots, root_condition
@@ -110,7 +110,7 @@ def show_number(x: sympy.Expr) -> str:
             text = f"{float(frac):.15g}"
             return text
         return f"{frac.numerator}/{frac.denominator}"
-    text = sympy.sstr(x)
+    text = schedules.user_str(x)
     if x.is_number and ("CRootOf" in text or len(text) > 24):  # a root of a cubic or worse
         return number(x)
     return text
@@ -144,7 +144,7 @@ def show_set(region: sympy.Set, name: str) -> str:
     if isinstance(region, sympy.Complement) and isinstance(region.args[1], sympy.FiniteSet):
         holes = ", ".join(f"{name} != {show_number(v)}" for v in region.args[1].args)
         return f"{show_set(region.args[0], name)}, {holes}"
-    return sympy.sstr(region)
+    return schedules.user_str(region)
 
 
 OPS = {sympy.Ne: "!=", sympy.Eq: "=", sympy.Le: "<=", sympy.Lt: "<", sympy.Ge: ">=", sympy.Gt: ">"}
@@ -160,8 +160,8 @@ def _show_relation(rel: sympy.Basic) -> str:
         return f"not ({_show_relation(rel.args[0])})"
     if type(rel) in OPS:
         side = sympy.factor(rel.lhs - rel.rhs)
-        return f"{sympy.sstr(user_names(side))} {OPS[type(rel)]} 0".replace("**", "^")
-    return sympy.sstr(user_names(rel))
+        return f"{schedules.user_str(user_names(side))} {OPS[type(rel)]} 0".replace("**", "^")
+    return schedules.user_str(user_names(rel))
 
 
 def _name(symbol: sympy.Symbol) -> str:
@@ -278,17 +278,17 @@ def schur_cohn(q: sympy.Poly) -> list[sympy.Expr]:
 def _positive_texts(d: sympy.Expr) -> list[str]:
     """`d > 0` as factored relations: a squared factor only needs to be nonzero."""
     if sympy.count_ops(d) > MAX_FACTORED_OPS:
-        return [f"{sympy.sstr(user_names(d))} > 0".replace("**", "^")]
+        return [f"{schedules.user_str(user_names(d))} > 0".replace("**", "^")]
     constant, factors = sympy.factor_list(d)
     odd = sympy.Mul(*(f for f, power in factors if power % 2))
     texts = [
-        f"{sympy.sstr(user_names(f))} != 0".replace("**", "^")
+        f"{schedules.user_str(user_names(f))} != 0".replace("**", "^")
         for f, power in factors
         if power % 2 == 0
     ]
     if odd.free_symbols:
         sign = ">" if constant > 0 else "<"
-        texts.append(f"{sympy.sstr(user_names(odd))} {sign} 0".replace("**", "^"))
+        texts.append(f"{schedules.user_str(user_names(odd))} {sign} 0".replace("**", "^"))
     elif constant * odd <= 0:
         texts.append("no value of the params")
     return texts

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import sympy
 
-from .. import ir
+from .. import ir, schedules
 from ..errors import Diagnostic, Severity
 from ..source import Span
 
@@ -97,7 +97,7 @@ def _outside(value: float) -> bool:
 
 def _shown(expr: sympy.Expr) -> str:
     names = {s: sympy.Symbol(ir.symbol_param(s) or s.name) for s in expr.free_symbols}
-    return sympy.sstr(expr.xreplace(names), order="rev-lex")
+    return schedules.user_str(expr.xreplace(names), order="rev-lex")
 
 
 def _error(span: Span, what: str, value: float, where: str, verb: str = "is") -> Diagnostic:
