@@ -89,6 +89,9 @@ class Depth(sympy.Function):
     def _modulecode(self, printer) -> str:
         return "depth"
 
+    def _sympystr(self, printer) -> str:  # what users read: the language's name
+        return "L"
+
     def _eval_is_integer(self):
         return True
 
@@ -285,6 +288,12 @@ class _LanguagePrinter(StrPrinter):
 
     def _print_Abs(self, expr) -> str:
         return f"abs({self._print(expr.args[0])})"
+
+    def _print_Min(self, expr) -> str:
+        return f"min({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Max(self, expr) -> str:
+        return f"max({', '.join(self._print(a) for a in expr.args)})"
 
 
 def user_str(expr, **settings) -> str:

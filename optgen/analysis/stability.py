@@ -76,7 +76,11 @@ def charpoly(matrix: sympy.Matrix) -> tuple[sympy.Expr, ...]:
     powers = {p for p in matrix.atoms(sympy.Pow) if p.free_symbols and not p.exp.is_Integer}
     # Application, not Function: `Min` and `Max` are applications but not Functions.
     applied = matrix.atoms(sympy.core.function.Application)
-    pieces = {p: sympy.Dummy("piece") for p in applied | powers}
+    # Named apart, in a fixed order: sympy sorts the generators of `cancel` by name, and
+    # dummies of one name tie, so that their order (and the sign `cancel` gives a
+    # fraction) followed the hash seed from one process to the next.
+    ordered = sorted(applied | powers, key=sympy.default_sort_key)
+    pieces = {p: sympy.Dummy(f"piece{i:03d}") for i, p in enumerate(ordered)}
     coeffs = matrix.xreplace(pieces).charpoly(Z).all_coeffs()
     back = {symbol: piece for piece, symbol in pieces.items()}
     return tuple(sympy.cancel(c).xreplace(back) for c in reversed(coeffs))
