@@ -132,7 +132,7 @@ def _naive_layer(
     # x+ = x - t*(23/12*g - 16/12*g- + 5/12*g[k-2])
     new["x"] = (
         (-(23 / 12) * p_t) * locals_["g"][n]
-        + (((4 / 3)) * p_t) * locals_["g"][max(0, n - 1)]
+        + ((4 / 3) * p_t) * locals_["g"][max(0, n - 1)]
         + (-(5 / 12) * p_t) * locals_["g"][max(0, n - 2)]
         + states["x"][n]
     )

@@ -125,10 +125,10 @@ def _naive_layer(
     k: int,
 ) -> dict[str, Tensor]:
     """One layer of CosineGd: layer n of the module, at index k; the states' new values."""
-    p_t = ((9 / 20)) * math.cos(
+    p_t = (9 / 20) * math.cos(
         math.pi
-        * (k % (max(1, math.floor(((1 / 4)) * module.depth))))
-        / max(1, math.floor(((1 / 4)) * module.depth))
+        * (k % (max(1, math.floor((1 / 4) * module.depth))))
+        / max(1, math.floor((1 / 4) * module.depth))
     ) + (11 / 20)
     new: dict[str, Tensor] = {}
     # x+ = x - t*T(x)

@@ -143,5 +143,5 @@ def _naive_schedule_tk(n: int) -> float:
     """tk[0] = 1; tk[k+1] = (1 + sqrt(1 + 4*tk^2))/2, iterated in float64."""
     previous = float(1)
     for _ in range(n):
-        previous = float(((1 / 2)) * math.sqrt(4 * (previous) ** (2) + 1) + (1 / 2))
+        previous = float((1 / 2) * math.sqrt(4 * (previous) ** (2) + 1) + (1 / 2))
     return previous

@@ -128,7 +128,7 @@ def _naive_layer(
     """One layer of Ogm: layer n of the module, at index k; the states' new values."""
     p_t = 1 / 2
     p_th = _naive_schedule_th(k)
-    p_thn = ((1 / 2)) * (math.sqrt(8 * (_naive_schedule_th(k)) ** (2) + 1) + 1) * math.floor(
+    p_thn = (1 / 2) * (math.sqrt(8 * (_naive_schedule_th(k)) ** (2) + 1) + 1) * math.floor(
         (k + 1) / module.depth
     ) - (math.floor((k + 1) / module.depth) - 1) * _naive_schedule_th(k + 1)
     new: dict[str, Tensor] = {}
@@ -148,5 +148,5 @@ def _naive_schedule_th(n: int) -> float:
     """th[0] = 1; th[k+1] = (1 + sqrt(1 + 4*th^2))/2, iterated in float64."""
     previous = float(1)
     for _ in range(n):
-        previous = float(((1 / 2)) * math.sqrt(4 * (previous) ** (2) + 1) + (1 / 2))
+        previous = float((1 / 2) * math.sqrt(4 * (previous) ** (2) + 1) + (1 / 2))
     return previous

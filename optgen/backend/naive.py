@@ -80,8 +80,8 @@ class _Printer(PythonCodePrinter):
         return mod_code(self, expr)
 
     def parenthesize(self, item, level, strict=False):
-        if isinstance(item, sympy.Mod):  # printed in parentheses already
-            return self._print(item)
+        if isinstance(item, sympy.Mod) or (item.is_Rational and not item.is_Integer):
+            return self._print(item)  # printed in parentheses already
         return super().parenthesize(item, level, strict)
 
     def _print_Pow(self, expr, rational=False):
