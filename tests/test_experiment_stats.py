@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from optgen.experiments.images import refresh_statistics
+from optgen.experiments.images import _percent, _versus, refresh_statistics
 from optgen.experiments.stats import majority_error, paired, summarize, t_975
 from optgen.experiments.tables import MARK, TableError, main, refresh, render
 
@@ -110,3 +110,19 @@ def test_a_bad_marker_is_a_clear_error(tmp_path):
         render("images", tmp_path / "missing.json")
     with pytest.raises(TableError, match="names no data files"):
         render("files", Path(DOCS / "experiments" / "mnist.json"))
+
+
+def test_the_printed_lines_give_the_interval_and_the_paired_difference():
+    report = {
+        "data": {},
+        "networks": {
+            "deep_gd": _entry("deep", "gd", [0.10, 0.12, 0.11]),
+            "deep_apg2": _entry("deep", "apg2", [0.11, 0.14, 0.12]),
+        },
+    }
+    refresh_statistics(report)
+    apg2 = report["networks"]["deep_apg2"]
+    # Differences 1, 2 and 1 points: mean 1.33, sample std 0.577, t 4.303.
+    assert _versus(apg2) == " (+1.33 ± 1.43 points against deep_gd, paired)"
+    assert _percent(summarize([0.10, 0.12, 0.11])) == "11.00 ± 1.00 % (95 % interval 8.52 to 13.48)"
+    assert _versus(report["networks"]["deep_gd"]) == ""
