@@ -84,9 +84,9 @@ APG2_STAGE_CERTIFICATE = {
     },
     "notes": [
         (
-            "as k -> infinity, rho -> z^2 - 2z + 1: a root other than 1 reaches the unit circle;"
-            " the limit loses strict stability, so only the finite depth is covered (see"
-            " amplification)"
+            "as k -> infinity, rho -> z^2 - 2z + 1: root 1 is a root of multiplicity 2 on the unit"
+            " circle (semisimple: still zero-stable); the limit loses strict stability, so only the"
+            " finite depth is covered (see amplification)"
         )
     ],
     "diagnostics": [],

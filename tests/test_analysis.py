@@ -388,3 +388,24 @@ def test_analysis_imports_no_torch_jinja_or_black():
                 path.name,
                 name,
             )
+
+
+def test_a_simple_root_1_is_strictly_stable():
+    # sympy's Float(0.0) == 0 is False: the imaginary part of root 1 was read as nonzero,
+    # and every limit k -> infinity was noted "a root other than 1 reaches the unit circle".
+    import sympy
+
+    from optgen.analysis import stability
+
+    half = sympy.Rational(1, 2)
+    for rho in ((-1, 1), (half, -1 - half, 1)):  # z - 1 and (z - 1)(z - 1/2)
+        roots = stability.exact_roots(tuple(sympy.sympify(c) for c in rho))
+        assert stability.strictly_stable(roots), rho
+    double = stability.exact_roots((sympy.Integer(1), sympy.Integer(-2), sympy.Integer(1)))
+    assert not stability.strictly_stable(double)
+    step = "network G {\n state x\n param t = 0.5/(k + 1)\n block T = mlp()\n"
+    step += " update { x+ = x - t*T(x) }\n}\n"
+    import optgen
+
+    (cert,) = optgen.check_source(step, "g.opt")
+    assert not any("as k -> infinity" in note for note in cert["notes"]), cert["notes"]

@@ -222,7 +222,16 @@ def _note_limit(net: ir.Network, rec: Recurrence, draft: Draft) -> None:
     roots = stability.exact_roots(rho)
     if not stability.strictly_stable(roots):
         verdict = stability.root_condition(roots, None if rec.one_state else limit)
-        why = verdict.message if not verdict.ok else "a root other than 1 reaches the unit circle"
+        multiple = [r for r in roots if r.on_circle and r.multiplicity > 1]
+        if not verdict.ok:
+            why = verdict.message
+        elif multiple:
+            why = (
+                f"root {multiple[0].show()} is a root of multiplicity {multiple[0].multiplicity}"
+                " on the unit circle (semisimple: still zero-stable)"
+            )
+        else:
+            why = "a root other than 1 reaches the unit circle"
         draft.notes.append(
             f"as k -> infinity, rho -> {poly_text(rho)}: {why}; the limit loses strict stability, "
             "so only the finite depth is covered (see amplification)"

@@ -193,7 +193,10 @@ def root_condition(roots: tuple[Root, ...], matrix: sympy.Matrix | None = None) 
 def strictly_stable(roots: tuple[Root, ...]) -> bool:
     """Zero-stable with 1 the only root on the unit circle, and simple."""
     return all(
-        not r.on_circle or (r.multiplicity == 1 and r.im == 0 and r.re > 0) for r in roots
+        # |im| against the tolerance: sympy's Float(0.0) == 0 is False (sympy 1.13 on), which
+        # made every root 1 count as off the real axis and every limit "not strictly stable".
+        not r.on_circle or (r.multiplicity == 1 and abs(r.im) <= r.tolerance and r.re > 0)
+        for r in roots
     ) and not any(r.outside for r in roots)
 
 
