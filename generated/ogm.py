@@ -232,7 +232,7 @@ class Ogm(nn.Module):
             ],
         }
         # -th/thn = -2*th[k]/(-2*(-1 + floor((1 + k)/L))*th[1 + k] + (1 + sqrt(1 +
-        # 8*th[k]**2))*floor((1 + k)/L)) at each layer k
+        # 8*th[k]^2))*floor((1 + k)/L)) at each layer k
         self.coef = [
             float(
                 -2
@@ -245,7 +245,7 @@ class Ogm(nn.Module):
             for k in range(start, start + depth)
         ]
         # (1 - th)/thn = 2*(1 - th[k])/(-2*(-1 + floor((1 + k)/L))*th[1 + k] + (1 + sqrt(1 +
-        # 8*th[k]**2))*floor((1 + k)/L)) at each layer k
+        # 8*th[k]^2))*floor((1 + k)/L)) at each layer k
         self.coef_ = [
             float(
                 2
@@ -258,8 +258,8 @@ class Ogm(nn.Module):
             for k in range(start, start + depth)
         ]
         # (-1 + thn + 2*th)/thn = (-2 + 2*th[1 + k] + 4*th[k] + floor(1/L + k/L) - 2*floor(1/L +
-        # k/L)*th[1 + k] + sqrt(1 + 8*th[k]**2)*floor(1/L + k/L))/(2*th[1 + k] + floor(1/L + k/L) -
-        # 2*floor(1/L + k/L)*th[1 + k] + sqrt(1 + 8*th[k]**2)*floor(1/L + k/L)) at each layer k
+        # k/L)*th[1 + k] + sqrt(1 + 8*th[k]^2)*floor(1/L + k/L))/(2*th[1 + k] + floor(1/L + k/L) -
+        # 2*floor(1/L + k/L)*th[1 + k] + sqrt(1 + 8*th[k]^2)*floor(1/L + k/L)) at each layer k
         self.coef_2 = [
             float(
                 (

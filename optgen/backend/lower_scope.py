@@ -26,7 +26,7 @@ def pyexpr(expr: sympy.Expr, names: dict[sympy.Symbol, str]) -> str:
 def user_text(expr: sympy.Expr) -> str:
     """A coefficient in the rule's names (for comments): beta, -k/(k + 3)."""
     names = {s: sympy.Symbol(ir.symbol_param(s) or s.name) for s in expr.free_symbols}
-    return schedules.user_str(ir.renamed(expr, names), order="rev-lex")
+    return schedules.user_str(ir.renamed(expr, names), order="rev-lex").replace("**", "^")
 
 
 class Scope:
