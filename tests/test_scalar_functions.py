@@ -208,7 +208,12 @@ DEPTH_ERRORS = {
     "recursion": (
         "    param tk[0] = 1\n    param tk[k+1] = tk + 1/L\n",
         "tk*T(x)",
-        "5:28: error: 'L' cannot be used in the recursion of tk",
+        "5:28: error: the recursion of tk cannot read L, the depth",
+    ),
+    "recursion_start": (
+        "    param tk[0] = 1/L\n    param tk[k+1] = tk/2\n",
+        "tk*T(x)",
+        "4:21: error: the start value of tk cannot read L, the depth",
     ),
     "recursion_through_a_param": (
         "    param a = 1/L\n    param tk[0] = 1\n    param tk[k+1] = tk + a\n",

@@ -241,6 +241,14 @@ class ParamResolver(Job):
                 self.report.abandon()
         if _mentions(start.value, name):
             self.fail(start.value.span, f"the start value of {name} cannot use {name} itself")
+        for d, what in ((start, "the start value"), (step, "the recursion")):
+            if _mentions(d.value, "L"):
+                self.fail(
+                    _name_span(d.value, "L"),
+                    f"{what} of {name} cannot read L, the depth",
+                    "a recursion's values are computed once for every depth; write the "
+                    "depth-dependent factor in the param that uses the schedule instead",
+                )
         first = self.scalars.scalar(start.value, allowed, f"the start value of {name}")
         if first.free_symbols:
             self.fail(
@@ -400,6 +408,11 @@ class ParamResolver(Job):
 
 def _flag_span(d: ast.ParamDecl, word: str) -> Span:
     return next(o.span for o in d.options if isinstance(o, ast.ParamFlag) and o.word == word)
+
+
+def _name_span(node, name: str) -> Span:
+    """Where `name` is first read in `node`."""
+    return next(n.span for n in ast.walk(node) if isinstance(n, ast.Name) and n.id == name)
 
 
 def _mentions(node, name: str) -> bool:
