@@ -126,3 +126,11 @@ def test_the_printed_lines_give_the_interval_and_the_paired_difference():
     assert _versus(apg2) == " (+1.33 ± 1.43 points against deep_gd, paired)"
     assert _percent(summarize([0.10, 0.12, 0.11])) == "11.00 ± 1.00 % (95 % interval 8.52 to 13.48)"
     assert _versus(report["networks"]["deep_gd"]) == ""
+
+
+def test_a_network_not_run_yet_is_not_called_diverged():
+    from optgen.experiments.tables import mean_std
+
+    assert mean_std(summarize([])) == "not run"
+    assert mean_std(summarize([math.nan, math.inf])) == "diverged"
+    assert mean_std(summarize([0.1, math.nan]), 100, 2) == "10.00 ± 0.00 (1 diverged)"

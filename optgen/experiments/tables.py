@@ -58,8 +58,8 @@ def number(value: float | None, digits: int = 4) -> str:
 
 def mean_std(summary: dict, scale: float = 1.0, fixed: int | None = None) -> str:
     """`mean ± sample std`; `fixed`: that many decimals instead of significant digits."""
-    if summary["mean"] is None:
-        return "diverged"
+    if summary["mean"] is None:  # every seed diverged, or none has run yet
+        return "diverged" if summary["diverged"] else "not run"
     mean, std = scale * summary["mean"], scale * summary["std"]
     text = (
         f"{mean:.{fixed}f} ± {std:.{fixed}f}"
