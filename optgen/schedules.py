@@ -205,7 +205,29 @@ def schedule_functions(expr) -> set[type[RecursiveSchedule]]:
     return {a.func for a in sympy.sympify(expr).atoms(RecursiveSchedule)}
 
 
-class _ModulePrinter(StrPrinter):
+class _Spelling(StrPrinter):
+    """What the module's Python and the language write alike: `abs`, `min`, `max` and `%`
+    (in parentheses, see `mod_code`)."""
+
+    def _print_Abs(self, expr) -> str:
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_Min(self, expr) -> str:
+        return f"min({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Max(self, expr) -> str:
+        return f"max({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Mod(self, expr) -> str:
+        return mod_code(self, expr)
+
+    def parenthesize(self, item, level, strict=False) -> str:
+        if isinstance(item, sympy.Mod):  # printed in parentheses already
+            return self._print(item)
+        return super().parenthesize(item, level, strict)
+
+
+class _ModulePrinter(_Spelling):
     """Python for the generated module: sympy's text with `math.sqrt`, `math.exp`,
     `math.log`, `math.cos`, `math.sin`, `math.floor`, `math.ceil`, `math.pi`, `abs`, `min`,
     `max`, `%` and `tk[k + 1]` (a list of the module)."""
@@ -243,23 +265,6 @@ class _ModulePrinter(StrPrinter):
     def _print_ceiling(self, expr) -> str:
         return f"math.ceil({self._print(expr.args[0])})"
 
-    def _print_Abs(self, expr) -> str:
-        return f"abs({self._print(expr.args[0])})"
-
-    def _print_Mod(self, expr) -> str:
-        return mod_code(self, expr)
-
-    def parenthesize(self, item, level, strict=False) -> str:
-        if isinstance(item, sympy.Mod):  # printed in parentheses already
-            return self._print(item)
-        return super().parenthesize(item, level, strict)
-
-    def _print_Min(self, expr) -> str:
-        return f"min({', '.join(self._print(a) for a in expr.args)})"
-
-    def _print_Max(self, expr) -> str:
-        return f"max({', '.join(self._print(a) for a in expr.args)})"
-
 
 def mod_code(printer, expr) -> str:
     """`(a % b)`: Python's % is sympy's Mod (the sign of the divisor). Always in
@@ -271,29 +276,13 @@ def mod_code(printer, expr) -> str:
     return f"({left} % {right})"
 
 
-class _LanguagePrinter(StrPrinter):
+class _LanguagePrinter(_Spelling):
     """sympy's text in the language's spelling, for what users read (certificates,
-    comments, messages): `k % 3`, `ceil(a)`, `abs(a)` for sympy's Mod, ceiling and Abs."""
-
-    def _print_Mod(self, expr) -> str:
-        return mod_code(self, expr)
-
-    def parenthesize(self, item, level, strict=False) -> str:
-        if isinstance(item, sympy.Mod):  # printed in parentheses already
-            return self._print(item)
-        return super().parenthesize(item, level, strict)
+    comments, messages): `k % 3`, `ceil(a)`, `abs(a)`, `min`, `max` for sympy's Mod,
+    ceiling, Abs, Min and Max."""
 
     def _print_ceiling(self, expr) -> str:
         return f"ceil({self._print(expr.args[0])})"
-
-    def _print_Abs(self, expr) -> str:
-        return f"abs({self._print(expr.args[0])})"
-
-    def _print_Min(self, expr) -> str:
-        return f"min({', '.join(self._print(a) for a in expr.args)})"
-
-    def _print_Max(self, expr) -> str:
-        return f"max({', '.join(self._print(a) for a in expr.args)})"
 
 
 def user_str(expr, **settings) -> str:
