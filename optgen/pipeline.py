@@ -8,7 +8,6 @@ the CLI prints them and goes on with the next file.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -120,12 +119,12 @@ def compile(
         return Result(source, networks, diagnostics=tuple(diagnostics), models=models)
     diagnostics.extend(precision_warnings(checked))
     diagnostics.extend(unreached_warnings(checked))
-    certificates = tuple(certify(net) for net in networks)
+    certificates = tuple(analyze(net) for net in networks)
     for cert in certificates:
         diagnostics.extend(convergence_diagnostics(cert, strict))
     by_network = {net.name: cert for net, cert in zip(networks, certificates)}
     model_certificates = tuple(
-        analyze_model(model, tuple(certify(n) for n in stage_networks(model, by_name)))
+        analyze_model(model, tuple(analyze(n) for n in stage_networks(model, by_name)))
         for model in models
     )
     # A stage runs its network at its own depth and first layer, where a schedule in k can
@@ -177,20 +176,6 @@ def compile(
         model_certificates,
         tuple(figures),
     )
-
-
-def certify(net: ir.Network) -> Certificate:
-    """The certificate of `net` at its declared depth; where the rule reads `L`, it says
-    which depth that is (a module built deeper has other coefficients)."""
-    cert = analyze(ir.at_depth(net))
-    if not ir.reads_depth(net):
-        return cert
-    note = (
-        f"L, the depth, is {net.depth} in this certificate (the declared layers): a module "
-        f"built with depth=D has its coefficients at L = D, and its certificate is that of "
-        f"the rule with layers D"
-    )
-    return dataclasses.replace(cert, notes=(*cert.notes, note))
 
 
 def _unmeasured(model, failure: str) -> Diagnostic:

@@ -7,6 +7,7 @@ verdict, as a frozen `Certificate`. Pure: no torch, jinja2 or black here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from .. import ir
@@ -16,8 +17,18 @@ from .recurrence import OutsideTheory, Recurrence, reduce_rule
 
 @functools.cache
 def analyze(net: ir.Network) -> Certificate:
-    """The certificate of one network (cached: IR nodes are frozen and hashable)."""
-    return analyze_network(net)
+    """The certificate of one network (cached: IR nodes are frozen and hashable), at its
+    declared depth: where the rule reads `L`, it says which depth that is (a module built
+    deeper has other coefficients)."""
+    cert = analyze_network(ir.at_depth(net))
+    if not ir.reads_depth(net):
+        return cert
+    note = (
+        f"L, the depth, is {net.depth} in this certificate (the declared layers): a module "
+        f"built with depth=D has its coefficients at L = D, and its certificate is that of "
+        f"the rule with layers D"
+    )
+    return dataclasses.replace(cert, notes=(*cert.notes, note))
 
 
 __all__ = ["Certificate", "OutsideTheory", "Recurrence", "analyze", "poly_text", "reduce_rule"]

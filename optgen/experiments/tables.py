@@ -86,7 +86,8 @@ def difference(summary: dict, scale: float = 1.0, fixed: int | None = None) -> s
     if fixed is not None:
         text = f"{mean:+.{fixed}f}"
         return text if half is None else f"{text} ± {half:.{fixed}f}"
-    return f"{mean:+.3g}" + ("" if half is None else f" ± {half:.2g}")
+    sign = "-" if mean < 0 else "+"
+    return f"{sign}{abs(mean):.3g}" + ("" if half is None else f" ± {half:.2g}")
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:

@@ -34,7 +34,7 @@ def radius_curve(
         variant = dataclasses.replace(
             net, params=tuple(changed if p.name == param.name else p for p in net.params)
         )
-        c = analyze_network(variant).as_dict()
+        c = analyze_network(ir.at_depth(variant)).as_dict()
         radii.append(c.get("spectral_radius"))
         stable.append(bool(c.get("zero_stable")))
     return xs, radii, stable
