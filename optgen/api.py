@@ -60,7 +60,17 @@ def compile_source(
 
 def check_source(text: str, filename: str = "<string>") -> list[dict]:
     """The certificates of every network, as the dicts of `optgen check --json`."""
-    result = _compiled(text, filename, until=Stage.ANALYSIS)
+    return _certificate_dicts(_compiled(text, filename, until=Stage.ANALYSIS))
+
+
+def compile_and_check(text: str, filename: str = "<string>") -> tuple[dict[str, str], list[dict]]:
+    """`compile_source` and `check_source` of one text from one run of the pipeline (the
+    analysis is half of a compile: tools that need both pay it once)."""
+    result = _compiled(text, filename)
+    return result.outputs, _certificate_dicts(result)
+
+
+def _certificate_dicts(result: Result) -> list[dict]:
     return [cert.as_dict() for cert in result.certificates] + [
         cert.as_dict() for cert in result.model_certificates
     ]

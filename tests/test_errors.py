@@ -1,7 +1,7 @@
 """Every user error of the language: a located message, exit status 1, nothing written."""
 
 import pytest
-from conftest import run_optgen
+from conftest import EXAMPLES, run_optgen
 
 import optgen
 
@@ -374,7 +374,9 @@ THREE_DIAGNOSTICS = [
 ]
 
 
-@pytest.mark.parametrize("entry", [optgen.compile_source, optgen.check_source])
+@pytest.mark.parametrize(
+    "entry", [optgen.compile_source, optgen.check_source, optgen.compile_and_check]
+)
 def test_api_reports_every_error_of_a_file_in_source_order(entry):
     with pytest.raises(optgen.OptgenError) as info:
         entry(THREE_ERRORS, "rules.opt")
@@ -382,6 +384,13 @@ def test_api_reports_every_error_of_a_file_in_source_order(entry):
     assert found == THREE_DIAGNOSTICS
     assert {d["severity"] for d in info.value.diagnostics} == {"error"}
     assert str(info.value).count("rules.opt:") == 3
+
+
+def test_compile_and_check_is_compile_source_and_check_source_in_one_run():
+    text = (EXAMPLES / "nesterov.opt").read_text()
+    files, certificates = optgen.compile_and_check(text, "nesterov.opt")
+    assert files == optgen.compile_source(text, "nesterov.opt")
+    assert certificates == optgen.check_source(text, "nesterov.opt")
 
 
 def test_cli_prints_every_error_of_a_file_and_writes_nothing(tmp_path):

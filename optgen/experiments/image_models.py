@@ -2,8 +2,8 @@
 
 A network of `--networks` is a catalog model by the name of its generated file
 (`wide_gd`, `deep_apg2`, `iso_vit_apg2`, ...) or a `.opt` file, which gives every model it
-declares. `prepare_models` compiles and checks each file in memory (`compile_source`,
-`check_source`) and refuses an unknown name before anything is trained or written; the
+declares. `prepare_models` compiles and checks each file in memory, once
+(`compile_and_check`), and refuses an unknown name before anything is trained or written; the
 class is executed from the very text that is written to OUT/modules, so that every rank,
 on every node, trains the file `optgen compile` writes without reading it back from a
 disk it may not share.
@@ -16,7 +16,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import check_source, compile_source, costs
+from .. import compile_and_check, costs
 from ..resources import resource_dir
 
 MODELS = resource_dir("examples") / "models"
@@ -80,8 +80,9 @@ def prepare_models(names: list[str]) -> tuple[list[ModelSource], dict[str, str]]
         path, wanted = _locate(name)
         if path not in compiled:
             text = path.read_text(encoding="utf-8")
-            models = {c["name"]: c for c in check_source(text, str(path)) if c["kind"] == "model"}
-            compiled[path] = (compile_source(text, str(path)), models)
+            outputs, certificates = compile_and_check(text, str(path))
+            models = {c["name"]: c for c in certificates if c["kind"] == "model"}
+            compiled[path] = (outputs, models)
         outputs, models = compiled[path]
         found = [_source(name, path, cert, outputs) for cert in models.values()]
         found = [s for s in found if wanted is None or s.file_name == f"{wanted}.py"]
