@@ -129,7 +129,69 @@ class HistorySum:
         return self.lo if self.window is None else max(0, layer - self.window)
 
 
-Atom = StateAt | Initial | Local | InputValue | History | BlockOut | MapOut | HistorySum
+class ReductionKind(str, Enum):
+    """A per-sample reduction of tensors to a scalar (language.md 5.6)."""
+
+    DOT = "dot"  # sum of a*b over every non-batch dimension
+    NORM = "norm"  # the Euclidean norm over every non-batch dimension
+
+
+@dataclass(frozen=True, slots=True)
+class Reduction:
+    """`dot(a, b)` or `norm(a)`: one number per sample, broadcast back over the sample."""
+
+    kind: ReductionKind
+    args: tuple[LinearForm, ...]
+
+    def show(self) -> str:
+        return f"{self.kind.value}({', '.join(a.show() for a in self.args)})"
+
+
+def reduction_symbol(index: int, reduction: Reduction) -> sympy.Symbol:
+    """The symbol of the `index`-th reduction of a `DataScaled` factor: a norm and a
+    `dot(a, a)` are >= 0 (so that `1/(dot(g, g) + 1e-12)` is known never to divide by 0)."""
+    kind, args = reduction.kind, reduction.args
+    if kind is ReductionKind.NORM or (kind is ReductionKind.DOT and args[0] == args[1]):
+        return sympy.Symbol(f"_reduction{index}", nonnegative=True)
+    return sympy.Symbol(f"_reduction{index}", real=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DataScaled:
+    """`factor * arg`, `factor` over `reduction_symbol(i, ...)` of each reduction i (and
+    numbers, params): the part of a coefficient that depends on the data (its fixed
+    factor stays in the linear form). The analysis puts such a rule outside the theory."""
+
+    factor: sympy.Expr
+    reductions: tuple[Reduction, ...]
+    arg: LinearForm
+    # The scalar as the source writes it (`dot(s, s)/max(dot(s, r), 1e-12)`), for messages.
+    text: str = field(default="", compare=False, hash=False)
+
+    def symbols(self) -> dict[sympy.Symbol, Reduction]:
+        return {reduction_symbol(i, r): r for i, r in enumerate(self.reductions)}
+
+    def show_factor(self) -> str:
+        if self.text:
+            return self.text
+        names = {s: sympy.Symbol(r.show()) for s, r in self.symbols().items()}
+        return str(self.factor.xreplace(names))
+
+    def show(self) -> str:
+        return f"({self.show_factor()})*({self.arg.show()})"
+
+
+Atom = (
+    StateAt | Initial | Local | InputValue | History | BlockOut | MapOut | HistorySum | DataScaled
+)
+
+
+def inner_forms(atom: Atom) -> tuple[LinearForm, ...]:
+    """The forms an atom reads: an argument, a sum's body, a reduction's arguments."""
+    if isinstance(atom, DataScaled):
+        return (atom.arg,) + tuple(a for r in atom.reductions for a in r.args)
+    inner = getattr(atom, "arg", None) or getattr(atom, "body", None)
+    return () if inner is None else (inner,)
 
 
 # sympy.simplify tries many rewritings and grows faster than the expression (a sum of 300
@@ -198,8 +260,7 @@ class LinearForm:
         """Every atom, nested ones (block and map arguments, sum bodies) included."""
         for atom in self.atoms():
             yield atom
-            inner = getattr(atom, "arg", None) or getattr(atom, "body", None)
-            if inner is not None:
+            for inner in inner_forms(atom):
                 yield from inner.walk()
 
     def show(self) -> str:

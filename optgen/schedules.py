@@ -72,6 +72,7 @@ SCALAR_FUNCTIONS = {
         ScalarFunction("floor", (1, 1), sympy.floor, "floor(a)"),
         ScalarFunction("ceil", (1, 1), sympy.ceiling, "ceil(a)"),
         ScalarFunction("abs", (1, 1), sympy.Abs, "abs(a)"),
+        ScalarFunction("sign", (1, 1), sympy.sign, "sign(a)"),
         ScalarFunction("min", (2, None), sympy.Min, "min(a, b, ...)"),
         ScalarFunction("max", (2, None), sympy.Max, "max(a, b, ...)"),
     )
@@ -264,6 +265,82 @@ class _ModulePrinter(_Spelling):
 
     def _print_ceiling(self, expr) -> str:
         return f"math.ceil({self._print(expr.args[0])})"
+
+    def _print_sign(self, expr) -> str:
+        # -1, 0 or 1 as Python ints: (a > 0) - (a < 0).
+        value = self._print(expr.args[0])
+        return f"(({value} > 0) - ({value} < 0))"
+
+
+class _TensorPrinter(_ModulePrinter):
+    """`_ModulePrinter` where some symbols are tensors (a per-sample `dot`, a learnable
+    param): a function of one is torch's (`torch.sqrt(d)`, `torch.clamp_min(d, 1e-12)`,
+    `torch.maximum(a, b)`); a function of numbers alone stays `math`'s."""
+
+    def __init__(self, tensors: set[str]):
+        super().__init__()
+        self.tensors = tensors
+
+    def _print_Rational(self, expr) -> str:
+        # A guard as written (1e-12), not as sympy keeps it (1/1000000000000).
+        return repr(float(expr)) if expr.q > 1000 else super()._print_Rational(expr)
+
+    def _is_tensor(self, expr) -> bool:
+        return any(s.name in self.tensors for s in expr.free_symbols)
+
+    def _function(self, name: str, expr) -> str | None:
+        if not self._is_tensor(expr):
+            return None
+        return f"torch.{name}({self._print(expr.args[0])})"
+
+    def _print_Pow(self, expr, rational=False) -> str:
+        if self._is_tensor(expr.base) and expr.exp == sympy.S.Half:
+            return f"torch.sqrt({self._print(expr.base)})"
+        if self._is_tensor(expr.base) and expr.exp == -sympy.S.Half:
+            return f"torch.rsqrt({self._print(expr.base)})"
+        return super()._print_Pow(expr, rational)
+
+    def _print_exp(self, expr) -> str:
+        return self._function("exp", expr) or super()._print_exp(expr)
+
+    def _print_log(self, expr) -> str:
+        return self._function("log", expr) or super()._print_log(expr)
+
+    def _print_cos(self, expr) -> str:
+        return self._function("cos", expr) or super()._print_cos(expr)
+
+    def _print_sin(self, expr) -> str:
+        return self._function("sin", expr) or super()._print_sin(expr)
+
+    def _print_Abs(self, expr) -> str:
+        return self._function("abs", expr) or super()._print_Abs(expr)
+
+    def _print_sign(self, expr) -> str:
+        return self._function("sign", expr) or super()._print_sign(expr)
+
+    def _print_Max(self, expr) -> str:
+        return self._extremum(expr, "maximum", "clamp_min") or super()._print_Max(expr)
+
+    def _print_Min(self, expr) -> str:
+        return self._extremum(expr, "minimum", "clamp_max") or super()._print_Min(expr)
+
+    def _extremum(self, expr, pairwise: str, clamp: str) -> str | None:
+        """max(a, b, c) of tensors: torch.maximum pairwise; the numbers among the
+        arguments (sympy keeps one) as a clamp of the rest."""
+        if not self._is_tensor(expr):
+            return None
+        numbers = [a for a in expr.args if not self._is_tensor(a)]
+        text = self._print(next(a for a in expr.args if self._is_tensor(a)))
+        for other in [a for a in expr.args if self._is_tensor(a)][1:]:
+            text = f"torch.{pairwise}({text}, {self._print(other)})"
+        for number in numbers:
+            text = f"torch.{clamp}({text}, {self._print(number)})"
+        return text
+
+
+def tensor_code(expr, tensors: set[str]) -> str:
+    """Python for `expr`, the symbols named in `tensors` being tensors (`_TensorPrinter`)."""
+    return _TensorPrinter(tensors).doprint(expr)
 
 
 def mod_code(printer, expr) -> str:

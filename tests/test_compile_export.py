@@ -17,6 +17,7 @@ EXPLICIT = {
     "nesterov_conv": ("NesterovConv", (2, 8, 5, 5)),
     "nesterov_convnext": ("NesterovConvnext", (2, 8, 6, 6)),
     "nesterov_transformer": ("NesterovTransformer", (2, 3, 8)),
+    "fista_restart": ("FistaRestart", (4, 8)),  # per-sample dot and sign (language.md 5.6)
 }
 
 
@@ -53,7 +54,7 @@ def test_torch_export_matches_eager(stem):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(
-    "stem", ["nesterov", "ladmm", "nesterov_conv", "nesterov_transformer", "lista"]
+    "stem", ["nesterov", "ladmm", "nesterov_conv", "nesterov_transformer", "lista", "fista_restart"]
 )
 def test_autocast_runs_and_stays_close_to_float32(stem, dtype):
     module, x = make(stem)

@@ -112,6 +112,12 @@ class _Substituter:
             return value if atom.lag == 0 else _earlier(atom, value, self.start, self.schedules)
         if isinstance(atom, ir.StateAt) and atom.lag == 1 and in_block is None:
             return self.next_values[atom.name]
+        if isinstance(atom, ir.DataScaled):
+            raise OutsideTheory(
+                f"the coefficient {atom.show_factor()} depends on the data (dot, norm): its "
+                "value changes with the input, so the rule is not a linear multistep method "
+                "with coefficients fixed per layer"
+            )
         if isinstance(atom, ir.MapOut):
             raise OutsideTheory(
                 f"{atom.fn}(...) is a fixed map applied to the iterate: the rule is not affine "

@@ -23,6 +23,7 @@ RUNTIME_FILES = (
     "checkpoint.py",
     "reversible.py",
     "models.py",
+    "reductions.py",
 )
 # What the class template calls for learnable params: their `_Learnable` specs, their
 # float64 starts (`_start`), params(), set_params() and the exact starts kept by `_apply`.

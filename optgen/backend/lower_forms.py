@@ -47,6 +47,13 @@ class Forms(Terms):
             template, imports, kernels = spec.emit_for(tensors)
             scalars = tuple((key, self.scalar(c)) for key, c in coefs)
             ops.append(plan.MapCall(var, template, arg, scalars, imports, kernels))
+        elif isinstance(atom, ir.DataScaled):
+            arg = self.operand(atom.arg, values, ops, "scaled_in")
+            names = {s: self.reduction(r, values, ops) for s, r in atom.symbols().items()}
+            var = name or self.ns.create(
+                f"scaled_{arg}" if arg.isidentifier() and len(arg) < 12 else "scaled"
+            )
+            ops.append(plan.Scale(var, arg, self.data_factor(atom.factor, names)))
         elif isinstance(atom, ir.HistorySum):
             var = self.accumulators[atom]
             accumulate: list[plan.Op] = []
@@ -69,6 +76,17 @@ class Forms(Terms):
             raise AssertionError(f"cannot materialize {atom}")
         values[atom] = var
         return ops
+
+    def reduction(self, reduction: ir.Reduction, values: dict, ops: list[plan.Op]) -> str:
+        """The variable of a per-sample `dot` or `norm`, computed once per layer."""
+        if reduction not in values:
+            kind = reduction.kind.value
+            args = tuple(self.operand(a, values, ops, f"{kind}_in") for a in reduction.args)
+            short = all(a.isidentifier() and len(a) < 12 for a in args)
+            var = self.ns.create("_".join((kind, *args)) if short else kind)
+            ops.append(plan.Reduce(var, kind, args))
+            values[reduction] = var
+        return values[reduction]
 
     def window_sum(self, total: ir.HistorySum, var: str, values: dict) -> list[plan.Op]:
         """sum(i = k-m..k, ...): a running sum, less the term that leaves the window."""
@@ -100,7 +118,23 @@ class Forms(Terms):
             ops.extend(self.materialize(atom, values))
         if len(form.terms) == 1 and form.terms[0][1] == 1:
             return values[form.terms[0][0]]
-        var = self.ns.create(name)
+        if form in values:  # `x+ - x` read twice in a layer (a dot and a scaled term)
+            return values[form]
+        var = self.ns.create(_difference_name(form, values) or name)
         terms = [(values[a], self.coef(c)) for a, c in form.terms]
         ops.extend(self.combine(var, terms, self.input_var))
+        values[form] = var
         return var
+
+
+def _difference_name(form: ir.LinearForm, values: dict) -> str | None:
+    """`x_next_minus_x` for the form x+ - x of two short names; else None."""
+    if len(form.terms) != 2:
+        return None
+    (a, ca), (b, cb) = form.terms
+    if {ca, cb} != {1, -1}:
+        return None
+    plus, minus = (values[a], values[b]) if ca == 1 else (values[b], values[a])
+    if not (plus.isidentifier() and minus.isidentifier() and len(plus) + len(minus) < 16):
+        return None
+    return f"{plus}_minus_{minus}"

@@ -59,14 +59,18 @@ def _table_name(wanted: str, taken: set[str]) -> str:
 
 def coefficients(form: ir.LinearForm):
     """Every coefficient `form` holds, nested ones included: the terms' coefficients, those
-    of block and map arguments, a map's scalars (a threshold, a bound) and the body of a sum
-    over history (in k, its index set to k: the term the sum gains at layer k)."""
+    of block and map arguments, a map's scalars (a threshold, a bound), a data-scaled
+    term's factor and forms, and the body of a sum over history (in k, its index set to k: the term the sum gains at layer k).
+    """
     for atom, coef in form.terms:
         yield coef
         if isinstance(atom, ir.MapOut):
             yield from atom.scalars
-        if isinstance(atom, (ir.BlockOut, ir.MapOut)):
-            yield from coefficients(atom.arg)
+        if isinstance(atom, ir.DataScaled):
+            yield atom.factor
+        if isinstance(atom, (ir.BlockOut, ir.MapOut, ir.DataScaled)):
+            for inner in ir.inner_forms(atom):
+                yield from coefficients(inner)
         elif isinstance(atom, ir.HistorySum):
             for inner in coefficients(atom.body):
                 yield sympy.sympify(inner).subs(atom.var, ir.K)

@@ -23,6 +23,13 @@ def pyexpr(expr: sympy.Expr, names: dict[sympy.Symbol, str]) -> str:
     return schedules.python_code(ir.renamed(expr, {s: sympy.Symbol(n) for s, n in names.items()}))
 
 
+def torch_expr(expr: sympy.Expr, names: dict[sympy.Symbol, str], tensors: set[str]) -> str:
+    """Python source for a sympy expression some of whose symbols are tensors (`tensors`,
+    by their new names): functions of those are torch's (`torch.sqrt`, `torch.clamp_min`)."""
+    renamed = ir.renamed(expr, {s: sympy.Symbol(n) for s, n in names.items()})
+    return schedules.tensor_code(renamed, tensors)
+
+
 def user_text(expr: sympy.Expr) -> str:
     """A coefficient in the rule's names (for comments): beta, -k/(k + 3)."""
     names = {s: sympy.Symbol(ir.symbol_param(s) or s.name) for s in expr.free_symbols}

@@ -29,7 +29,7 @@ from .. import ir
 from ..present import number
 from . import plan
 from .lower_schedules import Schedule
-from .lower_scope import Scope, pyexpr, user_text
+from .lower_scope import Scope, pyexpr, torch_expr, user_text
 
 ONE = ir.ONE
 
@@ -178,7 +178,9 @@ class Terms(Scope):
             table[c.value] = var
         return table[c.value]
 
-    def _layer_tables(self, expr: sympy.Expr) -> tuple[sympy.Expr, dict[sympy.Symbol, str]]:
+    def _layer_tables(
+        self, expr: sympy.Expr, tensors: set | None = None
+    ) -> tuple[sympy.Expr, dict[sympy.Symbol, str]]:
         """`expr` with each part that holds no learnable param but depends on k (`1 - tk`,
         `1/(k + 1)`) read from a per-layer table (`self.coef[k]`), and those tables' names.
 
@@ -186,10 +188,11 @@ class Terms(Scope):
         them), and its `k` counts the layers of the module, not from `start`: the tables
         hold the values at the layers start, ..., start + depth - 1, as every fixed
         per-layer coefficient does. Written as a polynomial in the learnable params where it
-        is one (`(k*s + s + 1)/(k + 1)` is `s + 1/(k + 1)`)."""
+        is one (`(k*s + s + 1)/(k + 1)` is `s + 1/(k + 1)`). `tensors`: the symbols that
+        are tensors (default: the learnable params)."""
         if ir.K not in expr.free_symbols:
             return expr, {}
-        learnable = set(self.learnable)
+        learnable = set(self.learnable) if tensors is None else tensors
         tables: dict[sympy.Symbol, str] = {}
 
         def visit(e: sympy.Expr) -> sympy.Expr:
@@ -208,6 +211,18 @@ class Terms(Scope):
             return e.func(*(visit(a) for a in e.args))
 
         return visit(_collected(expr, sorted(expr.free_symbols & learnable, key=str))), tables
+
+    def data_factor(self, factor: sympy.Expr, reductions: dict[sympy.Symbol, str]) -> plan.Scalar:
+        """The factor of a `DataScaled` term as a tensor expression: its reductions by
+        their variables (`dot_s_r`), learnable params by theirs, parts fixed per layer
+        from per-layer tables, constants by name; functions of tensors are torch's."""
+        per_layer = {s: v for s, v in self.fixed.items() if s not in self.constants}
+        tensors = set(reductions) | set(self.learnable)
+        expr, tables = self._layer_tables(factor.xreplace(per_layer), tensors)
+        names = {**self._tensor_names(expr), **tables, **reductions}
+        tensor_names = {names[s] for s in expr.free_symbols & tensors}
+        uses = {v.split("[")[0] for v in names.values() if v != "k" and not v.startswith("self.")}
+        return plan.Scalar(torch_expr(expr, names, tensor_names), tuple(sorted(uses)))
 
     def _tensor_parts(self, c: Coef) -> tuple[str, plan.Scalar | None]:
         """c = factor * base with base holding the learnable params, factor fixed."""

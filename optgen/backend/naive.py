@@ -60,18 +60,47 @@ class _Printer(PythonCodePrinter):
         super().__init__({"fully_qualified_modules": True, "strict": True})
         self.names = names
         self.schedules: set[type] = set()
+        self.tensors: set[str] = set()  # symbols holding a per-sample dot or norm
+
+    def _per_sample(self, expr) -> bool:
+        return any(s.name in self.tensors for s in expr.free_symbols)
+
+    def _print_Max(self, expr):
+        if not self._per_sample(expr):
+            return super()._print_Max(expr)
+        return f"_naive_max({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Min(self, expr):
+        if not self._per_sample(expr):
+            return super()._print_Min(expr)
+        return f"-_naive_max({', '.join(f'-({self._print(a)})' for a in expr.args)})"
+
+    def _print_Abs(self, expr):
+        if not self._per_sample(expr):
+            return super()._print_Abs(expr)
+        return f"torch.abs({self._print(expr.args[0])})"
+
+    def _print_sign(self, expr):
+        value = self._print(expr.args[0])
+        if not self._per_sample(expr):
+            return f"(1 if {value} > 0 else -1 if {value} < 0 else 0)"
+        return f"torch.where({value} > 0, 1.0, torch.where({value} < 0, -1.0, 0.0))"
+
+    def _print_Function(self, expr):
+        # sympy dispatches a subclass named otherwise (`tk`) to _print_Function.
+        if isinstance(expr, RecursiveSchedule):
+            self.schedules.add(expr.func)
+            return f"_naive_schedule_{expr.func.__name__}({self._print(expr.args[0])})"
+        if self._per_sample(expr) and type(expr).__name__ in ("exp", "log", "cos", "sin"):
+            return f"torch.{type(expr).__name__}({self._print(expr.args[0])})"
+        return super()._print_Function(expr)
+
+    _print_exp = _print_log = _print_cos = _print_sin = _print_Function
 
     def _print_Symbol(self, expr):
         if expr.name not in self.names:
             raise NaiveUnsupported(f"a coefficient reads {expr.name}, which has no value")
         return self.names[expr.name]
-
-    def _print_Function(self, expr):
-        # sympy dispatches a subclass named otherwise (`tk`) to _print_Function.
-        if not isinstance(expr, RecursiveSchedule):
-            return super()._print_Function(expr)
-        self.schedules.add(expr.func)
-        return f"_naive_schedule_{expr.func.__name__}({self._print(expr.args[0])})"
 
     def _print_Rational(self, expr):
         return f"({expr.p}/{expr.q})"
@@ -88,6 +117,8 @@ class _Printer(PythonCodePrinter):
         base, exp = expr.base, expr.exp
         if exp.is_Integer:  # t^2, t^-1 of a learnable tensor, k^-2 of an int
             return f"({self._print(base)})**({int(exp)})"
+        if self._per_sample(base):  # sqrt(dot(s, s)): a tensor's power, not math's
+            return f"({self._print(base)})**({self._print(exp)})"
         return super()._print_Pow(expr, rational)
 
 
@@ -104,8 +135,9 @@ def _coefficients(form: ir.LinearForm):
         yield coef
         if isinstance(atom, ir.MapOut):
             yield from atom.scalars
-        inner = getattr(atom, "arg", None) or getattr(atom, "body", None)
-        if inner is not None:
+        if isinstance(atom, ir.DataScaled):
+            yield atom.factor
+        for inner in ir.inner_forms(atom):
             yield from _coefficients(inner)
 
 
@@ -194,7 +226,7 @@ class _Body:
             return "input_"
         if isinstance(atom, ir.History):
             return self.history(atom, index)
-        if isinstance(atom, (ir.BlockOut, ir.MapOut, ir.HistorySum)):
+        if isinstance(atom, (ir.BlockOut, ir.MapOut, ir.HistorySum, ir.DataScaled)):
             return self.computed(atom, index)
         raise NaiveUnsupported(f"atom {atom.show()}")
 
@@ -239,10 +271,26 @@ class _Body:
             scalars = "".join(f", {self.coefficient(s)}" for s in atom.scalars)
             argument = self.form(atom.arg, index)
             self.emit(f"{name} = _naive_{atom.fn}({argument}{scalars})", inner)
+        elif isinstance(atom, ir.DataScaled):
+            name = self.data_scaled(atom, index, inner)
         else:
             name = self.history_sum(atom, inner)
         if keep:
             self.calls[atom] = name
+        return name
+
+    def data_scaled(self, atom: ir.DataScaled, index: str | None, inner: bool) -> str:
+        """factor * arg, the factor computed from per-sample reductions of the forms."""
+        for symbol, reduction in atom.symbols().items():
+            kind = reduction.kind.value
+            var = self.fresh(kind)
+            args = ", ".join(self.form(a, index) for a in reduction.args)
+            self.emit(f"{var} = _naive_{kind}({args})", inner)
+            self.printer.names[symbol.name] = var
+            self.printer.tensors.add(symbol.name)
+        name = self.fresh("d")
+        argument = self.form(atom.arg, index)
+        self.emit(f"{name} = ({self.coefficient(atom.factor)}) * {argument}", inner)
         return name
 
     def block(self, name: str) -> str:
@@ -487,9 +535,28 @@ def _schedule_source(function: type, more: set[type]) -> str:
     )
 
 
+_DATA_SOURCES = {
+    "dot": '''def _naive_dot(a: Tensor, b: Tensor) -> Tensor:
+    """sum of a*b over each sample, as a [B, 1, ...] tensor."""
+    per_sample = (a * b).reshape(a.shape[0], -1).sum(dim=1)
+    return per_sample.reshape([a.shape[0]] + [1] * (a.dim() - 1))''',
+    "norm": '''def _naive_norm(a: Tensor) -> Tensor:
+    """The Euclidean norm of each sample, as a [B, 1, ...] tensor."""
+    per_sample = a.reshape(a.shape[0], -1).norm(dim=1)
+    return per_sample.reshape([a.shape[0]] + [1] * (a.dim() - 1))''',
+    "max": '''def _naive_max(*values):
+    """The largest of numbers and per-sample tensors, elementwise."""
+    out = next(v for v in values if isinstance(v, Tensor))
+    for v in values:
+        out = torch.where(out >= v, out, v if isinstance(v, Tensor) else torch.full_like(out, v))
+    return out''',
+}
+
+
 def _helpers(text: str, schedules: set[type]) -> list[str]:
     found = [_FIXED_POINT] if "_naive_fixed_point(" in text else []
     found += [source for fn, source in _MAP_SOURCES.items() if f"_naive_{fn}(" in text]
+    found += [source for fn, source in _DATA_SOURCES.items() if f"_naive_{fn}(" in text]
     done: set[type] = set()
     pending = set(schedules)
     while pending:

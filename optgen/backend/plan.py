@@ -334,6 +334,17 @@ class MapCall(Op):
 
 
 @dataclass(frozen=True, slots=True)
+class Reduce(Op):
+    """`dot_s_r = _per_sample_dot(s, r)`: one scalar per sample, shaped [B, 1, ...]."""
+
+    target: str
+    kind: str  # "dot" or "norm": the runtime function `_per_sample_<kind>`
+    args: tuple[str, ...]
+    USES: ClassVar[tuple[str, ...]] = ("args",)
+    KERNELS: ClassVar[int] = 2  # a product and a sum; a norm counted alike
+
+
+@dataclass(frozen=True, slots=True)
 class Rotate(Op):
     """`x_prev, x = x, x_next`: the states and lags move one layer on (one tuple assignment)."""
 

@@ -177,6 +177,9 @@ class ForwardWriter(CodeWriter):
         scalars = {name: s.text for name, s in op.scalars}
         self.writeline(f"{op.target} = {op.template.format(x=op.arg, **scalars)}")
 
+    def visit_Reduce(self, op: plan.Reduce) -> None:
+        self.writeline(f"{op.target} = _per_sample_{op.kind}({', '.join(op.args)})")
+
     def visit_Rotate(self, op: plan.Rotate) -> None:
         self.writeline(f"{', '.join(op.targets)} = {', '.join(op.sources)}")
 
@@ -264,7 +267,8 @@ class ForwardWriter(CodeWriter):
 
 def runtime_calls(ops) -> set[str]:
     """The runtime functions the statements of `ops` call, as `ForwardWriter` writes them
-    (`_solve`, `_solve_inverse`, a layer runtime, a kept or reused block call)."""
+    (`_solve`, `_solve_inverse`, a layer runtime, a kept or reused block call, a
+    per-sample reduction)."""
     found: set[str] = set()
     for op in plan.walk(ops):
         if isinstance(op, plan.Solve):
@@ -275,6 +279,8 @@ def runtime_calls(ops) -> set[str]:
             found.add(op.runtime.value)
         elif isinstance(op, plan.BlockCall) and op.reuse is not plan.BlockReuse.NONE:
             found.add(op.reuse.value)
+        elif isinstance(op, plan.Reduce):
+            found.add(f"_per_sample_{op.kind}")
     return found
 
 

@@ -59,6 +59,10 @@ def _coefficients(form: ir.LinearForm, var: sympy.Symbol | None = None, lo: int 
             yield from _coefficients(atom.arg, var, lo)
             for scalar in getattr(atom, "scalars", ()):
                 yield sympy.sympify(scalar), var, lo
+        elif isinstance(atom, ir.DataScaled):
+            # Its factor depends on the data: no fixed range to check; its forms have.
+            for inner in ir.inner_forms(atom):
+                yield from _coefficients(inner, var, lo)
 
 
 def _values(expr: sympy.Expr, var, lo: int, layers: list[int]) -> Iterator[tuple[float, str]]:

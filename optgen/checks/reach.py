@@ -72,6 +72,11 @@ def reaching_output(net: ir.Network, depth: int) -> Reach:
                     free = sympy.sympify(scalar).free_symbols
                     params.update(symbols[s] for s in free if s in symbols)
                 visit(atom.arg, layer, history_index)
+            elif isinstance(atom, ir.DataScaled):
+                # The reductions reach the output through the scale they compute.
+                params.update(symbols[s] for s in atom.factor.free_symbols if s in symbols)
+                for inner in ir.inner_forms(atom):
+                    visit(inner, layer, history_index)
             elif isinstance(atom, ir.HistorySum):
                 for i in range(atom.first_term(layer), layer + 1):
                     visit(atom.body, layer, i)

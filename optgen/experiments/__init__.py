@@ -8,8 +8,7 @@ the same data, optimizer, schedule and seeds; the JSON records a digest of the d
 prove it, and each network's certificate next to its metrics.
 
 This package sits above optgen's public API: it compiles networks with
-`optgen.compile_source` and `optgen.check_source` only, never with the compiler's
-stages. The networks must take `[..., dim]` vectors; any other layout is refused before
+`optgen.compile_and_check` only, never with the compiler's stages. The networks must take `[..., dim]` vectors; any other layout is refused before
 anything is trained or written.
 """
 

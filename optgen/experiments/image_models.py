@@ -53,7 +53,7 @@ class ModelSource:
     class_name: str
     file_name: str  # the generated module
     code: str  # its text, as written to OUT/modules
-    certificate: dict  # the model's certificate, from check_source
+    certificate: dict  # the model's certificate, from compile_and_check
     family: str  # a key of FAMILIES, or "custom"
     rule: str  # a name of RULES, or "custom"
 

@@ -1,7 +1,7 @@
 """The networks of a run, compiled through optgen's public API only.
 
 Everything the experiments know of a network comes from what the API returns: the
-certificates of `check_source`, the files of `compile_source` (`<name>.py` beside
+certificates and the files of `compile_and_check` (`<name>.py` beside
 `test_<name>.py` for every network, the module's `__all__` naming its class) and the
 generated class itself, whose docstring states its input layout. `prepare` compiles and
 checks every requested network in memory, so that a bad one stops the run before
@@ -17,7 +17,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import check_source, compile_source
+from .. import compile_and_check
 from ..resources import resource_dir
 
 EXAMPLES = resource_dir("examples")
@@ -64,8 +64,7 @@ def prepare(names: list[str], experiment: str) -> tuple[list[NetworkSource], dic
     for name in names:
         path = source_path(name)
         text = path.read_text(encoding="utf-8")
-        certificates = check_source(text, str(path))
-        outputs = compile_source(text, str(path))
+        outputs, certificates = compile_and_check(text, str(path))
         classes = {}
         for file_name, code in outputs.items():
             if f"test_{file_name}" in outputs:  # a module, not the test beside it

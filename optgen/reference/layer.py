@@ -14,6 +14,7 @@ A `Layer` holds what the statements of layer k may read (language.md section 5):
     sum(i = lo..k, b) b at every i from lo (or k - m, at least 0) to k; v[i] is the state's
                       iterate x_i (x_k at i = k, never x_{k+1}) or the local's value at
                       layer i; zero at layers k < lo
+    c(dot(a, b))*e    the factor from per-sample reductions of a and b, times e
 
 Histories are indexed by the module's layer number (0 for its first layer); `k` itself,
 which coefficients and schedules read, is that number plus the module's `start`.
@@ -89,6 +90,8 @@ class Layer:
             return self._map(atom)
         if isinstance(atom, ir.HistorySum):
             return self._sum(atom)
+        if isinstance(atom, ir.DataScaled):
+            return self._data_scaled(atom, index)
         raise Unsupported(f"atom {atom!r}")
 
     # ------------------------------------------------------------------ atoms
@@ -140,6 +143,13 @@ class Layer:
         scalars = [self.coefficients.value(s) for s in atom.scalars]
         return MAPS[atom.fn](self.form(atom.arg), *scalars)
 
+    def _data_scaled(self, atom: ir.DataScaled, index) -> torch.Tensor:
+        reductions = {
+            symbol: _reduce(r.kind, [self.form(a, index) for a in r.args])
+            for symbol, r in atom.symbols().items()
+        }
+        return self.coefficients.per_sample(atom.factor, reductions) * self.form(atom.arg, index)
+
     def _sum(self, atom: ir.HistorySum) -> torch.Tensor:
         # The reference refuses sums where a layer's number is not k (a first layer at
         # k > 0, carried states: network.py), so the summation index i is a layer number.
@@ -148,6 +158,17 @@ class Layer:
         for i in range(atom.first_term(k), k + 1):  # empty (zero) at layers k < lo
             total = total + self.form(atom.body, (atom.var, i))
         return total
+
+
+def _reduce(kind: ir.ReductionKind, args: list[torch.Tensor]) -> torch.Tensor:
+    """dot(a, b) or norm(a) of each sample (every dimension but the first), [B, 1, ...]."""
+    first = args[0]
+    rows = [a.reshape(first.shape[0], -1) for a in args]
+    if kind is ir.ReductionKind.DOT:
+        values = torch.linalg.vecdot(rows[0], rows[1])
+    else:
+        values = torch.linalg.vector_norm(rows[0], dim=1)
+    return values.reshape((first.shape[0],) + (1,) * (first.dim() - 1))
 
 
 def _reads_next(atom: ir.Atom, names: frozenset[str]) -> bool:

@@ -52,6 +52,11 @@ class Coefficients:
             self._memo[key] = _evaluate(sympy.sympify(expr).xreplace(bindings), self.learnable)
         return self._memo[key]
 
+    def per_sample(self, expr: sympy.Expr, tensors: dict[sympy.Symbol, torch.Tensor]):
+        """`expr` at this layer with some symbols bound to per-sample tensors (the
+        reductions of a data-scaled term, language.md 5.6)."""
+        return _evaluate(sympy.sympify(expr).xreplace(self.exact), {**self.learnable, **tensors})
+
 
 def _evaluate(expr: sympy.Expr, learnable: dict[sympy.Symbol, torch.Tensor]):
     """A float when `expr` is constant, else a tensor built from the learnable params."""
@@ -74,8 +79,21 @@ def _evaluate(expr: sympy.Expr, learnable: dict[sympy.Symbol, torch.Tensor]):
         if isinstance(exponent, float) and exponent.is_integer():
             exponent = int(exponent)  # t^2, t^-1: an integer power keeps negative bases real
         return base**exponent
-    # sqrt, exp, log, min and max take fixed arguments only (language.md 5.4), which are
-    # numbers by now; anything else here would be a construct this evaluator does not know.
+    # Functions of fixed arguments are numbers by now (language.md 5.4); those left read a
+    # per-sample reduction (5.6).
+    if isinstance(expr, (sympy.Max, sympy.Min)):
+        pick = torch.maximum if isinstance(expr, sympy.Max) else torch.minimum
+        values = [_evaluate(a, learnable) for a in expr.args]
+        tensor = next(v for v in values if isinstance(v, torch.Tensor))
+        result = tensor
+        for v in values:
+            result = pick(result, torch.as_tensor(v, dtype=tensor.dtype, device=tensor.device))
+        return result
+    functions = {sympy.Abs: torch.abs, sympy.exp: torch.exp, sympy.log: torch.log}
+    functions[sympy.sign] = torch.sign
+    functions.update({sympy.cos: torch.cos, sympy.sin: torch.sin})
+    if type(expr) in functions:
+        return functions[type(expr)](_evaluate(expr.args[0], learnable))
     raise Unsupported(f"coefficient {expr} of learnable params: {type(expr).__name__}")
 
 

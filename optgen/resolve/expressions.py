@@ -5,9 +5,6 @@ tensor expression is a linear form, tensors combined with scalar coefficients.""
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, field
-
 import sympy
 
 from .. import ir, schedules
@@ -16,46 +13,13 @@ from ..present import number
 from ..source import Span
 from ..syntax import ast
 from .context import RESERVED, Context, Job, _clip, _did_you_mean
+from .data_scalars import REDUCTIONS, DataScalars, data_term
 from .scalars import CONSTANTS, ScalarResolver
+from .values import DataScalar, Scalar, ScalarLike, Scope, Tensor, Value
 
 # A limit on the size of one file's items (docs/robustness.md, "Limits"): each coefficient
 # is simplified exactly, at a cost that grows faster than its size.
 MAX_COEFFICIENT_PARAMS = 32  # params and k in one coefficient: (p0 + ... + p31)*T(x)
-
-
-@dataclass(frozen=True)
-class Scalar:
-    expr: sympy.Expr
-    span: Span
-
-
-@dataclass(frozen=True)
-class Tensor:
-    form: ir.LinearForm
-    span: Span
-
-
-Value = Scalar | Tensor
-
-
-@dataclass
-class Scope:
-    """What names mean while one update statement is resolved."""
-
-    states: tuple[str, ...]
-    params: dict[str, ir.Param]
-    blocks: Collection[str]  # block names, a block whose declaration failed included
-    locals_: set[str] = field(default_factory=set)
-    assigned: set[str] = field(default_factory=set)  # states whose next value is defined
-    rebound: set[str] = field(default_factory=set)  # states assigned as `x = ...`: `x` now means x+
-    current_target: str | None = None
-    in_block: str | None = None
-    sum_var: str | None = None
-    implicit_reasons: list[str] = field(default_factory=list)
-    forward_refs: list[tuple[str, Span]] = field(
-        default_factory=list
-    )  # x+ read in a block before defined
-    uses_input: bool = False
 
 
 class ExpressionResolver(Job):
@@ -65,6 +29,7 @@ class ExpressionResolver(Job):
         super().__init__(ctx)
         self.scalars = scalars
         self.maps = MapArgumentChecks(ctx)
+        self.data = DataScalars(ctx, scalars)
         # The scope of the expression being folded, for `combine`.
         self._scope: Scope | None = None
 
@@ -277,6 +242,13 @@ class ExpressionResolver(Job):
             scalars = []
             for extra in node.args[1:]:
                 v = self.value(extra, scope)
+                if isinstance(v, DataScalar):
+                    self.fail(
+                        extra.span,
+                        f"the extra arguments of {func} must be fixed, but "
+                        f"'{_clip(self.text(extra))}' depends on the data",
+                        "use numbers, params and k, e.g. softshrink(e, t*lam)",
+                    )
                 if not isinstance(v, Scalar):
                     self.fail(
                         extra.span,
@@ -288,9 +260,16 @@ class ExpressionResolver(Job):
             return Tensor(ir.LinearForm.of(ir.MapOut(func, arg, tuple(scalars))), node.span)
         if func in schedules.SCALAR_FUNCTIONS:
             return self.scalar_call(node, scope)
+        if func in REDUCTIONS:
+            return self.data.reduction(node, scope, self.tensor)
         if func == "sum":
             self.fail(node.span, "sum over history is written sum(i = 0..k, expr)")
-        known = set(scope.blocks) | set(ELEMENTWISE_MAPS) | set(schedules.SCALAR_FUNCTIONS)
+        known = (
+            set(scope.blocks)
+            | set(ELEMENTWISE_MAPS)
+            | set(schedules.SCALAR_FUNCTIONS)
+            | set(REDUCTIONS)
+        )
         self.undefined(
             func,
             node.func_span,
@@ -299,15 +278,16 @@ class ExpressionResolver(Job):
         )
 
     def scalar_call(self, node: ast.Call, scope: Scope) -> Value:
-        """sqrt, exp, log, min, max in an update: functions of fixed scalars only."""
-        args = []
+        """sqrt, exp, log, min, max, ... in an update: of fixed scalars, or of per-sample
+        scalars (dot, norm) where the function is not an integer one."""
+        values = []
         for arg in node.args:
             v = self.value(arg, scope)
             if isinstance(v, Tensor):
                 self.fail(
                     arg.span,
                     f"{node.func} takes scalars, but '{_clip(self.text(arg))}' is a tensor",
-                    f"{node.func} is for coefficients (numbers, fixed params, k); "
+                    f"{node.func} is for coefficients (numbers, params, k, dot(a, b), norm(a)); "
                     "an update is linear in the tensors",
                 )
             if any(self._learnable(s, scope) for s in v.expr.free_symbols):
@@ -316,8 +296,10 @@ class ExpressionResolver(Job):
                     f"{node.func} of a learnable param is not supported: its argument must be fixed",
                     "declare the coefficient as a learnable param of its own",
                 )
-            args.append(v.expr)
-        return Scalar(self.scalars.scalar_function(node, args), node.span)
+            values.append(v)
+        if not any(isinstance(v, DataScalar) for v in values):
+            return Scalar(self.scalars.scalar_function(node, [v.expr for v in values]), node.span)
+        return self.data.function(node, values)
 
     def _learnable(self, symbol, scope: Scope) -> bool:
         name = ir.symbol_param(symbol) if isinstance(symbol, sympy.Symbol) else None
@@ -387,6 +369,8 @@ class ExpressionResolver(Job):
     def negate(self, node: ast.Neg, v: Value) -> Value:
         if isinstance(v, Scalar):
             return Scalar(-v.expr, node.span)
+        if isinstance(v, DataScalar):
+            return DataScalar(-v.expr, v.reductions, node.span)
         return Tensor(v.form.scale(sympy.Integer(-1)), node.span)
 
     def combine(self, node: ast.Binary, left: Value, right: Value) -> Value:
@@ -398,6 +382,12 @@ class ExpressionResolver(Job):
             value = self.scalars.scalar_binary(node, left.expr, right.expr)
             self.check_symbol_count(value.free_symbols, node)
             return Scalar(value, node.span)
+        if isinstance(left, ScalarLike) and isinstance(right, ScalarLike):
+            if op == "^" and any(self._learnable(s, self._scope) for s in right.expr.free_symbols):
+                self.fail(node.right.span, "an exponent must be fixed, not learnable")
+            value = self.data.binary(node, left, right, self._scope)
+            self.check_symbol_count(value.expr.free_symbols, node)
+            return value
         if op == "%":
             which = "left" if isinstance(left, Tensor) else "right"
             self.fail(
@@ -413,8 +403,8 @@ class ExpressionResolver(Job):
                 "powers are for coefficients (t^2, k^(1/2)); an update is linear in the tensors",
             )
         if op in "+-":
-            if isinstance(left, Scalar) or isinstance(right, Scalar):
-                scalar = left if isinstance(left, Scalar) else right
+            if isinstance(left, ScalarLike) or isinstance(right, ScalarLike):
+                scalar = left if isinstance(left, ScalarLike) else right
                 self.fail(
                     node.span,
                     f"'{self.text(node)}' adds the scalar '{self.text(node.left if scalar is left else node.right)}' to a tensor",
@@ -430,7 +420,11 @@ class ExpressionResolver(Job):
                     f"product of two tensor expressions: '{self.text(node)}'",
                     "coefficients must be scalars (numbers, params, k); a product of tensors is not a linear combination",
                 )
-            scalar, tensor = (left, right) if isinstance(left, Scalar) else (right, left)
+            scalar, tensor = (left, right) if isinstance(left, ScalarLike) else (right, left)
+            if isinstance(scalar, DataScalar):
+                text = self.text(node.left if scalar is left else node.right)
+                form = data_term(scalar, tensor.form, text)
+                return Tensor(self.finite_form(form, node), node.span)
             return Tensor(self.finite_form(tensor.form.scale(scalar.expr), node), node.span)
         # division
         if isinstance(right, Tensor):
@@ -441,6 +435,9 @@ class ExpressionResolver(Job):
             )
         if right.expr == 0:
             self.fail(node.right.span, "division by zero")
+        if isinstance(right, DataScalar):
+            form = self.data.divided(node, left.form, right, self._scope)
+            return Tensor(self.finite_form(form, node), node.span)
         return Tensor(self.finite_form(left.form.scale(1 / right.expr), node), node.span)
 
     def check_coefficient_size(self, left: ir.LinearForm, right: ir.LinearForm, node) -> None:
@@ -468,7 +465,7 @@ class ExpressionResolver(Job):
 
     def tensor(self, node, scope: Scope, what: str) -> ir.LinearForm:
         v = self.value(node, scope)
-        if isinstance(v, Scalar):
+        if isinstance(v, ScalarLike):
             self.fail(
                 node.span,
                 f"{what} must be a tensor expression, but '{self.text(node)}' is a scalar",

@@ -211,6 +211,19 @@ class NetworkResolver(Job):
             known = {n: p for n, p in params.items() if n not in unknown}
             self.check_equilibrium(node, statements, known, implicit)
         reversible = backward is not None and backward.name == REVERSIBLE
+        data_spans = self.updates.data_spans if statements else []
+        if data_spans and (implicit or equilibrium or reversible):
+            what = "an equilibrium" if equilibrium else "implicit" if implicit else "reversible"
+            self.report.error(
+                data_spans[0],
+                f"dot and norm scale explicit layers only, and network {name} is {what}",
+                "undo and solve need coefficients that do not depend on the data: "
+                + (
+                    "drop 'backward reversible'"
+                    if reversible and not implicit
+                    else "write the rule explicitly"
+                ),
+            )
         checkpoint = None
         if ast.CheckpointDecl in decls:
             checkpoint = self.attempt(self.declarations.checkpoint, decls[ast.CheckpointDecl][0])
@@ -301,6 +314,7 @@ class UpdateResolver(Job):
         super().__init__(ctx)
         self.scalars = scalars
         self.expressions = expressions
+        self.data_spans: list = []  # where the last update read dot and norm
 
     def init(
         self, decls: list[ast.InitDecl], states: list[str], params: dict[str, ir.Param]
@@ -365,7 +379,7 @@ class UpdateResolver(Job):
                 f"'{node.id}' cannot be used in an init",
                 "an init may use input, states, 0 and params",
             )
-        scope = Scope(tuple(states), params, {})
+        scope = Scope(tuple(states), params, {}, data_allowed=False)
         scope.assigned = set()
         value = self.expressions.value(node, scope)
         if isinstance(value, Scalar):
@@ -423,6 +437,7 @@ class UpdateResolver(Job):
                 f"state '{missing[0]}' is never assigned in the update",
                 f"add a statement {missing[0]}+ = ... (write {missing[0]}+ = {missing[0]} to keep it)",
             )
+        self.data_spans = scope.data_spans
         return statements, scope.implicit_reasons, scope.uses_input
 
     def statement(self, stmt: ast.Statement, scope: Scope, taken) -> ir.Assign:

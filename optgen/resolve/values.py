@@ -1,0 +1,61 @@
+"""The values of an expression as the resolver folds it: a fixed `Scalar`, a per-sample
+`DataScalar` (language.md 5.6), a `Tensor` (a linear form), and the `Scope` of the
+statement that reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import sympy
+
+from .. import ir
+from ..source import Span
+
+
+@dataclass(frozen=True)
+class Scalar:
+    expr: sympy.Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Tensor:
+    form: ir.LinearForm
+    span: Span
+
+
+@dataclass(frozen=True)
+class DataScalar:
+    """A scalar of each sample: `expr` over the symbols of its `reductions`
+    (`ir.reduction_symbol`), numbers and params."""
+
+    expr: sympy.Expr
+    reductions: tuple[ir.Reduction, ...]
+    span: Span
+
+
+Value = Scalar | Tensor | DataScalar
+ScalarLike = (Scalar, DataScalar)
+
+
+@dataclass
+class Scope:
+    """What names mean while one update statement is resolved."""
+
+    states: tuple[str, ...]
+    params: dict[str, ir.Param]
+    blocks: Collection[str]  # block names, a block whose declaration failed included
+    locals_: set[str] = field(default_factory=set)
+    assigned: set[str] = field(default_factory=set)  # states whose next value is defined
+    rebound: set[str] = field(default_factory=set)  # states assigned as `x = ...`: `x` now means x+
+    current_target: str | None = None
+    in_block: str | None = None
+    sum_var: str | None = None
+    implicit_reasons: list[str] = field(default_factory=list)
+    forward_refs: list[tuple[str, Span]] = field(
+        default_factory=list
+    )  # x+ read in a block before defined
+    uses_input: bool = False
+    data_allowed: bool = True  # dot and norm: in the update, not in an init
+    data_spans: list[Span] = field(default_factory=list)  # where dot and norm are read
