@@ -202,3 +202,11 @@ def test_dot_outside_an_explicit_update_is_a_located_error(tmp_path, case):
     assert done.returncode == 1, done.stderr
     assert f"bad.opt:{message}" in done.stderr
     assert not out.exists()
+
+
+def test_the_graph_shows_each_reduction_feeding_the_scaled_term(tmp_path):
+    source = write(tmp_path, IMAGE)
+    done = run_optgen("inspect", str(source), "--graph", "mermaid")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count('["dot(.)"]') == 2 and done.stdout.count('["norm(.)"]') == 2
+    assert done.stdout.count('["* per sample"]') == 2

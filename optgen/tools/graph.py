@@ -23,6 +23,20 @@ def _edges(net: ir.Network) -> tuple[dict[str, str], list[tuple[str, str, str]]]
             for inner, coef in atom.arg.terms:
                 edges.append((node_of(inner), key, _coef(coef)))
             return key
+        if isinstance(atom, ir.DataScaled):
+            # A product node: the scaled form, and a node per reduction feeding it.
+            key = f"scale_{len(nodes)}"
+            nodes[key] = "* per sample"
+            for inner, coef in atom.arg.terms:
+                edges.append((node_of(inner), key, _coef(coef)))
+            for reduction in atom.reductions:
+                reduced = f"reduce_{len(nodes)}"
+                nodes[reduced] = f"{reduction.kind.value}(.)"
+                for form in reduction.args:
+                    for inner, coef in form.terms:
+                        edges.append((node_of(inner), reduced, _coef(coef)))
+                edges.append((reduced, key, ""))
+            return key
         if isinstance(atom, ir.Local):
             if atom.lag == 0:
                 return f"local_{atom.name}"
