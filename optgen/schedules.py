@@ -110,7 +110,7 @@ class RecursiveSchedule(sympy.Function):
 
     @classmethod
     def eval(cls, n):
-        if n.is_Integer and n >= 0:
+        if n.is_Integer and n >= 0 and cls.rule.step is not None:  # not a pending one
             return cls.rule.value(int(n))
         return None
 
@@ -133,16 +133,32 @@ class Recurrence:
     """`name[0] = start; name[k+1] = step` with `step` in PREVIOUS (name[k]) and k."""
 
     def __init__(self, name: str, start: sympy.Expr, step: sympy.Expr, text: str = ""):
-        self.name, self.start, self.step = name, start, step
-        self.text = text or f"{name}[0] = {start}; {name}[k+1] = {step}"  # as the rule writes it
-        self._values: list[sympy.Rational] = [sympy.Rational(start)]
+        self.name = name
+        self.define(start, step, text)
+
+    def define(self, start: sympy.Expr, step: sympy.Expr, text: str = "") -> None:
+        """Give the rule its start and step: a schedule that a recursion declared before it
+        reads (coupled schedules, `Recurrence.pending`) exists before its step is known."""
+        self.start, self.step = start, step
+        self.text = text or f"{self.name}[0] = {start}; {self.name}[k+1] = {step}"
+        self._values: list[sympy.Rational] = [] if start is None else [sympy.Rational(start)]
         self._numeric = None  # the step as an mpmath function once a value is approximate
 
-    def function(self) -> type[RecursiveSchedule]:
-        def numeric(n) -> float:
-            return float(self.value(int(n)))
+    @staticmethod
+    def pending(name: str) -> Recurrence:
+        """A schedule to be defined later (`define`), readable meanwhile as a function."""
+        return Recurrence(name, None, None, name)
 
-        return type(self.name, (RecursiveSchedule,), {"rule": self, "_imp_": staticmethod(numeric)})
+    def function(self) -> type[RecursiveSchedule]:
+        """The sympy function of this schedule (one class per rule)."""
+        if getattr(self, "_function", None) is None:
+
+            def numeric(n) -> float:
+                return float(self.value(int(n)))
+
+            attributes = {"rule": self, "_imp_": staticmethod(numeric)}
+            self._function = type(self.name, (RecursiveSchedule,), attributes)
+        return self._function
 
     def value(self, n: int) -> sympy.Rational:
         """name[n], exact or to DIGITS significant digits; ValueError when not finite."""
@@ -164,9 +180,14 @@ class Recurrence:
                 if not exact.is_finite or exact.is_real is False:
                     raise ValueError(f"{self.name}[{k + 1}] is not a finite real number")
             symbols = (PREVIOUS, *(lagged(j) for j in lags), ir.K)
-            # Another schedule the step reads, at its exact (or 50-digit) values.
-            others = {f.__name__: _mp_values(f) for f in schedule_functions(self.step)}
-            self._numeric = sympy.lambdify(symbols, self.step, [others, "mpmath"])
+            # Another schedule the step reads, at its exact (or 50-digit) values: called by a
+            # plain name, since lambdify would prefer the schedule's own float `_imp_`.
+            plain = {f: sympy.Function(f"_mp_{f.__name__}") for f in schedule_functions(self.step)}
+            others = {g.__name__: _mp_values(f) for f, g in plain.items()}
+            step = self.step.replace(
+                lambda e: isinstance(e, RecursiveSchedule), lambda e: plain[e.func](*e.args)
+            )
+            self._numeric = sympy.lambdify(symbols, step, [others, "mpmath"])
         with mpmath.workdps(DIGITS):
             try:
                 inputs = [mpmath.mpf(v.p) / v.q for v in (previous, *earlier)]

@@ -23,7 +23,7 @@ from ..kinds.blocks import BLOCK_KINDS, Layout
 from ..kinds.calls import Call
 from . import plan
 from .lower_params import ParamPlan, fixed_param_values, param_plans
-from .lower_schedules import RecurrencePlan, Schedule, recurrence_plans
+from .lower_schedules import CoupledPlan, RecurrencePlan, Schedule, coupled_plans, recurrence_plans
 from .lower_solve import Solves
 
 ONE = ir.ONE
@@ -64,6 +64,7 @@ class EmitPlan:
     param_names: tuple[str, ...] = ()  # every param, in declaration order (params())
     fixed_params: list[tuple[str, str]] = field(default_factory=list)  # (name, expression)
     recurrences: tuple[RecurrencePlan, ...] = ()
+    coupled: tuple[CoupledPlan, ...] = ()  # schedules that read each other
     # Memory in backward (language.md section 15): who runs the layer loop, the declared
     # `checkpoint N`, the ops of `_layer(k, slots)` and of `_inverse_layer(k, slots)`
     # (backward reversible), and the names the latter returns.
@@ -102,6 +103,7 @@ class EmitPlan:
             found.add(plan.Import.MATH)
         texts = [s.expr for s in self.schedules] + [code for _, code in self.fixed_params]
         texts += [r.step for r in self.recurrences]
+        texts += [step for c in self.coupled for step in c.steps]
         texts += [text for op in plan.walk(self.forward) for text in _scalar_texts(op)]
         if any("math." in text for text in texts):
             found.add(plan.Import.MATH)
@@ -220,6 +222,7 @@ class Lowerer(Solves):
         checks = tuple(
             c for b in net.blocks for c in BLOCK_KINDS[b.kind].dim_checks(b, BLOCK_KINDS[b.kind])
         )
+        recurrences, coupled = coupled_plans(net, recurrence_plans(net))
         return EmitPlan(
             class_name=net.name,
             depth=net.depth,
@@ -241,7 +244,8 @@ class Lowerer(Solves):
             solver=solver_config(net),
             backward=backward_config(net),
             uses_k=bool(self.schedules) or self.reads_k or any(p.depends_on_k for p in net.params),
-            recurrences=recurrence_plans(net),
+            recurrences=recurrences,
+            coupled=coupled,
             runtime=runtime,
             checkpoint=net.checkpoint,
             layer=layer_method,

@@ -8,6 +8,7 @@ declared depth, continued by a module-level function for a deeper module.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import sympy
@@ -43,6 +44,31 @@ class RecurrencePlan:
     # (name, function, count) of each other schedule the step reads: `name =
     # function(count)` holds its values (`count` in the `count` of this function).
     reads: tuple[tuple[str, str, str], ...] = ()
+    # Coupled schedules (each reads the other): the joint function continuing them side by
+    # side, and this one's place in what it returns.
+    joint: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class CoupledPlan:
+    """Recursive schedules that read each other (language.md 4.3): one module-level
+    `function` continues them side by side, layer after layer, in float64."""
+
+    function: str
+    members: tuple[str, ...]  # in the order a layer computes them (reads at k+1 first)
+    tables: tuple[str, ...]  # their tables of optgen's values, in that order
+    first: int  # the values every table holds
+    steps: tuple[str, ...]  # each member's next value, reading the lists of all of them
+    shown: str
+    reads: tuple[tuple[str, str, str], ...] = ()  # other schedules read, as RecurrencePlan's
+
+    @property
+    def member_tables(self) -> tuple[tuple[str, str], ...]:
+        return tuple(zip(self.members, self.tables))
+
+    @property
+    def member_steps(self) -> tuple[tuple[str, str], ...]:
+        return tuple(zip(self.members, self.steps))
 
 
 def _table_name(wanted: str, taken: set[str]) -> str:
@@ -74,6 +100,93 @@ def coefficients(form: ir.LinearForm):
         elif isinstance(atom, ir.HistorySum):
             for inner in coefficients(atom.body):
                 yield sympy.sympify(inner).subs(atom.var, ir.K)
+
+
+def coupled_groups(functions) -> list[list]:
+    """The schedules that read each other, directly or through others: each group in an
+    order where a schedule read at k+1 comes before its reader."""
+    reads = {f: schedules.schedule_functions(f.rule.step) for f in functions}
+    reach = {}
+    for f in functions:
+        seen, todo = set(), list(reads[f])
+        while todo:
+            g = todo.pop()
+            if g not in seen:
+                seen.add(g)
+                todo.extend(reads.get(g, ()))
+        reach[f] = seen
+    groups, placed = [], set()
+    for f in sorted(functions, key=lambda f: f.__name__):
+        group = [g for g in functions if g is f or (g in reach[f] and f in reach[g])]
+        if len(group) > 1 and f not in placed:
+            placed.update(group)
+            groups.append(_ahead_first(group))
+    return groups
+
+
+def _ahead_first(group: list) -> list:
+    """`group` ordered so that each schedule follows those its recursion reads at k+1."""
+    order: list = []
+    while len(order) < len(group):
+        for f in sorted(group, key=lambda f: f.__name__):
+            needs = {
+                a.func
+                for a in f.rule.step.atoms(schedules.RecursiveSchedule)
+                if a.args[0] == ir.K + 1 and a.func in group
+            }
+            if f not in order and needs <= set(order):
+                order.append(f)
+                break
+        else:  # pragma: no cover - the resolver refuses a cycle of reads at k+1
+            raise AssertionError("coupled schedules that wait for each other")
+    return order
+
+
+def coupled_plans(net: ir.Network, plans: tuple[RecurrencePlan, ...]):
+    """The recurrences with each coupled one pointing at its group's joint function, and
+    the groups' plans."""
+    functions = {f for p in net.params for f in schedules.schedule_functions(p.value)}
+    by_name = {plan.name: plan for plan in plans}
+    groups = coupled_groups(functions)
+    if not groups:
+        return plans, ()
+    prefix = snake_case(net.name)
+    coupled, joint = [], {}
+    for group in groups:
+        names = [f.__name__ for f in group]
+        function = f"_{prefix}_{'_'.join(names)}"
+        steps = []
+        for f in group:
+            rule = f.rule
+            own = {schedules.PREVIOUS: f(ir.K)}
+            own.update(
+                {
+                    schedules.lagged(j): f(sympy.Max(ir.K - j, 0))
+                    for j in schedules.lags_of(rule.step)
+                }
+            )
+            steps.append(schedules.python_code(rule.step.xreplace(own)))
+        outside = {}
+        for f in group:
+            for name, fn, count in by_name[f.__name__].reads:
+                if name not in names:
+                    outside[name] = (name, fn, count)
+        coupled.append(
+            CoupledPlan(
+                function=function,
+                members=tuple(names),
+                tables=tuple(by_name[n].table for n in names),
+                first=min(len(by_name[n].values) for n in names),
+                steps=tuple(steps),
+                shown="; ".join(by_name[n].shown for n in names),
+                reads=tuple(outside[n] for n in sorted(outside)),
+            )
+        )
+        joint.update({n: (function, i) for i, n in enumerate(names)})
+    plans = tuple(
+        dataclasses.replace(p, joint=joint[p.name]) if p.name in joint else p for p in plans
+    )
+    return plans, tuple(coupled)
 
 
 def recurrence_plans(net: ir.Network) -> tuple[RecurrencePlan, ...]:

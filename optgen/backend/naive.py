@@ -508,10 +508,13 @@ def _schedule_source(function: type, more: set[type]) -> str:
     more |= printer.schedules
     name = function.__name__
     doc = f'    """{_safe(rule.text)}, iterated in float64."""'.replace("\\", "\\\\")
+    # Schedules that read each other call each other at every k: kept, not recomputed.
+    cache = ["@functools.cache"] if printer.schedules else []
     if not lags:
         index = "k" if "k" in {x.name for x in sympy.sympify(rule.step).free_symbols} else "_"
         return "\n".join(
             [
+                *cache,
                 f"def _naive_schedule_{name}(n: int) -> float:",
                 doc,
                 f"    previous = float({start})",
@@ -523,6 +526,7 @@ def _schedule_source(function: type, more: set[type]) -> str:
     # tk[k-j] reads an earlier value: keep them all (tk[0] before the start).
     return "\n".join(
         [
+            *cache,
             f"def _naive_schedule_{name}(n: int) -> float:",
             doc,
             f"    values = [float({start})]",
@@ -583,6 +587,8 @@ def naive_source(networks: list[tuple[ir.Network, str]]) -> NaiveSource:
     text = "\n\n\n".join(parts)
     text = "\n\n\n".join([text, *_helpers(text, schedules)])
     imports = ("import math",) if re.search(r"\bmath\.", text) else ()
+    if "@functools.cache" in text:
+        imports += ("import functools",)
     return NaiveSource(text + "\n", imports)
 
 

@@ -42,6 +42,10 @@ class Context:
         # while the recursion of one is read: its name and start value.
         self.schedules: dict[str, type] = {}
         self.recursion: tuple[str, sympy.Expr] | None = None
+        # Every recursive schedule of the network, defined or not yet: a recursion may read
+        # one declared after it (coupled schedules), whose values are checked once both are.
+        self.pending: dict = {}  # name -> schedules.Recurrence
+        self.coupled: list[tuple] = []  # (param, its step's declaration), checked at the end
 
 
 class Job:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sympy
 
-from .. import ir, naming
+from .. import ir, naming, schedules
 from ..errors import Abandon
 from ..kinds.blocks import ELEMENTWISE_MAPS, LAYOUTS, REVERSIBLE
 from ..source import Span
@@ -155,6 +155,10 @@ class NetworkResolver(Job):
         units = self.params.param_units(param_decls)
         owned_params = [claim(d.name, "param") for d, _ in units]
         declared = {d.name.id for d in param_decls}
+        self.ctx.pending = {
+            d.name.id: schedules.Recurrence.pending(d.name.id) for d, eq in units if eq
+        }
+        self.ctx.coupled = []
         for (d, equations), owned in zip(units, owned_params):
             if equations is None:
                 param = self.attempt(self.params.param, d, params, declared, depth, unknown)
@@ -174,6 +178,7 @@ class NetworkResolver(Job):
                     d.name.id, sympy.Integer(0), d.learnable, d.per_layer, None, d.positive, d.span
                 )
             params[d.name.id] = param
+        self.params.check_coupled(depth, unknown)
         self.params.check_channel_axis(param_decls, decls.get(ast.BlockDecl, []), blocks)
 
         init: list[ir.InitAssign] = []

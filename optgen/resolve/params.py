@@ -14,6 +14,7 @@ from .. import ir, naming, schedules
 from ..source import Span
 from ..syntax import ast
 from .context import MAX_DEPTH, Context, Job, _show
+from .coupled import CoupledSchedules
 from .scalars import ScalarResolver
 
 
@@ -23,6 +24,7 @@ class ParamResolver(Job):
     def __init__(self, ctx: Context, scalars: ScalarResolver):
         super().__init__(ctx)
         self.scalars = scalars
+        self.coupled = CoupledSchedules(ctx)
 
     def param(
         self,
@@ -222,8 +224,10 @@ class ParamResolver(Job):
         for p in fixed.values():
             if not p.learnable and p.name not in unknown:
                 allowed[p.name] = p.value
+        # Coupled schedules: the recursion may read one declared after it (at k or k+1).
+        later = {n: r for n, r in self.ctx.pending.items() if n not in fixed and n != name}
         for d in (start, step):
-            for other in declared - set(fixed) - {name}:
+            for other in declared - set(fixed) - {name} - (set(later) if d is step else set()):
                 if _mentions(d.value, other):
                     self.fail(
                         d.value.span,
@@ -267,10 +271,15 @@ class ParamResolver(Job):
                 )
         self.ctx.recursion = (name, first)
         try:
-            inside = {**allowed, name: schedules.PREVIOUS}
+            ahead = {n: r.function()(ir.K) for n, r in later.items()}
+            inside = {**allowed, **ahead, name: schedules.PREVIOUS}
             rule = self.scalars.scalar(step.value, inside, f"the recursion of {name}")
         finally:
             self.ctx.recursion = None
+        coupled = self.coupled.reads_ahead(name, step, rule, later)
+        # One that reads a coupled schedule waits for its values too.
+        waiting = {p.name for p, _ in self.ctx.coupled}
+        coupled |= any(f.__name__ in waiting for f in schedules.schedule_functions(rule))
         if ir.L in rule.free_symbols:
             self.fail(
                 step.value.span,
@@ -279,16 +288,10 @@ class ParamResolver(Job):
                 "depth-dependent factor in the param that uses the schedule instead",
             )
         text = f"{name}[0] = {self.text(start.value)}; {name}[k+1] = {self.text(step.value)}"
-        recurrence = schedules.Recurrence(name, first, sympy.simplify(rule), text)
-        for n in range(min(depth, MAX_DEPTH) + 1):
-            try:
-                recurrence.value(n)
-            except ValueError as err:
-                self.fail(
-                    step.value.span,
-                    f"schedule {err} within the declared depth ({depth} layers)",
-                    "keep the recursion finite at every layer",
-                )
+        recurrence = self.ctx.pending.get(name) or schedules.Recurrence.pending(name)
+        recurrence.define(first, sympy.simplify(rule), text)
+        if not coupled:
+            self.check_values(recurrence, step, depth)
         function = recurrence.function()
         self.ctx.schedules[name] = function
         bound = None
@@ -302,10 +305,28 @@ class ParamResolver(Job):
                 self.fail(iv.span, f"empty interval: {lo} is not below {hi}")
             bound = ir.Bound(lo, hi, iv.lo_closed, iv.hi_closed)
         param = ir.Param(name, function(ir.K), False, False, bound, step.positive, step.span)
-        if bound is not None:
+        if coupled:
+            self.ctx.coupled.append((param, step))  # checked once the others are defined
+        elif bound is not None:
             values = [(n, float(recurrence.value(n))) for n in range(min(depth, MAX_DEPTH))]
             self.check_bound(param, step, values)
         return param
+
+    def check_coupled(self, depth: int, unknown) -> None:
+        """Coupled schedules once all are defined (`CoupledSchedules.check`)."""
+        self.coupled.check(depth, unknown, self.check_values, self.check_bound)
+
+    def check_values(self, recurrence: schedules.Recurrence, step: ast.ParamDecl, depth: int):
+        """Every value of the schedule within the declared depth is a finite float64."""
+        for n in range(min(depth, MAX_DEPTH) + 1):
+            try:
+                recurrence.value(n)
+            except ValueError as err:
+                self.fail(
+                    step.value.span,
+                    f"schedule {err} within the declared depth ({depth} layers)",
+                    "keep the recursion finite at every layer",
+                )
 
     def check_param_attribute(self, d: ast.ParamDecl) -> None:
         """A learnable param is the attribute `module.<name>` (`<name>_raw` when it is
