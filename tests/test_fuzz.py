@@ -18,11 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 
-# 100 programs (150 before): a smoke test in the suite; the 10,000-case campaigns of
+# 70 programs (150, then 100 before): a smoke test in the suite; the 10,000-case campaigns of
 # bench/differential.py are where random programs are run at scale (docs/robustness.md).
-@settings(
-    max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
-)
+@settings(max_examples=70, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(st.randoms(use_true_random=False))
 def test_generated_programs_compile_to_clean_sources_or_located_errors(rng):
     text = generate_program(rng)
