@@ -110,7 +110,7 @@ class RecursiveSchedule(sympy.Function):
 
     @classmethod
     def eval(cls, n):
-        if n.is_Integer and n >= 0 and cls.rule.step is not None:  # not a pending one
+        if n.is_Integer and n >= 0 and cls.rule.ready():
             return cls.rule.value(int(n))
         return None
 
@@ -144,6 +144,17 @@ class Recurrence:
         self._values: list[sympy.Rational] = [] if start is None else [sympy.Rational(start)]
         self._numeric = None  # the step as an mpmath function once a value is approximate
 
+    def ready(self, seen: frozenset = frozenset()) -> bool:
+        """Whether its values can be computed: its step is known, and so are those of the
+        schedules it reads (a coupled one may still be pending while the file resolves)."""
+        if getattr(self, "_ready", False) or self.name in seen:
+            return True
+        if self.step is None:
+            return False
+        others = (f.rule for f in schedule_functions(self.step))
+        self._ready = all(rule.ready(seen | {self.name}) for rule in others)
+        return self._ready
+
     @staticmethod
     def pending(name: str) -> Recurrence:
         """A schedule to be defined later (`define`), readable meanwhile as a function."""
@@ -154,6 +165,8 @@ class Recurrence:
         if getattr(self, "_function", None) is None:
 
             def numeric(n) -> float:
+                if not self.ready():  # sympy's evalf gives up on a ValueError
+                    raise ValueError(f"schedule {self.name} is not defined yet")
                 return float(self.value(int(n)))
 
             attributes = {"rule": self, "_imp_": staticmethod(numeric)}

@@ -30,6 +30,40 @@ def rich_program(rng: random.Random, index: int) -> str:
     return "\n".join([*lines, "    update {", *update, "    }", "}"]) + "\n"
 
 
+def data_program(rng: random.Random, index: int) -> str:
+    """A random rule whose coefficients read per-sample reductions (language.md 5.6):
+    dot and norm of states, locals, block outputs and differences, inside max, min, sign,
+    sqrt and abs, beside fixed, learnable and per-layer params."""
+    text = rich_program(rng, index).replace(f"network Rich{index} ", f"network Data{index} ")
+    lines = text.splitlines()
+    states = lines[1].split("state ")[1].split(", ")
+    out = []
+    for line in lines:
+        if line.startswith("        ") and " = " in line and rng.random() < 0.8:
+            target, body = line.split(" = ", 1)
+            factor = _data_scalar(rng, states)
+            term = rng.choice([*states, f"({states[0]} - {states[0]}-)"])
+            line = f"{target} = {body} {rng.choice(['+', '-'])} {factor}*{term}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _data_scalar(rng, states) -> str:
+    a, b = rng.choice(states), rng.choice(states)
+    diff = f"{a} - {a}-"
+    return rng.choice(
+        [
+            f"dot({a}, {b})/max(dot({b}, {b}), 0.5)/4",
+            f"0.1*norm({diff})",
+            f"(1 - sign(dot({a}, {diff})))/4",
+            f"min(norm({a}), 1)/5",
+            f"0.2*sqrt(dot({a}, {a}) + 1)/(1 + norm({b}))",
+            f"abs(dot({a}, {b}))/(10 + dot({a}, {a}) + dot({b}, {b}))",
+            f"0.1*exp(-norm({a}))",
+        ]
+    )
+
+
 def _params(rng, lines):
     fixed, learnable, schedules, per_layer = [], [], [], []
     kinds = ["schedule", "positive", "per_layer", "per_channel", "recursive", "constant"]

@@ -123,7 +123,8 @@ def test_a_division_that_can_be_zero_warns_at_the_divisor(step, warned):
     else:
         (text,) = found
         assert f"rule.opt:{warned}" in text
-        assert "hint: guard it with a floor, e.g. max(dot(s, y), 1e-12)" in text
+        divisor = warned.split("'")[1]
+        assert f"hint: guard it with a floor, e.g. max({divisor}, 1e-12)" in text
 
 
 RULE = """
@@ -220,3 +221,64 @@ def test_the_graph_shows_each_reduction_feeding_the_scaled_term(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.count('["dot(.)"]') == 2 and done.stdout.count('["norm(.)"]') == 2
     assert done.stdout.count('["* per sample"]') == 2
+
+
+@pytest.mark.parametrize(
+    "step, warned",
+    [
+        ("0.1*sqrt(dot(g, x))", "8:27: warning: sqrt of 'dot(g, x)', which is negative for some"),
+        ("0.1*log(norm(g))", "8:26: warning: log of 'norm(g)', which is 0 or negative for some"),
+        ("0.1*sqrt(dot(g, g))", None),
+        ("0.1*log(1 + norm(g))", None),
+    ],
+)
+def test_sqrt_and_log_outside_their_domain_warn(step, warned):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        optgen.check_source(UNGUARDED.replace("STEP", step), "rule.opt")
+    found = [str(w.message) for w in caught if " of '" in str(w.message)]
+    if warned is None:
+        assert not found
+    else:
+        (text,) = found
+        assert f"rule.opt:{warned}" in text
+
+
+# A local holding a scalar is read in its place: Fletcher-Reeves' beta.
+FLETCHER_REEVES = """
+network FletcherReeves {
+    state x, d
+    init d = 0
+    param t = 0.1
+    param c = 0.5 learnable positive
+    block T = mlp(hidden=dim)
+    layers 4
+    update {
+        g = T(x)
+        beta = min(k, 1)*dot(g, g)/max(dot(g-, g-), 1e-12)
+        half = c/2
+        d+ = -g + min(beta, half + 1)*d
+        x+ = x + t*d+
+    }
+}
+"""
+
+
+def test_a_scalar_local_is_read_in_its_place():
+    network, cls = compiled(FLETCHER_REEVES, "fr")
+    assert [st.target for st in network.statements] == ["g", "d", "x"]
+    for seed in (1, 2):
+        module = build(network, cls, seed=seed)
+        assert_agrees(network, module, sample_input(network, seed))
+
+
+@pytest.mark.parametrize(
+    "read, message",
+    [
+        ("beta-", "13:19: 'beta-': the local 'beta' holds a scalar, which has no history"),
+        ("beta[k-1]", "13:19: 'beta[k-1]': the local 'beta' holds a scalar, which has no"),
+    ],
+)
+def test_a_scalar_local_has_no_history(read, message):
+    text = FLETCHER_REEVES.replace("min(beta, half + 1)*d", f"{read}*d")
+    assert any(e.startswith(message) for e in located_errors(text))

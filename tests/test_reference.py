@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from fuzzing import generate_program
-from reference_rules import FOUND_BUGS, rich_program
+from reference_rules import FOUND_BUGS, data_program, rich_program
 
 import optgen
 from optgen import api
@@ -250,6 +250,28 @@ def rich():
 def test_richer_random_rules_agree_with_the_reference(rich, index):
     networks, classes = rich
     name = f"Rich{index}"
+    network = networks[name]
+    module = build(network, classes[name], seed=index, depth=network.depth)
+    assert_agrees(network, module, sample_input(network, index))
+
+
+# Random rules with per-sample coefficients (dot, norm): explicit ones only, since an
+# implicit rule, an equilibrium or `backward reversible` refuses them.
+DATA_SEED, DATA_CASES = 27, 12
+
+
+@pytest.fixture(scope="module")
+def data_rules():
+    rng = random.Random(DATA_SEED)
+    text = "\n".join(data_program(rng, index) for index in range(DATA_CASES))
+    networks, classes, _ = _compiled(text, "data.opt")
+    return networks, classes
+
+
+@pytest.mark.parametrize("index", range(DATA_CASES))
+def test_random_rules_with_per_sample_steps_agree_with_the_reference(data_rules, index):
+    networks, classes = data_rules
+    name = f"Data{index}"
     network = networks[name]
     module = build(network, classes[name], seed=index, depth=network.depth)
     assert_agrees(network, module, sample_input(network, index))

@@ -123,6 +123,10 @@ ERRORS = {
         "param tk[0] = 1\n    param tk[k+1] = tk/2 + s[k+2]\n    param s[0] = 1\n    param s[k+1] = s/2",
         "4:28: error: the recursion of tk reads s, declared after it, at 's[k + 2]'",
     ),
+    "coupled_read_back_at_a_fixed_layer": (
+        "param tk[0] = 1\n    param tk[k+1] = tk/2 + s\n    param s[0] = 1\n    param s[k+1] = s/2 + tk[3]",
+        "6:26: error: the recursion of s reads tk, which reads it in turn, at 'tk[3]'",
+    ),
     "coupled_read_at_a_fixed_layer": (
         "param tk[0] = 1\n    param tk[k+1] = tk/2 + s[2]\n    param s[0] = 1\n    param s[k+1] = s/2",
         "4:28: error: the recursion of tk reads s, declared after it, at 's[2]'",

@@ -46,6 +46,27 @@ class CoupledSchedules(Job):
                 return  # a schedule that failed: reported already
             reads = recurrence.step.atoms(schedules.RecursiveSchedule)
             ahead[name] = sorted(r.func.__name__ for r in reads if r.args[0] == ir.K + 1)
+        reads = {
+            name: {r.func.__name__ for r in rec.step.atoms(schedules.RecursiveSchedule)}
+            for name, rec in self.ctx.pending.items()
+        }
+        failed = False
+        for param, step in coupled:
+            mine = _reach(param.name, reads)
+            group = {n for n in mine if param.name in _reach(n, reads)}
+            for read in self.ctx.pending[param.name].step.atoms(schedules.RecursiveSchedule):
+                other = read.func.__name__
+                if other in group and other != param.name and read.args[0] not in (ir.K, ir.K + 1):
+                    failed = True
+                    self.attempt(
+                        self._fail_at,
+                        step,
+                        other,
+                        f"the recursion of {param.name} reads {other}, which reads it in turn, at "
+                        f"'{schedules.user_str(read)}': coupled schedules read each other at k or k+1",
+                    )
+        if failed:
+            return
         for param, step in coupled:
             cycle = _cycle_from(param.name, ahead)
             if cycle:
@@ -70,6 +91,17 @@ class CoupledSchedules(Job):
             message,
             "read one of them at k (its previous value): name[k+1] = f(name, other)",
         )
+
+
+def _reach(start: str, reads: dict[str, set[str]]) -> set[str]:
+    """The schedules `start` reads, directly or through others."""
+    seen, todo = set(), list(reads.get(start, ()))
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(reads.get(name, ()))
+    return seen
 
 
 def _cycle_from(start: str, ahead: dict[str, list[str]]) -> list[str] | None:

@@ -99,7 +99,7 @@ class DataScalars(Job):
             self.check_divisor(node, DataScalar(b, reductions, right.span), scope)
         return DataScalar(self.scalars.scalar_binary(node, a, b), reductions, node.span)
 
-    def function(self, node: ast.Call, values: list) -> DataScalar:
+    def function(self, node: ast.Call, values: list, scope: Scope) -> DataScalar:
         """`sqrt`, `max`, ... of scalars, one of them or more per-sample."""
         if node.func in INTEGER_FUNCTIONS:
             self.fail(
@@ -108,7 +108,23 @@ class DataScalars(Job):
                 f"{node.func} is for the layer index, e.g. {node.func}(k/2)",
             )
         reductions, exprs = _merged(values)
+        if node.func in DOMAINS and len(exprs) == 1:
+            self.check_domain(node, exprs[0], scope)
         return DataScalar(self.scalars.scalar_function(node, exprs), reductions, node.span)
+
+    def check_domain(self, node: ast.Call, arg: sympy.Expr, scope: Scope) -> None:
+        """`sqrt(dot(g, x))`, `log(norm(g))`: a warning where some input leaves the
+        function's domain (nan, or -inf), as for a division by 0."""
+        inside, where = DOMAINS[node.func]
+        if getattr(_at_fixed_values(arg, scope), inside):
+            return
+        text = _clip(self.text(node.args[0]))
+        self.report.warn(
+            node.args[0].span,
+            f"{node.func} of '{text}', which is {where} for some inputs: the layer then "
+            f"gives {'nan' if node.func == 'sqrt' else 'nan or -inf'}",
+            f"keep it inside: {node.func}(max({text}, 1e-12))",
+        )
 
     def divided(self, node: ast.Binary, form: ir.LinearForm, divisor: DataScalar, scope: Scope):
         """`form / divisor`: each sample's terms divided by its own value."""
@@ -119,13 +135,22 @@ class DataScalars(Job):
     def check_divisor(self, node: ast.Binary, divisor: DataScalar, scope: Scope) -> None:
         """A division by a per-sample scalar that can be 0 (`dot(s, y)`, `norm(g)`) warns:
         a sample where it is 0 gets inf or nan. `max(dot(s, y), 1e-12)` is a guard."""
-        fixed = {p.symbol: p.value for p in scope.params.values() if not p.learnable}
-        value = divisor.expr.xreplace(fixed)
+        value = _at_fixed_values(divisor.expr, scope)
         if value.is_positive or value.is_negative:
             return
+        text = _clip(self.text(node.right))
         self.report.warn(
             node.right.span,
             f"division by '{_clip(self.text(node.right))}', which is 0 for some inputs: "
             "the layer then gives inf or nan",
-            "guard it with a floor, e.g. max(dot(s, y), 1e-12), or add a small number",
+            f"guard it with a floor, e.g. max({text}, 1e-12), or add a small number",
         )
+
+
+# Functions whose argument must stay inside a domain: (sympy's assumption, what is outside).
+DOMAINS = {"sqrt": ("is_nonnegative", "negative"), "log": ("is_positive", "0 or negative")}
+
+
+def _at_fixed_values(expr: sympy.Expr, scope: Scope) -> sympy.Expr:
+    """`expr` with the fixed params at their values (their signs then known)."""
+    return expr.xreplace({p.symbol: p.value for p in scope.params.values() if not p.learnable})

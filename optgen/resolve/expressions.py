@@ -5,6 +5,8 @@ tensor expression is a linear form, tensors combined with scalar coefficients.""
 
 from __future__ import annotations
 
+import dataclasses
+
 import sympy
 
 from .. import ir, schedules
@@ -48,6 +50,8 @@ class ExpressionResolver(Job):
 
     def _value_Name(self, node: ast.Name, scope: Scope) -> Value:
         name = node.id
+        if name in scope.scalar_locals and name != scope.current_target:
+            return dataclasses.replace(scope.scalar_locals[name], span=node.span)
         if scope.sum_var is not None and name == scope.sum_var:
             return Scalar(sympy.Symbol(name, integer=True), node.span)
         if name in scope.params:
@@ -102,6 +106,7 @@ class ExpressionResolver(Job):
         return self._next_state(node.id, node.span, scope)
 
     def _value_PrevName(self, node: ast.PrevName, scope: Scope) -> Value:
+        self.no_history(node.id, node, scope)
         if node.id not in scope.states and (
             node.id in scope.locals_ or node.id == scope.current_target
         ):
@@ -122,6 +127,7 @@ class ExpressionResolver(Job):
 
     def _value_Indexed(self, node: ast.Indexed, scope: Scope) -> Value:
         name = node.id
+        self.no_history(name, node, scope)
         is_state = name in scope.states
         if name == scope.current_target and not is_state and name not in scope.params:
             self.fail(node.span, f"local '{name}' is used in its own definition")
@@ -204,6 +210,15 @@ class ExpressionResolver(Job):
             f"unsupported index '{self.text(node.index)}'",
             "write x[k+1], x[k], x[k-1], ..., or x[0]",
         )
+
+    def no_history(self, name: str, node, scope: Scope) -> None:
+        if name in scope.scalar_locals:
+            self.fail(
+                node.span,
+                f"'{self.text(node)}': the local '{name}' holds a scalar, which has no "
+                "history (it is read in its place)",
+                "compute it again from the earlier values, e.g. with g- for g",
+            )
 
     def local_history(self, name: str, lag: int, node, scope: Scope) -> Value:
         """`g-`, `g[k-2]`: local g of an earlier layer (its value at layer 0 before that)."""
@@ -290,16 +305,17 @@ class ExpressionResolver(Job):
                     f"{node.func} is for coefficients (numbers, params, k, dot(a, b), norm(a)); "
                     "an update is linear in the tensors",
                 )
+            values.append(v)
+        if any(isinstance(v, DataScalar) for v in values):  # a tensor anyway: torch computes it
+            return self.data.function(node, values, scope)
+        for arg, v in zip(node.args, values):
             if any(self._learnable(s, scope) for s in v.expr.free_symbols):
                 self.fail(
                     arg.span,
                     f"{node.func} of a learnable param is not supported: its argument must be fixed",
                     "declare the coefficient as a learnable param of its own",
                 )
-            values.append(v)
-        if not any(isinstance(v, DataScalar) for v in values):
-            return Scalar(self.scalars.scalar_function(node, [v.expr for v in values]), node.span)
-        return self.data.function(node, values)
+        return Scalar(self.scalars.scalar_function(node, [v.expr for v in values]), node.span)
 
     def _learnable(self, symbol, scope: Scope) -> bool:
         name = ir.symbol_param(symbol) if isinstance(symbol, sympy.Symbol) else None
@@ -464,7 +480,9 @@ class ExpressionResolver(Job):
         return form
 
     def tensor(self, node, scope: Scope, what: str) -> ir.LinearForm:
-        v = self.value(node, scope)
+        return self.as_tensor(self.value(node, scope), node, what)
+
+    def as_tensor(self, v: Value, node, what: str) -> ir.LinearForm:
         if isinstance(v, ScalarLike):
             self.fail(
                 node.span,

@@ -17,6 +17,7 @@ from .declarations import DeclarationResolver
 from .expressions import ExpressionResolver, Scalar, Scope
 from .params import ParamResolver
 from .scalars import ScalarResolver
+from .values import ScalarLike
 
 DEFAULT_DEPTH = 8
 # The declarations a network holds at most once (`solver` and `backward` share a type).
@@ -466,7 +467,7 @@ class UpdateResolver(Job):
                         "each state gets one new value per layer; use a local for intermediate values",
                     )
             else:
-                if target in scope.locals_:
+                if target in scope.locals_ or target in scope.scalar_locals:
                     self.fail(
                         tspan,
                         f"local '{target}' is assigned twice in one update",
@@ -482,7 +483,11 @@ class UpdateResolver(Job):
                         tspan, f"'{target}' is a word of the language and cannot name a local"
                     )
             before = len(scope.forward_refs)
-            form = self.expressions.tensor(stmt.value, scope, f"the new value of '{target}'")
+            value = self.expressions.value(stmt.value, scope)
+            if isinstance(value, ScalarLike) and not is_state:
+                scope.scalar_locals[target] = value  # read in its place (language.md 5.6)
+                return None
+            form = self.expressions.as_tensor(value, stmt.value, f"the new value of '{target}'")
             for name, span in scope.forward_refs[before:]:
                 if not (is_state and name == target):
                     self.fail(
@@ -498,7 +503,7 @@ class UpdateResolver(Job):
                     scope.rebound.add(target)
             elif target in RESERVED or target in ELEMENTWISE_MAPS:
                 self.poisoned.add(target)
-            elif target not in taken:
+            elif target not in taken and target not in scope.scalar_locals:
                 scope.locals_.add(target)
                 self.ctx.local_names.add(target)
         return ir.Assign(target, is_state, form, stmt.span, stmt.text)

@@ -57,5 +57,8 @@ class Scope:
         default_factory=list
     )  # x+ read in a block before defined
     uses_input: bool = False
+    # `beta = dot(g, g)/max(dot(g-, g-), 1e-12)`: a local holding a scalar, fixed or per
+    # sample, is no tensor of the layer: its value is read in its place (language.md 5.6).
+    scalar_locals: dict[str, Scalar | DataScalar] = field(default_factory=dict)
     data_allowed: bool = True  # dot and norm: in the update, not in an init
     data_spans: list[Span] = field(default_factory=list)  # where dot and norm are read
