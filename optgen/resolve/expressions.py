@@ -14,9 +14,10 @@ from ..kinds.blocks import ELEMENTWISE_MAPS
 from ..present import number
 from ..source import Span
 from ..syntax import ast
-from .context import RESERVED, Context, Job, _clip, _did_you_mean
+from .context import Context, Job, _clip, _did_you_mean
 from .data_scalars import REDUCTIONS, DataScalars, data_term
 from .scalars import CONSTANTS, ScalarResolver
+from .sums import HistorySums
 from .values import DataScalar, Scalar, ScalarLike, Scope, Tensor, Value
 
 # A limit on the size of one file's items (docs/robustness.md, "Limits"): each coefficient
@@ -32,6 +33,7 @@ class ExpressionResolver(Job):
         self.scalars = scalars
         self.maps = MapArgumentChecks(ctx)
         self.data = DataScalars(ctx, scalars)
+        self.sums = HistorySums(ctx, scalars)
         # The scope of the expression being folded, for `combine`.
         self._scope: Scope | None = None
 
@@ -322,65 +324,7 @@ class ExpressionResolver(Job):
         return name is not None and name in scope.params and scope.params[name].learnable
 
     def _value_HistorySum(self, node: ast.HistorySum, scope: Scope) -> Value:
-        if node.func != "sum":
-            self.fail(
-                node.span,
-                f"'{node.func}(i = ..)' is not a function; did you mean sum(i = 0..k, ...)?",
-            )
-        if scope.sum_var is not None:
-            self.fail(node.span, "sums cannot be nested")
-        var = node.var
-        if var in scope.states or var in scope.params or var in scope.locals_ or var in RESERVED:
-            self.fail(
-                node.span,
-                f"the summation index '{var}' hides another name; pick a fresh one (i, j)",
-            )
-        lo = self.scalars.scalar(node.lo, {"k": ir.K}, "the lower bound of a sum")
-        window = None
-        if ir.K in lo.free_symbols:
-            width = sympy.expand(ir.K - lo)
-            if not (width.is_Integer and width >= 0):
-                self.fail(
-                    node.lo.span,
-                    f"the lower bound '{self.text(node.lo)}' of a sum must be an integer or k - m",
-                    "write sum(i = 0..k, ...) over every layer, or sum(i = k-2..k, ...) over the last three",
-                )
-            if width > 64:
-                self.fail(
-                    node.lo.span,
-                    f"a window of {width + 1} terms is too wide",
-                    "sum at most 65 terms",
-                )
-            window, lo = int(width), sympy.Integer(0)
-        elif not lo.is_integer or lo < 0:
-            self.fail(
-                node.lo.span, "the lower bound of a sum must be a non-negative integer or k - m"
-            )
-        hi = self.scalars.scalar(node.hi, {"k": ir.K}, "the upper bound of a sum")
-        if hi != ir.K:
-            self.fail(node.hi.span, "a sum runs up to k: sum(i = 0..k, ...)")
-        scope.sum_var = var
-        try:
-            body = self.tensor(node.body, scope, "the body of a sum")
-        finally:
-            scope.sum_var = None
-        for atom in body.atoms():
-            if not isinstance(atom, ir.History):
-                self.fail(
-                    node.body.span,
-                    f"every term of a sum must be indexed by '{var}', like g[{var}]; '{atom.show()}' is not",
-                )
-        for _, coef in body.terms:
-            if ir.K in coef.free_symbols:
-                self.fail(node.body.span, "the terms of a sum may depend on the index, not on k")
-            if ir.L in coef.free_symbols:
-                self.fail(node.body.span, "the terms of a sum may depend on the index, not on L")
-            if any(self._learnable(s, scope) for s in coef.free_symbols):
-                self.fail(
-                    node.body.span, "the coefficients inside a sum must be fixed, not learnable"
-                )
-        total = ir.HistorySum(sympy.Symbol(var, integer=True), int(lo), body, window)
-        return Tensor(ir.LinearForm.of(total), node.span)
+        return self.sums.resolve(node, scope, self.tensor, self._learnable)
 
     def negate(self, node: ast.Neg, v: Value) -> Value:
         if isinstance(v, Scalar):
