@@ -13,8 +13,10 @@ __all__ = ["FistaRestart"]
 
 def _per_sample_dot(a: Tensor, b: Tensor) -> Tensor:
     """The inner product of a and b per sample (every dimension but the batch's),
-    shaped to broadcast against them: [B, 1, ...]."""
-    return torch.sum(a * b, dim=tuple(range(1, a.dim())), keepdim=True)
+    shaped to broadcast against them: [B, 1, ...]. Summed in float32 at least: in
+    float16 the sum overflows, and a floor such as 1e-12 is 0."""
+    wide = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    return torch.sum(a.to(wide) * b.to(wide), dim=tuple(range(1, a.dim())), keepdim=True)
 
 
 def _activation(name: str) -> nn.Module:
@@ -206,7 +208,8 @@ class FistaRestart(nn.Module):
             x_next_minus_x = torch.sub(x_next, x)
             dot = _per_sample_dot(g, x_next_minus_x)
             del g
-            scaled = torch.mul(x_next_minus_x, 1 / 2 - torch.sign(dot) / 2)
+            step = 1 / 2 - torch.sign(dot) / 2
+            scaled = torch.mul(x_next_minus_x, step.to(x_next_minus_x.dtype))
             del x_next_minus_x
             y = torch.add(x_next, scaled, alpha=self.coef[k])
             del scaled

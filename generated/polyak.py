@@ -11,8 +11,10 @@ __all__ = ["Polyak"]
 
 def _per_sample_dot(a: Tensor, b: Tensor) -> Tensor:
     """The inner product of a and b per sample (every dimension but the batch's),
-    shaped to broadcast against them: [B, 1, ...]."""
-    return torch.sum(a * b, dim=tuple(range(1, a.dim())), keepdim=True)
+    shaped to broadcast against them: [B, 1, ...]. Summed in float32 at least: in
+    float16 the sum overflows, and a floor such as 1e-12 is 0."""
+    wide = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    return torch.sum(a.to(wide) * b.to(wide), dim=tuple(range(1, a.dim())), keepdim=True)
 
 
 def _activation(name: str) -> nn.Module:
@@ -159,7 +161,8 @@ class Polyak(nn.Module):
             # x+ = x - gamma*dot(g, x)/(2*max(dot(g, g), 1e-12))*g
             dot_g_x = _per_sample_dot(g, x)
             dot_g_g = _per_sample_dot(g, g)
-            scaled_g = torch.mul(g, dot_g_x / torch.clamp_min(dot_g_g, 1e-12))
+            step = dot_g_x / torch.clamp_min(dot_g_g, 1e-12)
+            scaled_g = torch.mul(g, step.to(g.dtype))
             del g
             x = torch.add(x, scaled_g, alpha=-gamma / 2)
             del scaled_g

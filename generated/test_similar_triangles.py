@@ -8,7 +8,6 @@ cpu).
 """
 
 import math
-import functools
 import os
 
 import torch
@@ -146,19 +145,28 @@ def _naive_layer(
     return new
 
 
-@functools.cache
+_naive_values_A: list[float] = []
+
+
 def _naive_schedule_A(n: int) -> float:
     """A[0] = 0; A[k+1] = A + a[k+1], iterated in float64."""
-    previous = float(0)
-    for k in range(n):
-        previous = float(previous + _naive_schedule_a(k + 1))
-    return previous
+    values = _naive_values_A
+    if not values:
+        values.append(float(0))
+    for k in range(len(values) - 1, n):
+        previous = values[k]
+        values.append(float(previous + _naive_schedule_a(k + 1)))
+    return values[n]
 
 
-@functools.cache
+_naive_values_a: list[float] = []
+
+
 def _naive_schedule_a(n: int) -> float:
     """a[0] = 0; a[k+1] = (t + sqrt(t^2 + 4*t*A))/2, iterated in float64."""
-    previous = float(0)
-    for k in range(n):
-        previous = float((1 / 4) * math.sqrt(8 * _naive_schedule_A(k) + 1) + (1 / 4))
-    return previous
+    values = _naive_values_a
+    if not values:
+        values.append(float(0))
+    for k in range(len(values) - 1, n):
+        values.append(float((1 / 4) * math.sqrt(8 * _naive_schedule_A(k) + 1) + (1 / 4)))
+    return values[n]

@@ -25,7 +25,7 @@ from optgen.api import frontend
 from optgen.backend.emit import unreached_parameters
 from optgen.backend.lower import lower
 
-STDLIB_OK = {"os", "math", "importlib", "warnings", "sys", "functools", "torch"}
+STDLIB_OK = {"os", "math", "importlib", "warnings", "sys", "torch"}
 
 
 class CountOps(TorchDispatchMode):

@@ -295,6 +295,8 @@ def test_the_generated_names_cover_every_name_a_generated_file_binds():
             for r in lower.lower(net).recurrences
             for name in (r.function, r.table)
         }
+        # ... and the joint function of coupled ones after the network and all of them.
+        own |= {c.function for net in result.networks for c in lower.lower(net).coupled}
         for source in optgen.compile_source(path.read_text(), path.name).values():
             for node in pyast.parse(source).body:
                 bound |= naming._top_level_names(pyast.unparse(node)) - own

@@ -50,10 +50,13 @@ class Forms(Terms):
         elif isinstance(atom, ir.DataScaled):
             arg = self.operand(atom.arg, values, ops, "scaled_in")
             names = {s: self.reduction(r, values, ops) for s, r in atom.symbols().items()}
-            var = name or self.ns.create(
-                f"scaled_{arg}" if arg.isidentifier() and len(arg) < 12 else "scaled"
-            )
-            ops.append(plan.Scale(var, arg, self.data_factor(atom.factor, names)))
+            short = arg.isidentifier() and len(arg) < 12 and not arg.startswith("scaled")
+            var = name or self.ns.create(f"scaled_{arg}" if short else "scaled")
+            # The step is computed in float32 at least (the reductions are); the term keeps
+            # the dtype of what it scales, as a learnable param's value does.
+            step = self.ns.create("step")
+            ops.append(plan.ScalarDef(step, self.data_factor(atom.factor, names)))
+            ops.append(plan.Scale(var, arg, plan.Scalar(f"{step}.to({arg}.dtype)", (step, arg))))
         elif isinstance(atom, ir.HistorySum):
             var = self.accumulators[atom]
             accumulate: list[plan.Op] = []
@@ -120,11 +123,16 @@ class Forms(Terms):
             return values[form.terms[0][0]]
         if form in values:  # `x+ - x` read twice in a layer (a dot and a scaled term)
             return values[form]
-        var = self.ns.create(_difference_name(form, values) or name)
+        # x_next_minus_x for what a reduction or a per-sample step reads (5.6).
+        readable = _difference_name(form, values) if name in DATA_OPERANDS else None
+        var = self.ns.create(readable or name)
         terms = [(values[a], self.coef(c)) for a, c in form.terms]
         ops.extend(self.combine(var, terms, self.input_var))
         values[form] = var
         return var
+
+
+DATA_OPERANDS = ("scaled_in", "dot_in", "norm_in")
 
 
 def _difference_name(form: ir.LinearForm, values: dict) -> str | None:

@@ -508,13 +508,30 @@ def _schedule_source(function: type, more: set[type]) -> str:
     more |= printer.schedules
     name = function.__name__
     doc = f'    """{_safe(rule.text)}, iterated in float64."""'.replace("\\", "\\\\")
-    # Schedules that read each other call each other at every k: kept, not recomputed.
-    cache = ["@functools.cache"] if printer.schedules else []
+    if printer.schedules:
+        # One that reads other schedules (which may read it back) is called at every k:
+        # its values are kept between calls, in a list of the test module.
+        return "\n".join(
+            [
+                f"_naive_values_{name}: list[float] = []",
+                "",
+                "",
+                f"def _naive_schedule_{name}(n: int) -> float:",
+                doc,
+                f"    values = _naive_values_{name}",
+                "    if not values:",
+                f"        values.append(float({start}))",
+                "    for k in range(len(values) - 1, n):",
+                *(["        previous = values[k]"] if re.search(r"\bprevious\b", step) else []),
+                *(f"        previous_{j} = values[max(k - {j}, 0)]" for j in lags),
+                f"        values.append(float({step}))",
+                "    return values[n]",
+            ]
+        )
     if not lags:
         index = "k" if "k" in {x.name for x in sympy.sympify(rule.step).free_symbols} else "_"
         return "\n".join(
             [
-                *cache,
                 f"def _naive_schedule_{name}(n: int) -> float:",
                 doc,
                 f"    previous = float({start})",
@@ -526,7 +543,6 @@ def _schedule_source(function: type, more: set[type]) -> str:
     # tk[k-j] reads an earlier value: keep them all (tk[0] before the start).
     return "\n".join(
         [
-            *cache,
             f"def _naive_schedule_{name}(n: int) -> float:",
             doc,
             f"    values = [float({start})]",
@@ -587,8 +603,6 @@ def naive_source(networks: list[tuple[ir.Network, str]]) -> NaiveSource:
     text = "\n\n\n".join(parts)
     text = "\n\n\n".join([text, *_helpers(text, schedules)])
     imports = ("import math",) if re.search(r"\bmath\.", text) else ()
-    if "@functools.cache" in text:
-        imports += ("import functools",)
     return NaiveSource(text + "\n", imports)
 
 
