@@ -514,18 +514,18 @@ class WideApg2(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)
-        # stage 0: Apg2Stage, 1 layers
+        # stage 0: Apg2Stage, 1 layer
         slots = self._stage(0, x, carry=True)
         del x  # the stage's input; the slots carry on
         # down conv, carry states: every slot in one batch
         batched = self.transitions[0](torch.cat(slots))
         slots = batched.unflatten(0, (len(slots), -1)).unbind()
-        # stage 1: Apg2Stage, 1 layers
+        # stage 1: Apg2Stage, 1 layer
         slots = self._stage(1, slots, carry=True)
         # down conv, carry states: every slot in one batch
         batched = self.transitions[1](torch.cat(slots))
         slots = batched.unflatten(0, (len(slots), -1)).unbind()
-        # stage 2: Apg2Stage, 1 layers
+        # stage 2: Apg2Stage, 1 layer
         x = self._stage(2, slots)
         return x
 

@@ -429,16 +429,16 @@ class WideGd(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.stem(x)
-        # stage 0: GdStage, 1 layers
+        # stage 0: GdStage, 1 layer
         slots = self._stage(0, x, carry=True)
         del x  # the stage's input; the slots carry on
         # down conv, carry states: the one slot
         slots = (self.transitions[0](slots[0]),)
-        # stage 1: GdStage, 1 layers
+        # stage 1: GdStage, 1 layer
         slots = self._stage(1, slots, carry=True)
         # down conv, carry states: the one slot
         slots = (self.transitions[1](slots[0]),)
-        # stage 2: GdStage, 1 layers
+        # stage 2: GdStage, 1 layer
         x = self._stage(2, slots)
         return x
 

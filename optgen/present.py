@@ -30,6 +30,11 @@ if TYPE_CHECKING:  # annotations only: the presenter reads a certificate's field
 IMAGINARY_ZERO = 1e-12  # |im| below this prints as a real root
 
 
+def count(n: int, noun: str) -> str:
+    """`1 layer`, `4 layers`: a number and its noun, in the singular for one."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def number(x, digits: int = 6) -> str:
     """A short decimal: 1.2, 0.9, -1, 0.333333 (`digits` significant digits, never -0)."""
     text = f"{float(x):.{digits}g}"
@@ -128,7 +133,7 @@ def check_text(cert: Certificate) -> str:
     """The block of `optgen check` for one network."""
 
     c = cert
-    lines = [f"network {c.name}: {c.kind}, {c.depth} layer(s), states {', '.join(c.states)}"]
+    lines = [f"network {c.name}: {c.kind}, {count(c.depth, 'layer')}, states {', '.join(c.states)}"]
     if c.outside_theory:
         lines.append(f"  outside the theory: {c.outside_theory}")
     else:

@@ -117,7 +117,7 @@ def test_check_text_of_nesterov():
     )
     assert present.check_text(cert) == "\n".join(
         [
-            "network Nv: explicit, 4 layer(s), states x, y",
+            "network Nv: explicit, 4 layers, states x, y",
             "  stacked state s_k = (x, y)",
             "  M = [0, 1; -0.9, 1.9]",
             "  rho(z) = z^2 - 1.9z + 0.9",
@@ -163,7 +163,10 @@ def test_summary_flags_are_those_of_the_compile_summary_line(tmp_path):
     certs = [analyze(net) for path in files for net in networks(path)]
     assert len(lines) == len(certs)
     for line, cert in zip(lines, certs):
-        assert line.endswith(f" layers; {present.summary_flags(cert)})"), line
+        # "16 layers", and "1 layer" (an equilibrium), never "1 layers" (issue 28)
+        assert line.endswith(
+            f" {present.count(cert.depth, 'layer')}; {present.summary_flags(cert)})"
+        ), line
 
 
 def test_summary_line():

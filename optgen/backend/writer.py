@@ -11,6 +11,7 @@ import re
 import unicodedata
 
 from ..kinds.calls import Call, Code, Value
+from ..present import count
 from . import plan
 
 
@@ -304,7 +305,7 @@ class FeaturesWriter(CodeWriter):
         self.writeline("x = self.stem(x)")
 
     def visit_StageCall(self, op: plan.StageCall) -> None:
-        self.writeline(f"# stage {op.index}: {op.network}, {op.depth} layers")
+        self.writeline(f"# stage {op.index}: {op.network}, {count(op.depth, 'layer')}")
         # Through the module's __call__ (`_stage`): its hooks fire, FSDP2 can wrap each
         # stage, and set_grad_checkpointing() can checkpoint it.
         given = "slots" if op.from_slots else "x"

@@ -5,6 +5,8 @@ next iterate read inside a block call of an implicit rule."""
 
 from __future__ import annotations
 
+import difflib
+
 import sympy
 
 from .. import ir, naming, schedules
@@ -238,6 +240,8 @@ class NetworkResolver(Job):
         )
         if len(self.report.errors) > errors_before:
             return None
+        for param_name, span, hint in unread_params(decls):
+            self.report.warn(span, f"param '{param_name}' is declared but never read", hint)
         for d in decls.get(ast.SolverDecl, []):
             if not (implicit or equilibrium) and not (reversible and d.role == "backward"):
                 self.report.warn(d.span, f"'{d.role}' has no effect: network {name} is explicit")
@@ -548,3 +552,37 @@ def _state_names(node, states: list[str]) -> set[str]:
         if isinstance(current, (ast.Binary, ast.Neg)):
             stack.extend(ast.sub_expressions(current))
     return found
+
+
+def unread_params(decls: dict) -> list[tuple[str, Span, str]]:
+    """(name, where, hint) of each param that no statement, init, block argument or other
+    param reads (a recursion reading itself does not count): a leftover, or a misspelling
+    of the name the rule reads (`bta` beside `beta`)."""
+    params = decls.get(ast.ParamDecl, [])
+    reads: list[str] = []
+    for d in params:
+        reads += [n for n in _names(d.value) if n != d.name.id]
+    for update in decls.get(ast.UpdateDecl, []):
+        reads += [n for st in update.statements for n in _names(st.value)]
+    for init in decls.get(ast.InitDecl, []):
+        reads += [n for a in init.assigns for n in _names(a.value)]
+    for block in decls.get(ast.BlockDecl, []):
+        reads += [n for arg in block.args for n in _names(arg.value)]
+    found, seen = [], set()
+    for d in params:
+        name = d.name.id
+        if name in reads or name in seen:
+            continue
+        seen.add(name)
+        # Only a close name: any unread param is "like" some short name otherwise.
+        close = difflib.get_close_matches(name, sorted(set(reads)), n=1, cutoff=0.75)
+        hint = f"did you mean '{close[0]}'? The rule reads it" if close else None
+        found.append((name, d.name.span, hint or "read it in the update, or remove it"))
+    return found
+
+
+def _names(node) -> list[str]:
+    """The names an expression reads (`beta`, the `tk` of `tk[k+1]`)."""
+    if not hasattr(node, "span") or isinstance(node, ast.StringLit):
+        return []
+    return [n.id for n in ast.walk(node) if isinstance(n, (ast.Name, ast.Indexed))]
