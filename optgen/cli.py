@@ -20,12 +20,13 @@ from .backend.formatting import for_directory
 from .errors import OptgenError
 from .naming import module_file
 from .output import (
-    Output,
     UsageError,
     WriteFailed,
     abandoned,
+    check_outputs,
     foreign,
     outputs_of,
+    print_diffs,
     replace_text,
     stale,
     write_all,
@@ -107,19 +108,21 @@ def cmd_compile(args) -> int:
     files = _inputs(args.files)
     results, failed = _compile_all(files, args.strict, Stage.EMIT, formatting)
     if failed:
+        _count_failed(files, results)
         print("optgen: nothing was written", file=sys.stderr)
         return 1
     outputs = outputs_of(results, out_dir)
     if args.diff:
-        changed = _print_diffs(outputs)
+        changed = print_diffs(outputs)
         return 1 if (args.check and changed) else 0
     if args.check:
-        return _check_outputs(results, outputs, out_dir, _regenerate_command(args))
+        return check_outputs(results, outputs, out_dir, _regenerate_command(args))
     refused = [message for message in map(foreign, outputs) if message is not None]
     if refused:
         print("\n".join(refused), file=sys.stderr)
         print("optgen: nothing was written", file=sys.stderr)
         return 1
+    unchanged = {output.path for output in outputs if stale(output) is None}
     if outputs:
         try:
             write_all(outputs, out_dir)
@@ -141,7 +144,19 @@ def cmd_compile(args) -> int:
             stages = f"model, {len(model.stages)} stages"
             verdict = present.verdict_word(cert.universal)
             print(f"{model.name}: {result.source.path} -> {target} ({stages}; universal {verdict})")
+    for output in outputs if args.verbose else []:
+        state = "unchanged" if output.path in unchanged else "written"
+        print(f"optgen: {output.path} {state}", file=sys.stderr)
+    written = present.count(len(outputs) - len(unchanged), "file")
+    print(f"optgen: {written} written, {len(unchanged)} unchanged", file=sys.stderr)
     return 0
+
+
+def _count_failed(files: list[str], results: list[Result]) -> None:
+    """`optgen: 1 of 3 files failed`, as black counts, when several were given."""
+    if len(files) > 1:
+        bad = len(files) - sum(result.ok for result in results)
+        print(f"optgen: {bad} of {len(files)} files failed", file=sys.stderr)
 
 
 def _regenerate_command(args) -> str:
@@ -150,46 +165,6 @@ def _regenerate_command(args) -> str:
     if args.line_length:
         parts += ["--line-length", str(args.line_length)]
     return " ".join(parts)
-
-
-def _print_diffs(outputs: list[Output]) -> bool:
-    """`compile --diff`: a unified diff per output that would change; whether any does."""
-    changed = False
-    for output in outputs:
-        path = output.path
-        try:
-            old = path.read_text(encoding="utf-8") if path.is_file() else ""
-        except (OSError, UnicodeDecodeError) as err:
-            raise UsageError(f"{path}: cannot read: {err}") from None
-        if old == output.text:
-            continue
-        changed = True
-        sys.stdout.writelines(
-            difflib.unified_diff(
-                old.splitlines(keepends=True),
-                output.text.splitlines(keepends=True),
-                fromfile=str(path) if path.is_file() else "/dev/null",
-                tofile=str(path),
-            )
-        )
-    return changed
-
-
-def _check_outputs(
-    results: list[Result], outputs: list[Output], out_dir: Path, regenerate: str
-) -> int:
-    """`compile --check`: every output up to date, and no file left from an item that
-    the sources no longer have."""
-    changed = [(output.path, state) for output in outputs if (state := stale(output))]
-    for path in abandoned(results, outputs, out_dir):
-        changed.append((path, "from a network or model its file no longer has"))
-    for path, state in changed:
-        print(f"optgen: {path} is {state}", file=sys.stderr)
-    if changed:
-        print(f"optgen: run `{regenerate}` to regenerate", file=sys.stderr)
-        return 1
-    print(f"optgen: {len(outputs)} files up to date")
-    return 0
 
 
 def _summary(net, cert, path: str, out_dir: Path) -> str:
@@ -228,6 +203,10 @@ def cmd_check(args) -> int:
                 print(present.model_check_text(cert))
     if args.plot and not failed:
         _plot(good, Path(args.plot))
+    if failed:
+        _count_failed(files, results)
+    elif len(files) > 1 and not (args.quiet or args.json or args.markdown):
+        print(f"optgen: {len(files)} files checked, 0 failed", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -506,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         " (with --check, exit 1 when one would)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
+    p.add_argument("-v", "--verbose", action="store_true", help="say which files changed")
     _line_length_option(p)
     p.set_defaults(run=cmd_compile)
 

@@ -9,9 +9,11 @@ replaced, and a failure part-way puts every target back as it was (docs/robustne
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from .backend.writer import comment_text
 from .errors import Diagnostic, Severity
 from .naming import snake_case
 from .pipeline import Result
+from .present import count
 from .source import SourceFile, Span
 
 
@@ -230,3 +233,48 @@ def abandoned(results: list[Result], outputs: list[Output], out_dir: Path) -> li
         if match and match.group(1) in sources:
             abandoned.append(path)
     return abandoned
+
+
+def print_diffs(outputs: list[Output]) -> bool:
+    """`compile --diff`: a unified diff per output that would change; whether any does."""
+    changed = False
+    for output in outputs:
+        path = output.path
+        try:
+            old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        except (OSError, UnicodeDecodeError) as err:
+            raise UsageError(f"{path}: cannot read: {err}") from None
+        if old == output.text:
+            continue
+        changed = True
+        sys.stdout.writelines(
+            difflib.unified_diff(
+                old.splitlines(keepends=True),
+                output.text.splitlines(keepends=True),
+                fromfile=str(path) if path.is_file() else "/dev/null",
+                tofile=str(path),
+            )
+        )
+    return changed
+
+
+def check_outputs(
+    results: list[Result], outputs: list[Output], out_dir: Path, regenerate: str
+) -> int:
+    """`compile --check`: every output up to date, and no file left from an item that
+    the sources no longer have."""
+    changed = [(output.path, state) for output in outputs if (state := stale(output))]
+    for path in abandoned(results, outputs, out_dir):
+        changed.append((path, "from a network or model its file no longer has"))
+    for path, state in changed:
+        print(f"optgen: {path} is {state}", file=sys.stderr)
+    if changed:
+        fresh = len(outputs) - sum(1 for output in outputs if stale(output))
+        print(
+            f"optgen: {count(len(changed), 'file')} would change, {fresh} up to date",
+            file=sys.stderr,
+        )
+        print(f"optgen: run `{regenerate}` to regenerate", file=sys.stderr)
+        return 1
+    print(f"optgen: {len(outputs)} files up to date")
+    return 0

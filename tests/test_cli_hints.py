@@ -1,5 +1,6 @@
-"""Hints a new user meets (issue 28, points 4 and 5): a param that nothing reads, and a
-generated module given where its `.opt` source is wanted."""
+"""What a new user meets on the command line (issue 28): a param that nothing reads (point
+4), a generated module given where its `.opt` source is wanted (point 5), and the closing
+counts of compile and check (point 2)."""
 
 import pytest
 from conftest import EXAMPLES, GENERATED, run_optgen
@@ -55,3 +56,47 @@ def test_a_generated_module_is_refused_with_the_name_of_its_source(tmp_path, com
     message = f"{GENERATED / 'gd.py'} is a module optgen generated: give its source gd.opt"
     assert done.stderr.splitlines()[0] == f"optgen: error: {message}"
     assert not out.exists()
+
+
+# Issue 28, point 2: a closing count, as black prints one.
+def test_compile_counts_what_it_wrote_and_what_was_unchanged(tmp_path):
+    files = [str(EXAMPLES / "gd.opt"), str(EXAMPLES / "nesterov.opt")]
+    out = tmp_path / "out"
+    first = run_optgen("compile", *files, "-o", str(out))
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.splitlines()[-1] == "optgen: 4 files written, 0 unchanged"
+    edited = (out / "gd.py").read_text() + "# edited\n"  # optgen's header kept: its file
+    (out / "gd.py").write_text(edited)
+    again = run_optgen("compile", *files, "-o", str(out), "-v")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.splitlines()[-5:] == [
+        f"optgen: {out / 'gd.py'} written",
+        f"optgen: {out / 'test_gd.py'} unchanged",
+        f"optgen: {out / 'nesterov.py'} unchanged",
+        f"optgen: {out / 'test_nesterov.py'} unchanged",
+        "optgen: 1 file written, 3 unchanged",
+    ]
+    quiet = run_optgen("compile", *files, "-o", str(out), "-q")
+    assert quiet.stdout == "" and "unchanged" not in quiet.stderr
+    (out / "gd.py").write_text(edited)
+    checked = run_optgen("compile", *files, "-o", str(out), "--check")
+    assert checked.returncode == 1
+    assert "optgen: 1 file would change, 3 up to date" in checked.stderr.splitlines()
+
+
+def test_a_failed_file_among_several_is_counted_and_nothing_is_written(tmp_path):
+    bad = tmp_path / "bad.opt"
+    bad.write_text("network B {\n    state x\n    update { x+ = y }\n}\n")
+    out = tmp_path / "out"
+    done = run_optgen("compile", str(EXAMPLES / "gd.opt"), str(bad), "-o", str(out))
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-2:] == [
+        "optgen: 1 of 2 files failed",
+        "optgen: nothing was written",
+    ]
+    assert not out.exists()
+    checked = run_optgen("check", str(EXAMPLES / "gd.opt"), str(bad))
+    assert checked.returncode == 1
+    assert checked.stderr.splitlines()[-1] == "optgen: 1 of 2 files failed"
+    fine = run_optgen("check", str(EXAMPLES / "gd.opt"), str(EXAMPLES / "heavy_ball.opt"))
+    assert fine.stderr.splitlines()[-1] == "optgen: 2 files checked, 0 failed"
