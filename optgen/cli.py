@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import pipeline, present
+from . import colour, pipeline, present
 from ._version import __version__
 from .backend.formatting import for_directory
+from .colour import ColorMode
 from .errors import OptgenError
 from .naming import module_file
 from .output import (
@@ -94,7 +95,7 @@ def _compile_all(
             continue
         result = pipeline.compile(source, strict=strict, until=until, formatting=formatting)
         for diagnostic in result.diagnostics:
-            print(diagnostic.render(source), file=sys.stderr)
+            print(colour.diagnostics(diagnostic.render(source)), file=sys.stderr)
         results.append(result)
         failed = failed or not result.ok
     return results, failed
@@ -458,8 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"optgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    shared = argparse.ArgumentParser(add_help=False)
+    modes = [mode.value for mode in ColorMode]
+    shared.add_argument("--color", choices=modes, default="auto", help="colour diagnostics")
 
-    p = sub.add_parser("compile", help="write <name>.py and test_<name>.py for every network")
+    p = sub.add_parser(
+        "compile", parents=[shared], help="write <name>.py and test_<name>.py for every network"
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help=FILES_HELP)
     p.add_argument(
         "-o",
@@ -489,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     _line_length_option(p)
     p.set_defaults(run=cmd_compile)
 
-    p = sub.add_parser("check", help="print the convergence and universality certificate")
+    p = sub.add_parser(
+        "check", parents=[shared], help="print the convergence and universality certificate"
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help=FILES_HELP)
     p.add_argument(
         "-q",
@@ -613,7 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_match)
 
-    p = sub.add_parser("inspect", help="print the generated module (or the layer graph)")
+    p = sub.add_parser(
+        "inspect", parents=[shared], help="print the generated module (or the layer graph)"
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help=FILES_HELP)
     p.add_argument(
         "--network", metavar="NAME", help="only this network or model (default: every one)"
@@ -638,9 +648,10 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         parser.argv = list(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
+        colour.use(getattr(args, "color", "auto"), sys.stderr)
         return args.run(args)
     except OptgenError as err:
-        print(err.render(), file=sys.stderr)
+        print(colour.diagnostics(err.render()), file=sys.stderr)
         return 1
     except UsageError as err:
         print(f"optgen: error: {err}", file=sys.stderr)

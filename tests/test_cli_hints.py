@@ -100,3 +100,71 @@ def test_a_failed_file_among_several_is_counted_and_nothing_is_written(tmp_path)
     assert checked.stderr.splitlines()[-1] == "optgen: 1 of 2 files failed"
     fine = run_optgen("check", str(EXAMPLES / "gd.opt"), str(EXAMPLES / "heavy_ball.opt"))
     assert fine.stderr.splitlines()[-1] == "optgen: 2 files checked, 0 failed"
+
+
+# Issue 28, point 1: colour for diagnostics on a terminal, --color and NO_COLOR.
+BAD = "network B {\n    state x\n    update { x+ = y }\n}\n"
+RED_ERROR = "\033[1m\033[31merror:"
+
+
+def _stderr_through_a_terminal(args, env) -> str:
+    """The command's stderr when it is a terminal (a pseudo-terminal here)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "optgen", *args],
+            stdout=subprocess.DEVNULL, stderr=follower, env=env, timeout=120,
+        )  # fmt: skip
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal's other end is closed: all is read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(leader)
+
+
+@pytest.mark.parametrize(
+    "mode, no_color, coloured",
+    [
+        ("auto", False, True),
+        ("auto", True, False),  # NO_COLOR honoured
+        ("never", False, False),
+        ("always", True, True),  # an explicit choice wins
+    ],
+)
+def test_colour_on_a_terminal_follows_the_mode_and_no_color(tmp_path, mode, no_color, coloured):
+    import os
+
+    source = tmp_path / "bad.opt"
+    source.write_text(BAD)
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    if no_color:
+        env["NO_COLOR"] = "1"
+    text = _stderr_through_a_terminal(["check", str(source), "--color", mode], env)
+    assert "undefined name 'y'" in text
+    assert (RED_ERROR in text) is coloured
+
+
+def test_no_colour_in_a_pipe_unless_asked(tmp_path):
+    source = tmp_path / "bad.opt"
+    source.write_text(BAD)
+    piped = run_optgen("compile", str(source), "-o", str(tmp_path / "out"))
+    assert "\033[" not in piped.stderr
+    source.write_text(
+        BAD.replace("state x", "state x\n    param t = 1").replace("= y", "= x - tt*x")
+    )
+    asked = run_optgen("compile", str(source), "-o", str(tmp_path / "out"), "--color", "always")
+    assert RED_ERROR in asked.stderr and "\033[36mhint:\033[0m did you mean 't'?" in asked.stderr
+    assert asked.returncode == 1 and not (tmp_path / "out").exists()
