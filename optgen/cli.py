@@ -24,12 +24,12 @@ from .output import (
     UsageError,
     WriteFailed,
     abandoned,
-    check_outputs,
+    diffs,
     foreign,
     outputs_of,
-    print_diffs,
     replace_text,
     stale,
+    stale_report,
     write_all,
 )
 from .pipeline import Result, Stage
@@ -114,10 +114,16 @@ def cmd_compile(args) -> int:
         return 1
     outputs = outputs_of(results, out_dir)
     if args.diff:
-        changed = print_diffs(outputs)
+        changed = diffs(outputs)
+        sys.stdout.writelines(changed)
         return 1 if (args.check and changed) else 0
     if args.check:
-        return check_outputs(results, outputs, out_dir, _regenerate_command(args))
+        report = stale_report(results, outputs, out_dir, _regenerate_command(args))
+        for line in report:
+            print(line, file=sys.stderr)
+        if not report:
+            print(f"optgen: {len(outputs)} files up to date")
+        return 1 if report else 0
     refused = [message for message in map(foreign, outputs) if message is not None]
     if refused:
         print("\n".join(refused), file=sys.stderr)

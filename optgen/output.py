@@ -13,7 +13,6 @@ import difflib
 import os
 import re
 import stat
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,46 +234,39 @@ def abandoned(results: list[Result], outputs: list[Output], out_dir: Path) -> li
     return abandoned
 
 
-def print_diffs(outputs: list[Output]) -> bool:
-    """`compile --diff`: a unified diff per output that would change; whether any does."""
-    changed = False
+def diffs(outputs: list[Output]) -> list[str]:
+    """`compile --diff`: the lines of a unified diff per output that would change."""
+    lines: list[str] = []
     for output in outputs:
         path = output.path
         try:
             old = path.read_text(encoding="utf-8") if path.is_file() else ""
         except (OSError, UnicodeDecodeError) as err:
             raise UsageError(f"{path}: cannot read: {err}") from None
-        if old == output.text:
-            continue
-        changed = True
-        sys.stdout.writelines(
-            difflib.unified_diff(
+        if old != output.text:
+            lines += difflib.unified_diff(
                 old.splitlines(keepends=True),
                 output.text.splitlines(keepends=True),
                 fromfile=str(path) if path.is_file() else "/dev/null",
                 tofile=str(path),
             )
-        )
-    return changed
+    return lines
 
 
-def check_outputs(
+def stale_report(
     results: list[Result], outputs: list[Output], out_dir: Path, regenerate: str
-) -> int:
-    """`compile --check`: every output up to date, and no file left from an item that
-    the sources no longer have."""
+) -> list[str]:
+    """`compile --check`: what is missing, stale or left from an item the sources no
+    longer have, with the count and the command that regenerates them; [] when every
+    output is up to date."""
     changed = [(output.path, state) for output in outputs if (state := stale(output))]
     for path in abandoned(results, outputs, out_dir):
         changed.append((path, "from a network or model its file no longer has"))
-    for path, state in changed:
-        print(f"optgen: {path} is {state}", file=sys.stderr)
-    if changed:
-        fresh = len(outputs) - sum(1 for output in outputs if stale(output))
-        print(
-            f"optgen: {count(len(changed), 'file')} would change, {fresh} up to date",
-            file=sys.stderr,
-        )
-        print(f"optgen: run `{regenerate}` to regenerate", file=sys.stderr)
-        return 1
-    print(f"optgen: {len(outputs)} files up to date")
-    return 0
+    if not changed:
+        return []
+    fresh = len(outputs) - sum(1 for output in outputs if stale(output))
+    return [
+        *(f"optgen: {path} is {state}" for path, state in changed),
+        f"optgen: {count(len(changed), 'file')} would change, {fresh} up to date",
+        f"optgen: run `{regenerate}` to regenerate",
+    ]
