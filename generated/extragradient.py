@@ -55,8 +55,7 @@ EXTRAGRADIENT_CERTIFICATE = {
     "spectral_radius": 1.0,
     "zero_stable": True,
     "zero_stability": (
-        "one-step method: every root lies in the closed unit disc; those on the circle (1) are"
-        " simple"
+        "one-step method: every root lies in the closed unit disc; on the circle: 1 (simple)"
     ),
     "consistent": True,
     "consistency": "rho(z) = z - 1 and the weights sum to 1 with the step h = 0.5 > 0",

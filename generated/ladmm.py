@@ -58,7 +58,7 @@ LADMM_CERTIFICATE = {
     "roots": [[1.0, 0.0], [0.5625, 0.496078370825], [0.5625, -0.496078370825]],
     "spectral_radius": 1.0,
     "zero_stable": True,
-    "zero_stability": "every root lies in the closed unit disc; those on the circle (1) are simple",
+    "zero_stability": "every root lies in the closed unit disc; on the circle: 1 (simple)",
     "consistent": True,
     "consistency": "rho(1) = 0, rho'(1) != 0 and h = 0.285714 (F), 0.285714 (G) > 0",
     "step": 0.285714285714,

@@ -135,7 +135,7 @@ NESTEROV_STAGE_CERTIFICATE = {
     "roots": [[1.0, 0.0], [0.5, 0.0]],
     "spectral_radius": 1.0,
     "zero_stable": True,
-    "zero_stability": "every root lies in the closed unit disc; those on the circle (1) are simple",
+    "zero_stability": "every root lies in the closed unit disc; on the circle: 1 (simple)",
     "consistent": True,
     "consistency": "rho(1) = 0, rho'(1) != 0 and h = 1 > 0",
     "step": 1.0,

@@ -207,7 +207,7 @@ def test_check_warns_at_the_update_when_no_param_decides(opt_file):
         + caret
         + hint
         + f"{bad}:5:9: warning: network Two is not consistent: root 1 of rho "
-        "is not simple (rho'(1) = 0), so the step h = sigma(1)/rho'(1) is undefined\n"
+        "is a double root (rho'(1) = 0), so the step h = sigma(1)/rho'(1) is undefined\n"
         "        x+ = 2*x - x- - 0.1*T(x)\n" + caret + hint
     )
     strict = run_optgen("check", str(bad), "--strict")

@@ -168,3 +168,37 @@ def test_no_colour_in_a_pipe_unless_asked(tmp_path):
     asked = run_optgen("compile", str(source), "-o", str(tmp_path / "out"), "--color", "always")
     assert RED_ERROR in asked.stderr and "\033[36mhint:\033[0m did you mean 't'?" in asked.stderr
     assert asked.returncode == 1 and not (tmp_path / "out").exists()
+
+
+# Issue 28, point 6: the certificate states each fact once, in the same words.
+DOUBLE_ROOT = """network Double {
+    state x, y
+    param t = 0.5
+    block T = mlp()
+    layers 4
+    update {
+        x+ = x - t*T(x)
+        y+ = y
+    }
+}
+"""
+
+
+def test_zero_stability_and_consistency_agree_on_the_multiplicity_of_root_1(tmp_path):
+    import json
+
+    source = tmp_path / "double.opt"
+    source.write_text(DOUBLE_ROOT)
+    files = [str(source), *map(str, sorted(EXAMPLES.glob("*.opt")))]
+    done = run_optgen("check", "--json", *files)
+    assert done.returncode == 0, done.stderr
+    for cert in json.loads(done.stdout):
+        stability = cert["zero_stability"] or ""
+        consistency = cert["consistency"] or ""
+        assert "are simple" not in stability and "is not simple" not in consistency
+        if "1 (a double root, semisimple)" in stability:  # the double-root rule
+            assert "root 1 of rho is a double root (rho'(1) = 0)" in consistency
+        elif "on the circle: 1 (simple)" in stability:
+            assert "root 1 of rho is a" not in consistency, cert["name"]
+    (double,) = [c for c in json.loads(done.stdout) if c["name"] == "Double"]
+    assert double["zero_stability"].endswith("on the circle: 1 (a double root, semisimple)")

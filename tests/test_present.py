@@ -122,7 +122,7 @@ def test_check_text_of_nesterov():
             "  M = [0, 1; -0.9, 1.9]",
             "  rho(z) = z^2 - 1.9z + 0.9",
             "  roots: 1 (|z| = 1), 0.9 (|z| = 0.9); spectral radius 1",
-            "  zero-stable: yes: every root lies in the closed unit disc; those on the circle (1) are simple",
+            "  zero-stable: yes: every root lies in the closed unit disc; on the circle: 1 (simple)",
             "  consistent: yes: rho(1) = 0, rho'(1) != 0 and h = 10 > 0",
             "  step h: T: 10",
             "  conditions: -1 <= beta < 1",

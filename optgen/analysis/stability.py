@@ -178,11 +178,21 @@ def root_condition(roots: tuple[Root, ...], matrix: sympy.Matrix | None = None) 
             return Verdict(
                 False, f"root {r.show()} of rho is a {word} root on the unit circle{extra}", r
             )
-    on_circle = sorted({r.show() for r in roots if r.on_circle})
+    # Each root on the circle once, with what makes it allowed: simple, or a repeated root
+    # for which M has a full set of eigenvectors (semisimple), as the consistency says too.
+    on_circle = {}
+    for r in roots:
+        if r.on_circle and r.show() not in on_circle:
+            how = (
+                "simple"
+                if r.multiplicity == 1
+                else f"a {multiplicity_word(r.multiplicity)} root, semisimple"
+            )
+            on_circle[r.show()] = f"{r.show()} ({how})"
     if on_circle:
         return Verdict(
             True,
-            f"every root lies in the closed unit disc; those on the circle ({', '.join(on_circle)}) are simple",
+            f"every root lies in the closed unit disc; on the circle: {', '.join(sorted(on_circle.values()))}",
             roots[0],
         )
     return Verdict(
@@ -282,9 +292,13 @@ def consistency(
             False, f"rho(1) = {number(at_one)} != 0: with T = 0 a constant is not a fixed point"
         )
     if poly.diff(Z).eval(1) == 0:
+        times = 1
+        while poly.eval(1) == 0 and poly.degree() > 0:
+            poly, times = sympy.div(poly, sympy.Poly(Z - 1, Z))[0], times + 1
+        word = multiplicity_word(times - 1)
         return Consistency(
             False,
-            "root 1 of rho is not simple (rho'(1) = 0), so the step h = sigma(1)/rho'(1) is undefined",
+            f"root 1 of rho is a {word} root (rho'(1) = 0), so the step h = sigma(1)/rho'(1) is undefined",
         )
     if not calls:
         return Consistency(False, "the update calls no block, so it integrates no ODE")
