@@ -334,10 +334,11 @@ def cmd_experiment(args) -> int:
         run,
         run_image_command,
     )
+    from .experiments.progress import Progress
 
     if args.name in IMAGE_EXPERIMENTS:  # under torchrun or not; only rank 0 has lines to print
         try:
-            lines = run_image_command(args, progress_bar=sys.stderr.isatty())
+            lines = run_image_command(args, Progress.for_stream(sys.stderr, args.quiet))
         except ImageExperimentError as err:
             raise UsageError(str(err)) from None
         for line in lines:
@@ -378,7 +379,7 @@ def cmd_experiment(args) -> int:
             networks,
             quick=args.quick,
             seeds=args.seeds,
-            progress_bar=sys.stderr.isatty(),
+            progress_bar=Progress.for_stream(sys.stderr, args.quiet),
         )
     except (MissingExtra, UnsupportedLayout) as err:
         raise UsageError(str(err)) from None
@@ -536,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
         " fashion-mnist, folder (images; folder needs --data)",
     )
     p.add_argument("--quick", action="store_true", help="a short run (under a minute on two cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
     p.add_argument(
         "--seeds",
         type=int,

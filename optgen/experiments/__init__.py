@@ -24,6 +24,7 @@ from .image_models import IMAGE_NETWORKS, QUICK_NETWORKS
 from .images import ImageExperimentError, run_image_command, run_images
 from .networks import UnsupportedLayout, import_class, prepare, write_modules
 from .plots import plot
+from .progress import Progress, progress
 from .settings import IMAGE_EXPERIMENTS, ImageSettings, Settings, image_settings_for, settings_for
 from .train import train_network
 
@@ -67,7 +68,6 @@ def run(
         raise ValueError(f"no experiment {name!r}: choose one of {', '.join(EXPERIMENTS)}")
     require_extras()
     import torch
-    import tqdm
 
     # Small models: one thread is fastest and does not fight other processes for the cores.
     torch.set_num_threads(1)
@@ -80,10 +80,9 @@ def run(
     results: dict[str, dict] = {}
     fitted: dict[str, object] = {}
     total = len(sources) * s.seeds * s.steps
-    with tqdm.tqdm(
-        total=total, desc=name, unit="step", disable=not progress_bar, leave=False
-    ) as bar:
+    with progress(Progress.of(progress_bar), total, max(1, s.steps // 10), name) as bar:
         for source in sources:
+            bar.set_postfix_str(source.label)
             cls = import_class(modules / source.file_name, source.class_name)
             entry, model = train_network(cls, source, s, data, data_digest, bar)
             results[source.label], fitted[source.label] = entry, model

@@ -41,6 +41,7 @@ from .image_plots import plot_images
 from .image_sources import DataError, SourceImages, load_source
 from .image_train import Runtime, train_seed
 from .networks import write_modules
+from .progress import Progress, progress
 from .report_schema import ReportMismatch, check_report
 from .settings import SOURCE_EXPERIMENTS, ImageSettings, check_ranges, image_settings_for
 from .stats import majority_error, paired, summarize
@@ -230,21 +231,14 @@ def _resumed(path: Path, fresh: dict, sources: list[ModelSource]) -> dict:
 def _train_all(
     s, out, sources, classes, data, report, world: World, progress_bar, runtime: Runtime
 ) -> None:
-    import tqdm
-
     todo = [
         (source, seed)
         for source in sources
         for seed in range(s.seeds)
         if str(seed) not in report["networks"][source.label]["runs"]
     ]
-    with tqdm.tqdm(
-        total=len(todo) * s.steps,
-        desc=s.experiment,
-        unit="step",
-        disable=not (progress_bar and world.is_main),
-        leave=False,
-    ) as bar:
+    mode = Progress.of(progress_bar) if world.is_main else Progress.OFF
+    with progress(mode, len(todo) * s.steps, s.steps_per_epoch, s.experiment) as bar:
         for source, seed in todo:
             bar.set_postfix_str(f"{source.label} seed {seed}")
             result = train_seed(classes[source.label], s, data, seed, world, bar, runtime)
