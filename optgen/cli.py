@@ -145,12 +145,13 @@ def cmd_compile(args) -> int:
         return 0
     for result in results:
         for net, cert in zip(result.networks, result.certificates):
-            print(_summary(net, cert, result.source.path, out_dir))
+            print(colour.summary(_summary(net, cert, result.source.path, out_dir)))
         for model, cert in zip(result.models, result.model_certificates):
             target = out_dir / module_file(model.name)
             stages = f"model, {len(model.stages)} stages"
             verdict = present.verdict_word(cert.universal)
-            print(f"{model.name}: {result.source.path} -> {target} ({stages}; universal {verdict})")
+            line = f"{model.name}: {result.source.path} -> {target} ({stages}; universal {verdict})"
+            print(colour.summary(line))
     for output in outputs if args.verbose else []:
         state = "unchanged" if output.path in unchanged else "written"
         print(f"optgen: {output.path} {state}", file=sys.stderr)
@@ -656,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         parser.argv = list(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
-        colour.use(getattr(args, "color", "auto"), sys.stderr)
+        colour.use(getattr(args, "color", "auto"), sys.stderr, sys.stdout)
         return args.run(args)
     except OptgenError as err:
         print(colour.diagnostics(err.render()), file=sys.stderr)

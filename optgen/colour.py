@@ -1,6 +1,6 @@
-"""Colour for the command line's diagnostics, as compilers and black print them: the
+"""Colour for the command line, as compilers and black print it: in diagnostics the
 location in bold, `error` in red, `warning` in magenta, the caret in green and `hint` in
-cyan. `--color auto` (the default) colours a terminal only and honours `NO_COLOR`;
+cyan; in compile's summary lines the verdicts, yes in green and no in red. `--color auto` (the default) colours a terminal only and honours `NO_COLOR`;
 `always` and `never` decide alone. The text itself never changes: colour is added to the
 rendered diagnostic, so a log or a pipe reads exactly what the API raises."""
 
@@ -29,17 +29,39 @@ BOLD, RED, MAGENTA, GREEN, CYAN, RESET = (
 _HEAD = re.compile(r"^(?P<where>.+?:\d+:\d+:) (?P<severity>error|warning):(?P<rest>.*)$")
 _CARET = re.compile(r"^\s*\^~*$")
 
-_enabled = False
+_enabled = False  # diagnostics, on stderr
+_summary_enabled = False  # summary lines, on stdout
+
+# A summary's verdicts (`zero-stable yes, consistent no, universal guaranteed`).
+_VERDICT = re.compile(
+    r"\b(zero-stable|consistent|universal) (yes|no|\?|guaranteed|not guaranteed|unknown)\b"
+)
+_VERDICT_COLOUR = {"yes": GREEN, "guaranteed": GREEN, "no": RED, "not guaranteed": RED}
 
 
-def use(mode: str, stream: TextIO) -> None:
-    """Decide once, from `--color` and the stream diagnostics go to."""
-    global _enabled
-    chosen = ColorMode(mode)
-    if chosen is ColorMode.AUTO:
-        _enabled = not os.environ.get("NO_COLOR") and stream.isatty()
-    else:
-        _enabled = chosen is ColorMode.ALWAYS
+def use(mode: str, stream: TextIO, results: TextIO | None = None) -> None:
+    """Decide once, from `--color` and the streams diagnostics and results go to."""
+    global _enabled, _summary_enabled
+    _enabled = _decide(ColorMode(mode), stream)
+    _summary_enabled = _decide(ColorMode(mode), results) if results is not None else False
+
+
+def _decide(mode: ColorMode, stream: TextIO) -> bool:
+    if mode is ColorMode.AUTO:
+        return not os.environ.get("NO_COLOR") and stream.isatty()
+    return mode is ColorMode.ALWAYS
+
+
+def summary(line: str) -> str:
+    """A compile summary line with its verdicts coloured (yes green, no red, unknown as is)."""
+    if not _summary_enabled:
+        return line
+
+    def paint(match: re.Match) -> str:
+        colour = _VERDICT_COLOUR.get(match[2])
+        return match[0] if colour is None else f"{match[1]} {colour}{match[2]}{RESET}"
+
+    return _VERDICT.sub(paint, line)
 
 
 def diagnostics(text: str) -> str:

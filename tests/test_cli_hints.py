@@ -202,3 +202,13 @@ def test_zero_stability_and_consistency_agree_on_the_multiplicity_of_root_1(tmp_
             assert "root 1 of rho is a" not in consistency, cert["name"]
     (double,) = [c for c in json.loads(done.stdout) if c["name"] == "Double"]
     assert double["zero_stability"].endswith("on the circle: 1 (a double root, semisimple)")
+
+
+def test_the_summary_colours_its_verdicts_when_asked(tmp_path):
+    files = [str(EXAMPLES / "gd.opt"), str(EXAMPLES / "polyak.opt")]
+    asked = run_optgen("compile", *files, "-o", str(tmp_path / "a"), "--color", "always")
+    gd, polyak = asked.stdout.splitlines()
+    assert "zero-stable \033[32myes\033[0m" in gd and "universal \033[32mguaranteed\033[0m" in gd
+    assert polyak.endswith("(explicit, 16 layers; zero-stable ?, consistent ?, universal unknown)")
+    piped = run_optgen("compile", *files, "-o", str(tmp_path / "b"))
+    assert "\033[" not in piped.stdout
