@@ -5,7 +5,7 @@ import io
 
 from conftest import run_optgen
 
-from optgen.experiments.progress import LogLines, Progress
+from optgen.experiments.progress import Bars, LogLines, Progress
 
 
 class Terminal(io.StringIO):
@@ -44,3 +44,15 @@ def test_an_experiment_in_a_log_prints_its_progress_lines(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.startswith("optgen: rings gd:")]
     assert len(lines) == 10 and lines[-1].startswith("optgen: rings gd: step 150, 150 of 150")
     assert "\r" not in done.stderr  # no bar in a log
+
+
+def test_a_terminal_gets_a_bar_of_the_runs_and_one_of_the_steps_of_each(capsys):
+    with Bars(runs=2, steps=3, desc="mnist") as bars:
+        for what in ("deep_gd seed 0", "deep_gd seed 1"):
+            bars.set_postfix_str(what)
+            for _ in range(3):
+                bars.update(1)
+            assert bars.run.n == 3 and bars.run.desc == what
+    assert bars.overall.n == bars.overall.total == 2
+    shown = capsys.readouterr().err
+    assert "deep_gd seed 1" in shown and "2/2" in shown

@@ -79,8 +79,8 @@ def run(
     data_digest = digest(*data)
     results: dict[str, dict] = {}
     fitted: dict[str, object] = {}
-    total = len(sources) * s.seeds * s.steps
-    with progress(Progress.of(progress_bar), total, max(1, s.steps // 10), name) as bar:
+    mode, every = Progress.of(progress_bar), max(1, s.steps // 10)
+    with progress(mode, len(sources), s.seeds * s.steps, every, name) as bar:
         for source in sources:
             bar.set_postfix_str(source.label)
             cls = import_class(modules / source.file_name, source.class_name)

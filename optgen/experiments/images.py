@@ -238,7 +238,7 @@ def _train_all(
         if str(seed) not in report["networks"][source.label]["runs"]
     ]
     mode = Progress.of(progress_bar) if world.is_main else Progress.OFF
-    with progress(mode, len(todo) * s.steps, s.steps_per_epoch, s.experiment) as bar:
+    with progress(mode, len(todo), s.steps, s.steps_per_epoch, s.experiment) as bar:
         for source, seed in todo:
             bar.set_postfix_str(f"{source.label} seed {seed}")
             result = train_seed(classes[source.label], s, data, seed, world, bar, runtime)

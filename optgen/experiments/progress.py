@@ -29,13 +29,48 @@ class Progress(str, Enum):
         return Progress.BAR if value else Progress.OFF
 
 
-def progress(mode: Progress, total: int, every: int, desc: str):
-    """A bar, a writer of plain lines every `every` steps, or a bar that shows nothing."""
+def progress(mode: Progress, runs: int, steps: int, every: int, desc: str):
+    """Progress over `runs` runs of `steps` steps each (a run: what `set_postfix_str`
+    names, a network and seed): two bars, plain lines every `every` steps of a run, or
+    nothing."""
     if mode is Progress.LINES:
-        return LogLines(total, every, desc)
-    import tqdm
+        return LogLines(runs * steps, every, desc)
+    return Bars(runs, steps, desc, disable=mode is Progress.OFF)
 
-    return tqdm.tqdm(total=total, desc=desc, unit="step", disable=mode is Progress.OFF, leave=False)
+
+class Bars:
+    """On a terminal: a bar of the runs overall, and below it one of the steps of the
+    run in training (network and seed)."""
+
+    def __init__(self, runs: int, steps: int, desc: str, disable: bool = False):
+        import tqdm
+
+        self.tqdm, self.steps, self.disable = tqdm.tqdm, steps, disable
+        self.overall = tqdm.tqdm(total=runs, desc=desc, unit="run", disable=disable)
+        self.run = None
+
+    def set_postfix_str(self, text: str) -> None:
+        self._finish_run()
+        self.run = self.tqdm(
+            total=self.steps, desc=text, unit="step", leave=False, position=1, disable=self.disable
+        )
+
+    def update(self, n: int = 1) -> None:
+        if self.run is not None:
+            self.run.update(n)
+
+    def _finish_run(self) -> None:
+        if self.run is not None:
+            self.run.close()
+            self.overall.update(1)
+            self.run = None
+
+    def __enter__(self) -> Bars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._finish_run()
+        self.overall.close()
 
 
 class LogLines:
