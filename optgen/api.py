@@ -7,6 +7,7 @@ Library code raises `OptgenError` for every user error and returns values; only
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 from . import cache, pipeline
@@ -22,6 +23,7 @@ def _compiled(
     strict: bool = False,
     until: Stage = Stage.EMIT,
     line_length: int | None = None,
+    models_only: frozenset[str] | None = None,
 ) -> Result:
     if not isinstance(text, str):
         raise TypeError(f"expected the text of a .opt file as str, got {type(text).__name__}")
@@ -35,7 +37,9 @@ def _compiled(
 
         formatting = Formatting(line_length=line_length)
     source = SourceFile(filename, text)
-    result = pipeline.compile(source, strict=strict, until=until, formatting=formatting)
+    result = pipeline.compile(
+        source, strict=strict, until=until, formatting=formatting, models_only=models_only
+    )
     result.raise_for_errors()
     for warning in result.warnings:
         # The API warns where the CLI prints: a rule that fails its convergence conditions.
@@ -63,10 +67,21 @@ def check_source(text: str, filename: str = "<string>") -> list[dict]:
     return _certificate_dicts(_compiled(text, filename, until=Stage.ANALYSIS))
 
 
-def compile_and_check(text: str, filename: str = "<string>") -> tuple[dict[str, str], list[dict]]:
+def compile_and_check(
+    text: str, filename: str = "<string>", models: Collection[str] | None = None
+) -> tuple[dict[str, str], list[dict]]:
     """`compile_source` and `check_source` of one text from one run of the pipeline (the
-    analysis is half of a compile: tools that need both pay it once)."""
-    result = _compiled(text, filename)
+    analysis is half of a compile: tools that need both pay it once).
+
+    `models`: only these models (by name, `DeepGd`, or file stem, `deep_gd`): their files
+    and certificates and those of the networks, no network file; an unknown name is
+    simply absent. For a tool that trains a few models of a catalog file."""
+    if models is not None and (
+        isinstance(models, str) or not all(isinstance(m, str) for m in models)
+    ):
+        raise TypeError("models must be a collection of model names (str)")
+    chosen = None if models is None else frozenset(models)
+    result = _compiled(text, filename, models_only=chosen)
     return result.outputs, _certificate_dicts(result)
 
 

@@ -24,6 +24,7 @@ from .checks.ranges import range_errors
 from .checks.reach import unreached_warnings
 from .checks.reversible import reversible_errors
 from .errors import Diagnostic, OptgenError, Severity
+from .naming import snake_case
 from .resolve import resolve
 from .source import SourceFile
 from .syntax.parse import parse
@@ -89,11 +90,14 @@ def compile(
     strict: bool = False,
     until: Stage = Stage.EMIT,
     formatting: Formatting | None = None,
+    models_only: frozenset[str] | None = None,
 ) -> Result:
     """Run the pipeline on one source as far as `until`; problems become diagnostics.
 
     The files are formatted with `formatting` (`optgen.backend.formatting.for_directory` of where
-    they go), black's defaults when None.
+    they go), black's defaults when None. `models_only`: analyse and write these models
+    alone (by name or file stem) and no network file: what a tool that trains one model
+    of a catalog file needs, without the cost of the others (every check still runs).
     """
     warnings: list[Diagnostic] = []
     try:
@@ -120,6 +124,8 @@ def compile(
     diagnostics.extend(precision_warnings(checked))
     diagnostics.extend(unreached_warnings(checked))
     certificates = tuple(analyze(net) for net in networks)
+    if models_only is not None:
+        models = tuple(m for m in models if {m.name, snake_case(m.name)} & models_only)
     for cert in certificates:
         diagnostics.extend(convergence_diagnostics(cert, strict))
     by_network = {net.name: cert for net, cert in zip(networks, certificates)}
@@ -155,7 +161,8 @@ def compile(
     outputs: dict[str, str] = {}
     source_name = Path(source.path).name
     for net, cert in zip(networks, certificates):
-        outputs.update(generate(net, cert, source_name, source.sha256, formatting))
+        if models_only is None:
+            outputs.update(generate(net, cert, source_name, source.sha256, formatting))
     figures = []
     for model, model_cert in zip(models, model_certificates):
         plan = lower_model(model, by_name)

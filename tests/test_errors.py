@@ -386,6 +386,24 @@ def test_api_reports_every_error_of_a_file_in_source_order(entry):
     assert str(info.value).count("rules.opt:") == 3
 
 
+def test_compile_and_check_of_some_models_is_the_whole_compile_restricted_to_them():
+    text = (EXAMPLES / "models" / "staged.opt").read_text()
+    files, certificates = optgen.compile_and_check(text, "staged.opt", models={"deep_gd", "WideGd"})
+    assert sorted(files) == ["deep_gd.py", "test_deep_gd.py", "test_wide_gd.py", "wide_gd.py"]
+    whole = optgen.compile_source(text, "staged.opt")
+    assert all(files[name] == whole[name] for name in files)
+    kinds = [(c["kind"], c["name"]) for c in certificates if c["kind"] == "model"]
+    assert kinds == [("model", "WideGd"), ("model", "DeepGd")]
+    assert {c["name"] for c in certificates if c["kind"] != "model"} == {
+        "GdStage",
+        "HeavyBallStage",
+        "NesterovStage",
+        "Apg2Stage",
+    }
+    with pytest.raises(TypeError):
+        optgen.compile_and_check(text, "staged.opt", models="deep_gd")
+
+
 def test_compile_and_check_is_compile_source_and_check_source_in_one_run():
     text = (EXAMPLES / "nesterov.opt").read_text()
     files, certificates = optgen.compile_and_check(text, "nesterov.opt")

@@ -76,11 +76,19 @@ def prepare_models(names: list[str]) -> tuple[list[ModelSource], dict[str, str]]
     compiled: dict[Path, tuple[dict[str, str], dict[str, dict]]] = {}
     sources: list[ModelSource] = []
     files: dict[str, str] = {}
-    for name in names:
-        path, wanted = _locate(name)
+    located = [(name, *_locate(name)) for name in names]
+    # Each file compiled once, for the models wanted of it (a catalog file holds eight;
+    # training one need not analyse and write the others), or all of a .opt given.
+    wanted_of: dict[Path, set[str] | None] = {}
+    for _, path, wanted in located:
+        if wanted is None or wanted_of.get(path, set()) is None:
+            wanted_of[path] = None
+        else:
+            wanted_of.setdefault(path, set()).add(wanted)
+    for name, path, wanted in located:
         if path not in compiled:
             text = path.read_text(encoding="utf-8")
-            outputs, certificates = compile_and_check(text, str(path))
+            outputs, certificates = compile_and_check(text, str(path), wanted_of[path])
             models = {c["name"]: c for c in certificates if c["kind"] == "model"}
             compiled[path] = (outputs, models)
         outputs, models = compiled[path]
