@@ -212,3 +212,18 @@ def test_the_summary_colours_its_verdicts_when_asked(tmp_path):
     assert polyak.endswith("(explicit, 16 layers; zero-stable ?, consistent ?, universal unknown)")
     piped = run_optgen("compile", *files, "-o", str(tmp_path / "b"))
     assert "\033[" not in piped.stdout
+
+
+def test_a_statement_broken_over_lines_is_told_about_the_backslash():
+    import optgen
+
+    broken = "network A {\n    state x\n    block T = mlp()\n    update {\n        x+ = (x - T(x)\n             - x/2)\n    }\n}\n"
+    with pytest.raises(optgen.OptgenError) as info:
+        optgen.check_source(broken, "broken.opt")
+    (error,) = info.value.diagnostics
+    assert (error["line"], error["col"]) == (5, 23)
+    assert (
+        error["hint"] == "a statement ends at the end of its line: continue it with \\ at the end"
+    )
+    joined = broken.replace("T(x)\n", "T(x) \\\n")
+    assert optgen.check_source(joined, "joined.opt")[0]["name"] == "A"

@@ -441,6 +441,9 @@ def _syntax_diagnostic(err: UnexpectedInput, source: SourceFile) -> Diagnostic:
         span = Span.point(token.line, token.column)
     expected = set(err.accepts or err.expected)
     message = f"unexpected {_token_text(token)}, expected {_describe_expected(expected)}"
+    if label is None and token.type == "_SEP" and "\n" in str(token):
+        # A statement broken over lines, as a Python user would inside parentheses.
+        label = "a statement ends at the end of its line: continue it with \\ at the end"
     return Diagnostic(Severity.ERROR, span, message, label)
 
 
