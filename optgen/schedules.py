@@ -235,6 +235,18 @@ def _small(value: sympy.Rational) -> bool:
     return len(str(abs(value.p))) + len(str(value.q)) <= MAX_EXACT_DIGITS
 
 
+def reachable(start, edges: dict) -> set:
+    """What `start` reaches along `edges` (node -> the nodes it reads), itself excluded
+    unless on a cycle: the schedules a recursion reads, directly or through others."""
+    seen, todo = set(), list(edges.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(edges.get(node, ()))
+    return seen
+
+
 def schedule_functions(expr) -> set[type[RecursiveSchedule]]:
     """The recursive schedules `expr` reads."""
     return {a.func for a in sympy.sympify(expr).atoms(RecursiveSchedule)}

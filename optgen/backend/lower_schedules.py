@@ -59,7 +59,6 @@ class CoupledPlan:
     tables: tuple[str, ...]  # their tables of optgen's values, in that order
     first: int  # the values every table holds
     steps: tuple[str, ...]  # each member's next value, reading the lists of all of them
-    shown: str
     reads: tuple[tuple[str, str, str], ...] = ()  # other schedules read, as RecurrencePlan's
 
     @property
@@ -106,15 +105,7 @@ def coupled_groups(functions) -> list[list]:
     """The schedules that read each other, directly or through others: each group in an
     order where a schedule read at k+1 comes before its reader."""
     reads = {f: schedules.schedule_functions(f.rule.step) for f in functions}
-    reach = {}
-    for f in functions:
-        seen, todo = set(), list(reads[f])
-        while todo:
-            g = todo.pop()
-            if g not in seen:
-                seen.add(g)
-                todo.extend(reads.get(g, ()))
-        reach[f] = seen
+    reach = {f: schedules.reachable(f, reads) for f in functions}
     groups, placed = [], set()
     for f in sorted(functions, key=lambda f: f.__name__):
         group = [g for g in functions if g is f or (g in reach[f] and f in reach[g])]
@@ -178,7 +169,6 @@ def coupled_plans(net: ir.Network, plans: tuple[RecurrencePlan, ...]):
                 tables=tuple(by_name[n].table for n in names),
                 first=min(len(by_name[n].values) for n in names),
                 steps=tuple(steps),
-                shown="; ".join(by_name[n].shown for n in names),
                 reads=tuple(outside[n] for n in sorted(outside)),
             )
         )

@@ -52,8 +52,8 @@ class CoupledSchedules(Job):
         }
         failed = False
         for param, step in coupled:
-            mine = _reach(param.name, reads)
-            group = {n for n in mine if param.name in _reach(n, reads)}
+            mine = schedules.reachable(param.name, reads)
+            group = {n for n in mine if param.name in schedules.reachable(n, reads)}
             for read in self.ctx.pending[param.name].step.atoms(schedules.RecursiveSchedule):
                 other = read.func.__name__
                 if other in group and other != param.name and read.args[0] not in (ir.K, ir.K + 1):
@@ -91,17 +91,6 @@ class CoupledSchedules(Job):
             message,
             "read one of them at k (its previous value): name[k+1] = f(name, other)",
         )
-
-
-def _reach(start: str, reads: dict[str, set[str]]) -> set[str]:
-    """The schedules `start` reads, directly or through others."""
-    seen, todo = set(), list(reads.get(start, ()))
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(reads.get(name, ()))
-    return seen
 
 
 def _cycle_from(start: str, ahead: dict[str, list[str]]) -> list[str] | None:

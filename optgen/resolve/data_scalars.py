@@ -141,8 +141,7 @@ class DataScalars(Job):
         text = _clip(self.text(node.right))
         self.report.warn(
             node.right.span,
-            f"division by '{_clip(self.text(node.right))}', which is 0 for some inputs: "
-            "the layer then gives inf or nan",
+            f"division by '{text}', which is 0 for some inputs: " "the layer then gives inf or nan",
             f"guard it with a floor, e.g. max({text}, 1e-12), or add a small number",
         )
 
