@@ -15,6 +15,7 @@ from enum import Enum
 
 import sympy
 
+from .ir_model import Args, Carry, Head, Model, Stage, Stem, Transition  # noqa: F401
 from .source import Span
 
 K = sympy.Symbol("k", integer=True, nonnegative=True)
@@ -24,6 +25,13 @@ L = sympy.Symbol("L", integer=True, positive=True)
 ONE = sympy.Integer(1)
 # The feature size given to the generated constructor, in block arguments.
 DIM = sympy.Symbol("dim", integer=True, positive=True)
+# The feature space of the input; `state y: m` declares a state in another one, of size m.
+DIM_SPACE = "dim"
+
+
+def size_symbol(size: str) -> sympy.Symbol:
+    """The symbol of a size in block arguments (`hidden=2*m`): `dim`, or a declared size."""
+    return DIM if size == DIM_SPACE else sympy.Symbol(size, integer=True, positive=True)
 
 
 def param_symbol(name: str) -> sympy.Symbol:
@@ -92,9 +100,10 @@ class History:
 class BlockOut:
     block: str
     arg: LinearForm
+    adjoint: bool = False  # `K^T(arg)`: the adjoint of an operator block
 
     def show(self) -> str:
-        return f"{self.block}({self.arg.show()})"
+        return f"{self.block}{'^T' if self.adjoint else ''}({self.arg.show()})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +364,16 @@ class Block:
     def arg(self, key: str, default=None):
         return dict(self.args).get(key, default)
 
+    @property
+    def source_space(self) -> str:
+        """The space its argument lives in: `dim`, or a size of the network (`m`)."""
+        return self.arg("from") or self.arg("space") or DIM_SPACE
+
+    @property
+    def target_space(self) -> str:
+        """The space of its output (another than `source_space` for an operator only)."""
+        return self.arg("to") or self.arg("space") or DIM_SPACE
+
 
 @dataclass(frozen=True, slots=True)
 class Assign:
@@ -405,6 +424,17 @@ class Network:
     # `checkpoint N`: the layers recomputed in groups of N in backward (None: off).
     checkpoint: int | None = None
     spans: dict = field(default_factory=dict, compare=False, hash=False)
+    # `state x, y: m`: (state, size) of each state declared in a space other than dim.
+    state_sizes: tuple[tuple[str, str], ...] = ()
+
+    def space(self, state: str) -> str:
+        """The space a state lives in: `dim`, or the size it is declared with."""
+        return dict(self.state_sizes).get(state, DIM_SPACE)
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        """The sizes other than dim, in order of declaration: constructor arguments."""
+        return tuple(dict.fromkeys(size for _, size in self.state_sizes))
 
     @property
     def reversible(self) -> bool:
@@ -586,97 +616,6 @@ def carried_slots(net: Network) -> tuple[Slot, ...]:
         names |= {p.name for p in net.params if p.learnable}
         slots.append(Slot(InputValue(), "input_" if "x" in names else "x"))
     return tuple(slots)
-
-
-# ---------------------------------------------------------------- models (language.md section 9)
-class Carry(str, Enum):
-    """What a transition hands to the next stage."""
-
-    STATES = "states"  # every live slot (x, x-, y, x[0], sums) through the transition
-    OUTPUT = "output"  # the output state only; the next stage starts from its init
-
-    __hash__ = str.__hash__
-
-    def __str__(self) -> str:
-        return self.value
-
-
-Args = tuple[tuple[str, int], ...]  # a part's resolved arguments, in its registry order
-
-
-def _arg(args: Args, name: str, default: int | None = None) -> int | None:
-    return next((value for key, value in args if key == name), default)
-
-
-@dataclass(frozen=True, slots=True)
-class Stem:
-    kind: str  # a key of optgen.kinds.parts.STEM_KINDS: "conv", "patch", "tokens"
-    args: Args  # every argument of the kind, defaults filled in
-    span: Span
-
-    def arg(self, name: str, default: int | None = None) -> int | None:
-        return _arg(self.args, name, default)
-
-    @property
-    def out(self) -> int:
-        return self.arg("out")
-
-
-@dataclass(frozen=True, slots=True)
-class Stage:
-    network: str  # a network of the same file
-    dim: int
-    depth: int
-    span: Span
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    kind: str  # a key of optgen.kinds.parts.TRANSITION_KINDS: "down conv", "norm", ...
-    out: int  # channels after the transition
-    carry: Carry
-    span: Span
-    args: Args = ()  # every argument of the kind, defaults filled in
-
-    def arg(self, name: str, default: int | None = None) -> int | None:
-        return _arg(self.args, name, default)
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    kind: str  # a key of optgen.kinds.parts.HEAD_KINDS: "classifier", "none"
-    args: Args
-    span: Span
-
-    def arg(self, name: str, default: int | None = None) -> int | None:
-        return _arg(self.args, name, default)
-
-    @property
-    def classes(self) -> int | None:
-        """None: the head has no classes (`head none`: the model returns features)."""
-        return self.arg("classes")
-
-
-@dataclass(frozen=True, slots=True)
-class Model:
-    """`model Name { input [C, H, W]; stem ...; stage NET(dim=, depth=); down ...; head ... }`.
-
-    `transitions[i]` sits between `stages[i]` and `stages[i + 1]` ("identity" when the file
-    writes two stages one after the other), so `len(transitions) == len(stages) - 1`.
-    `shapes[i]` is the input shape of stage i without the batch dimension
-    (`(C, H, W)` or `(L, C)`), and `output_shape` what the stages hand the head.
-    """
-
-    name: str
-    input: tuple[int, int, int]  # channels, height, width
-    stem: Stem
-    stages: tuple[Stage, ...]
-    transitions: tuple[Transition, ...]
-    head: Head
-    layout: str  # the stages' layout: "image" or "sequence"
-    shapes: tuple[tuple[int, ...], ...]
-    output_shape: tuple[int, ...]
-    span: Span
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,13 @@ EXAMPLES = ROOT / "examples"
 GENERATED = ROOT / "generated"
 
 
+def construct(cls, dim: int, **kwargs):
+    """A generated network class built at width `dim`, its other spaces (`SIZES`, of
+    `state y: m`) each a little wider: dim + 3, dim + 4, ..."""
+    sizes = [dim + 3 + i for i, _ in enumerate(getattr(cls, "SIZES", ()))]
+    return cls(dim, *sizes, **kwargs)
+
+
 def load_generated(stem: str, prefix: str = "generated", registered: bool = False):
     """Import generated/<stem>.py as a fresh module (`registered`: in `sys.modules` too, as
     an import would, which timm's `register_model` reads)."""

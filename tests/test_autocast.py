@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import construct
 from fuzzing import generate_program
 
 import optgen
@@ -200,7 +201,7 @@ CATALOG = sorted((ROOT / "examples").glob("*.opt"))
 @pytest.mark.parametrize("path", CATALOG, ids=lambda p: p.stem)
 def test_every_catalog_rule_runs_under_autocast(path):
     for cls in _classes(path.read_text(), path.name).values():
-        module = cls(8)
+        module = construct(cls, 8)
         if hasattr(module, "solver"):
             # Reduced precision cannot meet the solver's 1e-6 default: loosen it.
             module.solver = {**module.solver, "tol": 1e-2}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import construct
 from reference_rules import rich_program
 
 import optgen
@@ -161,7 +162,7 @@ def _naive_function(network, suffix: str = ""):
 def _build(network, cls, seed: int, depth: int = DEPTH):
     """Float64, random blocks, learnable params off their starts (as test_reference.build)."""
     torch.manual_seed(seed)
-    module = cls(DIM, depth=depth).double()
+    module = construct(cls, DIM, depth=depth).double()
     with torch.no_grad():
         for name, parameter in module.named_parameters():
             if not name.startswith("blocks."):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import construct
 from fuzzing import generate_program
 from reference_rules import FOUND_BUGS, data_program, rich_program
 
@@ -72,7 +73,7 @@ def build(network, cls, seed: int, dim: int = DIM, depth: int = DEPTH):
     (so that every layer and channel holds its own value); blocks of a solved rule are
     scaled so that its maps contract (both solvers then reach one fixed point)."""
     torch.manual_seed(seed)
-    module = cls(dim, depth=depth).double()
+    module = construct(cls, dim, depth=depth).double()
     with torch.no_grad():
         for name, parameter in module.named_parameters():
             if name.startswith("blocks."):

@@ -39,7 +39,7 @@ from .draft import (
     primal_states,
     record_limit,
 )
-from .recurrence import OutsideTheory, reduce_rule
+from .recurrence import OutsideTheory, reduce_rule, spaces_reason
 from .verdict import block_reasons, equilibrium_reading, runge_kutta_universality, universality
 
 __all__ = [
@@ -185,7 +185,7 @@ def analyze_network(net: ir.Network) -> Certificate:
     try:
         rec = reduce_rule(net)
     except OutsideTheory as why:
-        if runge_kutta.is_multistage(net):
+        if runge_kutta.is_multistage(net) and not spaces_reason(net):
             return _runge_kutta_certificate(net, base, why)
         reasons = (f"outside the theory: {why}",) + tuple(block_reasons(net))
         return Certificate(

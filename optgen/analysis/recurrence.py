@@ -384,6 +384,9 @@ def stack(
 
 def reduce_rule(net: ir.Network) -> Recurrence:
     """The stacked recurrence of `net`, or OutsideTheory with the reason."""
+    spaces = spaces_reason(net)
+    if spaces:
+        raise OutsideTheory(spaces)
     next_values, locals_ = substituted_updates(net)
     schedules = schedules_of(net)
     notes = []
@@ -405,6 +408,35 @@ def reduce_rule(net: ir.Network) -> Recurrence:
         notes.append("a block reads input: that part of its argument is left out of C")
     return Recurrence(
         net.states, slots, matrix, calls, tuple(sorted(forcing.items())), tuple(notes)
+    )
+
+
+def spaces_reason(net: ir.Network) -> str | None:
+    """Why a rule over states of several spaces, or with an adjoint, is outside the
+    theory (the linear multistep reading of one state space, each block a gradient)."""
+    adjoints = sorted(
+        {a.block for st in net.statements for a in st.form.walk() if getattr(a, "adjoint", False)}
+    )
+    if not net.state_sizes and not adjoints:
+        return None
+    between = [b for b in net.blocks if b.source_space != b.target_space]
+    parts = []
+    if net.state_sizes:
+        spaces = ", ".join(f"{s} in {size}" for s, size in net.state_sizes)
+        count = 1 + len(net.sizes)
+        parts.append(f"the states live in {count} spaces ({spaces}; the others in dim)")
+    if between or adjoints:
+        names = sorted({b.name for b in between} | set(adjoints))
+        parts.append(
+            f"{' and '.join(names)} {'is a linear operator' if len(names) == 1 else 'are linear operators'}"
+            " between spaces, with "
+            + ("its adjoint" if len(names) == 1 else "their adjoints")
+            + ", not the gradient a block stands for"
+        )
+    return (
+        "; ".join(parts)
+        + ": the theory reads a rule on one space, each block a gradient, so this joint "
+        "primal-dual recurrence lies outside it"
     )
 
 

@@ -151,6 +151,10 @@ def _class_doc(net: ir.Network, plan: EmitPlan, certificate: Certificate) -> str
         "",
         "Args:",
         "    dim: feature size (channels for image layouts).",
+        *(
+            f"    {size}: the size of the space of {_states_of(net, size)} (dim's counterpart)."
+            for size in net.sizes
+        ),
         f"    depth: number of layers (default {net.depth}).",
     ]
     if plan.uses_k:
@@ -160,6 +164,10 @@ def _class_doc(net: ir.Network, plan: EmitPlan, certificate: Certificate) -> str
         )
     # One item a line: `wrap_prose` wraps a long one to the file's line length.
     return docstring_text("\n".join(lines)) + "\n"
+
+
+def _states_of(net: ir.Network, size: str) -> str:
+    return ", ".join(state for state, s in net.state_sizes if s == size)
 
 
 def _test_dim(net: ir.Network) -> int:
@@ -355,6 +363,8 @@ def render_test(
         class_name=plan.class_name,
         stem=stem,
         test_dim=_test_dim(net),
+        # Other spaces get other sizes (multiples of the test width): K is not square.
+        sizes=[(size, (i + 2) * _test_dim(net)) for i, size in enumerate(net.sizes)],
         input_shape=plan.layout.test_input,
         blocks=[(b.name, b.shared) for b in plan.blocks],
         test_depth=test_depth(net),

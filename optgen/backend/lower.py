@@ -50,6 +50,8 @@ class EmitPlan:
     kinds: tuple[str, ...]  # the block kinds used, sorted
     dim_checks: tuple[blocks.DimCheck, ...] = ()
     kernels_per_layer: int = 0
+    # The sizes of other spaces (`state y: m`): constructor arguments after dim.
+    sizes: tuple[str, ...] = ()
     # For a model's stages: the loop-carried names, and the ops of `init_slots(x)` and
     # `forward_slots(slots)` (empty for an equilibrium, which carries its output only).
     slots: tuple[str, ...] = ()
@@ -237,6 +239,7 @@ class Lowerer(Solves):
             kinds=kinds,
             dim_checks=tuple(dict.fromkeys(checks)),
             kernels_per_layer=plan.kernels(layer),
+            sizes=net.sizes,
             slots=slots,
             init_slots=init_slots,
             forward_slots=forward_slots,
@@ -312,8 +315,12 @@ class Lowerer(Solves):
         for assign in self.net.init:
             var = self.state_var[assign.state]
             terms = [(values[a], self.coef(c)) for a, c in assign.form.terms]
+            space = self.net.space(assign.state)
             if var == "x" and terms == [(self.input_var, self.coef(ONE))]:
                 pass  # the forward argument `x` already holds the input
+            elif not terms and space != ir.DIM_SPACE:
+                axis = 1 if self.net.layout == Layout.IMAGE else -1
+                self.init.append(plan.Zeros(var, self.input_var, space, axis))
             else:
                 self.init.extend(self.combine(var, terms, self.input_var))
             values[ir.Initial(assign.state)] = var

@@ -5,7 +5,7 @@ holding a whole form (an alias when it is one atom with coefficient 1)."""
 from __future__ import annotations
 
 from .. import ir
-from ..kinds.blocks import ELEMENTWISE_MAPS
+from ..kinds.blocks import BLOCK_KINDS, ELEMENTWISE_MAPS
 from . import plan
 from .lower_terms import CoefKind, Terms
 
@@ -35,8 +35,10 @@ class Forms(Terms):
         if isinstance(atom, ir.BlockOut):
             arg = self.operand(atom.arg, values, ops, f"{atom.block}_in")
             short = arg.isidentifier() and len(arg) < 12
-            var = name or self.ns.create(f"{atom.block}_{arg}" if short else f"{atom.block}_out")
-            ops.append(plan.BlockCall(var, self.block_var[atom.block], arg))
+            call = f"{atom.block}_T" if atom.adjoint else atom.block
+            var = name or self.ns.create(f"{call}_{arg}" if short else f"{call}_out")
+            adjoint = BLOCK_KINDS[self.net.block(atom.block).kind].adjoint if atom.adjoint else None
+            ops.append(plan.BlockCall(var, self.block_var[atom.block], arg, adjoint=adjoint))
             self.block_outputs.add(var)
         elif isinstance(atom, ir.MapOut):
             arg = self.operand(atom.arg, values, ops, f"{atom.fn}_in")

@@ -263,7 +263,15 @@ class _Body:
         if isinstance(atom, ir.BlockOut):
             name = self.fresh("b")
             argument = self.form(atom.arg, index)
-            self.emit(f"{name} = {self.block(atom.block)}({argument})", inner)
+            if atom.adjoint:  # by autograd, not by the weight the module's code reads
+                source = self.net.block(atom.block).source_space
+                axis = 1 if self.net.layout == "image" else -1
+                call = (
+                    f"_naive_adjoint({self.block(atom.block)}, {argument}, module.{source}, {axis})"
+                )
+                self.emit(f"{name} = {call}", inner)
+            else:
+                self.emit(f"{name} = {self.block(atom.block)}({argument})", inner)
         elif isinstance(atom, ir.MapOut):
             if atom.fn not in MAPS:
                 raise NaiveUnsupported(f"map {atom.fn}")
@@ -390,7 +398,13 @@ class _Network:
         net = self.net
         body = _Body(net, self.printer("0"), "0", "0", init=True)
         for init in net.init:
-            body.emit(f"initial[{init.state!r}] = {body.form(init.form)}")
+            space = net.space(init.state)
+            if not init.form.terms and space != ir.DIM_SPACE:  # zeros of another size
+                axis = 1 if net.layout == "image" else -1
+                value = f"_naive_zeros(input_, module.{space}, {axis})"
+            else:
+                value = body.form(init.form)
+            body.emit(f"initial[{init.state!r}] = {value}")
         for state in net.states:
             if state not in {i.state for i in net.init}:
                 body.emit(f"initial[{state!r}] = input_")
@@ -564,6 +578,20 @@ _DATA_SOURCES = {
     """The Euclidean norm of each sample, as a [B, 1, ...] tensor."""
     per_sample = a.reshape(a.shape[0], -1).norm(dim=1)
     return per_sample.reshape([a.shape[0]] + [1] * (a.dim() - 1))''',
+    "adjoint": '''def _naive_adjoint(block: nn.Module, y: Tensor, size: int, axis: int) -> Tensor:
+    """K^T(y) of a linear block K: the vector-Jacobian product of K (at zero) with y."""
+    shape = list(y.shape)
+    shape[axis] = size
+    outer = torch.is_grad_enabled()
+    with torch.enable_grad():
+        z = y.new_zeros(shape).requires_grad_()
+        (vjp,) = torch.autograd.grad(block(z), z, y, create_graph=outer)
+    return vjp''',
+    "zeros": '''def _naive_zeros(like: Tensor, size: int, axis: int) -> Tensor:
+    """Zeros shaped as `like` but for `size` entries on the channel axis."""
+    shape = list(like.shape)
+    shape[axis] = size
+    return like.new_zeros(shape)''',
     "max": '''def _naive_max(*values):
     """The largest of numbers and per-sample tensors, elementwise."""
     out = next(v for v in values if isinstance(v, Tensor))

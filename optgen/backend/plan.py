@@ -215,6 +215,8 @@ class Alias(Op):
 class Zeros(Op):
     target: str
     like: str
+    size: str | None = None  # another space: `self.m` channels on `axis`, not like's
+    axis: int = -1
     USES: ClassVar[tuple[str, ...]] = ("like",)
     KERNELS: ClassVar[int] = 1
 
@@ -296,13 +298,13 @@ class BlockCall(Op):
     block: str
     arg: str
     reuse: BlockReuse = BlockReuse.NONE
+    adjoint: str | None = None  # `K^T(y)`: its kind's `adjoint`, over {block} and {x}
     USES: ClassVar[tuple[str, ...]] = ("block", "arg")
 
 
 def reuse_block_calls(ops: tuple[Op, ...], how: BlockReuse) -> tuple[Op, ...]:
     """The block calls of a straight-line body marked `how` (those in a nested body, such
-    as the map a fixed-point solve iterates, stay plain: backward keeps no output of an
-    iteration)."""
+    as the map a solve iterates, stay plain: backward keeps no output of an iteration)."""
     return tuple(
         dataclasses.replace(op, reuse=how) if isinstance(op, BlockCall) else op for op in ops
     )

@@ -140,7 +140,14 @@ class ForwardWriter(CodeWriter):
         self.writeline(f"{op.target} = {op.source}")
 
     def visit_Zeros(self, op: plan.Zeros) -> None:
-        self.writeline(f"{op.target} = torch.zeros_like({op.like})")
+        if op.size is None:
+            self.writeline(f"{op.target} = torch.zeros_like({op.like})")
+        elif op.axis == -1:
+            shape = f"*{op.like}.shape[:-1], self.{op.size}"
+            self.writeline(f"{op.target} = {op.like}.new_zeros({shape})")
+        else:  # the channels of an image, [N, m, H, W]
+            shape = f"{op.like}.shape[0], self.{op.size}, *{op.like}.shape[2:]"
+            self.writeline(f"{op.target} = {op.like}.new_zeros({shape})")
 
     def visit_Lerp(self, op: plan.Lerp) -> None:
         start, end = op.start, op.end
@@ -169,7 +176,9 @@ class ForwardWriter(CodeWriter):
         self.writeline(f"{op.target} = torch.mul({op.source}, {op.factor.text})")
 
     def visit_BlockCall(self, op: plan.BlockCall) -> None:
-        if op.reuse is plan.BlockReuse.NONE:
+        if op.adjoint is not None:
+            self.writeline(f"{op.target} = {op.adjoint.format(block=op.block, x=op.arg)}")
+        elif op.reuse is plan.BlockReuse.NONE:
             self.writeline(f"{op.target} = {op.block}({op.arg})")
         else:
             self.writeline(f"{op.target} = {op.reuse.value}(self, {op.block}, {op.arg})")

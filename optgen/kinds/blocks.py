@@ -19,7 +19,7 @@ from enum import Enum
 import sympy
 
 from .. import torch_names
-from ..ir import DIM
+from ..ir import DIM, DIM_SPACE
 from ..present import literal
 from ..resources import resource_path
 from .calls import DIM as DIM_CODE
@@ -79,6 +79,7 @@ LAYOUTS = {layout: layout.shape for layout in Layout}
 class ArgKind(str, Enum):
     INT = "int"  # an integer expression in dim
     CHOICE = "choice"  # one word of a fixed list
+    SPACE = "space"  # a size of the network: dim, or a size a state is declared with
 
     __hash__ = str.__hash__
 
@@ -157,7 +158,7 @@ def _fractional_dims(block, kind: BlockKind) -> list[DimCheck]:
             continue
         value = sympy.sympify(value)
         numerator, denominator = sympy.fraction(sympy.together(value))
-        if denominator != 1 and DIM in value.free_symbols:
+        if denominator != 1 and value.free_symbols:
             code = sympy.sstr(numerator.subs(DIM, sympy.Symbol("dim")))
             shown = sympy.sstr(value)
             checks.append(
@@ -172,12 +173,13 @@ def _fractional_dims(block, kind: BlockKind) -> list[DimCheck]:
 
 def _heads_divide_dim(block, kind: BlockKind) -> list[DimCheck]:
     heads = dim_code(dict(block.args).get("heads", 1))
+    size = dict(block.args).get("space", DIM_SPACE)  # the width it attends over
     checks = _fractional_dims(block, kind)
     if heads != "1":
         checks.append(
             DimCheck(
-                f"dim % {heads}" if heads.isdigit() else f"dim % ({heads})",
-                f"block {block.name} = {kind.name}(heads={heads}) needs dim divisible by "
+                f"{size} % {heads}" if heads.isdigit() else f"{size} % ({heads})",
+                f"block {block.name} = {kind.name}(heads={heads}) needs {size} divisible by "
                 f"heads = {heads}",
             )
         )
@@ -190,14 +192,32 @@ def _dim_value(expr) -> Value:
     return int(code) if code.lstrip("-").isdigit() else Code(code)
 
 
+def size_code(space: str) -> Code:
+    """The constructor's variable holding the size of a space (`dim`, or `m` of `y: m`)."""
+    return DIM_CODE if space == DIM_SPACE else Code(space)
+
+
 def _keyword_constructor(block, kind: BlockKind) -> Call:
     args = dict(block.args)
     kwargs = []
     for key, spec in kind.args.items():
+        if spec.kind is ArgKind.SPACE:
+            continue
         value = args.get(key, spec.default)
         shown = str(value) if spec.kind is ArgKind.CHOICE else _dim_value(value)
         kwargs.append((key, shown))
-    return Call(kind.class_name, (DIM_CODE,), tuple(kwargs))
+    return Call(kind.class_name, (size_code(args.get("space", DIM_SPACE)),), tuple(kwargs))
+
+
+def _operator_constructor(block, kind: BlockKind) -> Call:
+    """A torch module without bias: K(e) is linear, and K^T(e) its adjoint (`adjoint`)."""
+    args = dict(block.args)
+    sizes = (size_code(args["from"]), size_code(args["to"]))
+    if "kernel" not in args:
+        return Call(kind.class_name, sizes, (("bias", False),))
+    kernel = _dim_value(args["kernel"])
+    padding = kernel // 2 if isinstance(kernel, int) else Code(f"({kernel}) // 2")
+    return Call(kind.class_name, (*sizes, kernel), (("padding", padding), ("bias", False)))
 
 
 def _custom_value(v) -> Value:
@@ -241,6 +261,9 @@ class BlockKind:
     takes_target: bool = False
     meta_args: dict[str, Arg] = field(default_factory=dict)
     source: str | None = None  # inline source instead of templates/blocks/<template>
+    # An operator between two spaces (`from=`, `to=`): `K^T(e)`, its adjoint sharing its
+    # weight, is this format string over {block} (the module) and {x} (the argument).
+    adjoint: str | None = None
 
     def source_text(self) -> str:
         if self.source is not None:
@@ -252,6 +275,8 @@ class BlockKind:
 
 
 _ACT = Arg(ArgKind.CHOICE, "relu", tuple(ACTIVATIONS))
+# The space a block maps to itself: `mlp(space=m)` acts on a state declared `y: m`.
+_SPACE = Arg(ArgKind.SPACE, DIM_SPACE)
 
 BLOCK_KINDS: dict[str, BlockKind] = {
     "mlp": BlockKind(
@@ -263,6 +288,7 @@ BLOCK_KINDS: dict[str, BlockKind] = {
             "hidden": Arg(ArgKind.INT, "dim"),
             "act": _ACT,
             "norm": Arg(ArgKind.CHOICE, "none", ("none", "layer")),
+            "space": _SPACE,
         },
         two_layer=_two_layer_by_activation,
         doc="Linear-act-Linear",
@@ -273,8 +299,38 @@ BLOCK_KINDS: dict[str, BlockKind] = {
         "LinearBlock",
         "linear.py",
         Layout.VECTOR,
+        {"space": _SPACE},
         two_layer=_two_layer_never,
         doc="one Linear",
+    ),
+    # Operators between two spaces, with their adjoints: `K(x)` maps the space `from` to
+    # `to`, and `K^T(y)` maps back with the same weight (PDHG's K and K^T).
+    "operator": BlockKind(
+        "operator",
+        "nn.Linear",
+        "",
+        Layout.VECTOR,
+        {"from": _SPACE, "to": _SPACE},
+        two_layer=_two_layer_never,
+        doc="a linear map without bias between two spaces",
+        constructor=_operator_constructor,
+        dim_checks=lambda block, kind: [],
+        source="",
+        adjoint="torch.matmul({x}, {block}.weight)",
+    ),
+    "conv_operator": BlockKind(
+        "conv_operator",
+        "nn.Conv2d",
+        "",
+        Layout.IMAGE,
+        {"from": _SPACE, "to": _SPACE, "kernel": Arg(ArgKind.INT, 3, odd=True)},
+        two_layer=_two_layer_never,
+        doc="a convolution without bias between two spaces",
+        constructor=_operator_constructor,
+        dim_checks=lambda block, kind: [],
+        source="",
+        imports=frozenset({Import.FUNCTIONAL}),  # conv_transpose2d
+        adjoint="F.conv_transpose2d({x}, {block}.weight, padding={block}.padding)",
     ),
     "conv": BlockKind(
         "conv",
@@ -285,6 +341,7 @@ BLOCK_KINDS: dict[str, BlockKind] = {
             "hidden": Arg(ArgKind.INT, "dim"),
             "kernel": Arg(ArgKind.INT, 3, odd=True),
             "act": _ACT,
+            "space": _SPACE,
         },
         two_layer=_two_layer_by_activation,
         doc="pre-activation BN-act-Conv-BN-act-Conv",
@@ -295,7 +352,7 @@ BLOCK_KINDS: dict[str, BlockKind] = {
         "ConvNeXtBlock",
         "convnext.py",
         Layout.IMAGE,
-        {"kernel": Arg(ArgKind.INT, 7, odd=True), "expand": Arg(ArgKind.INT, 4)},
+        {"kernel": Arg(ArgKind.INT, 7, odd=True), "expand": Arg(ArgKind.INT, 4), "space": _SPACE},
         doc="depthwise conv, LayerNorm, 1x1, GELU, 1x1",
     ),
     "transformer": BlockKind(
@@ -303,7 +360,7 @@ BLOCK_KINDS: dict[str, BlockKind] = {
         "TransformerBlock",
         "transformer.py",
         Layout.SEQUENCE,
-        {"heads": Arg(ArgKind.INT, 1), "expand": Arg(ArgKind.INT, 4)},
+        {"heads": Arg(ArgKind.INT, 1), "expand": Arg(ArgKind.INT, 4), "space": _SPACE},
         doc="Attn(z) + MLP(z + Attn(z)) with pre-norm",
         imports=frozenset({Import.FUNCTIONAL}),  # scaled_dot_product_attention
         dim_checks=_heads_divide_dim,

@@ -47,6 +47,7 @@ class Layer:
         local_history: dict[str, list[torch.Tensor]],
         block: BlockLookup,
         input: torch.Tensor,
+        adjoint=None,
     ):
         self.number = number  # this layer's index in the states' histories
         # ... and in the locals' (a model's stage carries its states, not its locals).
@@ -57,6 +58,7 @@ class Layer:
         self.local_history = local_history  # local -> its values at earlier layers
         self.block = block
         self.input = input
+        self.adjoint = adjoint  # (block name, y) -> K^T(y)
         self.new: dict[str, torch.Tensor] = {}  # state -> its next value, once assigned
         self.locals: dict[str, torch.Tensor] = {}  # this layer's locals
         # Block outputs of this layer by call (`T(x)` twice is one call, language.md 5.2);
@@ -132,7 +134,10 @@ class Layer:
         keep = not _reads_next(atom, self.unknowns)
         if keep and atom in self._calls:
             return self._calls[atom]
-        out = self.block(atom.block)(self.form(atom.arg))
+        if atom.adjoint:
+            out = self.adjoint(atom.block, self.form(atom.arg))
+        else:
+            out = self.block(atom.block)(self.form(atom.arg))
         if keep:
             self._calls[atom] = out
         return out

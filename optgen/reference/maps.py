@@ -50,3 +50,21 @@ MAPS = {
     "softshrink": softshrink,
     "clamp": clamp,
 }
+
+
+def zeros_in(like: torch.Tensor, size: int, axis: int) -> torch.Tensor:
+    """Zeros shaped as `like` but for `size` entries on the channel axis: a state of
+    another space before its first layer (`init y = 0` of `state y: m`)."""
+    shape = list(like.shape)
+    shape[axis] = size
+    return like.new_zeros(shape)
+
+
+def vjp_adjoint(block, y: torch.Tensor, size: int, axis: int) -> torch.Tensor:
+    """K^T(y) of a linear block K, as the vector-Jacobian product of K with y (at zero):
+    the adjoint from its definition, whatever weight the module's code reads."""
+    outer = torch.is_grad_enabled()
+    with torch.enable_grad():
+        z = zeros_in(y, size, axis).requires_grad_()
+        (vjp,) = torch.autograd.grad(block(z), z, y, create_graph=outer)
+    return vjp

@@ -17,6 +17,7 @@ from torch import nn
 
 from .. import ir
 from .layer import Layer
+from .maps import vjp_adjoint, zeros_in
 from .params import LearnableParams
 from .scalars import Coefficients, Unsupported
 from .solve import FixedPoint
@@ -100,7 +101,11 @@ class _Run:
         values: dict[str, torch.Tensor] = {}
         layer = self._layer(0, 0, 0, {}, values, {})
         for init in self.network.init:
-            values[init.state] = layer.form(init.form)
+            space = self.network.space(init.state)
+            if not init.form.terms and space != ir.DIM_SPACE:
+                values[init.state] = zeros_in(self.input, self.size(space), self.axis)
+            else:
+                values[init.state] = layer.form(init.form)
         for state in self.network.states:
             values.setdefault(state, self.input)
         return values
@@ -141,7 +146,26 @@ class _Run:
             local_history=local_history,
             block=self.block_lookup(number),
             input=self.input,
+            adjoint=self.adjoint_lookup(number),
         )
+
+    @property
+    def axis(self) -> int:
+        """The channel axis: the one a space's size is counted on."""
+        return 1 if self.network.layout == "image" else -1
+
+    def size(self, space: str) -> int:
+        """The size of a space: the input's channels for dim, the module's `m` for m."""
+        return self.input.shape[self.axis] if space == ir.DIM_SPACE else getattr(self.module, space)
+
+    def adjoint_lookup(self, number: int):
+        block = self.block_lookup(number)
+
+        def adjoint(name: str, y: torch.Tensor) -> torch.Tensor:
+            source = self.network.block(name).source_space
+            return vjp_adjoint(block(name), y, self.size(source), self.axis)
+
+        return adjoint
 
     def _run_statements(self, layer: Layer) -> None:
         for stmt in self.network.statements:

@@ -38,6 +38,8 @@ class Context:
         self.depth = 1
         # The locals of the update being checked.
         self.local_names: set[str] = set()
+        # The sizes of the network's other spaces (`state y: m`), in order of declaration.
+        self.sizes: tuple[str, ...] = ()
         # Recursive schedules of the network being checked (`param tk[k+1] = ...`), and
         # while the recursion of one is read: its name and start value.
         self.schedules: dict[str, type] = {}

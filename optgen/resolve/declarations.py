@@ -173,7 +173,9 @@ class DeclarationResolver(Job):
                     ),
                 )
             arg = spec[key]
-            if arg.kind is ArgKind.CHOICE:
+            if arg.kind is ArgKind.SPACE:
+                args[key] = self.space_arg(a, kind_name, d.name.id)
+            elif arg.kind is ArgKind.CHOICE:
                 word = (
                     a.value.value
                     if isinstance(a.value, ast.StringLit)
@@ -194,7 +196,7 @@ class DeclarationResolver(Job):
                         a.value.span, f"{key} must be an integer expression in dim, not a string"
                     )
                 value = sympy.expand(
-                    self.scalars.scalar(a.value, {"dim": DIM}, f"the argument {key}")
+                    self.scalars.scalar(a.value, self.size_symbols(), f"the argument {key}")
                 )
                 self._check_int_arg(value, a.value.span, key)
                 if arg.odd and not value.free_symbols and value % 2 == 0:
@@ -207,14 +209,55 @@ class DeclarationResolver(Job):
         layout = kind.layout or Layout(args.get("layout", Layout.VECTOR))
         if kind.takes_target:  # the user's class keeps its own defaults
             full = {k: v.default for k, v in kind.meta_args.items()}
-        else:  # every argument spelled out, "dim" defaults as the symbol
+        else:  # every argument spelled out, "dim" defaults as the size of the block's space
+            own = ir.size_symbol(str(args.get("space", ir.DIM_SPACE)))
             full = {
-                k: (v.default if v.kind is ArgKind.CHOICE or v.default != "dim" else DIM)
+                k: (v.default if v.kind is not ArgKind.INT or v.default != "dim" else own)
                 for k, v in spec.items()
             }
         full.update(args)
         return ir.Block(
             d.name.id, kind_name, tuple(sorted(full.items())), shared, layout, d.span, target
+        )
+
+    def size(self, ident: ast.Ident, sizes: dict[str, str], claim) -> bool:
+        """`state y: m`: whether m names a space other than dim (a constructor argument
+        and an attribute of the generated module), claimed on its first use."""
+        word = ident.id
+        if word == ir.DIM_SPACE or word in sizes.values():
+            return word != ir.DIM_SPACE
+        taken = (
+            naming.reserved(naming.Reserved.CONSTRUCTOR_LOCAL)
+            | naming.reserved(naming.Reserved.MODULE_ATTRIBUTE)
+            | naming.reserved(naming.Reserved.FILE_BINDING)
+        )
+        if word.startswith("_") or keyword.iskeyword(word) or word in taken:
+            self.report.error(
+                ident.span,
+                f"size '{word}' would be an argument and an attribute of the generated "
+                "module, where that name is taken",
+                "pick another name for the size, such as m or n_dual",
+            )
+            return False
+        return claim(ident, "size")
+
+    def size_symbols(self) -> dict[str, sympy.Symbol]:
+        """The sizes an integer block argument may use: dim and the network's own."""
+        return {size: ir.size_symbol(size) for size in (ir.DIM_SPACE, *self.ctx.sizes)}
+
+    def space_arg(self, a: ast.BlockArg, kind_name: str, block: str) -> str:
+        """`space=m`, `from=dim`, `to=m`: dim, or a size a state of the network is declared
+        with (`state y: m`)."""
+        word = a.value.id if isinstance(a.value, ast.Name) else None
+        if word == ir.DIM_SPACE or word in self.ctx.sizes:
+            return word
+        spaces = (ir.DIM_SPACE, *self.ctx.sizes)
+        self.fail(
+            a.value.span,
+            f"{a.key.id}={self.text(a.value)}: block {block} = {kind_name}(...) names a space "
+            f"the network does not have (its spaces: {', '.join(spaces)})",
+            (_did_you_mean(word, spaces) if word else None)
+            or "a space is dim, or the size of a state declared as state y: m",
         )
 
     def custom_target(self, block: str, literal: ast.StringLit) -> str:
@@ -265,14 +308,10 @@ class DeclarationResolver(Job):
         )
 
     def _check_int_arg(self, value: sympy.Expr, span: Span, key: str) -> None:
-        for dim in (1, 2, 3, 64):
-            v = value.subs(DIM, dim)
-            if not v.is_integer or v <= 0:
-                if value.free_symbols:
-                    continue
-                self.fail(span, f"{key} must be a positive integer, got {value}")
-        if value.free_symbols - {DIM}:
+        if value.free_symbols - set(self.size_symbols().values()):
             self.fail(span, f"{key} may only use dim and numbers")
+        if not value.free_symbols and (not value.is_integer or value <= 0):
+            self.fail(span, f"{key} must be a positive integer, got {value}")
 
     def solver(self, d: ast.SolverDecl) -> ir.SolverSpec:
         table = SOLVERS if d.role == "solver" else BACKWARDS

@@ -17,6 +17,7 @@ from ..syntax import ast
 from .context import Context, Job, _clip, _did_you_mean
 from .data_scalars import REDUCTIONS, DataScalars, data_term
 from .scalars import CONSTANTS, ScalarResolver
+from .spaces import SpaceRules
 from .sums import HistorySums
 from .values import DataScalar, Scalar, ScalarLike, Scope, Tensor, Value
 
@@ -34,6 +35,7 @@ class ExpressionResolver(Job):
         self.maps = MapArgumentChecks(ctx)
         self.data = DataScalars(ctx, scalars)
         self.sums = HistorySums(ctx, scalars)
+        self.spaces = SpaceRules(ctx)
         # The scope of the expression being folded, for `combine`.
         self._scope: Scope | None = None
 
@@ -66,9 +68,11 @@ class ExpressionResolver(Job):
             return Scalar(CONSTANTS[name], node.span)
         if name in scope.states:
             lag = 1 if name in scope.rebound else 0
-            return Tensor(ir.LinearForm.of(ir.StateAt(name, lag)), node.span)
+            return Tensor(ir.LinearForm.of(ir.StateAt(name, lag)), node.span, scope.space(name))
         if name in scope.locals_:
-            return Tensor(ir.LinearForm.of(ir.Local(name)), node.span)
+            return Tensor(
+                ir.LinearForm.of(ir.Local(name)), node.span, self.local_space(name, scope)
+            )
         if name == "input":
             scope.uses_input = True
             return Tensor(ir.LinearForm.of(ir.InputValue()), node.span)
@@ -102,7 +106,7 @@ class ExpressionResolver(Job):
                 f"block {scope.in_block} is applied to {name}+, which depends on its own output"
             )
             scope.forward_refs.append((name, span))
-        return Tensor(ir.LinearForm.of(ir.StateAt(name, 1)), span)
+        return Tensor(ir.LinearForm.of(ir.StateAt(name, 1)), span, scope.space(name))
 
     def _value_NextName(self, node: ast.NextName, scope: Scope) -> Value:
         return self._next_state(node.id, node.span, scope)
@@ -125,7 +129,7 @@ class ExpressionResolver(Job):
                 f"undefined state '{node.id}'",
                 _did_you_mean(node.id, scope.states),
             )
-        return Tensor(ir.LinearForm.of(ir.StateAt(node.id, -1)), node.span)
+        return Tensor(ir.LinearForm.of(ir.StateAt(node.id, -1)), node.span, scope.space(node.id))
 
     def _value_Indexed(self, node: ast.Indexed, scope: Scope) -> Value:
         name = node.id
@@ -169,7 +173,8 @@ class ExpressionResolver(Job):
                     f"inside a sum, index '{name}' by '{scope.sum_var}' itself",
                     f"write {name}[{scope.sum_var}]",
                 )
-            return Tensor(ir.LinearForm.of(ir.History(name, is_state)), node.span)
+            space = scope.space(name) if is_state else self.local_space(name, scope)
+            return Tensor(ir.LinearForm.of(ir.History(name, is_state)), node.span, space)
         if (
             index.free_symbols == {ir.K}
             and poly.total_degree() == 1
@@ -198,15 +203,13 @@ class ExpressionResolver(Job):
                     f"'{name}[k{lag:+d}]' lies in the future",
                     "an update can read x[k+1] at most",
                 )
-            if lag == 0:
-                return Tensor(ir.LinearForm.of(ir.StateAt(name, 0)), node.span)
             if lag < -64:
                 self.fail(
                     node.index.span, f"lag {lag} is too deep", "read at most 64 iterates back"
                 )
-            return Tensor(ir.LinearForm.of(ir.StateAt(name, lag)), node.span)
+            return Tensor(ir.LinearForm.of(ir.StateAt(name, lag)), node.span, scope.space(name))
         if not index.free_symbols and index == 0 and is_state:
-            return Tensor(ir.LinearForm.of(ir.Initial(name)), node.span)
+            return Tensor(ir.LinearForm.of(ir.Initial(name)), node.span, scope.space(name))
         self.fail(
             node.index.span,
             f"unsupported index '{self.text(node.index)}'",
@@ -226,7 +229,13 @@ class ExpressionResolver(Job):
         """`g-`, `g[k-2]`: local g of an earlier layer (its value at layer 0 before that)."""
         if name == scope.current_target:
             self.fail(node.span, f"local '{name}' is used in its own definition")
-        return Tensor(ir.LinearForm.of(ir.Local(name, lag)), node.span)
+        return Tensor(
+            ir.LinearForm.of(ir.Local(name, lag)), node.span, self.local_space(name, scope)
+        )
+
+    @staticmethod
+    def local_space(name: str, scope: Scope) -> str:
+        return scope.local_spaces.get(name, ir.DIM_SPACE)
 
     def _value_Call(self, node: ast.Call, scope: Scope) -> Value:
         func = node.func
@@ -243,10 +252,18 @@ class ExpressionResolver(Job):
                 )
             scope.in_block = func
             try:
-                arg = self.tensor(node.args[0], scope, f"the argument of {func}")
+                arg = self.tensor_value(node.args[0], scope, f"the argument of {func}")
             finally:
                 scope.in_block = None
-            return Tensor(ir.LinearForm.of(ir.BlockOut(func, arg)), node.span)
+            space = self.spaces.block_call(node, arg, scope)
+            out = ir.BlockOut(func, arg.form, node.adjoint)
+            return Tensor(ir.LinearForm.of(out), node.span, space)
+        if node.adjoint:
+            self.fail(
+                node.func_span,
+                f"'{func}^T': only an operator block has an adjoint, and '{func}' is not a block",
+                "declare one: block K = operator(from=dim, to=m), then write K^T(y)",
+            )
         if func in ELEMENTWISE_MAPS:
             spec = ELEMENTWISE_MAPS[func]
             if len(node.args) != 1 + len(spec.scalar_args):
@@ -255,7 +272,7 @@ class ExpressionResolver(Job):
                     node.span,
                     f"{func} takes {1 + len(spec.scalar_args)} argument(s): {func}({sig})",
                 )
-            arg = self.tensor(node.args[0], scope, f"the argument of {func}")
+            arg = self.tensor_value(node.args[0], scope, f"the argument of {func}")
             scalars = []
             for extra in node.args[1:]:
                 v = self.value(extra, scope)
@@ -274,11 +291,21 @@ class ExpressionResolver(Job):
                     )
                 scalars.append(v.expr)
             self.maps.check_map_arguments(func, node, scalars, scope)
-            return Tensor(ir.LinearForm.of(ir.MapOut(func, arg, tuple(scalars))), node.span)
+            out = ir.MapOut(func, arg.form, tuple(scalars))
+            return Tensor(ir.LinearForm.of(out), node.span, arg.space)
         if func in schedules.SCALAR_FUNCTIONS:
             return self.scalar_call(node, scope)
         if func in REDUCTIONS:
-            return self.data.reduction(node, scope, self.tensor)
+            spaces: list[str] = []
+
+            def tensor(arg, scope: Scope, what: str) -> ir.LinearForm:
+                value = self.tensor_value(arg, scope, what)
+                spaces.append(value.space)
+                return value.form
+
+            scalar = self.data.reduction(node, scope, tensor)
+            self.spaces.same_space(node, spaces, f"{func}(...)")
+            return scalar
         if func == "sum":
             self.fail(node.span, "sum over history is written sum(i = 0..k, expr)")
         known = (
@@ -324,14 +351,16 @@ class ExpressionResolver(Job):
         return name is not None and name in scope.params and scope.params[name].learnable
 
     def _value_HistorySum(self, node: ast.HistorySum, scope: Scope) -> Value:
-        return self.sums.resolve(node, scope, self.tensor, self._learnable)
+        total = self.sums.resolve(node, scope, self.tensor, self._learnable)
+        self.spaces.history_sum(node, total.form.terms[0][0].body, scope)
+        return total
 
     def negate(self, node: ast.Neg, v: Value) -> Value:
         if isinstance(v, Scalar):
             return Scalar(-v.expr, node.span)
         if isinstance(v, DataScalar):
             return DataScalar(-v.expr, v.reductions, node.span)
-        return Tensor(v.form.scale(sympy.Integer(-1)), node.span)
+        return Tensor(v.form.scale(sympy.Integer(-1)), node.span, v.space)
 
     def combine(self, node: ast.Binary, left: Value, right: Value) -> Value:
         """`left op right`, each operand already evaluated."""
@@ -372,7 +401,7 @@ class ExpressionResolver(Job):
                 )
             other = right.form if op == "+" else right.form.scale(sympy.Integer(-1))
             self.check_coefficient_size(left.form, other, node)
-            return Tensor(left.form + other, node.span)
+            return Tensor(left.form + other, node.span, self.spaces.combined(node, left, right))
         if op == "*":
             if isinstance(left, Tensor) and isinstance(right, Tensor):
                 self.fail(
@@ -381,11 +410,13 @@ class ExpressionResolver(Job):
                     "coefficients must be scalars (numbers, params, k); a product of tensors is not a linear combination",
                 )
             scalar, tensor = (left, right) if isinstance(left, ScalarLike) else (right, left)
+            self.spaces.scaled(node, tensor, scalar.expr, self._scope)
             if isinstance(scalar, DataScalar):
                 text = self.text(node.left if scalar is left else node.right)
                 form = data_term(scalar, tensor.form, text)
-                return Tensor(self.finite_form(form, node), node.span)
-            return Tensor(self.finite_form(tensor.form.scale(scalar.expr), node), node.span)
+                return Tensor(self.finite_form(form, node), node.span, tensor.space)
+            form = self.finite_form(tensor.form.scale(scalar.expr), node)
+            return Tensor(form, node.span, tensor.space)
         # division
         if isinstance(right, Tensor):
             self.fail(
@@ -395,10 +426,12 @@ class ExpressionResolver(Job):
             )
         if right.expr == 0:
             self.fail(node.right.span, "division by zero")
+        self.spaces.scaled(node, left, right.expr, self._scope)
         if isinstance(right, DataScalar):
             form = self.data.divided(node, left.form, right, self._scope)
-            return Tensor(self.finite_form(form, node), node.span)
-        return Tensor(self.finite_form(left.form.scale(1 / right.expr), node), node.span)
+            return Tensor(self.finite_form(form, node), node.span, left.space)
+        form = self.finite_form(left.form.scale(1 / right.expr), node)
+        return Tensor(form, node.span, left.space)
 
     def check_coefficient_size(self, left: ir.LinearForm, right: ir.LinearForm, node) -> None:
         """The coefficients of a sum of two forms hold at most MAX_COEFFICIENT_PARAMS
@@ -425,6 +458,12 @@ class ExpressionResolver(Job):
 
     def tensor(self, node, scope: Scope, what: str) -> ir.LinearForm:
         return self.as_tensor(self.value(node, scope), node, what)
+
+    def tensor_value(self, node, scope: Scope, what: str) -> Tensor:
+        """The value of a tensor expression, with its space."""
+        value = self.value(node, scope)
+        self.as_tensor(value, node, what)
+        return value
 
     def as_tensor(self, v: Value, node, what: str) -> ir.LinearForm:
         if isinstance(v, ScalarLike):

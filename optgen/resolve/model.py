@@ -257,6 +257,14 @@ class ModelResolver(Job):
                 "stage cannot hold yet",
                 "sum from a fixed layer (sum(i = 0..k, ...)) in a model's stages",
             )
+        if net is not None and net.state_sizes:
+            state, size = net.state_sizes[0]
+            self.fail(
+                d.network.span,
+                f"network {name} has a state in a space of its own ({state}: {size}), which "
+                "a model stage cannot build yet: a stage gives its network dim only",
+                "run the primal-dual network as a module of its own",
+            )
         return ir.Stage(name, args["dim"], args["depth"], d.span), net
 
     def stage_dim_checks(self, d: ast.StageDecl, stage: ir.Stage, net: ir.Network) -> None:
@@ -374,7 +382,10 @@ def _layout_hint(layout: str) -> str:
     """The stems of the registry giving `layout` and the block kinds taking it: `after a
     tokens stem, a stage runs a network of transformer blocks`."""
     stems = [name for name, kind in STEM_KINDS.items() if _gives(kind) == layout]
-    blocks = [name for name, kind in BLOCK_KINDS.items() if kind.layout == layout]
+    # Operators map between spaces: a primal-dual network, not what a stage is built from.
+    blocks = [
+        name for name, kind in BLOCK_KINDS.items() if kind.layout == layout and kind.adjoint is None
+    ]
     return f"after a {_either(stems)} stem, a stage runs a network of {_either(blocks)} blocks"
 
 

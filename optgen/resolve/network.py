@@ -5,6 +5,7 @@ next iterate read inside a block call of an implicit rule."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 
 import sympy
@@ -104,9 +105,23 @@ class NetworkResolver(Job):
                 "the analysis and the generated layers grow with the square of the states",
             )
         states = []
-        for ident in decls[ast.StateDecl][0].names if has_states else ():
+        state_sizes: dict[str, str] = {}
+        state_decl = decls[ast.StateDecl][0] if has_states else None
+        for ident, size in zip(state_decl.names, state_decl.sizes) if has_states else ():
             if claim(ident, "state"):
                 states.append(ident.id)
+            if size is not None and self.declarations.size(size, state_sizes, claim):
+                state_sizes[ident.id] = size.id
+        started = {a.target.id for d in decls.get(ast.InitDecl, []) for a in d.assigns}
+        for ident, size in zip(state_decl.names, state_decl.sizes) if has_states else ():
+            if ident.id in state_sizes and ident.id not in started:
+                self.report.error(
+                    size.span,
+                    f"state '{ident.id}' lives in the space {size.id}, so it cannot start as "
+                    "input, which lives in dim",
+                    f"give it a start: init {ident.id} = 0",
+                )
+        self.ctx.sizes = tuple(dict.fromkeys(state_sizes.values()))
 
         depth, equilibrium = DEFAULT_DEPTH, False
         if ast.LayersDecl in decls:
@@ -139,6 +154,13 @@ class NetworkResolver(Job):
                 block_names.add(d.name.id)
                 if block is not None:
                     blocks[d.name.id] = block
+        # A matrix operator acts on the last axis: it takes the token layout of the
+        # network's other blocks as well as the vector one.
+        if {b.layout for b in blocks.values() if b.kind != "operator"} == {"sequence"}:
+            blocks = {
+                n: dataclasses.replace(b, layout="sequence") if b.kind == "operator" else b
+                for n, b in blocks.items()
+            }
         layouts = {b.layout for b in blocks.values()}
         if len(layouts) > 1:
             first = next(iter(blocks.values()))
@@ -189,16 +211,23 @@ class NetworkResolver(Job):
         reasons: list[str] = []
         uses_input = False
         if has_states:
-            init = self.updates.init(decls.get(ast.InitDecl, []), states, params)
+            init = self.updates.init(decls.get(ast.InitDecl, []), states, params, state_sizes)
         if has_states and ast.UpdateDecl in decls:
             statements, reasons, uses_input = self.updates.update(
-                decls[ast.UpdateDecl][0], states, params, block_names, taken
+                decls[ast.UpdateDecl][0], states, params, (block_names, blocks), taken, state_sizes
             )
 
         output = states[0] if states else None
         if ast.OutputDecl in decls and has_states:
             out = decls[ast.OutputDecl][0]
-            if out.name.id in states:
+            if out.name.id in state_sizes:
+                self.report.error(
+                    out.name.span,
+                    f"output '{out.name.id}' lives in the space {state_sizes[out.name.id]}, and "
+                    "the module returns a tensor of its input's space, dim",
+                    "output a state of dim",
+                )
+            elif out.name.id in states:
                 output = out.name.id
             elif out.name.id not in self.poisoned:
                 self.report.error(
@@ -235,6 +264,18 @@ class NetworkResolver(Job):
         checkpoint = None
         if ast.CheckpointDecl in decls:
             checkpoint = self.attempt(self.declarations.checkpoint, decls[ast.CheckpointDecl][0])
+        if state_sizes and (implicit or equilibrium or reversible or checkpoint):
+            what = (
+                "an equilibrium"
+                if equilibrium
+                else "implicit" if implicit else "reversible" if reversible else "checkpointed"
+            )
+            self.report.error(
+                state_decl.sizes[[s is not None for s in state_decl.sizes].index(True)].span,
+                f"states of another space than dim are for explicit layers, and network "
+                f"{name} is {what}",
+                "the solvers, the reversible backward and checkpoint carry states of dim only",
+            )
         self.declarations.check_memory_modes(
             name, decls, implicit or equilibrium, "an equilibrium" if equilibrium else "implicit"
         )
@@ -273,6 +314,7 @@ class NetworkResolver(Job):
             backward=backward,
             checkpoint=checkpoint,
             spans={"name": node.name.span, **self.declarations.memory_spans(decls)},
+            state_sizes=tuple(state_sizes.items()),
         )
         ir.validate(net)
         return net
@@ -327,7 +369,11 @@ class UpdateResolver(Job):
         self.data_spans: list = []  # where the last update read dot and norm
 
     def init(
-        self, decls: list[ast.InitDecl], states: list[str], params: dict[str, ir.Param]
+        self,
+        decls: list[ast.InitDecl],
+        states: list[str],
+        params: dict[str, ir.Param],
+        state_sizes: dict[str, str],
     ) -> list[ir.InitAssign]:
         given: dict[str, ast.InitAssign] = {}
         for d in decls:
@@ -357,7 +403,13 @@ class UpdateResolver(Job):
                 if all(s in ready for s in _state_names(a.value, states)):
                     form = self.attempt(self.init_form, a.value, states, params)
                     if form is not None:
-                        result.append(ir.InitAssign(a.target.id, form, a.span))
+                        assign = ir.InitAssign(a.target.id, form, a.span)
+                        space = state_sizes.get(a.target.id, ir.DIM_SPACE)
+                        spaces = lambda s: state_sizes.get(s, ir.DIM_SPACE)  # noqa: E731
+                        if self.attempt(
+                            self.expressions.spaces.init, assign, a.span, space, spaces
+                        ):
+                            result.append(assign)
                     ready.add(a.target.id)  # a failed init still defines its state
                     pending.remove(a)
                     progress = True
@@ -424,9 +476,13 @@ class UpdateResolver(Job):
         return ir.LinearForm.from_dict(terms)
 
     def update(
-        self, d: ast.UpdateDecl, states: list[str], params, blocks, taken
+        self, d: ast.UpdateDecl, states: list[str], params, blocks, taken, state_sizes
     ) -> tuple[list[ir.Assign], list[str], bool]:
-        scope = Scope(tuple(states), params, blocks)
+        """`blocks`: the names of every block declared, and the blocks that resolved."""
+        names, resolved = blocks
+        scope = Scope(
+            tuple(states), params, names, state_sizes=state_sizes, resolved_blocks=resolved
+        )
         self.ctx.local_names = set()
         statements = []
         if len(d.statements) > MAX_STATEMENTS:
@@ -492,6 +548,7 @@ class UpdateResolver(Job):
                 scope.scalar_locals[target] = value  # read in its place (language.md 5.6)
                 return None
             form = self.expressions.as_tensor(value, stmt.value, f"the new value of '{target}'")
+            self.expressions.spaces.assigned(stmt, target, value, scope)
             for name, span in scope.forward_refs[before:]:
                 if not (is_state and name == target):
                     self.fail(

@@ -23,6 +23,8 @@ class Scalar:
 class Tensor:
     form: ir.LinearForm
     span: Span
+    # `dim`, or the size of another space (resolve/spaces.py); None: unknown (a failed block)
+    space: str | None = ir.DIM_SPACE
 
 
 @dataclass(frozen=True)
@@ -62,3 +64,11 @@ class Scope:
     scalar_locals: dict[str, Scalar | DataScalar] = field(default_factory=dict)
     data_allowed: bool = True  # dot and norm: in the update, not in an init
     data_spans: list[Span] = field(default_factory=list)  # where dot and norm are read
+    # Spaces (resolve/spaces.py): the size of each state declared in another space than
+    # dim, the space of each tensor local, and the blocks whose declaration succeeded.
+    state_sizes: dict[str, str] = field(default_factory=dict)
+    local_spaces: dict[str, str] = field(default_factory=dict)
+    resolved_blocks: dict[str, ir.Block] = field(default_factory=dict)
+
+    def space(self, state: str) -> str:
+        return self.state_sizes.get(state, ir.DIM_SPACE)

@@ -54,12 +54,14 @@ class Indexed:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """`T(y)`, `relu(e)`, `softshrink(e, lam)`."""
+    """`T(y)`, `relu(e)`, `softshrink(e, lam)`; `K^T(y)` (`adjoint`): the adjoint of an
+    operator block."""
 
     func: str
     args: tuple[Expr, ...]
     span: Span
     func_span: Span
+    adjoint: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,8 @@ class Ident:
 class StateDecl:
     names: tuple[Ident, ...]
     span: Span
+    # `state x, y: m`: the size each state is declared with (None: dim), one per name.
+    sizes: tuple[Ident | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ EXPECTED_NAMES = {
     "LBRACE": "'{'",
     "RBRACE": "'}'",
     "COMMA": "','",
+    "ADJOINT": "'^'",  # `K^T(`: one more reading of a '^'
     "EQUAL": "'='",
     "PLUS": "'+'",
     "MINUS": "'-'",
@@ -200,6 +201,12 @@ class _ToAst(Transformer_NonRecursive):
         node = ast.Call(str(tok), tuple(args or ()), _span(meta), Span.of(tok))
         return self._nested(node, args or (), _span(meta))
 
+    @v_args(meta=True)
+    def adjoint_call(self, meta, children):
+        tok, _adjoint, args = children
+        node = ast.Call(str(tok), tuple(args or ()), _span(meta), Span.of(tok), adjoint=True)
+        return self._nested(node, args or (), _span(meta))
+
     def arguments(self, children):
         return list(children)
 
@@ -231,7 +238,13 @@ class _ToAst(Transformer_NonRecursive):
     # declarations
     @v_args(meta=True)
     def state_decl(self, meta, children):
-        return ast.StateDecl(tuple(_tok(t) for t in children), _span(meta))
+        names = tuple(name for name, _ in children)
+        sizes = tuple(size for _, size in children)
+        return ast.StateDecl(names, _span(meta), sizes)
+
+    def state_name(self, children):
+        name, size = children
+        return _tok(name), _tok(size) if size is not None else None
 
     @v_args(meta=True)
     def init_assign(self, meta, children):

@@ -19,7 +19,7 @@ def _edges(net: ir.Network) -> tuple[dict[str, str], list[tuple[str, str, str]]]
             return key
         if isinstance(atom, ir.BlockOut):
             key = f"call_{len(nodes)}"
-            nodes[key] = f"{atom.block}(.)"
+            nodes[key] = f"{atom.block}{'^T' if atom.adjoint else ''}(.)"
             for inner, coef in atom.arg.terms:
                 edges.append((node_of(inner), key, _coef(coef)))
             return key
