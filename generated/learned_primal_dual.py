@@ -69,10 +69,9 @@ LEARNED_PRIMAL_DUAL_CERTIFICATE = {
         "guaranteed": None,
         "reasons": [
             (
-                "outside the theory: the states live in 2 spaces (h in m; the others in dim); K is"
-                " a linear operator between spaces, with its adjoint, not the gradient a block"
-                " stands for: the theory reads a rule on one space, each block a gradient, so this"
-                " joint primal-dual recurrence lies outside it"
+                "outside the theory: the states live in 2 spaces (h in m; the others in dim); K"
+                " maps dim to m and K^T maps back: linear operators, not gradients, and the theory"
+                " reads a rule on one space whose blocks stand for gradients"
             ),
             "block K: operator() has no two-layer substructure W2·σ(W1 z + b)",
             "block D: mlp holds W2·σ(W1 z + b) with σ = relu",
@@ -174,7 +173,7 @@ class LearnedPrimalDual(nn.Module):
             r = K(K_in)
             del K_in
             # h+ = h + D(h + sigma*r)
-            D_in = torch.add(h, r, alpha=sigma)
+            D_in = torch.add(h, torch.mul(r, sigma))
             del r
             D_D_in = D(D_in)
             del D_in
@@ -183,7 +182,7 @@ class LearnedPrimalDual(nn.Module):
             # b = K^T(h+)
             b = torch.matmul(h, K.weight)
             # f+ = f - P(f + tau*b)
-            P_in = torch.add(f, b, alpha=tau)
+            P_in = torch.add(f, torch.mul(b, tau))
             del b
             P_P_in = P(P_in)
             del P_in

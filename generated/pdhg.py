@@ -69,10 +69,9 @@ PDHG_CERTIFICATE = {
         "guaranteed": None,
         "reasons": [
             (
-                "outside the theory: the states live in 2 spaces (y in m; the others in dim); K is"
-                " a linear operator between spaces, with its adjoint, not the gradient a block"
-                " stands for: the theory reads a rule on one space, each block a gradient, so this"
-                " joint primal-dual recurrence lies outside it"
+                "outside the theory: the states live in 2 spaces (y in m; the others in dim); K"
+                " maps dim to m and K^T maps back: linear operators, not gradients, and the theory"
+                " reads a rule on one space whose blocks stand for gradients"
             ),
             "block K: operator() has no two-layer substructure W2·σ(W1 z + b)",
             "block T: mlp holds W2·σ(W1 z + b) with σ = relu",
@@ -169,7 +168,7 @@ class PDHG(nn.Module):
             T = self.blocks["T"][k]
             # y+ = clamp(y + sigma*K(xbar), -lam, lam)
             K_xbar = K(xbar)
-            clamp_in = torch.add(y, K_xbar, alpha=sigma)
+            clamp_in = torch.add(y, torch.mul(K_xbar, sigma))
             del K_xbar
             clamp_out = torch.clamp(clamp_in, -lam, lam)
             del clamp_in
@@ -178,7 +177,7 @@ class PDHG(nn.Module):
             K_T_y = torch.matmul(y, K.weight)
             T_x = T(x)
             # x_next = -tau*K_T_y - tau*T_x + x
-            x_next = torch.add(x, K_T_y, alpha=-tau)
+            x_next = torch.add(x, torch.mul(K_T_y, -tau))
             del K_T_y
             x_next.add_(T_x, alpha=-tau)
             del T_x

@@ -3,7 +3,7 @@ autocast, and on channels_last inputs (issue 7, points 4-5; the quick form CI ru
 
 import pytest
 import torch
-from conftest import load_generated
+from conftest import construct, load_generated
 
 EXPLICIT = {
     "gd": ("GD", (4, 8)),
@@ -18,13 +18,16 @@ EXPLICIT = {
     "nesterov_convnext": ("NesterovConvnext", (2, 8, 6, 6)),
     "nesterov_transformer": ("NesterovTransformer", (2, 3, 8)),
     "fista_restart": ("FistaRestart", (4, 8)),  # per-sample dot and sign (language.md 5.6)
+    # A dual state of its own size, K and K^T (language.md 4.1.1)
+    "pdhg": ("PDHG", (4, 8)),
+    "learned_primal_dual": ("LearnedPrimalDual", (4, 8)),
 }
 
 
 def make(stem: str):
     class_name, shape = EXPLICIT[stem]
     torch.manual_seed(0)
-    module = getattr(load_generated(stem), class_name)(8, depth=3)
+    module = construct(getattr(load_generated(stem), class_name), 8, depth=3)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     return module, x
 
@@ -54,7 +57,16 @@ def test_torch_export_matches_eager(stem):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(
-    "stem", ["nesterov", "ladmm", "nesterov_conv", "nesterov_transformer", "lista", "fista_restart"]
+    "stem",
+    [
+        "nesterov",
+        "ladmm",
+        "nesterov_conv",
+        "nesterov_transformer",
+        "lista",
+        "fista_restart",
+        "learned_primal_dual",
+    ],
 )
 def test_autocast_runs_and_stays_close_to_float32(stem, dtype):
     module, x = make(stem)

@@ -226,7 +226,7 @@ ERRORS = {
     ),
     "adjoint of a block that is no operator": (
         ("x - t*K^T(y+)", "x - t*T^T(x)"),
-        "10:20: 'T^T': block T is a mlp block, and only an operator block has an adjoint",
+        "10:20: 'T^T': block T is an mlp block, and only an operator block has an adjoint",
     ),
     "adjoint of a map": (
         ("x - t*K^T(y+)", "x - t*relu^T(x)"),
@@ -343,7 +343,7 @@ def test_the_certificate_says_what_lies_outside_the_theory():
     assert certificate["consistent"] is None and certificate["universal"]["guaranteed"] is None
     why = certificate["universal"]["reasons"][0]
     assert "the states live in 2 spaces (y in m; the others in dim)" in why
-    assert "K is a linear operator between spaces, with its adjoint" in why
+    assert "K maps dim to m and K^T maps back: linear operators, not gradients" in why
 
 
 SEQUENCE = """
@@ -379,3 +379,71 @@ def test_the_graph_shows_the_adjoint(tmp_path):
     done = run_optgen("inspect", str(EXAMPLES / "pdhg.opt"), "--graph", "mermaid")
     assert done.returncode == 0, done.stderr
     assert '["K^T(.)"]' in done.stdout
+
+
+MORE_ERRORS = {
+    # A network of other spaces only has nothing to return.
+    "no state of dim": (
+        ("state x, y: m", "state y: m, x: m"),
+        "2:5: every state of network Bad lives in a space of its own",
+    ),
+    "a size read as a value": (
+        ("x - t*K^T(y+)", "x - m*K^T(y+)"),
+        "10:18: 'm' is a size, which can only be used in block arguments",
+    ),
+    "a block call in an init": (
+        ("init y = 0", "init y = K(input)"),
+        "3:14: block call 'K(input)' in an init, which runs once, before the first layer",
+    ),
+    "a size named as a word of the language": (
+        ("state x, y: m", "state x, y: k"),
+        "2:17: 'k' is a word of the language (the layer index) and cannot name a size",
+    ),
+    "the adjoint spelled with a prime": (
+        ("K^T(y+)", "K'(y+)"),
+        '10:21: unexpected character "\'"',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MORE_ERRORS))
+def test_more_bad_uses_are_located_errors(case):
+    (old, new), message = MORE_ERRORS[case]
+    assert old in RULE
+    assert any(found.startswith(message) for found in located_errors(RULE.replace(old, new)))
+
+
+def test_the_hints_name_the_adjoint_spelling_and_the_right_operator():
+    with pytest.raises(optgen.OptgenError) as info:
+        optgen.check_source(RULE.replace("K^T(y+)", "K.T(y+)"), "bad.opt")
+    assert info.value.diagnostics[0]["hint"] == (
+        "the adjoint of an operator block is written K^T(...)"
+    )
+    image = (
+        RULE.replace("block T = mlp()", "block T = conv(space=m)")
+        .replace("operator(", "conv_operator(")
+        .replace("        x+ =", "        g = T^T(y)\n        x+ =")
+        .replace("param c = 0.5 learnable per_channel\n", "")
+    )
+    with pytest.raises(optgen.OptgenError) as info:
+        optgen.check_source(image, "bad.opt")
+    [error] = info.value.diagnostics
+    assert error["message"].startswith("'T^T': block T is a conv block")
+    assert error["hint"] == "declare it as one: block T = conv_operator(from=dim, to=m)"
+
+
+def test_a_failed_block_is_not_reported_again_where_its_output_is_read():
+    text = RULE.replace("x - t*K^T(y+)", "x - t*K^T(q)").replace(
+        "        x+ =", "        q = L^T(y+)\n        x+ ="
+    )
+    errors = located_errors(text.replace("block T = mlp()", "block L = mlp()"))
+    assert len(errors) == 1 and "'L' is a word of the language" in errors[0]
+
+
+def test_the_constructor_names_the_size_its_check_reads():
+    text = SEQUENCE.replace("transformer(space=m, heads=2)", "mlp(space=m, hidden=3*m/2)")
+    text = text.replace("transformer(heads=2)", "mlp()").replace("TokensPD", "Frac")
+    cls = optgen.loads(text, "frac.opt")["Frac"]
+    with pytest.raises(ValueError, match=r"unless 2 divides 3\*m, got m=5"):
+        cls(4, 5)
+    assert cls(4, 6)(torch.randn(2, 4)).shape == (2, 4)

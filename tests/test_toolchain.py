@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EXAMPLES, assert_generated_tests_pass, load_generated, run_optgen
+from conftest import (
+    EXAMPLES,
+    assert_generated_tests_pass,
+    construct,
+    load_generated,
+    run_optgen,
+)
 from fuzzing import generate_program
 
 import optgen
@@ -130,7 +136,7 @@ def _instance_and_input(cls, source: str):
     torch.manual_seed(0)
     if hasattr(cls, "INPUT_SIZE"):  # a model
         return cls(), torch.randn(1, *cls.INPUT_SIZE)
-    module = cls(8, depth=2)
+    module = construct(cls, 8, depth=2)
     if "[N, dim, H, W]" in source:
         return module, torch.randn(2, 8, 6, 6)
     if "[N, L, dim]" in source:

@@ -425,18 +425,14 @@ def spaces_reason(net: ir.Network) -> str | None:
         spaces = ", ".join(f"{s} in {size}" for s, size in net.state_sizes)
         count = 1 + len(net.sizes)
         parts.append(f"the states live in {count} spaces ({spaces}; the others in dim)")
-    if between or adjoints:
-        names = sorted({b.name for b in between} | set(adjoints))
-        parts.append(
-            f"{' and '.join(names)} {'is a linear operator' if len(names) == 1 else 'are linear operators'}"
-            " between spaces, with "
-            + ("its adjoint" if len(names) == 1 else "their adjoints")
-            + ", not the gradient a block stands for"
-        )
+    for b in between:
+        back = f" and {b.name}^T maps back" if b.name in adjoints else ""
+        parts.append(f"{b.name} maps {b.source_space} to {b.target_space}{back}")
+    moved = {b.name for b in between}
+    parts += [f"{name}^T is the adjoint of {name}" for name in adjoints if name not in moved]
     return (
-        "; ".join(parts)
-        + ": the theory reads a rule on one space, each block a gradient, so this joint "
-        "primal-dual recurrence lies outside it"
+        "; ".join(parts) + ": linear operators, not gradients, and the theory reads a rule "
+        "on one space whose blocks stand for gradients"
     )
 
 

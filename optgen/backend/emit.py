@@ -200,7 +200,7 @@ class NetworkView:
     certificate: dict
     plan: EmitPlan
     forward: str
-    dim_checks: list[tuple[str, str]]
+    dim_checks: list[tuple[str, str, str]]
     slots: tuple[str, ...] = ()  # a model's stage: init_slots / forward_slots
     output_slot: int = 0  # where the output sits among the slots (forward reads it)
     init_slots: str = ""
@@ -225,7 +225,7 @@ def network_view(
         plan=plan,
         # A stage's forward runs its slots' layer loop (forward_slots): one loop a class.
         forward="" if slots else forward_source(plan.forward, plan.output_var),
-        dim_checks=[(c.condition, f"{net.name}: {c.message}") for c in plan.dim_checks],
+        dim_checks=[(c.condition, f"{net.name}: {c.message}", c.size) for c in plan.dim_checks],
         slots=slots,
         output_slot=slots.index(plan.output_var) if slots else 0,
         init_slots=forward_source(plan.init_slots, carried) if slots else "",

@@ -40,6 +40,8 @@ class Forms(Terms):
             adjoint = BLOCK_KINDS[self.net.block(atom.block).kind].adjoint if atom.adjoint else None
             ops.append(plan.BlockCall(var, self.block_var[atom.block], arg, adjoint=adjoint))
             self.block_outputs.add(var)
+            if self.net.block(atom.block).kind == "operator":
+                self.matrix_products.add(var)
         elif isinstance(atom, ir.MapOut):
             arg = self.operand(atom.arg, values, ops, f"{atom.fn}_in")
             var = name or self.ns.create(f"{atom.fn}_out")

@@ -97,6 +97,7 @@ class Terms(Scope):
         self._call_tensor_of: dict[sympy.Expr, str] = {}
         self._layer_tensor_of: dict[sympy.Expr, str] = {}
         self.block_outputs: set[str] = set()  # names bound to a block's output
+        self.matrix_products: set[str] = set()  # those of an operator: a bare matmul
 
     # ------------------------------------------------------------ coefficients
     def coef(self, expr: sympy.Expr) -> Coef:
@@ -332,4 +333,5 @@ class Terms(Scope):
             return plan.AddAlpha(target, a, b, None, inplace=inplace)
         if c.value == -1:
             return plan.AddAlpha(target, a, b, None, subtract=True, inplace=inplace)
-        return plan.AddAlpha(target, a, b, self.scalar(c), inplace=inplace)
+        scale_first = b in self.matrix_products
+        return plan.AddAlpha(target, a, b, self.scalar(c), inplace=inplace, scale_first=scale_first)

@@ -239,8 +239,7 @@ class Lerp(Op):
 
 @dataclass(frozen=True, slots=True)
 class AddAlpha(Op):
-    """`a + alpha*b` out of place (`torch.add`, `torch.sub` for alpha -1), or in place
-    into `target` (then `a` is the target itself)."""
+    """`a + alpha*b`: `torch.add` (`sub` for alpha -1), or in place into `target` (= a)."""
 
     target: str
     a: str
@@ -248,6 +247,7 @@ class AddAlpha(Op):
     alpha: Scalar | None  # None: 1
     subtract: bool = False
     inplace: bool = False
+    scale_first: bool = False  # `torch.add(a, torch.mul(b, alpha))`: b a matrix product
     USES: ClassVar[tuple[str, ...]] = ("a", "b")
     KERNELS: ClassVar[int] = 1
     PURE: ClassVar[bool] = True

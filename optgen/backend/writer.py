@@ -160,6 +160,9 @@ class ForwardWriter(CodeWriter):
     def visit_AddAlpha(self, op: plan.AddAlpha) -> None:
         name = "sub" if op.subtract else "add"
         args = op.b if op.alpha is None else f"{op.b}, alpha={op.alpha.text}"
+        if op.scale_first and op.alpha is not None:
+            # Inductor (torch 2.13) folds add(a, mm, alpha=c) into an addmm that drops c.
+            args = f"torch.mul({op.b}, {op.alpha.text})"
         if op.inplace:
             self.writeline(f"{op.target}.{name}_({args})")
         else:

@@ -121,6 +121,7 @@ class DimCheck:
 
     condition: str  # Python source in `dim`, true when the block cannot be built
     message: str  # what is wrong, naming the block and the rule
+    size: str = DIM_SPACE  # the size the condition reads (`m` of a block with space=m)
 
 
 def _two_layer_by_activation(kind: BlockKind, args: dict) -> tuple[bool | None, str]:
@@ -166,6 +167,7 @@ def _fractional_dims(block, kind: BlockKind) -> list[DimCheck]:
                     f"{_operand(numerator, code)} % {denominator}",
                     f"block {block.name} = {kind.name}({key}={shown}): {key} is not a whole "
                     f"number unless {denominator} divides {code}",
+                    str(next(iter(value.free_symbols))),
                 )
             )
     return checks
@@ -181,6 +183,7 @@ def _heads_divide_dim(block, kind: BlockKind) -> list[DimCheck]:
                 f"{size} % {heads}" if heads.isdigit() else f"{size} % ({heads})",
                 f"block {block.name} = {kind.name}(heads={heads}) needs {size} divisible by "
                 f"heads = {heads}",
+                size,
             )
         )
     return checks

@@ -220,27 +220,6 @@ class DeclarationResolver(Job):
             d.name.id, kind_name, tuple(sorted(full.items())), shared, layout, d.span, target
         )
 
-    def size(self, ident: ast.Ident, sizes: dict[str, str], claim) -> bool:
-        """`state y: m`: whether m names a space other than dim (a constructor argument
-        and an attribute of the generated module), claimed on its first use."""
-        word = ident.id
-        if word == ir.DIM_SPACE or word in sizes.values():
-            return word != ir.DIM_SPACE
-        taken = (
-            naming.reserved(naming.Reserved.CONSTRUCTOR_LOCAL)
-            | naming.reserved(naming.Reserved.MODULE_ATTRIBUTE)
-            | naming.reserved(naming.Reserved.FILE_BINDING)
-        )
-        if word.startswith("_") or keyword.iskeyword(word) or word in taken:
-            self.report.error(
-                ident.span,
-                f"size '{word}' would be an argument and an attribute of the generated "
-                "module, where that name is taken",
-                "pick another name for the size, such as m or n_dual",
-            )
-            return False
-        return claim(ident, "size")
-
     def size_symbols(self) -> dict[str, sympy.Symbol]:
         """The sizes an integer block argument may use: dim and the network's own."""
         return {size: ir.size_symbol(size) for size in (ir.DIM_SPACE, *self.ctx.sizes)}

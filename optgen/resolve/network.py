@@ -5,7 +5,6 @@ next iterate read inside a block call of an implicit rule."""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 
 import sympy
@@ -52,6 +51,7 @@ class NetworkResolver(Job):
         self.declarations = declarations
         self.params = params
         self.updates = updates
+        self.spaces = updates.expressions.spaces
 
     def network(self, node: ast.Network) -> ir.Network | None:
         """The IR of one network, or None when it has errors (all recorded in `report`)."""
@@ -105,23 +105,11 @@ class NetworkResolver(Job):
                 "the analysis and the generated layers grow with the square of the states",
             )
         states = []
-        state_sizes: dict[str, str] = {}
-        state_decl = decls[ast.StateDecl][0] if has_states else None
-        for ident, size in zip(state_decl.names, state_decl.sizes) if has_states else ():
+        state_decl = decls[ast.StateDecl][0] if has_states else ast.StateDecl((), node.span)
+        for ident in state_decl.names:
             if claim(ident, "state"):
                 states.append(ident.id)
-            if size is not None and self.declarations.size(size, state_sizes, claim):
-                state_sizes[ident.id] = size.id
-        started = {a.target.id for d in decls.get(ast.InitDecl, []) for a in d.assigns}
-        for ident, size in zip(state_decl.names, state_decl.sizes) if has_states else ():
-            if ident.id in state_sizes and ident.id not in started:
-                self.report.error(
-                    size.span,
-                    f"state '{ident.id}' lives in the space {size.id}, so it cannot start as "
-                    "input, which lives in dim",
-                    f"give it a start: init {ident.id} = 0",
-                )
-        self.ctx.sizes = tuple(dict.fromkeys(state_sizes.values()))
+        state_sizes = self.spaces.declared(state_decl, decls.get(ast.InitDecl, []), claim)
 
         depth, equilibrium = DEFAULT_DEPTH, False
         if ast.LayersDecl in decls:
@@ -154,13 +142,7 @@ class NetworkResolver(Job):
                 block_names.add(d.name.id)
                 if block is not None:
                     blocks[d.name.id] = block
-        # A matrix operator acts on the last axis: it takes the token layout of the
-        # network's other blocks as well as the vector one.
-        if {b.layout for b in blocks.values() if b.kind != "operator"} == {"sequence"}:
-            blocks = {
-                n: dataclasses.replace(b, layout="sequence") if b.kind == "operator" else b
-                for n, b in blocks.items()
-            }
+        blocks = self.spaces.operators_on_tokens(blocks)
         layouts = {b.layout for b in blocks.values()}
         if len(layouts) > 1:
             first = next(iter(blocks.values()))
@@ -211,22 +193,21 @@ class NetworkResolver(Job):
         reasons: list[str] = []
         uses_input = False
         if has_states:
-            init = self.updates.init(decls.get(ast.InitDecl, []), states, params, state_sizes)
+            init = self.updates.init(
+                decls.get(ast.InitDecl, []), states, params, state_sizes, block_names
+            )
         if has_states and ast.UpdateDecl in decls:
             statements, reasons, uses_input = self.updates.update(
                 decls[ast.UpdateDecl][0], states, params, (block_names, blocks), taken, state_sizes
             )
 
-        output = states[0] if states else None
+        output = next((s for s in states if s not in state_sizes), None)
+        if states and output is None:
+            self.attempt(self.spaces.no_output, state_decl, name)
         if ast.OutputDecl in decls and has_states:
             out = decls[ast.OutputDecl][0]
             if out.name.id in state_sizes:
-                self.report.error(
-                    out.name.span,
-                    f"output '{out.name.id}' lives in the space {state_sizes[out.name.id]}, and "
-                    "the module returns a tensor of its input's space, dim",
-                    "output a state of dim",
-                )
+                self.attempt(self.spaces.output, out.name, state_sizes[out.name.id])
             elif out.name.id in states:
                 output = out.name.id
             elif out.name.id not in self.poisoned:
@@ -270,12 +251,7 @@ class NetworkResolver(Job):
                 if equilibrium
                 else "implicit" if implicit else "reversible" if reversible else "checkpointed"
             )
-            self.report.error(
-                state_decl.sizes[[s is not None for s in state_decl.sizes].index(True)].span,
-                f"states of another space than dim are for explicit layers, and network "
-                f"{name} is {what}",
-                "the solvers, the reversible backward and checkpoint carry states of dim only",
-            )
+            self.attempt(self.spaces.explicit_only, state_decl, name, what)
         self.declarations.check_memory_modes(
             name, decls, implicit or equilibrium, "an equilibrium" if equilibrium else "implicit"
         )
@@ -374,6 +350,7 @@ class UpdateResolver(Job):
         states: list[str],
         params: dict[str, ir.Param],
         state_sizes: dict[str, str],
+        blocks: set[str],
     ) -> list[ir.InitAssign]:
         given: dict[str, ast.InitAssign] = {}
         for d in decls:
@@ -401,14 +378,10 @@ class UpdateResolver(Job):
             progress = False
             for a in list(pending):
                 if all(s in ready for s in _state_names(a.value, states)):
-                    form = self.attempt(self.init_form, a.value, states, params)
+                    form = self.attempt(self.init_form, a.value, states, params, blocks)
                     if form is not None:
                         assign = ir.InitAssign(a.target.id, form, a.span)
-                        space = state_sizes.get(a.target.id, ir.DIM_SPACE)
-                        spaces = lambda s: state_sizes.get(s, ir.DIM_SPACE)  # noqa: E731
-                        if self.attempt(
-                            self.expressions.spaces.init, assign, a.span, space, spaces
-                        ):
+                        if self.attempt(self.expressions.spaces.init, assign, state_sizes):
                             result.append(assign)
                     ready.add(a.target.id)  # a failed init still defines its state
                     pending.remove(a)
@@ -422,7 +395,9 @@ class UpdateResolver(Job):
                 ready.add(a.target.id)
         return result
 
-    def init_form(self, node, states: list[str], params: dict[str, ir.Param]) -> ir.LinearForm:
+    def init_form(
+        self, node, states: list[str], params: dict[str, ir.Param], blocks: set[str]
+    ) -> ir.LinearForm:
         if isinstance(node, ast.Number):
             if self.scalars.number(node) == 0:
                 return ir.LinearForm()
@@ -441,7 +416,7 @@ class UpdateResolver(Job):
                 f"'{node.id}' cannot be used in an init",
                 "an init may use input, states, 0 and params",
             )
-        scope = Scope(tuple(states), params, {}, data_allowed=False)
+        scope = Scope(tuple(states), params, blocks, data_allowed=False)
         scope.assigned = set()
         value = self.expressions.value(node, scope)
         if isinstance(value, Scalar):

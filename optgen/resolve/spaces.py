@@ -8,11 +8,18 @@ two spaces."""
 
 from __future__ import annotations
 
-from .. import ir
-from ..kinds.blocks import BLOCK_KINDS
+import dataclasses
+import keyword
+
+from .. import ir, naming
+from ..kinds.blocks import BLOCK_KINDS, ELEMENTWISE_MAPS
 from ..syntax import ast
-from .context import Job, _clip
+from .context import RESERVED, Job, _clip
 from .values import Scope, Tensor
+
+
+def _article(word: str) -> str:
+    return "an" if word in ("mlp", "operator") else "a"
 
 
 def _named(space: str) -> str:
@@ -22,6 +29,87 @@ def _named(space: str) -> str:
 class SpaceRules(Job):
     """The space of each tensor value, and the located errors of the rules that mix two."""
 
+    # ------------------------------------------------------------ declarations
+    def declared(self, decl: ast.StateDecl, inits: list[ast.InitDecl], claim) -> dict:
+        """`state x, y: m`: the size of each state declared in another space than dim
+        (`ctx.sizes` the sizes, in order), each size's name checked and claimed once."""
+        sizes: dict[str, str] = {}
+        for ident, size in zip(decl.names, decl.sizes):
+            if size is not None and self.size_name(size, sizes, claim):
+                sizes[ident.id] = size.id
+        started = {a.target.id for d in inits for a in d.assigns}
+        for ident, size in zip(decl.names, decl.sizes):
+            if ident.id in sizes and ident.id not in started:
+                self.report.error(
+                    size.span,
+                    f"state '{ident.id}' lives in the space {size.id}, so it cannot start as "
+                    "input, which lives in dim",
+                    f"give it a start: init {ident.id} = 0",
+                )
+        self.ctx.sizes = tuple(dict.fromkeys(sizes.values()))
+        return sizes
+
+    def size_name(self, ident: ast.Ident, sizes: dict[str, str], claim) -> bool:
+        """Whether `m` of `y: m` names a space other than dim. It becomes an argument and
+        an attribute of the generated module: one of that module's names is refused."""
+        word = ident.id
+        if word == ir.DIM_SPACE or word in sizes.values():
+            return word != ir.DIM_SPACE
+        if word in RESERVED or word in ELEMENTWISE_MAPS:
+            return claim(ident, "size")  # which says what the word already is
+        taken = (
+            naming.reserved(naming.Reserved.CONSTRUCTOR_LOCAL)
+            | naming.reserved(naming.Reserved.MODULE_ATTRIBUTE)
+            | naming.reserved(naming.Reserved.FILE_BINDING)
+        )
+        if word.startswith("_") or keyword.iskeyword(word) or word in taken:
+            self.report.error(
+                ident.span,
+                f"size '{word}' would be an argument and an attribute of the generated "
+                "module, where that name is taken",
+                "pick another name for the size, such as m or n_dual",
+            )
+            return False
+        return claim(ident, "size")
+
+    @staticmethod
+    def operators_on_tokens(blocks: dict[str, ir.Block]) -> dict[str, ir.Block]:
+        """A matrix operator acts on the last axis: beside token blocks it takes their
+        layout, [N, L, dim], as well as the vector one."""
+        if {b.layout for b in blocks.values() if b.kind != "operator"} != {"sequence"}:
+            return blocks
+        return {
+            n: dataclasses.replace(b, layout="sequence") if b.kind == "operator" else b
+            for n, b in blocks.items()
+        }
+
+    def explicit_only(self, decl: ast.StateDecl, network: str, what: str) -> None:
+        first = next(size for size in decl.sizes if size is not None)
+        self.fail(
+            first.span,
+            f"states of another space than dim are for explicit layers, and network "
+            f"{network} is {what}",
+            "the solvers, the reversible backward and checkpoint carry states of dim only",
+        )
+
+    def no_output(self, decl: ast.StateDecl, network: str) -> None:
+        self.fail(
+            decl.span,
+            f"every state of network {network} lives in a space of its own, and the module "
+            "returns a state of its input's space, dim",
+            "declare a state of dim: state x, y: m",
+        )
+
+    def output(self, name: ast.Ident, size: str) -> None:
+        self.fail(
+            name.span,
+            f"output '{name.id}' lives in the space {size}, and the module returns a tensor "
+            "of its input's space, dim",
+            "output a state of dim",
+        )
+
+    # ------------------------------------------------------------ expressions
+
     def block_call(self, node: ast.Call, arg: Tensor, scope: Scope) -> str | None:
         """The space of `B(e)` or `K^T(e)`, `e` checked against the space B takes."""
         block = scope.resolved_blocks.get(node.func)
@@ -29,11 +117,13 @@ class SpaceRules(Job):
             return None
         kind = BLOCK_KINDS[block.kind]
         if node.adjoint and kind.adjoint is None:
+            operator = "conv_operator" if block.layout == "image" else "operator"
+            to = self.ctx.sizes[0] if self.ctx.sizes else ir.DIM_SPACE
             self.fail(
                 node.func_span,
-                f"'{node.func}^T': block {node.func} is a {block.kind} block, and only an "
-                "operator block has an adjoint",
-                f"declare it as one: block {node.func} = operator(from=dim, to=m)",
+                f"'{node.func}^T': block {node.func} is {_article(block.kind)} {block.kind} "
+                "block, and only an operator block has an adjoint",
+                f"declare it as one: block {node.func} = {operator}(from=dim, to={to})",
             )
         takes, gives = block.source_space, block.target_space
         if node.adjoint:
@@ -124,14 +214,17 @@ class SpaceRules(Job):
                     "keep a running sum of it as a state of that space instead",
                 )
 
-    def init(self, assign: ir.InitAssign, span, space: str, spaces) -> bool:
+    def init(self, assign: ir.InitAssign, sizes: dict[str, str]) -> bool:
         """An init of a state of space m reads 0 and states of m; of dim, input too."""
+        space = sizes.get(assign.state, ir.DIM_SPACE)
         for atom in assign.form.atoms():
-            given = spaces(atom.name) if isinstance(atom, ir.Initial) else ir.DIM_SPACE
+            given = (
+                sizes.get(atom.name, ir.DIM_SPACE) if isinstance(atom, ir.Initial) else ir.DIM_SPACE
+            )
             if given != space:
                 what = "input" if isinstance(atom, ir.InputValue) else f"'{atom.name}'"
                 self.fail(
-                    span,
+                    assign.span,
                     f"state '{assign.state}' lives in {_named(space)}, but its init reads "
                     f"{what}, which lives in {_named(given)}",
                     f"start it at zero: init {assign.state} = 0",

@@ -437,7 +437,8 @@ def _syntax_diagnostic(err: UnexpectedInput, source: SourceFile) -> Diagnostic:
     if isinstance(err, UnexpectedCharacters):
         char = source.text[err.pos_in_stream] if err.pos_in_stream < len(source.text) else ""
         span = Span.point(err.line, err.column)
-        return Diagnostic(Severity.ERROR, span, f"unexpected character {char!r}", _chars_hint(char))
+        hint = _adjoint_hint(source.text, err.pos_in_stream) or _chars_hint(char)
+        return Diagnostic(Severity.ERROR, span, f"unexpected character {char!r}", hint)
     if isinstance(err, UnexpectedEOF) or (
         isinstance(err, UnexpectedToken) and err.token.type == "$END"
     ):
@@ -458,6 +459,20 @@ def _syntax_diagnostic(err: UnexpectedInput, source: SourceFile) -> Diagnostic:
         # A statement broken over lines, as a Python user would inside parentheses.
         label = "a statement ends at the end of its line: continue it with \\ at the end"
     return Diagnostic(Severity.ERROR, span, message, label)
+
+
+def _adjoint_hint(text: str, pos: int) -> str | None:
+    """`K'(y)`, `K.T(y)`: the adjoint spellings of other languages."""
+    found = re.compile(r"([A-Za-z_]\w*)(?:'|\.T)\(").match(text, _name_start(text, pos))
+    if found is None:
+        return None
+    return f"the adjoint of an operator block is written {found.group(1)}^T(...)"
+
+
+def _name_start(text: str, pos: int) -> int:
+    while pos > 0 and (text[pos - 1].isalnum() or text[pos - 1] == "_"):
+        pos -= 1
+    return pos
 
 
 def _chars_hint(char: str) -> str | None:
