@@ -15,9 +15,12 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
     torch.set_num_threads(1)
 
+import contextlib
 import importlib.util
+import io
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -58,9 +61,20 @@ def assert_generated_tests_pass(folder: Path, cwd: Path, timeout: int = 300) -> 
     assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-2000:]
 
 
+# The commands a test runs in its own process, through `optgen.cli.main` as `python -m
+# optgen` runs them: a fresh interpreter costs about a second of CPU a call, some hundreds
+# of seconds over the suite. `experiment` stays a process of its own (it trains: threads,
+# seeds and the default dtype are process-wide, and its API warnings print to stderr), and
+# so does a call that sets its own working folder or environment.
+IN_PROCESS_COMMANDS = frozenset({"compile", "check", "inspect"})
+
+
 def run_optgen(
     *args: str, cwd: Path | None = None, env: dict | None = None
 ) -> subprocess.CompletedProcess:
+    if cwd is None and env is None and args and args[0] in IN_PROCESS_COMMANDS:
+        if Path.cwd() == ROOT:
+            return _run_in_process(args)
     return subprocess.run(
         [sys.executable, "-m", "optgen", *args],
         cwd=cwd or ROOT,
@@ -69,6 +83,20 @@ def run_optgen(
         env=env,
         timeout=300,
     )
+
+
+def _run_in_process(args) -> subprocess.CompletedProcess:
+    from optgen import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with warnings.catch_warnings():
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exit:  # argparse: --help, a usage error
+                code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    command = [sys.executable, "-m", "optgen", *args]
+    return subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
