@@ -66,7 +66,7 @@ def assert_generated_tests_pass(folder: Path, cwd: Path, timeout: int = 300) -> 
 # of seconds over the suite. `experiment` stays a process of its own (it trains: threads,
 # seeds and the default dtype are process-wide, and its API warnings print to stderr), and
 # so does a call that sets its own working folder or environment.
-IN_PROCESS_COMMANDS = frozenset({"compile", "check", "inspect"})
+IN_PROCESS_COMMANDS = frozenset({"compile", "check", "inspect", "match"})
 
 
 def run_optgen(

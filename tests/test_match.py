@@ -4,12 +4,10 @@ match a baseline's, and the catalog's pairs matched to their gd baseline within 
 import os
 import re
 import stat
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import GENERATED
+from conftest import GENERATED, run_optgen
 
 PAIRS = [
     ("wide_heavy_ball", "wide_gd"),
@@ -58,9 +56,7 @@ model SmallHeavyBall {
 
 
 def optgen_run(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "optgen", *args], capture_output=True, text=True, cwd=cwd
-    )
+    return run_optgen(*args, cwd=cwd)
 
 
 def written(stem: str, name: str) -> int:
