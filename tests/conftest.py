@@ -99,6 +99,21 @@ def _run_in_process(args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
 
 
+@pytest.fixture(scope="session")
+def compiled_catalog():
+    """Every network of examples/*.opt compiled as one file, once per worker (the reference
+    and the naive-forward checks both walk it): (IR by name, module class by name)."""
+    from optgen import OptgenWarning, api, loads
+
+    text = "\n".join(p.read_text() for p in sorted(EXAMPLES.glob("*.opt")))
+    with warnings.catch_warnings():
+        # Rules that fail their convergence conditions compile with a warning: not ours.
+        warnings.simplefilter("ignore", OptgenWarning)
+        classes = loads(text, "catalog.opt")
+        networks = {n.name: n for n in api.frontend(text, "catalog.opt").networks}
+    return networks, classes
+
+
 @pytest.fixture
 def opt_file(tmp_path):
     """Write a .opt text into tmp_path and return its path."""

@@ -40,13 +40,6 @@ def test_a_param_nothing_reads_is_a_located_warning(tmp_path):
     ]
 
 
-def test_every_param_of_the_catalog_is_read():
-    files = [*sorted(EXAMPLES.glob("*.opt")), *sorted((EXAMPLES / "models").glob("*.opt"))]
-    done = run_optgen("check", "-q", *map(str, files))
-    assert done.returncode == 0, done.stderr
-    assert "never read" not in done.stderr
-
-
 @pytest.mark.parametrize("command", ["check", "inspect", "compile"])
 def test_a_generated_module_is_refused_with_the_name_of_its_source(tmp_path, command):
     out = tmp_path / "out"

@@ -187,8 +187,8 @@ CATALOG_NAMES = [line.split()[1] for line in CATALOG.splitlines() if line.starts
 
 
 @pytest.fixture(scope="module")
-def catalog():
-    return _networks_and_classes(CATALOG, "catalog.opt")
+def catalog(compiled_catalog):
+    return compiled_catalog
 
 
 @pytest.mark.parametrize("name", CATALOG_NAMES)

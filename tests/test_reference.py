@@ -53,10 +53,8 @@ def _compiled(text: str, filename: str):
 
 
 @pytest.fixture(scope="module")
-def catalog():
-    text = "\n".join(p.read_text() for p in sorted(EXAMPLES.glob("*.opt")))
-    networks, classes, _ = _compiled(text, "catalog.opt")
-    return networks, classes
+def catalog(compiled_catalog):
+    return compiled_catalog
 
 
 CATALOG_NAMES = [
