@@ -103,14 +103,19 @@ def _run_in_process(args) -> subprocess.CompletedProcess:
 def compiled_catalog():
     """Every network of examples/*.opt compiled as one file, once per worker (the reference
     and the naive-forward checks both walk it): (IR by name, module class by name)."""
+    text = "\n".join(p.read_text() for p in sorted(EXAMPLES.glob("*.opt")))
+    return networks_and_classes(text, "catalog.opt")
+
+
+def networks_and_classes(text: str, filename: str):
+    """(IR by name, module class by name) of a source."""
     from optgen import OptgenWarning, api, loads
 
-    text = "\n".join(p.read_text() for p in sorted(EXAMPLES.glob("*.opt")))
     with warnings.catch_warnings():
         # Rules that fail their convergence conditions compile with a warning: not ours.
         warnings.simplefilter("ignore", OptgenWarning)
-        classes = loads(text, "catalog.opt")
-        networks = {n.name: n for n in api.frontend(text, "catalog.opt").networks}
+        classes = loads(text, filename)
+        networks = {n.name: n for n in api.frontend(text, filename).networks}
     return networks, classes
 
 

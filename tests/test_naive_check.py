@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import construct
+from conftest import construct, networks_and_classes
 from reference_rules import rich_program
 
 import optgen
-from optgen import api
 from optgen.backend.naive import naive_network
 from optgen.reference import evaluate
 
@@ -142,14 +141,6 @@ def test_the_other_generated_tests_pass_the_swapped_updates(tmp_path):
 
 
 # ---------------------------------------------------------------------- against the reference
-def _networks_and_classes(text: str, filename: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optgen.OptgenWarning)
-        classes = optgen.loads(text, filename)
-        networks = {n.name: n for n in api.frontend(text, filename).networks}
-    return networks, classes
-
-
 def _naive_function(network, suffix: str = ""):
     """naive_forward of `network`, its source executed with torch alone."""
     source = naive_network(network, suffix)
@@ -212,7 +203,7 @@ RICH_CASES = 20
 def rich():
     rng = random.Random(20240611)
     text = "\n".join(rich_program(rng, index) for index in range(RICH_CASES))
-    return _networks_and_classes(text, "rich.opt")
+    return networks_and_classes(text, "rich.opt")
 
 
 @pytest.mark.parametrize("index", range(RICH_CASES))

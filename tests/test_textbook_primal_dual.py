@@ -10,18 +10,14 @@ import numpy
 import pytest
 import torch
 from conftest import EXAMPLES, run_optgen
+from test_data_steps import located_errors
 from test_reference import assert_agrees
+from test_textbook_data_steps import catalog_class, run
 
 import optgen
 from optgen import api
 
 BATCH, DIM, M = 4, 5, 8
-
-
-def catalog_class(stem: str, name: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optgen.OptgenWarning)
-        return optgen.load(EXAMPLES / f"{stem}.opt")[name]
 
 
 class Known(torch.nn.Module):
@@ -39,11 +35,6 @@ def with_operator(module, weight: numpy.ndarray):
     with torch.no_grad():
         module.blocks["K"][0].weight.copy_(torch.tensor(weight))
     return module
-
-
-def run(module, x0: numpy.ndarray) -> numpy.ndarray:
-    with torch.no_grad():
-        return module(torch.tensor(x0)).numpy()
 
 
 # ---------------------------------------------------------------- PDHG (Condat-Vu)
@@ -293,12 +284,6 @@ ERRORS = {
         "implicit",
     ),
 }
-
-
-def located_errors(text: str) -> list[str]:
-    with pytest.raises(optgen.OptgenError) as info:
-        optgen.check_source(text, "bad.opt")
-    return [f"{d['line']}:{d['col']}: {d['message']}" for d in info.value.diagnostics]
 
 
 def test_the_rule_compiles_before_it_is_broken():

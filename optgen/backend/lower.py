@@ -319,7 +319,7 @@ class Lowerer(Solves):
             if var == "x" and terms == [(self.input_var, self.coef(ONE))]:
                 pass  # the forward argument `x` already holds the input
             elif not terms and space != ir.DIM_SPACE:
-                axis = 1 if self.net.layout == Layout.IMAGE else -1
+                axis = Layout(self.net.layout).channel_axis
                 self.init.append(plan.Zeros(var, self.input_var, space, axis))
             else:
                 self.init.extend(self.combine(var, terms, self.input_var))

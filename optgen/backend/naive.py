@@ -27,6 +27,7 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
 from .. import ir
+from ..kinds.blocks import Layout
 from ..naming import snake_case
 from ..schedules import PREVIOUS, RecursiveSchedule, lagged, lags_of, mod_code
 
@@ -265,7 +266,7 @@ class _Body:
             argument = self.form(atom.arg, index)
             if atom.adjoint:  # by autograd, not by the weight the module's code reads
                 source = self.net.block(atom.block).source_space
-                axis = 1 if self.net.layout == "image" else -1
+                axis = Layout(self.net.layout).channel_axis
                 call = (
                     f"_naive_adjoint({self.block(atom.block)}, {argument}, module.{source}, {axis})"
                 )
@@ -400,7 +401,7 @@ class _Network:
         for init in net.init:
             space = net.space(init.state)
             if not init.form.terms and space != ir.DIM_SPACE:  # zeros of another size
-                axis = 1 if net.layout == "image" else -1
+                axis = Layout(net.layout).channel_axis
                 value = f"_naive_zeros(input_, module.{space}, {axis})"
             else:
                 value = body.form(init.form)

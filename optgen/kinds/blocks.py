@@ -64,6 +64,12 @@ class Layout(str, Enum):
         ]
 
     @property
+    def channel_axis(self) -> int:
+        """The axis that holds dim (or the size m of another space): 1 of [N, dim, H, W],
+        the last of the others."""
+        return 1 if self is Layout.IMAGE else -1
+
+    @property
     def test_input(self) -> str:
         """The shape the generated tests feed a module of this layout (`batch`, `DIM` names)."""
         return {

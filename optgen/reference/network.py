@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import ir
+from ..kinds.blocks import Layout
 from .layer import Layer
 from .maps import vjp_adjoint, zeros_in
 from .params import LearnableParams
@@ -152,7 +153,7 @@ class _Run:
     @property
     def axis(self) -> int:
         """The channel axis: the one a space's size is counted on."""
-        return 1 if self.network.layout == "image" else -1
+        return Layout(self.network.layout).channel_axis
 
     def size(self, space: str) -> int:
         """The size of a space: the input's channels for dim, the module's `m` for m."""

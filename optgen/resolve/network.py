@@ -230,8 +230,8 @@ class NetworkResolver(Job):
             self.check_equilibrium(node, statements, known, implicit)
         reversible = backward is not None and backward.name == REVERSIBLE
         data_spans = self.updates.data_spans if statements else []
-        if data_spans and (implicit or equilibrium or reversible):
-            what = "an equilibrium" if equilibrium else "implicit" if implicit else "reversible"
+        what = _not_plain(equilibrium, implicit, reversible)
+        if data_spans and what:
             self.report.error(
                 data_spans[0],
                 f"dot and norm scale explicit layers only, and network {name} is {what}",
@@ -245,12 +245,8 @@ class NetworkResolver(Job):
         checkpoint = None
         if ast.CheckpointDecl in decls:
             checkpoint = self.attempt(self.declarations.checkpoint, decls[ast.CheckpointDecl][0])
-        if state_sizes and (implicit or equilibrium or reversible or checkpoint):
-            what = (
-                "an equilibrium"
-                if equilibrium
-                else "implicit" if implicit else "reversible" if reversible else "checkpointed"
-            )
+        what = _not_plain(equilibrium, implicit, reversible, bool(checkpoint))
+        if state_sizes and what:
             self.attempt(self.spaces.explicit_only, state_decl, name, what)
         self.declarations.check_memory_modes(
             name, decls, implicit or equilibrium, "an equilibrium" if equilibrium else "implicit"
@@ -572,6 +568,13 @@ class UpdateResolver(Job):
         if name in scope.blocks:
             self.fail(node.span, f"'{name}' is a block; blocks cannot be assigned in the update")
         return name, False, node.span
+
+
+def _not_plain(*modes: bool) -> str | None:
+    """What makes a network's layers other than plain explicit ones, in words: `modes` are
+    (equilibrium, implicit, reversible[, checkpointed])."""
+    words = ("an equilibrium", "implicit", "reversible", "checkpointed")
+    return next((word for word, on in zip(words, modes) if on), None)
 
 
 def _state_names(node, states: list[str]) -> set[str]:
