@@ -4,6 +4,7 @@ replaced by known maps in float64, against the textbook iteration written here i
 a convolution and its adjoint against a convolution written here in numpy; and every bad
 use of a space as a located error."""
 
+import random
 import warnings
 
 import numpy
@@ -432,3 +433,68 @@ def test_the_constructor_names_the_size_its_check_reads():
     with pytest.raises(ValueError, match=r"unless 2 divides 3\*m, got m=5"):
         cls(4, 5)
     assert cls(4, 6)(torch.randn(2, 4)).shape == (2, 4)
+
+
+# ---------------------------------------------------------------- a fuzz sample
+def primal_dual_program(rng, index: int) -> str:
+    """A random explicit rule over x in dim and y in m, with K, K^T and blocks on each
+    space: the forms the catalog's two entries take, recombined."""
+    c = [rng.choice(["0.5", "0.3", "-0.2", "0.7", "t", "(1 - t)"]) for _ in range(6)]
+    dual = rng.choice(
+        [
+            f"y + {c[0]}*r",
+            f"clamp(y + {c[0]}*r, -1, 1)",
+            f"y + D(y + {c[0]}*r)",
+            f"{c[1]}*y + relu(r) - {c[2]}*D(y)",
+        ]
+    )
+    back = rng.choice(["y+", "y", f"y+ - {c[3]}*y"])
+    primal = rng.choice(
+        [
+            f"x - t*T(x) - {c[4]}*b",
+            f"x - {c[4]}*b + {c[5]}*(x - x-)",
+            "softshrink(x - t*(T(x) + b), 0.1)",
+        ]
+    )
+    source = rng.choice(["x", "x - input", f"x + {c[5]}*x-"])
+    return f"""
+network Pd{index} {{
+    state x, y: m
+    init y = 0
+    param t = 0.4 learnable positive
+    block K = operator(from=dim, to=m){rng.choice([" shared", ""])}
+    block T = mlp()
+    block D = mlp(space=m)
+    layers 3
+    update {{
+        r = K({source})
+        y+ = {dual}
+        b = K^T({back})
+        x+ = {primal}
+    }}
+}}
+"""
+
+
+def test_a_fuzz_sample_of_primal_dual_rules_agrees_with_the_reference():
+    """The fused module against the reference interpreter (its K^T by autograd) and the
+    naive forward, outputs and gradients in float64, on random recombinations."""
+    from test_naive_check import _naive_function
+    from test_reference import build
+
+    from optgen.reference import evaluate
+
+    rng = random.Random(27)
+    text = "".join(primal_dual_program(rng, i) for i in range(12))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optgen.OptgenWarning)
+        classes = optgen.loads(text, "pd_fuzz.opt")
+        networks = api.frontend(text, "pd_fuzz.opt").networks
+    assert len(networks) == 12
+    for index, network in enumerate(networks):
+        module = build(network, classes[network.name], seed=index)
+        x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(index))
+        assert_agrees(network, module, x)
+        with torch.no_grad():
+            naive = _naive_function(network)(module, x)
+            torch.testing.assert_close(naive, evaluate(network, module, x), rtol=1e-12, atol=1e-12)
